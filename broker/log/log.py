@@ -1,0 +1,527 @@
+"""PartitionLog: the append-only log of one partition, as ordered segments in one directory.
+
+How it works: the last segment is the active one; appends go there until it reaches
+segment.bytes or segment.ms, then a new segment starts at the next offset (the old one is
+flushed, which advances the recovery point). Retention deletes whole segments from the front,
+never the active one and never past the high watermark. On open, segments after the recovery
+point are scanned and a torn or corrupt tail is cut off (and logged) before anything is served.
+
+Offsets of the log:
+    log_start_offset <= high_watermark <= log_end_offset
+Consumers read below the high watermark; followers up to the log end offset.
+
+Thread-safety: every public method takes the log's lock. Appends come from the broker's
+single writer thread per log directory; reads may come from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+from dataclasses import dataclass
+
+from broker.log.checkpoint import read_json, write_json
+from broker.log.config import LogConfig
+from broker.log.epoch_cache import LeaderEpochCache
+from broker.log.segment import LOG_SUFFIX, LogSegment
+from client.records import (
+    ATTR_TIMESTAMP_LOG_APPEND,
+    BatchHeader,
+    CorruptBatchError,
+    crc_of,
+    decode_batches,
+    patch_offsets,
+    read_header,
+    split_batches,
+)
+
+log = logging.getLogger("raftka.log")
+
+CHECKPOINT_FILE = "partition.checkpoint"
+EPOCH_CHECKPOINT_FILE = "leader-epoch-checkpoint"
+_ATTRIBUTES = struct.Struct(">h")
+_TIMESTAMP = struct.Struct(">q")
+_CRC = struct.Struct(">I")
+
+
+class OffsetOutOfRangeError(Exception):
+    """A read or lookup asked for an offset outside [log_start_offset, log_end_offset]."""
+
+
+class RecordTooLargeError(Exception):
+    """A batch is larger than max.message.bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int
+    batch_count: int
+    size_bytes: int
+
+
+class PartitionLog:
+    # Invariant: segments are sorted by base offset and never overlap.
+    # Invariant: log_start_offset <= high_watermark <= log_end_offset.
+    def __init__(self, directory: str, config: LogConfig) -> None:
+        self.directory = directory
+        self.config = config
+        self._lock = threading.RLock()
+        self._segments: list[LogSegment] = []
+        self.log_start_offset = 0
+        self.high_watermark = 0
+        self.recovery_point = 0
+        self.epochs = LeaderEpochCache()
+        self._unflushed_records = 0
+        self._last_flush_ms: int | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, directory: str, config: LogConfig, now_ms: int) -> PartitionLog:
+        os.makedirs(directory, exist_ok=True)
+        partition_log = cls(directory, config)
+        partition_log._load(now_ms)
+        return partition_log
+
+    def _load(self, now_ms: int) -> None:
+        checkpoint = read_json(os.path.join(self.directory, CHECKPOINT_FILE)) or {}
+        self.recovery_point = int(checkpoint.get("recovery_point", 0))
+        bases = sorted(
+            int(name[: -len(LOG_SUFFIX)])
+            for name in os.listdir(self.directory)
+            if name.endswith(LOG_SUFFIX) and name[: -len(LOG_SUFFIX)].isdigit()
+        )
+        self._remove_orphan_files(set(bases))
+        corrupt_at: int | None = None
+        for i, base in enumerate(bases):
+            segment = LogSegment(self.directory, base, self.config.index_interval_bytes)
+            if corrupt_at is not None:
+                log.warning(
+                    "deleting %s: it follows corrupt data at offset %d",
+                    segment.log_path,
+                    corrupt_at,
+                )
+                segment.delete_files()
+                continue
+            upper = bases[i + 1] if i + 1 < len(bases) else None
+            if upper is not None and upper <= self.recovery_point:
+                segment.load()
+            else:
+                result = segment.recover()
+                if result.truncated_bytes:
+                    corrupt_at = segment.next_offset
+                    log.warning(
+                        "%s: cut %d bytes of torn or corrupt data at offset %d (%s)",
+                        segment.log_path,
+                        result.truncated_bytes,
+                        corrupt_at,
+                        result.reason,
+                    )
+            if self._segments and segment.base_offset < self._segments[-1].next_offset:
+                log.warning("deleting %s: it overlaps the previous segment", segment.log_path)
+                segment.delete_files()
+                continue
+            self._segments.append(segment)
+        if not self._segments:
+            start = int(checkpoint.get("log_start_offset", 0))
+            self._segments.append(
+                LogSegment(self.directory, start, self.config.index_interval_bytes)
+            )
+        active = self._segments[-1]
+        if active.first_append_ms is None and not active.is_empty:
+            active.first_append_ms = now_ms
+        leo = self.log_end_offset
+        self.log_start_offset = min(
+            max(int(checkpoint.get("log_start_offset", 0)), self._segments[0].base_offset), leo
+        )
+        self.high_watermark = max(
+            min(int(checkpoint.get("high_watermark", 0)), leo), self.log_start_offset
+        )
+        self.recovery_point = min(self.recovery_point, leo)
+        self._load_epochs()
+
+    def _remove_orphan_files(self, bases: set[int]) -> None:
+        for name in os.listdir(self.directory):
+            stem, _, suffix = name.partition(".")
+            orphan_index = suffix in ("index", "timeindex") and stem.isdigit()
+            if (orphan_index and int(stem) not in bases) or name.endswith(".tmp"):
+                os.unlink(os.path.join(self.directory, name))
+
+    def _load_epochs(self) -> None:
+        stored = read_json(os.path.join(self.directory, EPOCH_CHECKPOINT_FILE)) or {}
+        self.epochs = LeaderEpochCache([(int(e), int(o)) for e, o in stored.get("entries", [])])
+        changed = self.epochs.truncate_from_end(self.log_end_offset)
+        changed |= self.epochs.truncate_from_start(self.log_start_offset)
+        if changed:
+            self._write_epochs()
+
+    # -------------------------------------------------------------------------- offsets
+    @property
+    def log_end_offset(self) -> int:
+        return self._segments[-1].next_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(segment.size_bytes for segment in self._segments)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    def segment_base_offsets(self) -> list[int]:
+        with self._lock:
+            return [segment.base_offset for segment in self._segments]
+
+    def update_high_watermark(self, offset: int) -> bool:
+        """Move the high watermark (clamped to the log); True when it changed."""
+        with self._lock:
+            new_value = max(self.log_start_offset, min(offset, self.log_end_offset))
+            if new_value == self.high_watermark:
+                return False
+            self.high_watermark = new_value
+            return True
+
+    def last_batch_epoch(self) -> int:
+        return self.epochs.latest_epoch
+
+    # ---------------------------------------------------------------------------- append
+    def append_as_leader(
+        self,
+        data: bytearray,
+        batches: list[tuple[int, BatchHeader]],
+        leader_epoch: int,
+        now_ms: int,
+    ) -> AppendResult:
+        """Assign offsets to validated batches (patching them in `data`) and append them."""
+        with self._lock:
+            self._check_open()
+            for _, header in batches:
+                if header.size_bytes > self.config.max_message_bytes:
+                    raise RecordTooLargeError(
+                        f"record batch of {header.size_bytes} bytes exceeds max.message.bytes "
+                        f"({self.config.max_message_bytes})"
+                    )
+            first_offset = self.log_end_offset
+            next_offset = first_offset
+            patched: list[tuple[int, BatchHeader]] = []
+            for position, header in batches:
+                patch_offsets(data, position, next_offset, leader_epoch)
+                if self.config.log_append_time:
+                    _stamp_log_append_time(data, position, header, now_ms)
+                patched.append((position, read_header(data, position)))
+                next_offset += header.last_offset_delta + 1
+            if self.epochs.assign(leader_epoch, first_offset):
+                self._write_epochs()
+            self._write(data, patched, now_ms)
+            return AppendResult(
+                base_offset=first_offset,
+                last_offset=next_offset - 1,
+                log_append_time_ms=now_ms if self.config.log_append_time else -1,
+                batch_count=len(patched),
+                size_bytes=len(data),
+            )
+
+    def append_as_follower(self, data: bytes, now_ms: int) -> AppendResult | None:
+        """Append batches copied from the leader, offsets already assigned. They must start
+        at the log end offset; their leader epochs feed the epoch cache."""
+        with self._lock:
+            self._check_open()
+            if not data:
+                return None
+            batches = split_batches(data)
+            expected = self.log_end_offset
+            for _, header in batches:
+                if header.base_offset != expected:
+                    raise CorruptBatchError(
+                        f"replicated batch starts at {header.base_offset}, expected {expected}"
+                    )
+                expected = header.next_offset
+            epochs_changed = False
+            for _, header in batches:
+                epochs_changed |= self.epochs.assign(
+                    header.partition_leader_epoch, header.base_offset
+                )
+            if epochs_changed:
+                self._write_epochs()
+            self._write(data, batches, now_ms)
+            return AppendResult(
+                base_offset=batches[0][1].base_offset,
+                last_offset=batches[-1][1].last_offset,
+                log_append_time_ms=-1,
+                batch_count=len(batches),
+                size_bytes=len(data),
+            )
+
+    def _write(
+        self, data: bytes | bytearray, batches: list[tuple[int, BatchHeader]], now_ms: int
+    ) -> None:
+        self._maybe_roll(len(data), now_ms)
+        self._segments[-1].append(data, batches, now_ms)
+        self._unflushed_records += sum(h.last_offset_delta + 1 for _, h in batches)
+        if self._unflushed_records >= self.config.flush_messages:
+            self._flush_locked(now_ms)
+
+    def _maybe_roll(self, incoming_bytes: int, now_ms: int) -> None:
+        active = self._segments[-1]
+        if active.is_empty:
+            return
+        too_big = active.size_bytes + incoming_bytes > self.config.segment_bytes
+        first = active.first_append_ms
+        too_old = first is not None and now_ms - first >= self.config.segment_ms
+        if too_big or too_old:
+            self._roll(now_ms)
+
+    def _roll(self, now_ms: int) -> None:
+        active = self._segments[-1]
+        active.seal()
+        active.flush()
+        self.recovery_point = active.next_offset
+        self._segments.append(
+            LogSegment(self.directory, active.next_offset, self.config.index_interval_bytes)
+        )
+        self.write_checkpoint()
+
+    def roll_if_due(self, now_ms: int) -> bool:
+        """Roll an idle active segment that is older than segment.ms (called periodically)."""
+        with self._lock:
+            if self._closed:
+                return False
+            active = self._segments[-1]
+            first = active.first_append_ms
+            if active.is_empty or first is None or now_ms - first < self.config.segment_ms:
+                return False
+            self._roll(now_ms)
+            return True
+
+    # ------------------------------------------------------------------------------ read
+    def read(
+        self, offset: int, max_bytes: int, max_offset: int | None = None, min_one_batch: bool = True
+    ) -> bytes:
+        """Stored batches starting with the one that holds `offset`, below `max_offset`
+        (exclusive; default the log end offset), at most max_bytes (but see min_one_batch).
+
+        Raises OffsetOutOfRangeError when offset is below the log start or above the end.
+        """
+        with self._lock:
+            self._check_open()
+            leo = self.log_end_offset
+            if offset < self.log_start_offset or offset > leo:
+                raise OffsetOutOfRangeError(
+                    f"offset {offset} is out of range [{self.log_start_offset}, {leo}]"
+                )
+            upper = leo if max_offset is None else min(max_offset, leo)
+            if offset >= upper:
+                return b""
+            for segment in self._segments_from(offset):
+                data = segment.read(offset, max_bytes, upper, min_one_batch)
+                if data:
+                    return data
+            return b""
+
+    def _segments_from(self, offset: int) -> list[LogSegment]:
+        index = 0
+        for i, segment in enumerate(self._segments):
+            if segment.base_offset <= offset:
+                index = i
+            else:
+                break
+        return self._segments[index:]
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with timestamp >= timestamp_ms, below the
+        high watermark, or None when there is none."""
+        with self._lock:
+            self._check_open()
+            for segment in self._segments:
+                if segment.max_timestamp_ms < timestamp_ms:
+                    continue
+                found = segment.find_offset_by_timestamp(timestamp_ms)
+                if found is None:
+                    continue
+                position, header = found
+                if header.base_offset >= self.high_watermark:
+                    return None
+                batch = segment.read_batch_at(position, header)
+                for record in decode_batches(batch, from_offset=self.log_start_offset):
+                    if record.timestamp_ms >= timestamp_ms:
+                        if record.offset >= self.high_watermark:
+                            return None
+                        return record.offset, record.timestamp_ms
+            return None
+
+    # -------------------------------------------------------------------------- truncate
+    def truncate_to(self, offset: int) -> int:
+        """Drop every record at or after `offset` (a follower's divergent tail). Returns the
+        new log end offset, which may be lower than `offset` if a batch straddled it."""
+        with self._lock:
+            self._check_open()
+            if offset >= self.log_end_offset:
+                return self.log_end_offset
+            while len(self._segments) > 1 and self._segments[-1].base_offset >= offset:
+                self._segments.pop().delete_files()
+            removed = self._segments[-1].truncate_to(offset)
+            leo = self.log_end_offset
+            log.info("%s: truncated to offset %d (%d bytes removed)", self.directory, leo, removed)
+            if self.epochs.truncate_from_end(leo):
+                self._write_epochs()
+            self.high_watermark = min(self.high_watermark, leo)
+            self.recovery_point = min(self.recovery_point, leo)
+            if self.log_start_offset > leo:
+                self.log_start_offset = leo
+            self.write_checkpoint()
+            return leo
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Empty the log and restart it at `offset` (a follower far behind a leader whose
+        log now starts later)."""
+        with self._lock:
+            self._check_open()
+            for segment in self._segments:
+                segment.delete_files()
+            self._segments = [LogSegment(self.directory, offset, self.config.index_interval_bytes)]
+            self.log_start_offset = offset
+            self.high_watermark = offset
+            self.recovery_point = offset
+            self.epochs.clear()
+            self._write_epochs()
+            self.write_checkpoint()
+
+    # ------------------------------------------------------------------------- retention
+    def enforce_retention(self, now_ms: int) -> int:
+        """Delete segments past retention.ms or beyond retention.bytes; return how many.
+
+        Only whole segments entirely below the high watermark go, and never the active one
+        unless it is expired too (then it is rolled first, as Kafka does).
+        """
+        with self._lock:
+            if self._closed:
+                return 0
+            deleted = 0
+            while len(self._segments) > 1 or self._active_expired(now_ms):
+                oldest = self._segments[0]
+                if not (self._expired(oldest, now_ms) or self._over_size(oldest)):
+                    break
+                if oldest.next_offset > self.high_watermark or oldest.is_empty:
+                    break
+                if len(self._segments) == 1:
+                    self._roll(now_ms)
+                self._segments.pop(0).delete_files()
+                deleted += 1
+                self.log_start_offset = max(self.log_start_offset, self._segments[0].base_offset)
+            if deleted:
+                log.info(
+                    "%s: retention deleted %d segment(s); log start offset is now %d",
+                    self.directory,
+                    deleted,
+                    self.log_start_offset,
+                )
+                if self.epochs.truncate_from_start(self.log_start_offset):
+                    self._write_epochs()
+                self.write_checkpoint()
+            return deleted
+
+    def _expired(self, segment: LogSegment, now_ms: int) -> bool:
+        retention_ms = self.config.retention_ms
+        if retention_ms < 0 or segment.is_empty:
+            return False
+        return now_ms - segment.max_timestamp_ms > retention_ms
+
+    def _active_expired(self, now_ms: int) -> bool:
+        return self._expired(self._segments[-1], now_ms)
+
+    def _over_size(self, oldest: LogSegment) -> bool:
+        limit = self.config.retention_bytes
+        if limit < 0:
+            return False
+        return self.size_bytes - oldest.size_bytes >= limit
+
+    # --------------------------------------------------------------------- durability
+    def flush(self, now_ms: int) -> None:
+        with self._lock:
+            if not self._closed:
+                self._flush_locked(now_ms)
+
+    def flush_if_due(self, now_ms: int) -> bool:
+        """flush.ms: fsync when data has waited that long since the last flush."""
+        with self._lock:
+            if self._closed or self.recovery_point >= self.log_end_offset:
+                return False
+            if self._last_flush_ms is None:
+                self._last_flush_ms = now_ms
+            if now_ms - self._last_flush_ms < self.config.flush_ms:
+                return False
+            self._flush_locked(now_ms)
+            return True
+
+    def _flush_locked(self, now_ms: int) -> None:
+        for segment in self._segments:
+            if segment.base_offset >= self._segment_base_of(self.recovery_point):
+                segment.flush()
+        self.recovery_point = self.log_end_offset
+        self._unflushed_records = 0
+        self._last_flush_ms = now_ms
+        self.write_checkpoint()
+
+    def _segment_base_of(self, offset: int) -> int:
+        base = self._segments[0].base_offset
+        for segment in self._segments:
+            if segment.base_offset <= offset:
+                base = segment.base_offset
+        return base
+
+    def write_checkpoint(self) -> None:
+        with self._lock:
+            write_json(
+                os.path.join(self.directory, CHECKPOINT_FILE),
+                {
+                    "high_watermark": self.high_watermark,
+                    "recovery_point": self.recovery_point,
+                    "log_start_offset": self.log_start_offset,
+                },
+            )
+
+    def _write_epochs(self) -> None:
+        write_json(
+            os.path.join(self.directory, EPOCH_CHECKPOINT_FILE),
+            {"entries": [list(entry) for entry in self.epochs.entries()]},
+        )
+
+    # ---------------------------------------------------------------------- lifecycle
+    def close(self, now_ms: int | None = None) -> None:
+        """Flush everything and close; a clean close means nothing to recover next time."""
+        with self._lock:
+            if self._closed:
+                return
+            self._segments[-1].seal()
+            self._flush_locked(now_ms if now_ms is not None else 0)
+            for segment in self._segments:
+                segment.close()
+            self._closed = True
+
+    def delete(self) -> None:
+        """Remove the partition's directory (the topic was deleted or moved away)."""
+        with self._lock:
+            for segment in self._segments:
+                segment.delete_files()
+            self._closed = True
+            for name in os.listdir(self.directory):
+                os.unlink(os.path.join(self.directory, name))
+            os.rmdir(self.directory)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(f"log {self.directory} is closed")
+
+
+def _stamp_log_append_time(
+    data: bytearray, position: int, header: BatchHeader, now_ms: int
+) -> None:
+    """LogAppendTime topics: mark the batch and set maxTimestamp to the broker's clock. Both
+    are inside the CRC, so it is recomputed (one pass of CRC32C over the batch)."""
+    _ATTRIBUTES.pack_into(data, position + 21, header.attributes | ATTR_TIMESTAMP_LOG_APPEND)
+    _TIMESTAMP.pack_into(data, position + 35, now_ms)
+    _CRC.pack_into(data, position + 17, crc_of(data, position, header.size_bytes))

@@ -1,0 +1,310 @@
+"""One log segment: `<base>.log` holding whole RecordBatch v2 batches, plus its indexes.
+
+How it works: batches are appended at the end of the file exactly as they will be served.
+Every `index_interval_bytes` of log, the offset index gets (base offset of the batch - segment
+base, file position), and the time index gets (largest timestamp so far, its offset). To find
+an offset, take the floor entry of the offset index and walk batch headers from there. The
+indexes are caches: recovery rebuilds them from the log.
+
+Not thread-safe: the owning PartitionLog serialises access.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+
+from broker.log.index import IndexCorruptError, SparseIndex, open_offset_index, open_time_index
+from client.records import (
+    HEADER_SIZE,
+    BatchHeader,
+    CorruptBatchError,
+    check_crc,
+    iter_headers,
+    read_header,
+    validate_header,
+)
+
+log = logging.getLogger("raftka.log")
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+NO_TIMESTAMP = -1
+# Recovery reads the log in chunks of this size (plus whatever one batch needs).
+RECOVERY_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def segment_file_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:020d}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryResult:
+    valid_bytes: int
+    truncated_bytes: int
+    reason: str
+
+
+class LogSegment:
+    # Invariant: size_bytes is the end of the last complete, valid batch in the file.
+    # Invariant: next_offset == base_offset when empty, else last batch's last offset + 1.
+    def __init__(self, directory: str, base_offset: int, index_interval_bytes: int) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.index_interval_bytes = index_interval_bytes
+        self.log_path = os.path.join(directory, segment_file_name(base_offset, LOG_SUFFIX))
+        self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.offset_index: SparseIndex = open_offset_index(
+            os.path.join(directory, segment_file_name(base_offset, INDEX_SUFFIX))
+        )
+        self.time_index: SparseIndex = open_time_index(
+            os.path.join(directory, segment_file_name(base_offset, TIME_INDEX_SUFFIX))
+        )
+        self.size_bytes = os.fstat(self._fd).st_size
+        self.next_offset = base_offset
+        self.max_timestamp_ms = NO_TIMESTAMP
+        self._offset_of_max_timestamp = base_offset
+        self._bytes_since_index_entry = 0
+        # Wall-clock ms of the first append seen by this process (segment.ms rolls).
+        self.first_append_ms: int | None = None
+
+    # ----------------------------------------------------------------------------- state
+    @property
+    def is_empty(self) -> bool:
+        return self.size_bytes == 0
+
+    # ----------------------------------------------------------------------------- write
+    def append(
+        self,
+        data: bytes | bytearray | memoryview,
+        batches: list[tuple[int, BatchHeader]],
+        now_ms: int,
+    ) -> None:
+        """Write validated batches (positions relative to `data`) at the end of the file."""
+        assert batches, "append needs at least one batch"
+        assert batches[0][1].base_offset >= self.next_offset, "offsets must increase"
+        written = os.pwrite(self._fd, data, self.size_bytes)
+        if written != len(data):
+            raise OSError(f"short write to {self.log_path}: {written} of {len(data)} bytes")
+        for relative_position, header in batches:
+            self._index_batch(self.size_bytes + relative_position, header)
+        self.size_bytes += len(data)
+        self.next_offset = batches[-1][1].next_offset
+        if self.first_append_ms is None:
+            self.first_append_ms = now_ms
+
+    def _index_batch(self, position: int, header: BatchHeader) -> None:
+        if header.max_timestamp > self.max_timestamp_ms:
+            self.max_timestamp_ms = header.max_timestamp
+            self._offset_of_max_timestamp = header.last_offset
+        if self._bytes_since_index_entry >= self.index_interval_bytes or position == 0:
+            self.offset_index.append(header.base_offset - self.base_offset, position)
+            self._maybe_append_time_entry()
+            self._bytes_since_index_entry = 0
+        self._bytes_since_index_entry += header.size_bytes
+
+    def _maybe_append_time_entry(self) -> None:
+        last = self.time_index.last()
+        if self.max_timestamp_ms == NO_TIMESTAMP:
+            return
+        relative = self._offset_of_max_timestamp - self.base_offset
+        if last is None or (self.max_timestamp_ms > last[0] and relative >= last[1]):
+            self.time_index.append(self.max_timestamp_ms, relative)
+
+    def seal(self) -> None:
+        """Called on roll: the time index gets its final entry so retention can trust it."""
+        self._maybe_append_time_entry()
+
+    # ------------------------------------------------------------------------------ read
+    def position_of(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """Position and header of the first batch whose last offset is >= `offset`."""
+        floor = self.offset_index.floor(offset - self.base_offset)
+        position = floor[1] if floor else 0
+        while position < self.size_bytes:
+            header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+            if header.last_offset >= offset:
+                return position, header
+            position += header.size_bytes
+        return None
+
+    def read(self, offset: int, max_bytes: int, max_offset: int, min_one_batch: bool) -> bytes:
+        """Whole batches from the one holding `offset`, up to max_bytes, below max_offset.
+
+        `max_offset` is exclusive (a consumer's high watermark). With `min_one_batch`, the
+        first batch is returned even when larger than max_bytes, so readers make progress.
+        """
+        start = self.position_of(offset)
+        if start is None:
+            return b""
+        position, first = start
+        if first.last_offset >= max_offset:
+            return b""
+        limit = self.position_of(max_offset)
+        end = limit[0] if limit else self.size_bytes
+        length = min(end - position, max_bytes)
+        if length < first.size_bytes:
+            if not min_one_batch:
+                return b""
+            return os.pread(self._fd, first.size_bytes, position)
+        data = os.pread(self._fd, length, position)
+        complete = 0
+        for batch_position, header in iter_headers(data):
+            complete = batch_position + header.size_bytes
+        return data[:complete] if complete < len(data) else data
+
+    def find_offset_by_timestamp(self, timestamp_ms: int) -> tuple[int, BatchHeader] | None:
+        """Position and header of the first batch whose max timestamp is >= timestamp_ms."""
+        entry = self.time_index.before_key(timestamp_ms)
+        start_offset = self.base_offset + entry[1] if entry else self.base_offset
+        found = self.position_of(start_offset)
+        if found is None:
+            return None
+        position = found[0]
+        while position < self.size_bytes:
+            header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+            if header.max_timestamp >= timestamp_ms:
+                return position, header
+            position += header.size_bytes
+        return None
+
+    def read_batch_at(self, position: int, header: BatchHeader) -> bytes:
+        return os.pread(self._fd, header.size_bytes, position)
+
+    def file_descriptor(self) -> int:
+        """For zero-copy sends (os.sendfile) of ranges that `read` would return."""
+        return self._fd
+
+    # -------------------------------------------------------------------------- recovery
+    def load(self) -> None:
+        """Open a segment that was flushed before: trust its indexes, read its tail headers.
+
+        Falls back to a full recovery when an index or the tail does not check out.
+        """
+        try:
+            self.offset_index.load()
+            self.time_index.load()
+        except IndexCorruptError as exc:
+            log.warning("rebuilding indexes of %s: %s", self.log_path, exc)
+            self.recover()
+            return
+        last = self.offset_index.last()
+        if last is not None and last[1] >= self.size_bytes:
+            log.warning("index of %s points past the end of the log; rebuilding", self.log_path)
+            self.recover()
+            return
+        time_last = self.time_index.last()
+        if time_last is not None:
+            self.max_timestamp_ms = time_last[0]
+            self._offset_of_max_timestamp = self.base_offset + time_last[1]
+        position = last[1] if last else 0
+        self._bytes_since_index_entry = 0
+        self.next_offset = self.base_offset + (last[0] if last else 0)
+        while position < self.size_bytes:
+            try:
+                header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+                validate_header(header, self.size_bytes - position)
+            except CorruptBatchError as exc:
+                log.warning("tail of %s is damaged (%s); recovering it", self.log_path, exc)
+                self.recover()
+                return
+            if header.max_timestamp > self.max_timestamp_ms:
+                self.max_timestamp_ms = header.max_timestamp
+                self._offset_of_max_timestamp = header.last_offset
+            self._bytes_since_index_entry += header.size_bytes
+            self.next_offset = header.next_offset
+            position += header.size_bytes
+
+    def recover(self, max_batch_bytes: int | None = None) -> RecoveryResult:
+        """Scan every batch, checking framing, CRC and offset order; rebuild the indexes; cut
+        the file at the first invalid byte. The data past that point is never served."""
+        self.offset_index.reset()
+        self.time_index.reset()
+        self.max_timestamp_ms = NO_TIMESTAMP
+        self._offset_of_max_timestamp = self.base_offset
+        self._bytes_since_index_entry = 0
+        self.next_offset = self.base_offset
+        file_size = os.fstat(self._fd).st_size
+        position = 0
+        reason = ""
+        while position < file_size:
+            try:
+                header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+                validate_header(header, file_size - position)
+                if max_batch_bytes is not None and header.size_bytes > max_batch_bytes:
+                    raise CorruptBatchError(f"batch of {header.size_bytes} bytes is implausible")
+                if header.base_offset < self.next_offset:
+                    raise CorruptBatchError(
+                        f"base offset {header.base_offset} goes back (expected >= "
+                        f"{self.next_offset})"
+                    )
+                check_crc(os.pread(self._fd, header.size_bytes, position), 0, header)
+            except CorruptBatchError as exc:
+                reason = str(exc)
+                break
+            self._index_batch(position, header)
+            self.next_offset = header.next_offset
+            position += header.size_bytes
+        truncated = file_size - position
+        if truncated:
+            os.ftruncate(self._fd, position)
+        self.size_bytes = position
+        return RecoveryResult(valid_bytes=position, truncated_bytes=truncated, reason=reason)
+
+    # ------------------------------------------------------------------------ truncation
+    def truncate_to(self, offset: int) -> int:
+        """Remove every batch whose last offset is >= `offset`; return bytes removed.
+
+        A batch that straddles `offset` goes entirely (batches are never split), so the new
+        next_offset may be below `offset`.
+        """
+        found = self.position_of(offset)
+        if found is None:
+            return 0
+        position, header = found
+        removed = self.size_bytes - position
+        os.ftruncate(self._fd, position)
+        self.size_bytes = position
+        self.offset_index.truncate_values_from(position)
+        self.time_index.truncate_values_from(header.base_offset - self.base_offset)
+        self.next_offset = header.base_offset if position else self.base_offset
+        self._recompute_tail_state()
+        return removed
+
+    def _recompute_tail_state(self) -> None:
+        time_last = self.time_index.last()
+        self.max_timestamp_ms = time_last[0] if time_last else NO_TIMESTAMP
+        self._offset_of_max_timestamp = (
+            self.base_offset + time_last[1] if time_last else self.base_offset
+        )
+        last = self.offset_index.last()
+        position = last[1] if last else 0
+        self._bytes_since_index_entry = 0
+        while position < self.size_bytes:
+            header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+            if header.max_timestamp > self.max_timestamp_ms:
+                self.max_timestamp_ms = header.max_timestamp
+                self._offset_of_max_timestamp = header.last_offset
+            self._bytes_since_index_entry += header.size_bytes
+            position += header.size_bytes
+
+    # ----------------------------------------------------------------------- lifecycle
+    def flush(self) -> None:
+        os.fsync(self._fd)
+        self.offset_index.flush()
+        self.time_index.flush()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.offset_index.close()
+        self.time_index.close()
+
+    def delete_files(self) -> None:
+        self.close()
+        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

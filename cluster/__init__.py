@@ -1,0 +1,1 @@
+"""Cluster metadata (KRaft-style): a pure image/delta model, the controller, and Raft wiring."""

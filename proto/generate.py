@@ -1,0 +1,43 @@
+"""Regenerate the Python code for proto/raftka/v1/*.proto.
+
+The only way stubs are produced, so generated files always match one grpcio-tools run;
+tests/test_proto_generated.py fails when a .proto changed without running this.
+Usage: python -m proto.generate
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+from grpc_tools import protoc
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+PROTO_DIR = pathlib.Path("proto") / "raftka" / "v1"
+
+
+def proto_files() -> list[str]:
+    return sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / PROTO_DIR).glob("*.proto"))
+
+
+def generate(out_dir: pathlib.Path = REPO_ROOT) -> None:
+    """Write *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for every .proto under out_dir."""
+    import grpc_tools
+
+    well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
+    args = [
+        "grpc_tools.protoc",
+        f"-I{REPO_ROOT}",
+        f"-I{well_known}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *proto_files(),
+    ]
+    code = protoc.main(args)
+    if code != 0:
+        raise SystemExit(f"protoc failed with exit code {code}")
+
+
+if __name__ == "__main__":
+    generate(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else REPO_ROOT)
