@@ -100,8 +100,9 @@ class SparseIndex:
         del self._values[keep:]
         os.ftruncate(self._fd, keep * self._entry.size)
 
-    def flush(self) -> None:
-        os.fsync(self._fd)
+    @property
+    def fd(self) -> int:
+        return self._fd
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -78,6 +78,8 @@ class PartitionLog:
         self._unflushed_records = 0
         self._last_flush_ms: int | None = None
         self._closed = False
+        # Orders checkpoint file writes, which happen outside the main lock.
+        self._checkpoint_lock = threading.Lock()
 
     # ------------------------------------------------------------------------- opening
     @classmethod
@@ -262,8 +264,10 @@ class PartitionLog:
         self._maybe_roll(len(data), now_ms)
         self._segments[-1].append(data, batches, now_ms)
         self._unflushed_records += sum(h.last_offset_delta + 1 for _, h in batches)
-        if self._unflushed_records >= self.config.flush_messages:
-            self._flush_locked(now_ms)
+
+    def flush_due_by_count(self) -> bool:
+        """flush.messages: the caller flushes (outside any lock) when this says so."""
+        return self._unflushed_records >= self.config.flush_messages
 
     def _maybe_roll(self, incoming_bytes: int, now_ms: int) -> None:
         active = self._segments[-1]
@@ -276,14 +280,13 @@ class PartitionLog:
             self._roll(now_ms)
 
     def _roll(self, now_ms: int) -> None:
+        """Start a new active segment. The old one is fsynced later by flush(), off the lock,
+        as Kafka flushes rolled segments asynchronously."""
         active = self._segments[-1]
         active.seal()
-        active.flush()
-        self.recovery_point = active.next_offset
         self._segments.append(
             LogSegment(self.directory, active.next_offset, self.config.index_interval_bytes)
         )
-        self.write_checkpoint()
 
     def roll_if_due(self, now_ms: int) -> bool:
         """Roll an idle active segment that is older than segment.ms (called periodically)."""
@@ -441,48 +444,60 @@ class PartitionLog:
 
     # --------------------------------------------------------------------- durability
     def flush(self, now_ms: int) -> None:
+        """fsync everything up to the log end offset and advance the recovery point.
+
+        The fsyncs run on duplicated descriptors outside the lock, so readers never wait for
+        the disk; a segment deleted meanwhile is harmless (its duplicate stays valid).
+        """
         with self._lock:
-            if not self._closed:
-                self._flush_locked(now_ms)
+            if self._closed:
+                return
+            target = self.log_end_offset
+            active = self._segments[-1]
+            descriptors = [
+                os.dup(fd)
+                for segment in self._segments
+                if segment.next_offset > self.recovery_point or segment is active
+                for fd in segment.descriptors()
+            ]
+            self._unflushed_records = 0
+            self._last_flush_ms = now_ms
+        try:
+            for fd in descriptors:
+                os.fsync(fd)
+        finally:
+            for fd in descriptors:
+                os.close(fd)
+        with self._lock:
+            if self._closed:
+                return
+            self.recovery_point = max(self.recovery_point, min(target, self.log_end_offset))
+        self.write_checkpoint()
 
     def flush_if_due(self, now_ms: int) -> bool:
-        """flush.ms: fsync when data has waited that long since the last flush."""
+        """Periodic: flush rolled segments not yet on disk, and honour flush.ms."""
         with self._lock:
             if self._closed or self.recovery_point >= self.log_end_offset:
                 return False
             if self._last_flush_ms is None:
                 self._last_flush_ms = now_ms
-            if now_ms - self._last_flush_ms < self.config.flush_ms:
-                return False
-            self._flush_locked(now_ms)
+            rolled_unflushed = self.recovery_point < self._segments[-1].base_offset
+            timed_out = now_ms - self._last_flush_ms >= self.config.flush_ms
+        if rolled_unflushed or timed_out:
+            self.flush(now_ms)
             return True
-
-    def _flush_locked(self, now_ms: int) -> None:
-        for segment in self._segments:
-            if segment.base_offset >= self._segment_base_of(self.recovery_point):
-                segment.flush()
-        self.recovery_point = self.log_end_offset
-        self._unflushed_records = 0
-        self._last_flush_ms = now_ms
-        self.write_checkpoint()
-
-    def _segment_base_of(self, offset: int) -> int:
-        base = self._segments[0].base_offset
-        for segment in self._segments:
-            if segment.base_offset <= offset:
-                base = segment.base_offset
-        return base
+        return False
 
     def write_checkpoint(self) -> None:
         with self._lock:
-            write_json(
-                os.path.join(self.directory, CHECKPOINT_FILE),
-                {
-                    "high_watermark": self.high_watermark,
-                    "recovery_point": self.recovery_point,
-                    "log_start_offset": self.log_start_offset,
-                },
-            )
+            state = {
+                "high_watermark": self.high_watermark,
+                "recovery_point": self.recovery_point,
+                "log_start_offset": self.log_start_offset,
+            }
+            path = os.path.join(self.directory, CHECKPOINT_FILE)
+        with self._checkpoint_lock:
+            write_json(path, state)
 
     def _write_epochs(self) -> None:
         write_json(
@@ -497,7 +512,8 @@ class PartitionLog:
             if self._closed:
                 return
             self._segments[-1].seal()
-            self._flush_locked(now_ms if now_ms is not None else 0)
+        self.flush(now_ms if now_ms is not None else 0)
+        with self._lock:
             for segment in self._segments:
                 segment.close()
             self._closed = True

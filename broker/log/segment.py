@@ -291,10 +291,9 @@ class LogSegment:
             position += header.size_bytes
 
     # ----------------------------------------------------------------------- lifecycle
-    def flush(self) -> None:
-        os.fsync(self._fd)
-        self.offset_index.flush()
-        self.time_index.flush()
+    def descriptors(self) -> list[int]:
+        """File descriptors to fsync for durability (log and both indexes)."""
+        return [self._fd, self.offset_index.fd, self.time_index.fd]
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -20,14 +20,16 @@ class MetadataBatch(_message.Message):
     def __init__(self, version: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., controller_id: _Optional[int] = ..., records: _Optional[_Iterable[_Union[MetadataRecord, _Mapping]]] = ...) -> None: ...
 
 class MetadataSnapshot(_message.Message):
-    __slots__ = ("version", "offset", "records")
+    __slots__ = ("version", "offset", "records", "timestamp_ms")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     version: int
     offset: int
     records: _containers.RepeatedCompositeFieldContainer[MetadataRecord]
-    def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ..., records: _Optional[_Iterable[_Union[MetadataRecord, _Mapping]]] = ...) -> None: ...
+    timestamp_ms: int
+    def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ..., records: _Optional[_Iterable[_Union[MetadataRecord, _Mapping]]] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
 
 class MetadataRecord(_message.Message):
     __slots__ = ("cluster_id", "register_broker", "fence_broker", "unfence_broker", "topic", "partition", "partition_change", "remove_topic", "producer_ids", "noop")
@@ -60,20 +62,22 @@ class ClusterIdRecord(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ...) -> None: ...
 
 class RegisterBrokerRecord(_message.Message):
-    __slots__ = ("broker_id", "incarnation_id", "endpoint", "voter", "pid", "fenced")
+    __slots__ = ("broker_id", "incarnation_id", "endpoint", "voter", "pid", "fenced", "broker_epoch")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     VOTER_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     FENCED_FIELD_NUMBER: _ClassVar[int]
+    BROKER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     incarnation_id: str
     endpoint: _common_pb2.BrokerEndpoint
     voter: bool
     pid: int
     fenced: bool
-    def __init__(self, broker_id: _Optional[int] = ..., incarnation_id: _Optional[str] = ..., endpoint: _Optional[_Union[_common_pb2.BrokerEndpoint, _Mapping]] = ..., voter: _Optional[bool] = ..., pid: _Optional[int] = ..., fenced: _Optional[bool] = ...) -> None: ...
+    broker_epoch: int
+    def __init__(self, broker_id: _Optional[int] = ..., incarnation_id: _Optional[str] = ..., endpoint: _Optional[_Union[_common_pb2.BrokerEndpoint, _Mapping]] = ..., voter: _Optional[bool] = ..., pid: _Optional[int] = ..., fenced: _Optional[bool] = ..., broker_epoch: _Optional[int] = ...) -> None: ...
 
 class FenceBrokerRecord(_message.Message):
     __slots__ = ("broker_id",)

@@ -149,7 +149,7 @@ def test_corruption_in_an_older_segment_drops_the_segments_after_it(tmp_path):
     bases = log.segment_base_offsets()
     assert len(bases) >= 3
     # a crash before any flush: the recovery point stays at 0, so everything is scanned
-    os.unlink(tmp_path / "partition.checkpoint")
+    (tmp_path / "partition.checkpoint").unlink(missing_ok=True)
     second = tmp_path / f"{bases[1]:020d}.log"
     data = bytearray(second.read_bytes())
     data[-5] ^= 0xFF
@@ -251,3 +251,27 @@ def test_follower_append_requires_contiguous_offsets(tmp_path):
 
     with pytest.raises(CorruptBatchError, match="expected 3"):
         follower.append_as_follower(data, NOW)
+
+
+def test_flush_advances_the_recovery_point_so_reopen_scans_nothing_before_it(tmp_path):
+    config = small_config(segment_bytes=200)
+    log = PartitionLog.open(str(tmp_path), config, NOW)
+    for i in range(6):
+        append_values(log, [str(i).encode() * 60])
+    assert log.recovery_point == 0
+    assert log.flush_if_due(NOW) is True  # rolled segments are not on disk yet
+    assert log.recovery_point == log.log_end_offset
+    # damage a flushed, non-active segment's index: it is trusted no more than its shape
+    again = PartitionLog.open(str(tmp_path), config, NOW)
+    assert again.recovery_point == 6
+    assert [o for o, _ in read_all(again)] == list(range(6))
+
+
+def test_flush_messages_is_reported_to_the_caller(tmp_path):
+    log = PartitionLog.open(str(tmp_path), small_config(flush_messages=3), NOW)
+    append_values(log, [b"a", b"b"])
+    assert not log.flush_due_by_count()
+    append_values(log, [b"c"])
+    assert log.flush_due_by_count()
+    log.flush(NOW)
+    assert not log.flush_due_by_count() and log.recovery_point == 3

@@ -1,0 +1,283 @@
+"""Controller command handlers: (image, request, ...) -> (records, response). Pure.
+
+How it works (KRaft's *ControlManager pattern): a handler validates a request against the
+current image and returns the records that would carry it out plus the reply to send once
+they commit. It mutates nothing; only applying committed records changes state (delta.py).
+The runtime (quorum.py) runs one handler at a time on the Raft leader, proposes the records,
+and answers after they are applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from cluster import records, topic_config
+from cluster.delta import MetadataDelta
+from cluster.image import CONSUMER_OFFSETS_TOPIC, NO_LEADER, MetadataImage
+from cluster.naming import InvalidTopicNameError, collides, validate_topic_name
+from cluster.partition_change import build_change
+from cluster.placement import PlacementError, ReplicaPlacer
+from proto.raftka.v1 import admin_pb2, common_pb2, controller_pb2
+
+R = TypeVar("R")
+Code = common_pb2.ErrorCode
+# Producer ids are handed out one per request; a block keeps Raft writes rare.
+PRODUCER_ID_BLOCK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerResult(Generic[R]):
+    records: tuple[records.MetadataRecord, ...]
+    response: R
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    """Broker-wide defaults the controller applies (Kafka's names in the comments)."""
+
+    num_partitions: int = 1  # num.partitions
+    default_replication_factor: int = 1  # default.replication.factor
+    partitions_max: int = 10_000  # bound on one topic's partition count
+    topics_per_request_max: int = 1_000
+    topic_config_defaults: Mapping[str, str] = field(default_factory=dict)
+    offsets_topic_partitions: int = 10  # offsets.topic.num.partitions
+    offsets_topic_replication_factor: int = 3  # offsets.topic.replication.factor
+
+
+class _Scratch:
+    """The image as it will be after the records gathered so far; lets one command make
+    several dependent decisions (e.g. fence two brokers) on a consistent view."""
+
+    def __init__(self, image: MetadataImage) -> None:
+        self.image = image
+        self.records: list[records.MetadataRecord] = []
+
+    def add(self, *new: records.MetadataRecord | None) -> None:
+        present = [r for r in new if r is not None]
+        if not present:
+            return
+        delta = MetadataDelta(self.image)
+        for record in present:
+            delta.replay(record)
+        self.image = delta.apply()
+        self.records.extend(present)
+
+
+def _live(image: MetadataImage) -> frozenset[int]:
+    return frozenset(image.unfenced_broker_ids())
+
+
+def _unclean_allowed(image: MetadataImage, topic_name: str,
+                     settings: ControllerSettings) -> bool:
+    topic = image.topics[topic_name]
+    effective = topic_config.resolve(topic.configs, settings.topic_config_defaults)
+    return topic_config.as_bool(effective, "unclean.leader.election.enable")
+
+
+# ------------------------------------------------------------------------------ topics
+def create_topics(
+    image: MetadataImage, request: admin_pb2.CreateTopicsRequest, settings: ControllerSettings,
+    new_topic_id: Callable[[], str], *, allow_internal: bool = False,
+) -> ControllerResult[admin_pb2.CreateTopicsResponse]:
+    response = admin_pb2.CreateTopicsResponse()
+    scratch = _Scratch(image)
+    if len(request.topics) > settings.topics_per_request_max:
+        for new in request.topics:
+            response.topics.add(name=new.name, error_code=Code.INVALID_REQUEST,
+                                error_message=f"at most {settings.topics_per_request_max} "
+                                "topics per request")
+        return ControllerResult((), response)
+    placer = ReplicaPlacer(image, image.unfenced_broker_ids())
+    for new in request.topics:
+        result = response.topics.add(name=new.name)
+        try:
+            planned = _plan_topic(scratch.image, new, settings, placer, allow_internal)
+        except _Refused as refused:
+            result.error_code = refused.code
+            result.error_message = str(refused)
+            continue
+        partitions, replication_factor, configs = planned
+        result.num_partitions = len(partitions)
+        result.replication_factor = replication_factor
+        if request.validate_only:
+            continue
+        topic_id = new_topic_id()
+        result.topic_id = topic_id
+        internal = new.name == CONSUMER_OFFSETS_TOPIC
+        scratch.add(records.topic(new.name, topic_id, configs, internal=internal))
+        for index, replicas in enumerate(partitions):
+            scratch.add(records.partition(topic_id, index, replicas, replicas, replicas[0]))
+    return ControllerResult(tuple(scratch.records), response)
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _plan_topic(
+    image: MetadataImage, new: admin_pb2.NewTopic, settings: ControllerSettings,
+    placer: ReplicaPlacer, allow_internal: bool,
+) -> tuple[list[tuple[int, ...]], int, dict[str, str]]:
+    try:
+        validate_topic_name(new.name)
+    except InvalidTopicNameError as exc:
+        raise _Refused(Code.INVALID_TOPIC_EXCEPTION, str(exc)) from None
+    if new.name == CONSUMER_OFFSETS_TOPIC and not allow_internal:
+        raise _Refused(Code.INVALID_REQUEST, f"'{new.name}' is an internal topic")
+    if new.name in image.topics:
+        raise _Refused(Code.TOPIC_ALREADY_EXISTS, f"topic '{new.name}' already exists")
+    clash = next((name for name in image.topics if collides(new.name, name)), None)
+    if clash is not None:
+        raise _Refused(Code.INVALID_TOPIC_EXCEPTION,
+                       f"topic '{new.name}' collides with existing topic '{clash}' "
+                       "('.' and '_' are interchangeable in metric names)")
+    count = new.num_partitions if new.num_partitions > 0 else settings.num_partitions
+    if count > settings.partitions_max:
+        raise _Refused(Code.INVALID_PARTITIONS,
+                       f"{count} partitions is above the limit of {settings.partitions_max}")
+    live = len(image.unfenced_broker_ids())
+    if new.replication_factor > 0:
+        replication_factor = new.replication_factor
+    else:
+        replication_factor = max(1, min(settings.default_replication_factor, live))
+    try:
+        configs = topic_config.validate(dict(new.configs))
+    except topic_config.InvalidConfigError as exc:
+        raise _Refused(Code.INVALID_CONFIG, str(exc)) from None
+    if live == 0:
+        raise _Refused(Code.INVALID_REPLICATION_FACTOR, "no live brokers to place replicas on")
+    try:
+        partitions = placer.place(count, replication_factor)
+    except PlacementError as exc:
+        raise _Refused(Code.INVALID_REPLICATION_FACTOR, str(exc)) from None
+    return partitions, replication_factor, configs
+
+
+def delete_topics(
+    image: MetadataImage, request: admin_pb2.DeleteTopicsRequest
+) -> ControllerResult[admin_pb2.DeleteTopicsResponse]:
+    response = admin_pb2.DeleteTopicsResponse()
+    found: list[records.MetadataRecord] = []
+    seen: set[str] = set()
+    for name in request.names:
+        result = response.topics.add(name=name)
+        topic = image.topics.get(name)
+        if topic is None or name in seen:
+            result.error_code = Code.UNKNOWN_TOPIC_OR_PARTITION
+            result.error_message = f"topic '{name}' does not exist"
+            continue
+        if topic.internal:
+            result.error_code = Code.INVALID_REQUEST
+            result.error_message = f"'{name}' is an internal topic and cannot be deleted"
+            continue
+        seen.add(name)
+        found.append(records.remove_topic(topic.topic_id))
+    return ControllerResult(tuple(found), response)
+
+
+# ----------------------------------------------------------------------------- brokers
+def register_broker(
+    image: MetadataImage, request: controller_pb2.RegisterBrokerRequest,
+    settings: ControllerSettings,
+) -> ControllerResult[controller_pb2.RegisterBrokerResponse]:
+    """A (re)starting broker announces itself. A new incarnation means the process restarted
+    and lost its in-memory state: it leaves every ISR and leadership first (as a fence does),
+    and is registered fenced until a heartbeat shows it caught up with the metadata."""
+    response = controller_pb2.RegisterBrokerResponse()
+    endpoint = request.endpoint
+    if request.broker_id < 0 or not request.incarnation_id or not endpoint.host:
+        response.error_code = Code.INVALID_REQUEST
+        response.error_message = "broker_id, incarnation_id and endpoint.host are required"
+        return ControllerResult((), response)
+    existing = image.brokers.get(request.broker_id)
+    if existing is not None and existing.incarnation_id == request.incarnation_id:
+        response.broker_epoch = existing.epoch
+        return ControllerResult((), response)
+    scratch = _Scratch(image)
+    if existing is not None and not existing.fenced:
+        _fence_one(scratch, request.broker_id, settings)
+    scratch.add(records.register_broker(
+        request.broker_id, request.incarnation_id, endpoint.host, endpoint.port,
+        endpoint.kafka_port, voter=request.voter, pid=request.pid, fenced=True,
+    ))
+    # The epoch is the offset of the registration record once applied.
+    response.broker_epoch = scratch.image.offset
+    return ControllerResult(tuple(scratch.records), response)
+
+
+def broker_heartbeat(
+    image: MetadataImage, request: controller_pb2.BrokerHeartbeatRequest,
+    settings: ControllerSettings,
+) -> ControllerResult[controller_pb2.BrokerHeartbeatResponse]:
+    """Unfence a registered broker once it has applied metadata up to its registration."""
+    response = controller_pb2.BrokerHeartbeatResponse()
+    broker = image.brokers.get(request.broker_id)
+    if broker is None or broker.epoch != request.broker_epoch:
+        response.error_code = Code.STALE_BROKER_EPOCH
+        response.error_message = (
+            f"broker {request.broker_id} epoch {request.broker_epoch} is not the registered "
+            f"one ({broker.epoch if broker else 'none'}); register again"
+        )
+        response.fenced = True
+        return ControllerResult((), response)
+    if not broker.fenced:
+        response.fenced = False
+        return ControllerResult((), response)
+    if request.metadata_offset < broker.epoch:
+        response.fenced = True
+        return ControllerResult((), response)
+    scratch = _Scratch(image)
+    _unfence_one(scratch, request.broker_id, settings)
+    response.fenced = False
+    return ControllerResult(tuple(scratch.records), response)
+
+
+def fence_brokers(
+    image: MetadataImage, broker_ids: Collection[int], settings: ControllerSettings
+) -> tuple[records.MetadataRecord, ...]:
+    """Records that fence the given brokers (missed their session) and move leadership."""
+    scratch = _Scratch(image)
+    for broker_id in sorted(broker_ids):
+        broker = scratch.image.brokers.get(broker_id)
+        if broker is not None and not broker.fenced:
+            _fence_one(scratch, broker_id, settings)
+    return tuple(scratch.records)
+
+
+def _fence_one(scratch: _Scratch, broker_id: int, settings: ControllerSettings) -> None:
+    scratch.add(records.fence_broker(broker_id))
+    live = _live(scratch.image)
+    for topic, index, registration in list(scratch.image.iter_partitions()):
+        if broker_id not in registration.isr and registration.leader != broker_id:
+            continue
+        scratch.add(build_change(
+            topic.topic_id, index, registration, live,
+            unclean=_unclean_allowed(scratch.image, topic.name, settings),
+        ))
+
+
+def _unfence_one(scratch: _Scratch, broker_id: int, settings: ControllerSettings) -> None:
+    scratch.add(records.unfence_broker(broker_id))
+    live = _live(scratch.image)
+    for topic, index, registration in list(scratch.image.iter_partitions()):
+        if registration.leader != NO_LEADER or broker_id not in registration.replicas:
+            continue
+        scratch.add(build_change(
+            topic.topic_id, index, registration, live,
+            unclean=_unclean_allowed(scratch.image, topic.name, settings),
+        ))
+
+
+# ---------------------------------------------------------------------------- bootstrap
+def bootstrap(image: MetadataImage, new_cluster_id: Callable[[], str]
+              ) -> tuple[records.MetadataRecord, ...]:
+    """What a newly elected controller writes first: a no-op whose commit proves it has
+    applied everything before it, and the cluster id if none exists yet."""
+    out = [records.noop()]
+    if not image.cluster_id:
+        out.append(records.cluster_id(new_cluster_id()))
+    return tuple(out)

@@ -1,0 +1,89 @@
+"""The replicated metadata log as the rest of the code sees it, and an in-memory version.
+
+The controller proposes encoded batches; every node applies committed batches to its image
+and tells its subscriber (on the event loop) about each new image. raft.py implements this
+over pysyncobj; InMemoryMetadataLog implements it in one process for tests of the layers
+above (controller runtime, broker reactions) without sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+from cluster.delta import apply_encoded_batch
+from cluster.image import EMPTY_IMAGE, MetadataImage
+
+ImageListener = Callable[[MetadataImage, MetadataImage], None]
+
+
+class ProposeError(Exception):
+    """A batch was not committed: not the leader, leadership lost, or timed out. The
+    outcome may be unknown (timeout): callers must re-check the image before retrying."""
+
+    def __init__(self, reason: str, *, not_leader: bool = False) -> None:
+        super().__init__(reason)
+        self.not_leader = not_leader
+
+
+class MetadataLog(Protocol):
+    @property
+    def image(self) -> MetadataImage: ...
+
+    def is_leader(self) -> bool: ...
+
+    def leader_id(self) -> int | None:
+        """Node id of the current Raft leader (the controller), if known."""
+        ...
+
+    def subscribe(self, listener: ImageListener) -> None: ...
+
+    async def propose(self, batch: bytes, timeout_s: float) -> int:
+        """Commit `batch`; return the metadata offset after it was applied here."""
+        ...
+
+    def status(self) -> dict[str, object]: ...
+
+
+class InMemoryMetadataLog:
+    """Single-node metadata log: commits at once, on the calling loop."""
+
+    def __init__(self, node_id: int = 1, *, leader: bool = True) -> None:
+        self.node_id = node_id
+        self._leader = leader
+        self._image = EMPTY_IMAGE
+        self._listeners: list[ImageListener] = []
+        self.batches: list[bytes] = []
+
+    @property
+    def image(self) -> MetadataImage:
+        return self._image
+
+    def is_leader(self) -> bool:
+        return self._leader
+
+    def set_leader(self, leader: bool) -> None:
+        self._leader = leader
+
+    def leader_id(self) -> int | None:
+        return self.node_id if self._leader else None
+
+    def subscribe(self, listener: ImageListener) -> None:
+        self._listeners.append(listener)
+
+    async def propose(self, batch: bytes, timeout_s: float) -> int:
+        if not self._leader:
+            raise ProposeError("not the leader", not_leader=True)
+        await asyncio.sleep(0)
+        self.apply(batch)
+        return self._image.offset
+
+    def apply(self, batch: bytes) -> None:
+        old, self._image = self._image, apply_encoded_batch(self._image, batch)
+        self.batches.append(batch)
+        for listener in self._listeners:
+            listener(old, self._image)
+
+    def status(self) -> dict[str, object]:
+        return {"leader": self._leader, "offset": self._image.offset}

@@ -1,0 +1,169 @@
+"""The active controller: runs the pure handlers of controller.py on the Raft leader.
+
+How it works: every node runs a QuorumController, but only the one whose Raft node leads is
+*active*. On becoming leader it first commits a bootstrap batch (a no-op, plus the cluster id
+the first time); once that batch is applied, its image holds everything committed before, and
+it starts serving. Commands run one at a time under a lock: read the image, run the handler,
+propose its records, wait until they are applied, reply. A node that is not active raises
+NotControllerError, and callers forward to the leader. A periodic tick fences brokers whose
+heartbeats stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from cluster import controller, records
+from cluster.controller import ControllerResult, ControllerSettings
+from cluster.heartbeats import BrokerHeartbeatTracker
+from cluster.image import MetadataImage
+from cluster.metadata_log import MetadataLog, ProposeError
+from proto.raftka.v1 import admin_pb2, controller_pb2
+
+log = logging.getLogger("raftka.controller")
+
+R = TypeVar("R")
+Clock = Callable[[], int]
+
+
+class NotControllerError(Exception):
+    """This node is not the active controller; `leader_id` says who may be (or None)."""
+
+    def __init__(self, leader_id: int | None) -> None:
+        super().__init__(f"not the controller (leader: {leader_id})")
+        self.leader_id = leader_id
+
+
+class ControllerTimeoutError(Exception):
+    """A metadata write did not commit in time; its outcome is unknown."""
+
+
+def random_id() -> str:
+    return uuid.uuid4().hex[:22]
+
+
+class QuorumController:
+    def __init__(
+        self, node_id: int, metadata_log: MetadataLog, settings: ControllerSettings,
+        clock_ms: Clock, *, session_timeout_ms: int, write_timeout_s: float = 5.0,
+        new_id: Callable[[], str] = random_id,
+    ) -> None:
+        self.node_id = node_id
+        self.log = metadata_log
+        self.settings = settings
+        self._clock_ms = clock_ms
+        self._write_timeout_s = write_timeout_s
+        self._new_id = new_id
+        self.heartbeats = BrokerHeartbeatTracker(session_timeout_ms)
+        self._lock = asyncio.Lock()
+        self._active = False
+        self._activating: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------------ leadership
+    @property
+    def active(self) -> bool:
+        return self._active and self.log.is_leader()
+
+    def leader_hint(self) -> int | None:
+        return self.log.leader_id()
+
+    async def tick(self) -> None:
+        """Called every ~50 ms: follow Raft leadership, fence expired brokers."""
+        leader = self.log.is_leader()
+        if leader and not self._active and self._activating is None:
+            self._activating = asyncio.create_task(self._activate())
+        elif not leader and self._active:
+            log.info("node %d is no longer the controller", self.node_id)
+            self._active = False
+        if self.active:
+            await self._fence_expired()
+
+    async def _activate(self) -> None:
+        try:
+            async with self._lock:
+                if not self.log.is_leader():
+                    return
+                batch = controller.bootstrap(self.log.image, self._new_id)
+                await self._propose(batch)
+                self.heartbeats.activate(self._clock_ms())
+                self._active = True
+                log.info("node %d is the controller at metadata offset %d", self.node_id,
+                         self.log.image.offset)
+        except (ProposeError, ControllerTimeoutError) as exc:
+            log.warning("could not become the active controller: %s", exc)
+        finally:
+            self._activating = None
+
+    async def _fence_expired(self) -> None:
+        image = self.log.image
+        now_ms = self._clock_ms()
+        candidates = [b.broker_id for b in image.brokers.values() if not b.fenced]
+        expired = self.heartbeats.expired(candidates, now_ms)
+        if not expired:
+            return
+        log.warning("fencing broker(s) %s: no heartbeat within %d ms", expired,
+                    self.heartbeats.session_timeout_ms)
+        try:
+            await self._run(lambda img: ControllerResult(
+                controller.fence_brokers(img, expired, self.settings), None))
+        except (NotControllerError, ControllerTimeoutError) as exc:
+            log.warning("fencing %s failed: %s", expired, exc)
+
+    # -------------------------------------------------------------------------- commands
+    async def _run(self, handler: Callable[[MetadataImage], ControllerResult[R]]) -> R:
+        if not self.active:
+            raise NotControllerError(self.leader_hint())
+        async with self._lock:
+            if not self.active:
+                raise NotControllerError(self.leader_hint())
+            result = handler(self.log.image)
+            if result.records:
+                await self._propose(result.records)
+            return result.response
+
+    async def _propose(self, batch: tuple[records.MetadataRecord, ...]) -> int:
+        encoded = records.encode_batch(batch, timestamp_ms=self._clock_ms(),
+                                       controller_id=self.node_id)
+        try:
+            return await self.log.propose(encoded, self._write_timeout_s)
+        except ProposeError as exc:
+            if exc.not_leader:
+                self._active = False
+                raise NotControllerError(self.leader_hint()) from exc
+            raise ControllerTimeoutError(str(exc)) from exc
+
+    async def create_topics(self, request: admin_pb2.CreateTopicsRequest, *,
+                            allow_internal: bool = False) -> admin_pb2.CreateTopicsResponse:
+        return await self._run(lambda image: controller.create_topics(
+            image, request, self.settings, self._new_id, allow_internal=allow_internal))
+
+    async def delete_topics(self, request: admin_pb2.DeleteTopicsRequest
+                            ) -> admin_pb2.DeleteTopicsResponse:
+        return await self._run(lambda image: controller.delete_topics(image, request))
+
+    async def register_broker(self, request: controller_pb2.RegisterBrokerRequest
+                              ) -> controller_pb2.RegisterBrokerResponse:
+        response = await self._run(
+            lambda image: controller.register_broker(image, request, self.settings))
+        if response.error_code == 0:
+            registered = self.log.image.brokers.get(request.broker_id)
+            assert registered is not None and registered.epoch == response.broker_epoch
+            self.heartbeats.touch(request.broker_id, self._clock_ms())
+        return response
+
+    async def broker_heartbeat(self, request: controller_pb2.BrokerHeartbeatRequest
+                               ) -> controller_pb2.BrokerHeartbeatResponse:
+        if not self.active:
+            raise NotControllerError(self.leader_hint())
+        image = self.log.image
+        broker = image.brokers.get(request.broker_id)
+        if broker is not None and broker.epoch == request.broker_epoch:
+            self.heartbeats.touch(request.broker_id, self._clock_ms())
+        if broker is not None and not broker.fenced and broker.epoch == request.broker_epoch:
+            return controller_pb2.BrokerHeartbeatResponse(fenced=False)
+        return await self._run(
+            lambda img: controller.broker_heartbeat(img, request, self.settings))

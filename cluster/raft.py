@@ -1,0 +1,242 @@
+"""The metadata log over Raft (pysyncobj). The only module that imports pysyncobj.
+
+Why this shape:
+- One replicated method, `apply(batch: bytes)`. pysyncobj numbers replicated methods by their
+  sorted names, so adding or renaming one would break replay of an existing journal; all
+  evolution happens inside the protobuf batch instead.
+- pysyncobj calls `apply` on its own tick thread. The new image is stored there (immutable, so
+  a reference swap is safe) and then handed to the event loop with call_soon_threadsafe, in
+  commit order, before the proposer's own callback: a proposer that wakes up always finds its
+  batch in the image.
+- Settings chosen from what was measured here (../shared/DESIGN.md): appendEntriesUseBatch off
+  (a commit takes ~1 ms instead of 50-200 ms); short election timeouts and a low
+  leaderFallbackTimeout so a leader cut off from the majority steps down within ~1 s; log
+  compaction only after many entries (the controller writes few, batched entries) and without
+  fork() (the broker process has gRPC threads); compaction snapshots are the image written as
+  metadata records, not pickled objects.
+- Voters are the first brokers (`voters`); any other broker runs as a pysyncobj read-only node:
+  it receives and applies the log (an observer, in KRaft's words) but never votes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+
+from cluster.delta import apply_encoded_batch, decode_snapshot, encode_snapshot
+from cluster.image import EMPTY_IMAGE, MetadataImage
+from cluster.metadata_log import ImageListener, ProposeError
+from cluster.records import MetadataFormatError
+
+log = logging.getLogger("raftka.raft")
+
+_FAIL_REASONS = {
+    getattr(FAIL_REASON, name): name
+    for name in dir(FAIL_REASON)
+    if not name.startswith("_")
+}
+_NOT_LEADER_REASONS = {
+    FAIL_REASON.MISSING_LEADER,
+    FAIL_REASON.NOT_LEADER,
+    FAIL_REASON.LEADER_CHANGED,
+    FAIL_REASON.DISCARDED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RaftSettings:
+    node_id: int
+    # Voter id -> "host:port" of its Raft listener. Observers list the voters too.
+    voters: Mapping[int, str]
+    data_dir: str
+    election_timeout_min_s: float = 0.4
+    election_timeout_max_s: float = 0.8
+    heartbeat_interval_s: float = 0.05
+    leader_fallback_timeout_s: float = 1.0
+    connection_timeout_s: float = 1.0
+    connection_retry_s: float = 0.3
+    # Compact the Raft journal into a snapshot only past this many entries.
+    compaction_entries_min: int = 20_000
+    commands_queue_max: int = 10_000
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_voter(self) -> bool:
+        return self.node_id in self.voters
+
+    def validate(self) -> None:
+        if not self.voters:
+            raise ValueError("at least one voter is needed")
+        if not 3 * self.heartbeat_interval_s < self.election_timeout_min_s:
+            raise ValueError("election_timeout_min_s must exceed 3 heartbeat intervals")
+        if self.election_timeout_max_s <= self.election_timeout_min_s:
+            raise ValueError("election_timeout_max_s must exceed election_timeout_min_s")
+        if self.connection_timeout_s < self.election_timeout_max_s:
+            raise ValueError("connection_timeout_s must be >= election_timeout_max_s")
+        if self.compaction_entries_min < 2:
+            raise ValueError("compaction_entries_min must be >= 2")
+
+
+class _MetadataStateMachine(SyncObjConsumer):
+    """Holds the current image; pysyncobj drives `apply` in commit order on its thread."""
+
+    def __init__(self, on_image: ImageListener) -> None:
+        super().__init__()
+        self.image: MetadataImage = EMPTY_IMAGE
+        self._on_image = on_image
+
+    @replicated
+    def apply(self, batch: bytes) -> int:
+        old = self.image
+        try:
+            self.image = apply_encoded_batch(old, batch)
+        except MetadataFormatError:
+            log.critical("cannot apply a committed metadata batch; this broker is too old",
+                         exc_info=True)
+            raise
+        self._on_image(old, self.image)
+        return self.image.offset
+
+    def _serialize(self) -> dict[str, bytes]:
+        return {"snapshot": encode_snapshot(self.image)}
+
+    def _deserialize(self, data: dict[str, bytes]) -> None:
+        old = self.image
+        self.image = decode_snapshot(data["snapshot"])
+        log.info("loaded metadata snapshot at offset %d", self.image.offset)
+        self._on_image(old, self.image)
+
+
+class RaftMetadataLog:
+    """MetadataLog over pysyncobj; create and use it on the broker's event loop."""
+
+    def __init__(self, settings: RaftSettings, loop: asyncio.AbstractEventLoop) -> None:
+        settings.validate()
+        self.settings = settings
+        self._loop = loop
+        self._listeners: list[ImageListener] = []
+        self._machine = _MetadataStateMachine(self._on_image_from_raft_thread)
+        self._addresses_to_ids = {address: node for node, address in settings.voters.items()}
+        self._syncobj: SyncObj | None = None
+
+    # ----------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        os.makedirs(self.settings.data_dir, exist_ok=True)
+        conf = SyncObjConf(
+            appendEntriesUseBatch=False,
+            appendEntriesPeriod=self.settings.heartbeat_interval_s,
+            raftMinTimeout=self.settings.election_timeout_min_s,
+            raftMaxTimeout=self.settings.election_timeout_max_s,
+            leaderFallbackTimeout=self.settings.leader_fallback_timeout_s,
+            connectionTimeout=self.settings.connection_timeout_s,
+            connectionRetryTime=self.settings.connection_retry_s,
+            commandsQueueSize=self.settings.commands_queue_max,
+            logCompactionMinEntries=self.settings.compaction_entries_min,
+            # Compaction by entry count only: 100 years is "never by time".
+            logCompactionMinTime=100 * 365 * 24 * 3600,
+            useFork=False,
+            journalFile=os.path.join(self.settings.data_dir, "raft.journal"),
+            fullDumpFile=os.path.join(self.settings.data_dir, "raft.snapshot"),
+            dynamicMembershipChange=False,
+            **dict(self.settings.extra),
+        )
+        voters = list(self.settings.voters.values())
+        if self.settings.is_voter:
+            own = self.settings.voters[self.settings.node_id]
+            others = [address for address in voters if address != own]
+            self._syncobj = SyncObj(own, others, conf=conf, consumers=[self._machine])
+        else:
+            self._syncobj = SyncObj(None, voters, conf=conf, consumers=[self._machine])
+
+    def close(self) -> None:
+        if self._syncobj is not None:
+            self._syncobj.destroy()
+            self._syncobj = None
+
+    # --------------------------------------------------------------------------- state
+    @property
+    def image(self) -> MetadataImage:
+        return self._machine.image
+
+    def subscribe(self, listener: ImageListener) -> None:
+        self._listeners.append(listener)
+
+    def is_leader(self) -> bool:
+        return self._syncobj is not None and bool(self._syncobj._isLeader())
+
+    def leader_id(self) -> int | None:
+        if self._syncobj is None:
+            return None
+        leader = self._syncobj._getLeader()
+        if leader is None:
+            return None
+        return self._addresses_to_ids.get(getattr(leader, "id", str(leader)))
+
+    def term(self) -> int:
+        return int(self._syncobj._getTerm()) if self._syncobj is not None else 0
+
+    def status(self) -> dict[str, object]:
+        if self._syncobj is None:
+            return {"state": "stopped"}
+        raw = self._syncobj.getStatus()
+        return {
+            "leader_id": self.leader_id(),
+            "is_leader": self.is_leader(),
+            "term": raw.get("raft_term"),
+            "commit_index": raw.get("commit_idx"),
+            "last_applied": raw.get("last_applied"),
+            "log_entries": raw.get("log_len"),
+            "metadata_offset": self.image.offset,
+        }
+
+    # -------------------------------------------------------------------------- writes
+    async def propose(self, batch: bytes, timeout_s: float) -> int:
+        """Replicate `batch` and wait until it is applied here; ProposeError otherwise."""
+        if self._syncobj is None:
+            raise ProposeError("the Raft node is not running", not_leader=True)
+        future: asyncio.Future[int] = self._loop.create_future()
+
+        def on_result(result: Any, error: int) -> None:  # pysyncobj's thread
+            self._loop.call_soon_threadsafe(_settle, future, result, error)
+
+        self._machine.apply(batch, callback=on_result)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise ProposeError(
+                f"metadata write not committed within {timeout_s:.1f}s (outcome unknown)"
+            ) from None
+
+    # ---------------------------------------------------------------------- internals
+    def _on_image_from_raft_thread(self, old: MetadataImage, new: MetadataImage) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._publish, old, new)
+        except RuntimeError:  # loop closing during shutdown
+            pass
+
+    def _publish(self, old: MetadataImage, new: MetadataImage) -> None:
+        for listener in self._listeners:
+            try:
+                listener(old, new)
+            except Exception:
+                log.exception("metadata listener failed at offset %d", new.offset)
+
+
+def _settle(future: asyncio.Future[int], result: Any, error: int) -> None:
+    if future.done():
+        return
+    if error == FAIL_REASON.SUCCESS:
+        future.set_result(int(result))
+        return
+    reason = _FAIL_REASONS.get(error, str(error))
+    future.set_exception(
+        ProposeError(f"metadata write failed: {reason}", not_leader=error in _NOT_LEADER_REASONS)
+    )
