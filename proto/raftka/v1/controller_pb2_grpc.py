@@ -44,16 +44,6 @@ class ControllerServiceStub:
                 request_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.BrokerHeartbeatRequest.SerializeToString,
                 response_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.BrokerHeartbeatResponse.FromString,
                 _registered_method=True)
-        self.AlterPartition = channel.unary_unary(
-                '/raftka.v1.ControllerService/AlterPartition',
-                request_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AlterPartitionRequest.SerializeToString,
-                response_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AlterPartitionResponse.FromString,
-                _registered_method=True)
-        self.AllocateProducerId = channel.unary_unary(
-                '/raftka.v1.ControllerService/AllocateProducerId',
-                request_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdRequest.SerializeToString,
-                response_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdResponse.FromString,
-                _registered_method=True)
 
 
 class ControllerServiceServicer:
@@ -74,20 +64,6 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def AlterPartition(self, request, context):
-        """A partition leader asks to change the ISR of a partition it leads.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def AllocateProducerId(self, request, context):
-        """An idempotent producer asks for a producer id.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_ControllerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,16 +76,6 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.BrokerHeartbeat,
                     request_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.BrokerHeartbeatRequest.FromString,
                     response_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.BrokerHeartbeatResponse.SerializeToString,
-            ),
-            'AlterPartition': grpc.unary_unary_rpc_method_handler(
-                    servicer.AlterPartition,
-                    request_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AlterPartitionRequest.FromString,
-                    response_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AlterPartitionResponse.SerializeToString,
-            ),
-            'AllocateProducerId': grpc.unary_unary_rpc_method_handler(
-                    servicer.AllocateProducerId,
-                    request_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdRequest.FromString,
-                    response_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -166,60 +132,6 @@ class ControllerService:
             '/raftka.v1.ControllerService/BrokerHeartbeat',
             proto_dot_raftka_dot_v1_dot_controller__pb2.BrokerHeartbeatRequest.SerializeToString,
             proto_dot_raftka_dot_v1_dot_controller__pb2.BrokerHeartbeatResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def AlterPartition(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/raftka.v1.ControllerService/AlterPartition',
-            proto_dot_raftka_dot_v1_dot_controller__pb2.AlterPartitionRequest.SerializeToString,
-            proto_dot_raftka_dot_v1_dot_controller__pb2.AlterPartitionResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def AllocateProducerId(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/raftka.v1.ControllerService/AllocateProducerId',
-            proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdRequest.SerializeToString,
-            proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""The broker process: partition logs, replication, the gRPC services, wiring."""

@@ -1,0 +1,245 @@
+"""BrokerConfig: everything one broker process runs with, validated at start-up.
+
+Settings can come from command-line flags, a TOML file, or `--set key=value`; keys are either
+the field names below or Kafka's broker config names (aliases), so a Kafka operator's
+`log.retention.ms` or `num.partitions` works as is.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from cluster import topic_config
+
+# Kafka's broker config names -> field names.
+KAFKA_ALIASES = {
+    "node.id": "broker_id",
+    "broker.id": "broker_id",
+    "log.dirs": "data_dir",
+    "log.dir": "data_dir",
+    "controller.quorum.voters": "voters",
+    "num.partitions": "num_partitions",
+    "default.replication.factor": "default_replication_factor",
+    "auto.create.topics.enable": "auto_create_topics_enable",
+    "min.insync.replicas": "min_insync_replicas",
+    "log.retention.ms": "log_retention_ms",
+    "log.retention.bytes": "log_retention_bytes",
+    "log.segment.bytes": "log_segment_bytes",
+    "log.roll.ms": "log_roll_ms",
+    "message.max.bytes": "message_max_bytes",
+    "log.retention.check.interval.ms": "log_retention_check_interval_ms",
+    "broker.session.timeout.ms": "broker_session_timeout_ms",
+    "broker.heartbeat.interval.ms": "broker_heartbeat_interval_ms",
+    "replica.lag.time.max.ms": "replica_lag_time_max_ms",
+    "socket.request.max.bytes": "request_max_bytes",
+    "fetch.max.bytes": "fetch_max_bytes",
+    "offsets.topic.num.partitions": "offsets_topic_num_partitions",
+    "offsets.topic.replication.factor": "offsets_topic_replication_factor",
+    "unclean.leader.election.enable": "unclean_leader_election_enable",
+}
+
+# Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
+_TOPIC_DEFAULTS = {
+    "log_retention_ms": "retention.ms",
+    "log_retention_bytes": "retention.bytes",
+    "log_segment_bytes": "segment.bytes",
+    "log_roll_ms": "segment.ms",
+    "message_max_bytes": "max.message.bytes",
+    "min_insync_replicas": "min.insync.replicas",
+    "unclean_leader_election_enable": "unclean.leader.election.enable",
+}
+
+
+class ConfigError(ValueError):
+    """A broker setting is missing, unknown or out of range; the message names it."""
+
+
+def parse_address(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what} must be HOST:PORT with a port in 1..65535, got {value!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def parse_voters(value: str) -> dict[int, str]:
+    """'1@host:port,2@host:port' (Kafka's controller.quorum.voters format)."""
+    voters: dict[int, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        node, sep, address = item.partition("@")
+        if not sep or not node.isdigit():
+            raise ConfigError(f"voter {item!r} must look like ID@HOST:PORT")
+        host, port = parse_address(address, f"voter {node}")
+        voters[int(node)] = f"{host}:{port}"
+    if not voters:
+        raise ConfigError("voters is empty")
+    return voters
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    broker_id: int
+    data_dir: str
+    listen: str = "127.0.0.1:9090"
+    # Host that clients and other brokers should use; default: the listen host.
+    advertised_host: str = ""
+    # Raft (metadata quorum) listener; default: listen port + 1.
+    raft_listen: str = ""
+    # "1@host:port,..." Raft voters; default: this broker alone (a one-node cluster).
+    voters: str = ""
+    # Kafka wire-protocol listener port; 0: none.
+    kafka_port: int = 0
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+    auto_create_topics_enable: bool = True
+    min_insync_replicas: int = 1
+    unclean_leader_election_enable: bool = False
+    log_retention_ms: int = 7 * 24 * 3600 * 1000
+    log_retention_bytes: int = -1
+    log_segment_bytes: int = 1024**3
+    log_roll_ms: int = 7 * 24 * 3600 * 1000
+    message_max_bytes: int = 1048588
+    log_retention_check_interval_ms: int = 30_000
+    log_flush_check_interval_ms: int = 1_000
+    broker_session_timeout_ms: int = 3_000
+    broker_heartbeat_interval_ms: int = 500
+    replica_lag_time_max_ms: int = 10_000
+    request_max_bytes: int = 100 * 1024 * 1024
+    fetch_max_bytes: int = 55 * 1024 * 1024
+    fetch_wait_max_ms: int = 30_000
+    produce_timeout_max_ms: int = 120_000
+    metadata_write_timeout_ms: int = 5_000
+    offsets_topic_num_partitions: int = 10
+    offsets_topic_replication_factor: int = 3
+    raft_options: Mapping[str, Any] = field(default_factory=dict)
+
+    # -------------------------------------------------------------------- derived
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_address(self.listen, "listen")
+
+    @property
+    def advertised(self) -> tuple[str, int]:
+        host, port = self.listen_address
+        if self.advertised_host:
+            return self.advertised_host, port
+        return ("127.0.0.1" if host in ("0.0.0.0", "", "::") else host), port
+
+    @property
+    def raft_address(self) -> str:
+        if self.raft_listen:
+            host, port = parse_address(self.raft_listen, "raft_listen")
+            return f"{host}:{port}"
+        host, port = self.advertised
+        return f"{host}:{port + 1}"
+
+    @property
+    def voter_map(self) -> dict[int, str]:
+        if self.voters:
+            return parse_voters(self.voters)
+        return {self.broker_id: self.raft_address}
+
+    @property
+    def is_voter(self) -> bool:
+        return self.broker_id in self.voter_map
+
+    @property
+    def log_dir(self) -> str:
+        return os.path.join(self.data_dir, "logs")
+
+    @property
+    def metadata_dir(self) -> str:
+        return os.path.join(self.data_dir, "metadata")
+
+    def topic_config_defaults(self) -> dict[str, str]:
+        out = {}
+        for field_name, topic_key in _TOPIC_DEFAULTS.items():
+            value = getattr(self, field_name)
+            out[topic_key] = str(value).lower() if isinstance(value, bool) else str(value)
+        return out
+
+    # ------------------------------------------------------------------- checking
+    def validate(self) -> BrokerConfig:
+        if self.broker_id < 0:
+            raise ConfigError(f"broker id must be >= 0, got {self.broker_id}")
+        if not self.data_dir:
+            raise ConfigError("data_dir is required")
+        self.listen_address  # noqa: B018 - parses and raises ConfigError
+        voters = self.voter_map
+        if self.voters and self.broker_id in voters and voters[self.broker_id] != self.raft_address:
+            raise ConfigError(
+                f"this broker is voter {self.broker_id} at {voters[self.broker_id]} in voters, "
+                f"but its raft listener is {self.raft_address}"
+            )
+        positive = [
+            "num_partitions", "default_replication_factor", "min_insync_replicas",
+            "log_segment_bytes", "log_roll_ms", "log_retention_check_interval_ms",
+            "log_flush_check_interval_ms", "broker_session_timeout_ms",
+            "broker_heartbeat_interval_ms", "replica_lag_time_max_ms", "request_max_bytes",
+            "fetch_max_bytes", "metadata_write_timeout_ms", "offsets_topic_num_partitions",
+            "offsets_topic_replication_factor", "produce_timeout_max_ms",
+        ]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.broker_heartbeat_interval_ms * 2 > self.broker_session_timeout_ms:
+            raise ConfigError("broker_session_timeout_ms must be at least 2 heartbeat intervals")
+        try:
+            topic_config.validate(self.topic_config_defaults())
+        except topic_config.InvalidConfigError as exc:
+            raise ConfigError(f"broker default for a topic config: {exc}") from None
+        return self
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(BrokerConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELD_TYPES[name]
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text not in ("true", "false"):
+                raise ValueError(value)
+            return text == "true"
+        if kind == "str":
+            return str(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a valid {kind}") from None
+    return value
+
+
+def settings_from_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Field values from a mapping keyed by field names or Kafka aliases."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = KAFKA_ALIASES.get(key, key.replace("-", "_"))
+        if name not in _FIELD_TYPES:
+            raise ConfigError(f"unknown broker setting {key!r}")
+        out[name] = _coerce(name, value)
+    return out
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return settings_from_mapping(tomllib.load(handle))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def build_config(file_settings: Mapping[str, Any], overrides: Mapping[str, Any]) -> BrokerConfig:
+    merged = {**file_settings, **{k: v for k, v in overrides.items() if v is not None}}
+    if "broker_id" not in merged or "data_dir" not in merged:
+        raise ConfigError("a broker needs an id (--id) and a data directory (--data-dir)")
+    base = BrokerConfig(broker_id=merged.pop("broker_id"), data_dir=merged.pop("data_dir"))
+    return replace(base, **merged).validate()

@@ -1,0 +1,197 @@
+"""The broker's side of the controller: find it, forward to it, register and heartbeat.
+
+How it works: the controller is whichever voter leads the Raft group. Its broker id comes from
+the Raft leader's address (voters are configured by id), its gRPC endpoint from its broker
+registration in the metadata image. A call runs in-process when this broker is the active
+controller, and over gRPC otherwise (marked as forwarded, so it is never forwarded twice);
+NOT_CONTROLLER or an unreachable controller means: wait a moment, look again, retry, until the
+deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from cluster.metadata_log import MetadataLog
+from cluster.quorum import ControllerTimeoutError, NotControllerError, QuorumController
+from proto.raftka.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    controller_pb2,
+    controller_pb2_grpc,
+)
+
+log = logging.getLogger("raftka.broker")
+
+Code = common_pb2.ErrorCode
+FORWARDED_HEADER = "x-raftka-forwarded"
+RETRY_BACKOFF_S = 0.05
+GRPC_MESSAGE_MAX_BYTES = 128 * 1024 * 1024
+
+
+class ChannelPool:
+    """One grpc.aio channel per target, shared by every caller on this event loop."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def get(self, target: str) -> grpc.aio.Channel:
+        channel = self._channels.get(target)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(target, options=[
+                ("grpc.max_receive_message_length", GRPC_MESSAGE_MAX_BYTES),
+                ("grpc.max_send_message_length", GRPC_MESSAGE_MAX_BYTES),
+            ])
+            self._channels[target] = channel
+        return channel
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+
+def _is_not_controller(response: Any) -> bool:
+    if hasattr(response, "topics"):
+        return any(t.error_code == Code.NOT_CONTROLLER for t in response.topics)
+    return getattr(response, "error_code", 0) == Code.NOT_CONTROLLER
+
+
+class ControllerClient:
+    def __init__(self, broker_id: int, metadata_log: MetadataLog, quorum: QuorumController,
+                 channels: ChannelPool) -> None:
+        self.broker_id = broker_id
+        self._log = metadata_log
+        self._quorum = quorum
+        self._channels = channels
+
+    def controller_id(self) -> int | None:
+        return self._log.leader_id()
+
+    def _controller_target(self, controller_id: int) -> str | None:
+        registration = self._log.image.brokers.get(controller_id)
+        if registration is None:
+            return None
+        return f"{registration.host}:{registration.port}"
+
+    async def call(self, method: str, request: Any, timeout_s: float) -> Any:
+        """Run a controller method (create_topics, delete_topics, register_broker,
+        broker_heartbeat) on the active controller, wherever it is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        last_problem = "no controller elected yet"
+        while loop.time() < deadline:
+            controller_id = self.controller_id()
+            try:
+                if controller_id == self.broker_id:
+                    response = await getattr(self._quorum, method)(request)
+                elif controller_id is not None:
+                    target = self._controller_target(controller_id)
+                    if target is None:
+                        last_problem = f"controller {controller_id} has not registered yet"
+                        await asyncio.sleep(RETRY_BACKOFF_S)
+                        continue
+                    remaining = max(0.1, deadline - loop.time())
+                    response = await self._remote(target, method, request, remaining)
+                else:
+                    await asyncio.sleep(RETRY_BACKOFF_S)
+                    continue
+            except NotControllerError:
+                last_problem = f"broker {controller_id} stopped being the controller"
+            except grpc.aio.AioRpcError as exc:
+                last_problem = f"controller {controller_id} unreachable: {exc.code().name}"
+            else:
+                if not _is_not_controller(response):
+                    return response
+                last_problem = f"broker {controller_id} is not the controller yet"
+            await asyncio.sleep(RETRY_BACKOFF_S)
+        raise ControllerTimeoutError(f"controller call {method} timed out: {last_problem}")
+
+    async def _remote(self, target: str, method: str, request: Any, timeout_s: float) -> Any:
+        channel = self._channels.get(target)
+        metadata = ((FORWARDED_HEADER, str(self.broker_id)),)
+        calls: dict[str, Callable[..., Awaitable[Any]]] = {
+            "create_topics": admin_pb2_grpc.AdminServiceStub(channel).CreateTopics,
+            "delete_topics": admin_pb2_grpc.AdminServiceStub(channel).DeleteTopics,
+            "register_broker": controller_pb2_grpc.ControllerServiceStub(channel).RegisterBroker,
+            "broker_heartbeat":
+                controller_pb2_grpc.ControllerServiceStub(channel).BrokerHeartbeat,
+        }
+        return await calls[method](request, timeout=timeout_s, metadata=metadata)
+
+
+class BrokerLifecycle:
+    """Registration and the heartbeat loop; reports when the broker is first unfenced."""
+
+    def __init__(self, client: ControllerClient, request: controller_pb2.RegisterBrokerRequest,
+                 applied_offset: Callable[[], int], interval_s: float,
+                 on_unfenced: Callable[[], Awaitable[None]]) -> None:
+        self._client = client
+        self._request = request
+        self._applied_offset = applied_offset
+        self._interval_s = interval_s
+        self._on_unfenced = on_unfenced
+        self.broker_epoch = -1
+        self.fenced = True
+        self._announced = False
+
+    @staticmethod
+    def registration(broker_id: int, incarnation_id: str, host: str, port: int,
+                     kafka_port: int, voter: bool) -> controller_pb2.RegisterBrokerRequest:
+        return controller_pb2.RegisterBrokerRequest(
+            broker_id=broker_id, incarnation_id=incarnation_id, voter=voter, pid=os.getpid(),
+            endpoint=common_pb2.BrokerEndpoint(broker_id=broker_id, host=host, port=port,
+                                               kafka_port=kafka_port),
+        )
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if self.broker_epoch < 0:
+                    await self._register()
+                await self._heartbeat()
+            except ControllerTimeoutError as exc:
+                log.warning("%s", exc)
+            except Exception:
+                log.exception("heartbeat loop error")
+            await asyncio.sleep(self._interval_s)
+
+    async def _register(self) -> None:
+        response = await self._client.call("register_broker", self._request, 5.0)
+        if response.error_code:
+            log.error("registration refused: %s", response.error_message)
+            return
+        self.broker_epoch = response.broker_epoch
+        log.info("registered broker %d with epoch %d", self._request.broker_id,
+                 self.broker_epoch)
+
+    async def _heartbeat(self) -> None:
+        if self.broker_epoch < 0:
+            return
+        request = controller_pb2.BrokerHeartbeatRequest(
+            broker_id=self._request.broker_id, broker_epoch=self.broker_epoch,
+            metadata_offset=self._applied_offset(),
+        )
+        response = await self._client.call("broker_heartbeat", request,
+                                           max(1.0, self._interval_s * 2))
+        if response.error_code == Code.STALE_BROKER_EPOCH:
+            log.warning("controller says: %s", response.error_message)
+            self.broker_epoch = -1
+            self.fenced = True
+            return
+        was_fenced, self.fenced = self.fenced, response.fenced
+        if was_fenced and not self.fenced:
+            log.info("broker %d is unfenced", self._request.broker_id)
+            if not self._announced:
+                self._announced = True
+                await self._on_unfenced()
+
+
+__all__ = ["BrokerLifecycle", "ChannelPool", "ControllerClient", "admin_pb2"]

@@ -1,0 +1,49 @@
+"""`raftka broker`: run one broker process until SIGTERM or SIGINT, then stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from broker.config import BrokerConfig
+from broker.server import BrokerServer, DataDirLockedError
+
+log = logging.getLogger("raftka.broker")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+        stream=sys.stderr,
+    )
+    # pysyncobj logs every reconnect attempt at WARNING; keep it to real problems.
+    logging.getLogger("pysyncobj").setLevel(logging.ERROR)
+
+
+async def serve(config: BrokerConfig) -> None:
+    server = BrokerServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def run(config: BrokerConfig, log_level: str = "INFO") -> int:
+    configure_logging(log_level)
+    try:
+        asyncio.run(serve(config))
+    except DataDirLockedError as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("broker failed: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,69 @@
+"""Requests that wait for a partition to move: acks=all produce and long-poll fetch.
+
+How it works: a waiter registers interest in one or more partitions and sleeps on an asyncio
+future; whoever moves a partition (an append, a follower fetch that advances the high
+watermark, a role change) calls `notify(tp)`, which wakes that partition's waiters; each waiter
+then re-checks its own condition. Bounded: past `waiters_max` new waits are refused, so a flood
+of long polls cannot grow memory without limit. Event-loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable
+
+from broker.errors import BrokerError
+from proto.raftka.v1 import common_pb2
+
+
+class TooManyWaitersError(BrokerError):
+    code = common_pb2.ErrorCode.REQUEST_TIMED_OUT
+
+
+class Purgatory:
+    def __init__(self, waiters_max: int = 100_000) -> None:
+        self._waiters: defaultdict[Hashable, set[asyncio.Future[None]]] = defaultdict(set)
+        self._count = 0
+        self.waiters_max = waiters_max
+
+    def notify(self, key: Hashable) -> None:
+        for future in self._waiters.pop(key, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def notify_all(self) -> None:
+        for key in list(self._waiters):
+            self.notify(key)
+
+    async def wait_until(self, keys: Iterable[Hashable], condition: Callable[[], bool],
+                         timeout_s: float) -> bool:
+        """Wait until `condition()` holds (re-checked whenever a key is notified) or the
+        timeout passes; return the condition's final value."""
+        keys = list(keys)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if self._count >= self.waiters_max:
+                raise TooManyWaitersError(
+                    f"{self._count} requests are already waiting; try again later")
+            future: asyncio.Future[None] = loop.create_future()
+            for key in keys:
+                self._waiters[key].add(future)
+            self._count += 1
+            try:
+                await asyncio.wait_for(asyncio.shield(future), remaining)
+            except TimeoutError:
+                pass
+            finally:
+                self._count -= 1
+                for key in keys:
+                    waiting = self._waiters.get(key)
+                    if waiting is not None:
+                        waiting.discard(future)
+                        if not waiting:
+                            del self._waiters[key]
+        return True

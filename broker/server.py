@@ -1,0 +1,262 @@
+"""One broker process: wiring and lifecycle. Every broker is also a Raft voter (the first
+ones, as configured) or observer of the metadata quorum — KRaft's "combined mode".
+
+Start order: lock the data dir, open the metadata log's subscribers, start gRPC, then Raft
+(whose journal replay feeds the replica manager), then registration/heartbeats and the
+periodic maintenance. Stop order is the reverse; logs are flushed and closed last, so SIGTERM
+leaves nothing to recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import time
+import uuid
+from contextlib import suppress
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from broker.config import BrokerConfig
+from broker.controller_client import (
+    GRPC_MESSAGE_MAX_BYTES,
+    BrokerLifecycle,
+    ChannelPool,
+    ControllerClient,
+)
+from broker.partition import TopicPartition
+from broker.replica_manager import ReplicaManager, ReplicaManagerSettings
+from broker.service import AdminServicer, BrokerServicer, ControllerServicer
+from cluster.controller import ControllerSettings
+from cluster.quorum import ControllerTimeoutError, QuorumController
+from cluster.raft import RaftMetadataLog, RaftSettings
+from proto.raftka.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    broker_pb2,
+    broker_pb2_grpc,
+    common_pb2,
+    controller_pb2,
+    controller_pb2_grpc,
+)
+
+log = logging.getLogger("raftka.broker")
+Code = common_pb2.ErrorCode
+CONTROLLER_TICK_S = 0.05
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DataDirLockedError(RuntimeError):
+    """Another process runs a broker on this data directory."""
+
+
+class BrokerServer:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.incarnation_id = uuid.uuid4().hex
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._lock_fd = -1
+        self.grpc_server: grpc.aio.Server | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------------------ wiring
+    async def start(self) -> None:
+        config = self.config
+        os.makedirs(config.data_dir, exist_ok=True)
+        self._lock_data_dir()
+        loop = asyncio.get_running_loop()
+        self.metadata_log = RaftMetadataLog(
+            RaftSettings(node_id=config.broker_id, voters=config.voter_map,
+                         data_dir=config.metadata_dir, extra=dict(config.raft_options)),
+            loop,
+        )
+        self.quorum = QuorumController(
+            config.broker_id, self.metadata_log, self._controller_settings(), now_ms,
+            session_timeout_ms=config.broker_session_timeout_ms,
+            write_timeout_s=config.metadata_write_timeout_ms / 1000,
+        )
+        self.replica_manager = ReplicaManager(
+            ReplicaManagerSettings(
+                broker_id=config.broker_id, log_dir=config.log_dir,
+                topic_config_defaults=config.topic_config_defaults(),
+                fetch_max_bytes=config.fetch_max_bytes,
+                fetch_wait_max_ms=config.fetch_wait_max_ms,
+                produce_timeout_max_ms=config.produce_timeout_max_ms,
+                auto_create_topics_enable=config.auto_create_topics_enable,
+            ),
+            now_ms, auto_create=self.auto_create,
+        )
+        self.metadata_log.subscribe(self.replica_manager.on_metadata)
+        self.replica_manager.start()
+        self.channels = ChannelPool()
+        self.controller_client = ControllerClient(
+            config.broker_id, self.metadata_log, self.quorum, self.channels)
+        await self._start_grpc()
+        self.metadata_log.start()
+        host, port = config.advertised
+        self.lifecycle = BrokerLifecycle(
+            self.controller_client,
+            BrokerLifecycle.registration(config.broker_id, self.incarnation_id, host, port,
+                                         config.kafka_port, config.is_voter),
+            lambda: self.replica_manager.applied_offset,
+            config.broker_heartbeat_interval_ms / 1000,
+            self._on_first_unfenced,
+        )
+        self._tasks = [
+            asyncio.create_task(self._controller_ticks(), name="controller-ticks"),
+            asyncio.create_task(self.lifecycle.run(), name="heartbeats"),
+            asyncio.create_task(self._maintenance(), name="log-maintenance"),
+        ]
+        log.info("broker %d listening on %s:%d (raft %s, voters %s)", config.broker_id,
+                 host, self.port, config.raft_address, config.voter_map)
+
+    def _controller_settings(self) -> ControllerSettings:
+        config = self.config
+        return ControllerSettings(
+            num_partitions=config.num_partitions,
+            default_replication_factor=config.default_replication_factor,
+            topic_config_defaults=config.topic_config_defaults(),
+            offsets_topic_partitions=config.offsets_topic_num_partitions,
+            offsets_topic_replication_factor=config.offsets_topic_replication_factor,
+        )
+
+    def _lock_data_dir(self) -> None:
+        path = os.path.join(self.config.data_dir, ".lock")
+        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise DataDirLockedError(
+                f"{self.config.data_dir} is in use by another broker process") from None
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+
+    async def _start_grpc(self) -> None:
+        message_max = max(self.config.request_max_bytes, GRPC_MESSAGE_MAX_BYTES)
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", self.config.request_max_bytes),
+            ("grpc.max_send_message_length", message_max),
+            ("grpc.so_reuseport", 0),
+        ])
+        broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(self), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self), server)
+        controller_pb2_grpc.add_ControllerServiceServicer_to_server(
+            ControllerServicer(self), server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        services = (
+            broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
+            admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+            controller_pb2.DESCRIPTOR.services_by_name["ControllerService"].full_name,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(services, server)
+        host, port = self.config.listen_address
+        self.port = server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {host}:{port}")
+        await server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(services[0], health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.grpc_server = server
+
+    # ------------------------------------------------------------------------- loops
+    async def _controller_ticks(self) -> None:
+        while True:
+            try:
+                await self.quorum.tick()
+            except Exception:
+                log.exception("controller tick failed")
+            await asyncio.sleep(CONTROLLER_TICK_S)
+
+    async def _maintenance(self) -> None:
+        flush_s = self.config.log_flush_check_interval_ms / 1000
+        retention_every = max(1, self.config.log_retention_check_interval_ms
+                              // self.config.log_flush_check_interval_ms)
+        round_number = 0
+        while True:
+            await asyncio.sleep(flush_s)
+            round_number += 1
+            try:
+                await self.replica_manager.run_maintenance(
+                    retention=round_number % retention_every == 0)
+            except Exception:
+                log.exception("log maintenance failed")
+
+    async def _on_first_unfenced(self) -> None:
+        await self.replica_manager.remove_stray_logs()
+        await self.health.set(
+            broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
+            health_pb2.HealthCheckResponse.SERVING)
+
+    # ---------------------------------------------------------------------- helpers
+    def controller_id(self) -> int | None:
+        return self.metadata_log.leader_id()
+
+    def local_offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        hosted = self.replica_manager.partitions.get(TopicPartition(topic, partition))
+        if hosted is None or not hosted.is_leader:
+            return -1, -1
+        return hosted.log_start_offset, hosted.high_watermark
+
+    async def auto_create(self, topic: str) -> None:
+        """Create `topic` with the broker defaults (auto.create.topics.enable) and wait until
+        this broker's metadata has it with leaders."""
+        request = admin_pb2.CreateTopicsRequest(topics=[admin_pb2.NewTopic(name=topic)])
+        response = await self.controller_client.call(
+            "create_topics", request, self.config.metadata_write_timeout_ms / 1000)
+        result = response.topics[0]
+        if result.error_code not in (Code.NONE, Code.TOPIC_ALREADY_EXISTS):
+            from broker.errors import BrokerError
+
+            error = BrokerError(result.error_message)
+            error.code = result.error_code
+            raise error
+        log.info("auto-created topic %s", topic)
+        await self.wait_for_local_metadata(response)
+
+    async def wait_for_local_metadata(self, response: Any) -> None:
+        """After a controller change, wait (briefly) until this broker has applied it, so a
+        Metadata call right after CreateTopics/DeleteTopics sees the result."""
+        names = [t.name for t in getattr(response, "topics", []) if t.error_code == Code.NONE]
+        if not names:
+            return
+        deleting = isinstance(response, admin_pb2.DeleteTopicsResponse)
+
+        def applied(image: Any) -> bool:
+            if deleting:
+                return all(name not in image.topics for name in names)
+            return all(name in image.topics for name in names)
+
+        await self.replica_manager.wait_for_metadata(applied, 5.0)
+
+    # --------------------------------------------------------------------- shutdown
+    async def stop(self) -> None:
+        log.info("broker %d shutting down", self.config.broker_id)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=1.0)
+        await self.channels.close()
+        await self.replica_manager.close()
+        self.metadata_log.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        log.info("broker %d stopped cleanly", self.config.broker_id)
+
+
+__all__ = ["BrokerServer", "ControllerTimeoutError", "DataDirLockedError"]

@@ -1,0 +1,184 @@
+"""Per-partition batching of records before they are sent (Kafka's RecordAccumulator).
+
+How it works: records for a partition join its open batch until the batch reaches
+`batch_size_bytes`; a batch is ready when it is full, when it has waited `linger_ms`, or when
+the producer flushes. At most one batch per partition is in flight, so retries never reorder a
+partition's records: a failed batch goes back to the front of its queue. The total of
+buffered bytes is bounded by `buffer_memory_bytes`; appends beyond it wait for space.
+Time is passed in (`now_ms`); the only side effect is the thread synchronisation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+# Bytes a record costs beyond its key, value and headers (varints, attributes, deltas).
+RECORD_OVERHEAD_BYTES = 24
+BATCH_OVERHEAD_BYTES = 61
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMetadata:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+class RecordFuture(Future):  # type: ignore[type-arg]
+    """Completes with RecordMetadata once the record is acknowledged (or with an error)."""
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        result = self.result(timeout)
+        assert isinstance(result, RecordMetadata)
+        return result
+
+
+@dataclass(slots=True)
+class PendingRecord:
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]]
+    timestamp_ms: int
+    future: RecordFuture
+
+
+def record_size(key: bytes | None, value: bytes | None,
+                headers: Sequence[tuple[str, bytes | None]]) -> int:
+    size = RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
+    for header_key, header_value in headers:
+        size += len(header_key) + len(header_value or b"") + 4
+    return size
+
+
+@dataclass(slots=True)
+class ProducerBatch:
+    topic: str
+    partition: int
+    created_ms: int
+    records: list[PendingRecord] = field(default_factory=list)
+    size_bytes: int = BATCH_OVERHEAD_BYTES
+    attempts: int = 0
+    retry_after_ms: int = 0
+
+
+class BufferFullError(Exception):
+    """buffer.memory is used up and did not free within max.block.ms."""
+
+
+class RecordAccumulator:
+    def __init__(self, batch_size_bytes: int, linger_ms: int, buffer_memory_bytes: int) -> None:
+        if batch_size_bytes <= 0 or linger_ms < 0 or buffer_memory_bytes <= 0:
+            raise ValueError("batch size and buffer memory must be positive; linger >= 0")
+        self.batch_size_bytes = batch_size_bytes
+        self.linger_ms = linger_ms
+        self.buffer_memory_bytes = buffer_memory_bytes
+        self._queues: dict[tuple[str, int], deque[ProducerBatch]] = {}
+        self._in_flight: set[tuple[str, int]] = set()
+        self._buffered_bytes = 0
+        self._flushing = 0
+        self.condition = threading.Condition()
+
+    # ------------------------------------------------------------------------ producers
+    def append(self, topic: str, partition: int, record: PendingRecord, size: int,
+               now_ms: int, max_block_s: float) -> bool:
+        """Queue a record; True when its batch became full (worth waking the sender)."""
+        with self.condition:
+            if not self.condition.wait_for(
+                lambda: self._buffered_bytes + size <= self.buffer_memory_bytes
+                or self._buffered_bytes == 0,
+                timeout=max_block_s,
+            ):
+                raise BufferFullError(
+                    f"producer buffer full ({self._buffered_bytes} of "
+                    f"{self.buffer_memory_bytes} bytes) for {max_block_s:.1f}s")
+            queue = self._queues.setdefault((topic, partition), deque())
+            batch = queue[-1] if queue else None
+            if batch is None or batch.attempts or (
+                batch.size_bytes + size > self.batch_size_bytes and batch.records
+            ):
+                batch = ProducerBatch(topic, partition, now_ms)
+                queue.append(batch)
+            batch.records.append(record)
+            batch.size_bytes += size
+            self._buffered_bytes += size
+            full = batch.size_bytes >= self.batch_size_bytes or len(queue) > 1
+            if full:
+                self.condition.notify_all()
+            return full
+
+    def begin_flush(self) -> None:
+        with self.condition:
+            self._flushing += 1
+            self.condition.notify_all()
+
+    def end_flush(self) -> None:
+        with self.condition:
+            self._flushing -= 1
+
+    # --------------------------------------------------------------------------- sender
+    def drain(self, now_ms: int, force: bool = False) -> tuple[list[ProducerBatch], int | None]:
+        """Ready batches (one per partition not in flight), marked in flight; and in how many
+        ms the next batch becomes ready (None: nothing queued)."""
+        ready: list[ProducerBatch] = []
+        next_ms: int | None = None
+        with self.condition:
+            flushing = force or self._flushing > 0
+            for key, queue in self._queues.items():
+                if not queue or key in self._in_flight:
+                    continue
+                batch = queue[0]
+                due_ms = max(batch.created_ms + self.linger_ms, batch.retry_after_ms)
+                full = batch.size_bytes >= self.batch_size_bytes or len(queue) > 1
+                retry_wait = batch.retry_after_ms > now_ms
+                if not retry_wait and (full or flushing or due_ms <= now_ms):
+                    queue.popleft()
+                    self._in_flight.add(key)
+                    ready.append(batch)
+                else:
+                    wait = max(0, due_ms - now_ms)
+                    next_ms = wait if next_ms is None else min(next_ms, wait)
+        return ready, next_ms
+
+    def complete(self, batch: ProducerBatch) -> None:
+        """The batch is done (acknowledged or failed for good): free its bytes."""
+        with self.condition:
+            self._in_flight.discard((batch.topic, batch.partition))
+            self._buffered_bytes -= batch.size_bytes - BATCH_OVERHEAD_BYTES
+            self.condition.notify_all()
+
+    def requeue(self, batch: ProducerBatch, retry_after_ms: int) -> None:
+        """Put a batch back at the front of its queue to retry it after a backoff."""
+        with self.condition:
+            batch.retry_after_ms = retry_after_ms
+            self._queues.setdefault((batch.topic, batch.partition), deque()).appendleft(batch)
+            self._in_flight.discard((batch.topic, batch.partition))
+            self.condition.notify_all()
+
+    def has_unsent(self) -> bool:
+        with self.condition:
+            return bool(self._in_flight) or any(self._queues.values())
+
+    def wait_for_work(self, timeout_s: float) -> None:
+        with self.condition:
+            self.condition.wait(timeout_s)
+
+    def wait_until_empty(self, timeout_s: float | None) -> bool:
+        with self.condition:
+            return self.condition.wait_for(
+                lambda: not self._in_flight and not any(self._queues.values()), timeout_s)
+
+    def abort_all(self, error: BaseException) -> None:
+        with self.condition:
+            for queue in self._queues.values():
+                for batch in queue:
+                    for record in batch.records:
+                        if not record.future.done():
+                            record.future.set_exception(error)
+                queue.clear()
+            self._buffered_bytes = 0
+            self.condition.notify_all()

@@ -1,0 +1,156 @@
+"""Admin: create, delete, list and describe topics; describe the cluster.
+
+Any broker answers (it forwards changes to the controller). Calls go to the first broker that
+answers; NOT_CONTROLLER or a timeout during a controller election is retried until
+`request_timeout_ms`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+
+from client.errors import BrokerNotAvailableError, RaftkaError, error_for
+from client.metadata import ClusterMetadata
+from client.transport import Connections, bootstrap_list, translate_rpc_error
+from proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
+
+Code = common_pb2.ErrorCode
+T = TypeVar("T")
+_RETRY_CODES = {Code.NOT_CONTROLLER, Code.REQUEST_TIMED_OUT}
+
+
+@dataclass(frozen=True, slots=True)
+class NewTopic:
+    name: str
+    num_partitions: int = 0  # 0: the broker's num.partitions
+    replication_factor: int = 0  # 0: the broker's default.replication.factor
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+class Admin:
+    def __init__(self, bootstrap_servers: str | list[str] | None = None, *,
+                 request_timeout_ms: int = 30_000) -> None:
+        self.request_timeout_s = request_timeout_ms / 1000
+        self._connections = Connections()
+        self.metadata = ClusterMetadata(bootstrap_list(bootstrap_servers), self._connections,
+                                        self.request_timeout_s)
+
+    def _call(self, invoke: Callable[[str], T], retry_if: Callable[[T], bool] | None = None) -> T:
+        deadline = time.monotonic() + self.request_timeout_s
+        problems: list[str] = []
+        while True:
+            for address in self.metadata.candidates():
+                try:
+                    response = invoke(address)
+                except grpc.RpcError as exc:
+                    problems.append(str(translate_rpc_error(exc, address)))
+                    continue
+                if retry_if is not None and retry_if(response) and time.monotonic() < deadline:
+                    break
+                return response
+            if time.monotonic() >= deadline:
+                raise BrokerNotAvailableError("no broker answered: " + "; ".join(problems[-3:]))
+            time.sleep(0.2)
+
+    # ------------------------------------------------------------------------- topics
+    def create_topics(self, topics: list[NewTopic], validate_only: bool = False
+                      ) -> list[admin_pb2.CreateTopicResult]:
+        request = admin_pb2.CreateTopicsRequest(validate_only=validate_only, topics=[
+            admin_pb2.NewTopic(name=t.name, num_partitions=t.num_partitions,
+                               replication_factor=t.replication_factor, configs=dict(t.configs))
+            for t in topics])
+        response = self._call(
+            lambda address: self._connections.admin(address).CreateTopics(
+                request, timeout=self.request_timeout_s),
+            lambda r: any(t.error_code in _RETRY_CODES for t in r.topics))
+        return list(response.topics)
+
+    def create_topic(self, name: str, num_partitions: int = 0, replication_factor: int = 0,
+                     configs: Mapping[str, str] | None = None) -> admin_pb2.CreateTopicResult:
+        """Create one topic; raise the matching RaftkaError if the broker refuses."""
+        (result,) = self.create_topics([NewTopic(name, num_partitions, replication_factor,
+                                                 configs or {})])
+        if result.error_code:
+            raise error_for(result.error_code, result.error_message)
+        return result
+
+    def delete_topics(self, names: list[str]) -> list[admin_pb2.DeleteTopicResult]:
+        request = admin_pb2.DeleteTopicsRequest(names=names)
+        response = self._call(
+            lambda address: self._connections.admin(address).DeleteTopics(
+                request, timeout=self.request_timeout_s),
+            lambda r: any(t.error_code in _RETRY_CODES for t in r.topics))
+        return list(response.topics)
+
+    def delete_topic(self, name: str) -> None:
+        (result,) = self.delete_topics([name])
+        if result.error_code:
+            raise error_for(result.error_code, result.error_message)
+
+    def list_topics(self, include_internal: bool = False) -> list[admin_pb2.TopicListing]:
+        request = admin_pb2.ListTopicsRequest(include_internal=include_internal)
+        response = self._call(lambda address: self._connections.admin(address).ListTopics(
+            request, timeout=self.request_timeout_s))
+        return list(response.topics)
+
+    def describe_topics(self, names: list[str]) -> list[admin_pb2.TopicDescription]:
+        request = admin_pb2.DescribeTopicsRequest(names=names)
+        response = self._call(lambda address: self._connections.admin(address).DescribeTopics(
+            request, timeout=self.request_timeout_s))
+        descriptions = list(response.topics)
+        self._fill_offsets(descriptions)
+        return descriptions
+
+    def describe_topic(self, name: str) -> admin_pb2.TopicDescription:
+        (description,) = self.describe_topics([name])
+        if description.error_code:
+            raise error_for(description.error_code, description.error_message)
+        return description
+
+    def _fill_offsets(self, descriptions: list[admin_pb2.TopicDescription]) -> None:
+        """The answering broker knows offsets only for partitions it leads: ask the others."""
+        missing = [(d.name, p) for d in descriptions if not d.error_code
+                   for p in d.partitions if p.high_watermark < 0 and p.leader_id >= 0]
+        if not missing:
+            return
+        try:
+            self.metadata.refresh()
+        except RaftkaError:
+            return
+        for name, partition in missing:
+            address = self.metadata.leader_address(name, partition.partition)
+            if address is None:
+                continue
+            offsets = {}
+            for spec in (-2, -1):
+                request = broker_pb2.ListOffsetsRequest(partitions=[broker_pb2.ListOffsetsPartition(
+                    topic=name, partition=partition.partition, timestamp_ms=spec)])
+                try:
+                    reply = self._connections.broker(address).ListOffsets(
+                        request, timeout=self.request_timeout_s).partitions[0]
+                except grpc.RpcError:
+                    break
+                if not reply.error_code:
+                    offsets[spec] = reply.offset
+            if len(offsets) == 2:
+                partition.log_start_offset, partition.high_watermark = offsets[-2], offsets[-1]
+
+    # ------------------------------------------------------------------------ cluster
+    def describe_cluster(self) -> admin_pb2.DescribeClusterResponse:
+        request = admin_pb2.DescribeClusterRequest()
+        return self._call(lambda address: self._connections.admin(address).DescribeCluster(
+            request, timeout=self.request_timeout_s))
+
+    def close(self) -> None:
+        self._connections.close()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()

@@ -1,0 +1,345 @@
+"""Consumer: reads partitions in offset order from their leaders.
+
+How it works: each assigned partition has a position (the next offset to read). `poll()`
+sends one Fetch per leader broker for the partitions it leads (long-polling up to
+`fetch_max_wait_ms`), checks each returned batch's CRC and decodes it here — the broker sent
+the stored bytes untouched — then advances the positions. A partition without a position
+starts at the earliest or latest offset (`auto_offset_reset`, the seed notes' fromBeginning).
+Leader changes and unreachable brokers refresh the metadata and retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import grpc
+
+from client.errors import (
+    OffsetOutOfRangeError,
+    RaftkaError,
+    UnknownTopicOrPartitionError,
+    error_for,
+)
+from client.metadata import ClusterMetadata
+from client.records import decode_batches, iter_headers
+from client.serialization import Deserializer, resolve_deserializer
+from client.transport import Connections, bootstrap_list, translate_rpc_error
+from proto.raftka.v1 import broker_pb2, common_pb2
+
+log = logging.getLogger("raftka.client")
+Code = common_pb2.ErrorCode
+EARLIEST = -2
+LATEST = -1
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: Any
+    value: Any
+    headers: tuple[tuple[str, bytes | None], ...]
+
+
+class Consumer:
+    def __init__(
+        self,
+        *topics: str,
+        bootstrap_servers: str | list[str] | None = None,
+        client_id: str = "raftka-python",
+        auto_offset_reset: str = "latest",
+        fetch_min_bytes: int = 1,
+        fetch_max_wait_ms: int = 500,
+        fetch_max_bytes: int = 52_428_800,
+        max_partition_fetch_bytes: int = 1_048_576,
+        max_poll_records: int = 500,
+        request_timeout_ms: int = 30_000,
+        consumer_timeout_ms: int | None = None,
+        key_deserializer: str | Deserializer | None = None,
+        value_deserializer: str | Deserializer | None = None,
+    ) -> None:
+        if auto_offset_reset not in ("earliest", "latest", "none"):
+            raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'none'")
+        self.client_id = client_id
+        self.auto_offset_reset = auto_offset_reset
+        self.fetch_min_bytes = fetch_min_bytes
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.fetch_max_bytes = fetch_max_bytes
+        self.max_partition_fetch_bytes = max_partition_fetch_bytes
+        self.max_poll_records = max_poll_records
+        self.request_timeout_s = request_timeout_ms / 1000
+        self.consumer_timeout_ms = consumer_timeout_ms
+        self._key_deserializer = resolve_deserializer(key_deserializer)
+        self._value_deserializer = resolve_deserializer(value_deserializer)
+        self._connections = Connections()
+        self.metadata = ClusterMetadata(bootstrap_list(bootstrap_servers), self._connections,
+                                        self.request_timeout_s)
+        self._positions: dict[TopicPartition, int | None] = {}
+        self._subscription: list[str] = []
+        self._buffer: deque[ConsumerRecord] = deque()
+        self._paused: set[TopicPartition] = set()
+        self._closed = False
+        if topics:
+            self.subscribe(list(topics))
+
+    # ------------------------------------------------------------------- assignment
+    def subscribe(self, topics: list[str]) -> None:
+        """Read every partition of these topics (no consumer group: this consumer alone)."""
+        self._subscription = list(topics)
+        self._assign_subscription()
+
+    def _assign_subscription(self) -> None:
+        wanted: list[TopicPartition] = []
+        for topic in self._subscription:
+            infos = self.metadata.ensure_topic(topic, allow_auto_create=False)
+            wanted.extend(TopicPartition(topic, i.partition) for i in infos)
+        self._set_assignment(wanted)
+
+    def assign(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> None:
+        self._subscription = []
+        self._set_assignment([TopicPartition(*tp) for tp in partitions])
+
+    def _set_assignment(self, partitions: list[TopicPartition]) -> None:
+        self._positions = {tp: self._positions.get(tp) for tp in partitions}
+        self._buffer = deque(r for r in self._buffer
+                             if TopicPartition(r.topic, r.partition) in self._positions)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._positions)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self._paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._paused.difference_update(partitions)
+
+    # -------------------------------------------------------------------- positions
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        tp = TopicPartition(*tp)
+        if tp not in self._positions:
+            raise ValueError(f"{tp.topic}-{tp.partition} is not assigned to this consumer")
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        self._positions[tp] = offset
+        self._drop_buffered(tp)
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        self._seek_to(partitions or tuple(self._positions), EARLIEST)
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        self._seek_to(partitions or tuple(self._positions), LATEST)
+
+    def _seek_to(self, partitions: Iterable[TopicPartition], spec: int) -> None:
+        offsets = self._list_offsets([TopicPartition(*tp) for tp in partitions], spec)
+        for tp, offset in offsets.items():
+            self._positions[tp] = offset
+            self._drop_buffered(tp)
+
+    def position(self, tp: TopicPartition) -> int:
+        tp = TopicPartition(*tp)
+        if self._positions.get(tp) is None:
+            self._reset_positions([tp])
+        position = self._positions[tp]
+        assert position is not None
+        return position
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return self._list_offsets([TopicPartition(*tp) for tp in partitions], EARLIEST)
+
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return self._list_offsets([TopicPartition(*tp) for tp in partitions], LATEST)
+
+    def _drop_buffered(self, tp: TopicPartition) -> None:
+        self._buffer = deque(r for r in self._buffer
+                             if (r.topic, r.partition) != (tp.topic, tp.partition))
+
+    def _reset_positions(self, partitions: list[TopicPartition]) -> None:
+        if self.auto_offset_reset == "none":
+            raise OffsetOutOfRangeError(
+                f"no position for {partitions} and auto_offset_reset is 'none'")
+        spec = EARLIEST if self.auto_offset_reset == "earliest" else LATEST
+        self._positions.update(self._list_offsets(partitions, spec))
+
+    def _list_offsets(self, partitions: list[TopicPartition], spec: int
+                      ) -> dict[TopicPartition, int]:
+        result: dict[TopicPartition, int] = {}
+        deadline = time.monotonic() + self.request_timeout_s
+        pending = list(partitions)
+        while pending:
+            by_leader = self._group_by_leader(pending)
+            retry: list[TopicPartition] = []
+            for address, group in by_leader.items():
+                request = broker_pb2.ListOffsetsRequest(partitions=[
+                    broker_pb2.ListOffsetsPartition(topic=tp.topic, partition=tp.partition,
+                                                    timestamp_ms=spec) for tp in group])
+                try:
+                    response = self._connections.broker(address).ListOffsets(
+                        request, timeout=self.request_timeout_s)
+                except grpc.RpcError as exc:
+                    self._give_up_if_late(deadline, translate_rpc_error(exc, address))
+                    retry.extend(group)
+                    continue
+                for reply in response.partitions:
+                    tp = TopicPartition(reply.topic, reply.partition)
+                    if reply.error_code:
+                        error = error_for(reply.error_code, reply.error_message)
+                        if not error.retriable:
+                            raise error
+                        self._give_up_if_late(deadline, error)
+                        retry.append(tp)
+                    else:
+                        result[tp] = reply.offset
+            grouped = {tp for group in by_leader.values() for tp in group}
+            retry.extend(tp for tp in pending if tp not in grouped)
+            pending = retry
+            if pending:
+                time.sleep(0.1)
+                self.metadata.refresh()
+        return result
+
+    @staticmethod
+    def _give_up_if_late(deadline: float, error: Exception) -> None:
+        if time.monotonic() > deadline:
+            raise error
+
+    def _group_by_leader(self, partitions: list[TopicPartition]
+                         ) -> dict[str, list[TopicPartition]]:
+        groups: dict[str, list[TopicPartition]] = {}
+        for tp in partitions:
+            address = self.metadata.leader_address(tp.topic, tp.partition)
+            if address is None:
+                self.metadata.ensure_topic(tp.topic, allow_auto_create=False)
+                address = self.metadata.leader_address(tp.topic, tp.partition)
+            if address is not None:
+                groups.setdefault(address, []).append(tp)
+        return groups
+
+    # ------------------------------------------------------------------------ polling
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None
+             ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Records that arrived within timeout_ms, grouped by partition (may be empty)."""
+        if self._closed:
+            raise RuntimeError("the consumer is closed")
+        limit = max_records or self.max_poll_records
+        deadline = time.monotonic() + timeout_ms / 1000
+        while not self._buffer:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            self._fetch_once(max(0, min(remaining_ms, self.fetch_max_wait_ms)))
+            if self._buffer or time.monotonic() >= deadline:
+                break
+        out: dict[TopicPartition, list[ConsumerRecord]] = {}
+        while self._buffer and limit > 0:
+            record = self._buffer.popleft()
+            out.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+            limit -= 1
+        return out
+
+    def __iter__(self) -> Iterator[ConsumerRecord]:
+        idle_since = time.monotonic()
+        while not self._closed:
+            batch = self.poll(timeout_ms=self.fetch_max_wait_ms)
+            if batch:
+                idle_since = time.monotonic()
+                for records in batch.values():
+                    yield from records
+            elif (self.consumer_timeout_ms is not None and
+                  (time.monotonic() - idle_since) * 1000 >= self.consumer_timeout_ms):
+                return
+
+    def _fetch_once(self, wait_ms: int) -> None:
+        active = [tp for tp in self._positions if tp not in self._paused]
+        missing = [tp for tp in active if self._positions[tp] is None]
+        if missing:
+            self._reset_positions(missing)
+        if not active:
+            time.sleep(wait_ms / 1000)
+            return
+        by_leader = self._group_by_leader(active)
+        if not by_leader:
+            time.sleep(min(wait_ms, 100) / 1000)
+            self.metadata.refresh()
+            return
+        calls = []
+        for address, group in by_leader.items():
+            request = broker_pb2.FetchRequest(
+                replica_id=-1, max_wait_ms=wait_ms, min_bytes=self.fetch_min_bytes,
+                max_bytes=self.fetch_max_bytes,
+                partitions=[broker_pb2.FetchPartition(
+                    topic=tp.topic, partition=tp.partition, fetch_offset=self._positions[tp],
+                    partition_max_bytes=self.max_partition_fetch_bytes, current_leader_epoch=-1,
+                    last_fetched_epoch=-1) for tp in group])
+            future = self._connections.broker(address).Fetch.future(
+                request, timeout=wait_ms / 1000 + self.request_timeout_s)
+            calls.append((address, future))
+        refresh = False
+        for address, future in calls:
+            try:
+                response = future.result()
+            except grpc.RpcError as exc:
+                log.debug("fetch from %s failed: %s", address, translate_rpc_error(exc, address))
+                refresh = True
+                continue
+            refresh |= self._absorb(response)
+        if refresh:
+            try:
+                self.metadata.refresh()
+            except RaftkaError as exc:
+                log.debug("metadata refresh failed: %s", exc)
+            time.sleep(0.05)
+
+    def _absorb(self, response: broker_pb2.FetchResponse) -> bool:
+        refresh = False
+        for reply in response.partitions:
+            tp = TopicPartition(reply.topic, reply.partition)
+            position = self._positions.get(tp)
+            if position is None:
+                continue
+            if reply.error_code == Code.OFFSET_OUT_OF_RANGE:
+                log.warning("%s-%d: offset %d out of range; resetting (%s)", tp.topic,
+                            tp.partition, position, self.auto_offset_reset)
+                self._reset_positions([tp])
+                continue
+            if reply.error_code:
+                error = error_for(reply.error_code, reply.error_message)
+                if not error.retriable and not isinstance(error, UnknownTopicOrPartitionError):
+                    raise error
+                refresh = True
+                continue
+            if reply.record_batches:
+                self._positions[tp] = self._decode_into_buffer(tp, reply.record_batches,
+                                                               position)
+        return refresh
+
+    def _decode_into_buffer(self, tp: TopicPartition, data: bytes, position: int) -> int:
+        next_position = position
+        for record in decode_batches(data, from_offset=position, verify_crc=True):
+            self._buffer.append(ConsumerRecord(
+                tp.topic, tp.partition, record.offset, record.timestamp_ms,
+                self._key_deserializer(record.key), self._value_deserializer(record.value),
+                record.headers))
+            next_position = record.offset + 1
+        for _, header in iter_headers(data):  # control batches and gaps move us on too
+            next_position = max(next_position, header.next_offset)
+        return next_position
+
+    def close(self) -> None:
+        self._closed = True
+        self._connections.close()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

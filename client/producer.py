@@ -1,0 +1,281 @@
+"""Producer: batches records per partition and sends them to partition leaders.
+
+How it works: `send()` serializes the record, picks its partition (explicit; else Kafka's
+murmur2 of the key, so a key lands where Kafka would put it; else the sticky partition for
+keyless records) and queues it in the accumulator. A sender thread drains ready batches,
+encodes each as one RecordBatch v2 (the CRC is computed here; the broker stores the bytes as
+they are), groups them by leader and sends one Produce request per broker. Retriable errors
+(NOT_LEADER, unreachable broker, timeouts) refresh the metadata and retry the batch after
+`retry_backoff_ms`, until `delivery_timeout_ms`; one batch per partition in flight keeps order.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from client.accumulator import (
+    PendingRecord,
+    ProducerBatch,
+    RecordAccumulator,
+    RecordFuture,
+    RecordMetadata,
+    record_size,
+)
+from client.errors import (
+    BrokerNotAvailableError,
+    InvalidRequestError,
+    MessageTooLargeError,
+    RaftkaError,
+    RequestTimedOutError,
+    error_for,
+)
+from client.metadata import ClusterMetadata
+from client.partitioner import StickyPartitioner, partition_for_key
+from client.records import encode_batch
+from client.serialization import Serializer, resolve_serializer
+from client.transport import Connections, bootstrap_list, translate_rpc_error
+from proto.raftka.v1 import broker_pb2
+
+log = logging.getLogger("raftka.client")
+
+ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
+
+
+def parse_acks(acks: str | int) -> int:
+    try:
+        return ACKS[acks]
+    except KeyError:
+        raise ValueError(f"acks must be 'all', -1, 0 or 1, got {acks!r}") from None
+
+
+class Producer:
+    def __init__(
+        self,
+        bootstrap_servers: str | list[str] | None = None,
+        *,
+        client_id: str = "raftka-python",
+        acks: str | int = "all",
+        linger_ms: int = 5,
+        batch_size: int = 16_384,
+        buffer_memory: int = 32 * 1024 * 1024,
+        max_request_size: int = 1_048_576,
+        max_block_ms: int = 60_000,
+        request_timeout_ms: int = 30_000,
+        delivery_timeout_ms: int = 120_000,
+        retry_backoff_ms: int = 100,
+        key_serializer: str | Serializer | None = None,
+        value_serializer: str | Serializer | None = None,
+        allow_auto_create_topics: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.acks = parse_acks(acks)
+        if linger_ms < 0 or batch_size <= 0 or max_request_size <= 0:
+            raise ValueError("linger_ms must be >= 0; batch_size, max_request_size > 0")
+        self.max_request_size = max_request_size
+        self.max_block_s = max_block_ms / 1000
+        self.request_timeout_s = request_timeout_ms / 1000
+        self.delivery_timeout_ms = delivery_timeout_ms
+        self.retry_backoff_ms = retry_backoff_ms
+        self.allow_auto_create_topics = allow_auto_create_topics
+        self._key_serializer = resolve_serializer(key_serializer)
+        self._value_serializer = resolve_serializer(value_serializer)
+        self._connections = Connections()
+        self.metadata = ClusterMetadata(bootstrap_list(bootstrap_servers), self._connections,
+                                        self.request_timeout_s)
+        self._accumulator = RecordAccumulator(batch_size, linger_ms, buffer_memory)
+        self._sticky = StickyPartitioner(random.Random(seed))
+        self._sticky_lock = threading.Lock()
+        self._closed = False
+        self._sender = threading.Thread(target=self._run_sender, name="raftka-producer-sender",
+                                        daemon=True)
+        self._sender.start()
+
+    # ----------------------------------------------------------------------- public API
+    def send(self, topic: str, value: Any = None, key: Any = None, *,
+             headers: Sequence[tuple[str, bytes | None]] | None = None,
+             partition: int | None = None, timestamp_ms: int | None = None) -> RecordFuture:
+        """Queue one record; the future completes with its RecordMetadata when acknowledged
+        (with acks=0: when sent, offset -1)."""
+        if self._closed:
+            raise RuntimeError("the producer is closed")
+        key_bytes = self._key_serializer(key)
+        value_bytes = self._value_serializer(value)
+        header_list = [(str(k), v) for k, v in (headers or [])]
+        size = record_size(key_bytes, value_bytes, header_list)
+        if size + 61 > self.max_request_size:
+            raise MessageTooLargeError(
+                f"record of about {size} bytes exceeds max_request_size "
+                f"({self.max_request_size})")
+        chosen = self._choose_partition(topic, key_bytes, partition)
+        future = RecordFuture()
+        now_ms = int(time.time() * 1000)
+        record = PendingRecord(key_bytes, value_bytes, header_list,
+                               timestamp_ms if timestamp_ms is not None else now_ms, future)
+        batch_full = self._accumulator.append(topic, chosen, record, size, now_ms,
+                                              self.max_block_s)
+        if batch_full and key_bytes is None and partition is None:
+            count = len(self.metadata.partitions_for(topic) or ())
+            with self._sticky_lock:
+                self._sticky.on_new_batch(topic, count, chosen)
+        return future
+
+    def partitions_for(self, topic: str) -> list[int]:
+        infos = self.metadata.ensure_topic(topic, self.allow_auto_create_topics)
+        return [info.partition for info in infos]
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Send everything queued now and wait until it is acknowledged or failed."""
+        self._accumulator.begin_flush()
+        try:
+            if not self._accumulator.wait_until_empty(timeout):
+                raise RequestTimedOutError(f"flush did not finish within {timeout}s")
+        finally:
+            self._accumulator.end_flush()
+
+    def close(self, timeout: float | None = None) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            self._closed = True
+            with self._accumulator.condition:
+                self._accumulator.condition.notify_all()
+            self._sender.join(timeout=5)
+            self._accumulator.abort_all(RaftkaError("the producer was closed"))
+            self._connections.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------- partitioning
+    def _choose_partition(self, topic: str, key: bytes | None, partition: int | None) -> int:
+        infos = self.metadata.ensure_topic(topic, self.allow_auto_create_topics)
+        count = len(infos)
+        if partition is not None:
+            if not 0 <= partition < count:
+                raise InvalidRequestError(
+                    f"partition {partition} does not exist: '{topic}' has {count}")
+            return partition
+        if key is not None:
+            return partition_for_key(key, count)
+        available = [i.partition for i in infos if i.leader_id >= 0]
+        with self._sticky_lock:
+            return self._sticky.partition(topic, count, available)
+
+    # -------------------------------------------------------------------------- sender
+    def _run_sender(self) -> None:
+        while True:
+            now_ms = int(time.time() * 1000)
+            batches, next_ms = self._accumulator.drain(now_ms, force=self._closed)
+            if batches:
+                try:
+                    self._send_batches(batches)
+                except Exception as exc:  # never let the sender thread die
+                    log.exception("sender failed")
+                    for batch in batches:
+                        self._fail(batch, RaftkaError(f"sender failed: {exc}"))
+                continue
+            if self._closed and not self._accumulator.has_unsent():
+                return
+            wait_s = 0.1 if next_ms is None else max(0.001, min(next_ms / 1000, 0.1))
+            self._accumulator.wait_for_work(wait_s)
+
+    def _send_batches(self, batches: list[ProducerBatch]) -> None:
+        by_leader: dict[str, list[ProducerBatch]] = defaultdict(list)
+        refresh_needed = False
+        for batch in batches:
+            address = self.metadata.leader_address(batch.topic, batch.partition)
+            if address is None:
+                refresh_needed = True
+                self._retry(batch, BrokerNotAvailableError(
+                    f"no leader known for {batch.topic}-{batch.partition}"))
+            else:
+                by_leader[address].append(batch)
+        calls = []
+        for address, group in by_leader.items():
+            request = broker_pb2.ProduceRequest(
+                acks=self.acks, timeout_ms=int(self.request_timeout_s * 1000),
+                partitions=[broker_pb2.PartitionProduceData(
+                    topic=b.topic, partition=b.partition, record_batches=self._encode(b))
+                    for b in group])
+            future = self._connections.broker(address).Produce.future(
+                request, timeout=self.request_timeout_s + 5)
+            calls.append((address, group, future))
+        for address, group, future in calls:
+            refresh_needed |= self._handle_reply(address, group, future)
+        if refresh_needed:
+            self._refresh_quietly()
+
+    @staticmethod
+    def _encode(batch: ProducerBatch) -> bytes:
+        return encode_batch([(r.key, r.value, r.headers, r.timestamp_ms) for r in batch.records])
+
+    def _handle_reply(self, address: str, group: list[ProducerBatch], future: Any) -> bool:
+        try:
+            response = future.result()
+        except grpc.RpcError as exc:
+            error = translate_rpc_error(exc, address)
+            for batch in group:
+                self._retry(batch, error)
+            return True
+        refresh = False
+        replies = {(p.topic, p.partition): p for p in response.partitions}
+        for batch in group:
+            reply = replies.get((batch.topic, batch.partition))
+            if reply is None:
+                self._retry(batch, RaftkaError("the broker's reply missed this partition"))
+            elif reply.error_code:
+                error = error_for(reply.error_code, reply.error_message)
+                refresh |= error.retriable
+                self._retry(batch, error)
+            else:
+                self._succeed(batch, reply.base_offset)
+        return refresh
+
+    def _succeed(self, batch: ProducerBatch, base_offset: int) -> None:
+        for i, record in enumerate(batch.records):
+            offset = base_offset + i if base_offset >= 0 else -1
+            if not record.future.done():
+                record.future.set_result(
+                    RecordMetadata(batch.topic, batch.partition, offset, record.timestamp_ms))
+        self._accumulator.complete(batch)
+
+    def _fail(self, batch: ProducerBatch, error: BaseException) -> None:
+        for record in batch.records:
+            if not record.future.done():
+                record.future.set_exception(error)
+        self._accumulator.complete(batch)
+
+    def _retry(self, batch: ProducerBatch, error: BaseException) -> None:
+        now_ms = int(time.time() * 1000)
+        batch.attempts += 1
+        retriable = getattr(error, "retriable", False)
+        expired = now_ms - batch.created_ms >= self.delivery_timeout_ms
+        if not retriable or expired or (self._closed and not retriable):
+            if expired and retriable:
+                error = RequestTimedOutError(
+                    f"{batch.topic}-{batch.partition}: not delivered within "
+                    f"delivery_timeout_ms={self.delivery_timeout_ms} (last error: {error})")
+            self._fail(batch, error)
+            return
+        log.debug("retrying %s-%d after %s", batch.topic, batch.partition, error)
+        self._accumulator.requeue(batch, now_ms + self.retry_backoff_ms)
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.metadata.refresh()
+        except RaftkaError as exc:
+            log.debug("metadata refresh failed: %s", exc)

@@ -1,0 +1,86 @@
+"""gRPC channels to brokers: one per address, shared by the SDK's objects, with limits.
+
+The SDK is synchronous (kafka-python style); it uses grpc's sync channels, whose `.future()`
+calls let one thread keep several brokers busy at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import grpc
+
+from client.errors import BrokerNotAvailableError, RequestTimedOutError
+from proto.raftka.v1 import admin_pb2_grpc, broker_pb2_grpc
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9090"
+BOOTSTRAP_ENV = "RAFTKA_BOOTSTRAP"
+MESSAGE_MAX_BYTES = 128 * 1024 * 1024
+
+
+def bootstrap_list(bootstrap: str | list[str] | None) -> list[str]:
+    """Addresses from the argument, else $RAFTKA_BOOTSTRAP, else the local cluster's first
+    broker. Accepts "h:p,h:p" or a list."""
+    if bootstrap is None:
+        bootstrap = os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
+    items = bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
+    addresses = [item.strip() for item in items if item.strip()]
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"bootstrap address {address!r} must be HOST:PORT")
+    if not addresses:
+        raise ValueError("no bootstrap address given")
+    return addresses
+
+
+class Connections:
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def channel(self, address: str) -> grpc.Channel:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.insecure_channel(address, options=[
+                    ("grpc.max_receive_message_length", MESSAGE_MAX_BYTES),
+                    ("grpc.max_send_message_length", MESSAGE_MAX_BYTES),
+                    ("grpc.enable_retries", 0),
+                ])
+                self._channels[address] = channel
+            return channel
+
+    def broker(self, address: str) -> broker_pb2_grpc.BrokerServiceStub:
+        return broker_pb2_grpc.BrokerServiceStub(self.channel(address))
+
+    def admin(self, address: str) -> admin_pb2_grpc.AdminServiceStub:
+        return admin_pb2_grpc.AdminServiceStub(self.channel(address))
+
+    def forget(self, address: str) -> None:
+        with self._lock:
+            channel = self._channels.pop(address, None)
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+
+def translate_rpc_error(exc: grpc.RpcError, address: str) -> Exception:
+    """A transport failure as an SDK exception (retriable ones say so)."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return RequestTimedOutError(f"broker {address} did not answer in time")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return BrokerNotAvailableError(f"broker {address} is not reachable ({details})")
+    from client.errors import InvalidRequestError, RaftkaError
+
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+        return InvalidRequestError(f"broker {address} refused the request: {details}")
+    return RaftkaError(f"broker {address} failed: {code.name if code else '?'} {details}")
