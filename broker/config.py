@@ -175,12 +175,22 @@ class BrokerConfig:
                 f"but its raft listener is {self.raft_address}"
             )
         positive = [
-            "num_partitions", "default_replication_factor", "min_insync_replicas",
-            "log_segment_bytes", "log_roll_ms", "log_retention_check_interval_ms",
-            "log_flush_check_interval_ms", "broker_session_timeout_ms",
-            "broker_heartbeat_interval_ms", "replica_lag_time_max_ms", "request_max_bytes",
-            "fetch_max_bytes", "metadata_write_timeout_ms", "offsets_topic_num_partitions",
-            "offsets_topic_replication_factor", "produce_timeout_max_ms",
+            "num_partitions",
+            "default_replication_factor",
+            "min_insync_replicas",
+            "log_segment_bytes",
+            "log_roll_ms",
+            "log_retention_check_interval_ms",
+            "log_flush_check_interval_ms",
+            "broker_session_timeout_ms",
+            "broker_heartbeat_interval_ms",
+            "replica_lag_time_max_ms",
+            "request_max_bytes",
+            "fetch_max_bytes",
+            "metadata_write_timeout_ms",
+            "offsets_topic_num_partitions",
+            "offsets_topic_replication_factor",
+            "produce_timeout_max_ms",
         ]
         for name in positive:
             if getattr(self, name) <= 0:

@@ -45,10 +45,13 @@ class ChannelPool:
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._channels.get(target)
         if channel is None:
-            channel = grpc.aio.insecure_channel(target, options=[
-                ("grpc.max_receive_message_length", GRPC_MESSAGE_MAX_BYTES),
-                ("grpc.max_send_message_length", GRPC_MESSAGE_MAX_BYTES),
-            ])
+            channel = grpc.aio.insecure_channel(
+                target,
+                options=[
+                    ("grpc.max_receive_message_length", GRPC_MESSAGE_MAX_BYTES),
+                    ("grpc.max_send_message_length", GRPC_MESSAGE_MAX_BYTES),
+                ],
+            )
             self._channels[target] = channel
         return channel
 
@@ -65,8 +68,13 @@ def _is_not_controller(response: Any) -> bool:
 
 
 class ControllerClient:
-    def __init__(self, broker_id: int, metadata_log: MetadataLog, quorum: QuorumController,
-                 channels: ChannelPool) -> None:
+    def __init__(
+        self,
+        broker_id: int,
+        metadata_log: MetadataLog,
+        quorum: QuorumController,
+        channels: ChannelPool,
+    ) -> None:
         self.broker_id = broker_id
         self._log = metadata_log
         self._quorum = quorum
@@ -121,8 +129,7 @@ class ControllerClient:
             "create_topics": admin_pb2_grpc.AdminServiceStub(channel).CreateTopics,
             "delete_topics": admin_pb2_grpc.AdminServiceStub(channel).DeleteTopics,
             "register_broker": controller_pb2_grpc.ControllerServiceStub(channel).RegisterBroker,
-            "broker_heartbeat":
-                controller_pb2_grpc.ControllerServiceStub(channel).BrokerHeartbeat,
+            "broker_heartbeat": controller_pb2_grpc.ControllerServiceStub(channel).BrokerHeartbeat,
         }
         return await calls[method](request, timeout=timeout_s, metadata=metadata)
 
@@ -130,9 +137,14 @@ class ControllerClient:
 class BrokerLifecycle:
     """Registration and the heartbeat loop; reports when the broker is first unfenced."""
 
-    def __init__(self, client: ControllerClient, request: controller_pb2.RegisterBrokerRequest,
-                 applied_offset: Callable[[], int], interval_s: float,
-                 on_unfenced: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        client: ControllerClient,
+        request: controller_pb2.RegisterBrokerRequest,
+        applied_offset: Callable[[], int],
+        interval_s: float,
+        on_unfenced: Callable[[], Awaitable[None]],
+    ) -> None:
         self._client = client
         self._request = request
         self._applied_offset = applied_offset
@@ -143,12 +155,17 @@ class BrokerLifecycle:
         self._announced = False
 
     @staticmethod
-    def registration(broker_id: int, incarnation_id: str, host: str, port: int,
-                     kafka_port: int, voter: bool) -> controller_pb2.RegisterBrokerRequest:
+    def registration(
+        broker_id: int, incarnation_id: str, host: str, port: int, kafka_port: int, voter: bool
+    ) -> controller_pb2.RegisterBrokerRequest:
         return controller_pb2.RegisterBrokerRequest(
-            broker_id=broker_id, incarnation_id=incarnation_id, voter=voter, pid=os.getpid(),
-            endpoint=common_pb2.BrokerEndpoint(broker_id=broker_id, host=host, port=port,
-                                               kafka_port=kafka_port),
+            broker_id=broker_id,
+            incarnation_id=incarnation_id,
+            voter=voter,
+            pid=os.getpid(),
+            endpoint=common_pb2.BrokerEndpoint(
+                broker_id=broker_id, host=host, port=port, kafka_port=kafka_port
+            ),
         )
 
     async def run(self) -> None:
@@ -169,18 +186,19 @@ class BrokerLifecycle:
             log.error("registration refused: %s", response.error_message)
             return
         self.broker_epoch = response.broker_epoch
-        log.info("registered broker %d with epoch %d", self._request.broker_id,
-                 self.broker_epoch)
+        log.info("registered broker %d with epoch %d", self._request.broker_id, self.broker_epoch)
 
     async def _heartbeat(self) -> None:
         if self.broker_epoch < 0:
             return
         request = controller_pb2.BrokerHeartbeatRequest(
-            broker_id=self._request.broker_id, broker_epoch=self.broker_epoch,
+            broker_id=self._request.broker_id,
+            broker_epoch=self.broker_epoch,
             metadata_offset=self._applied_offset(),
         )
-        response = await self._client.call("broker_heartbeat", request,
-                                           max(1.0, self._interval_s * 2))
+        response = await self._client.call(
+            "broker_heartbeat", request, max(1.0, self._interval_s * 2)
+        )
         if response.error_code == Code.STALE_BROKER_EPOCH:
             log.warning("controller says: %s", response.error_message)
             self.broker_epoch = -1

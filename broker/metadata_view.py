@@ -16,12 +16,14 @@ Offsets = Callable[[str, int], tuple[int, int]]
 
 def _endpoint(image: MetadataImage, broker_id: int) -> common_pb2.BrokerEndpoint:
     b = image.brokers[broker_id]
-    return common_pb2.BrokerEndpoint(broker_id=b.broker_id, host=b.host, port=b.port,
-                                     kafka_port=b.kafka_port)
+    return common_pb2.BrokerEndpoint(
+        broker_id=b.broker_id, host=b.host, port=b.port, kafka_port=b.kafka_port
+    )
 
 
-def metadata_response(image: MetadataImage, topics: list[str], controller_id: int | None
-                      ) -> broker_pb2.MetadataResponse:
+def metadata_response(
+    image: MetadataImage, topics: list[str], controller_id: int | None
+) -> broker_pb2.MetadataResponse:
     response = broker_pb2.MetadataResponse(
         cluster_id=image.cluster_id,
         controller_id=controller_id if controller_id is not None else -1,
@@ -45,9 +47,13 @@ def metadata_response(image: MetadataImage, topics: list[str], controller_id: in
         item.topic_id = topic.topic_id
         item.internal = topic.internal
         for index, p in enumerate(topic.partitions):
-            entry = item.partitions.add(partition=index, leader_id=p.leader,
-                                        leader_epoch=p.leader_epoch, replicas=p.replicas,
-                                        isr=p.isr)
+            entry = item.partitions.add(
+                partition=index,
+                leader_id=p.leader,
+                leader_epoch=p.leader_epoch,
+                replicas=p.replicas,
+                isr=p.isr,
+            )
             if p.leader < 0:
                 entry.error_code = Code.LEADER_NOT_AVAILABLE
     return response
@@ -59,15 +65,19 @@ def list_topics(image: MetadataImage, include_internal: bool) -> admin_pb2.ListT
         topic = image.topics[name]
         if topic.internal and not include_internal:
             continue
-        response.topics.add(name=name, topic_id=topic.topic_id,
-                            num_partitions=len(topic.partitions),
-                            replication_factor=topic.replication_factor,
-                            internal=topic.internal)
+        response.topics.add(
+            name=name,
+            topic_id=topic.topic_id,
+            num_partitions=len(topic.partitions),
+            replication_factor=topic.replication_factor,
+            internal=topic.internal,
+        )
     return response
 
 
-def describe_topics(image: MetadataImage, names: list[str], topic_defaults: dict[str, str],
-                    local_offsets: Offsets) -> admin_pb2.DescribeTopicsResponse:
+def describe_topics(
+    image: MetadataImage, names: list[str], topic_defaults: dict[str, str], local_offsets: Offsets
+) -> admin_pb2.DescribeTopicsResponse:
     response = admin_pb2.DescribeTopicsResponse()
     for name in names:
         item = response.topics.add(name=name)
@@ -80,22 +90,33 @@ def describe_topics(image: MetadataImage, names: list[str], topic_defaults: dict
     return response
 
 
-def _describe(item: admin_pb2.TopicDescription, topic: TopicImage,
-              topic_defaults: dict[str, str], local_offsets: Offsets) -> None:
+def _describe(
+    item: admin_pb2.TopicDescription,
+    topic: TopicImage,
+    topic_defaults: dict[str, str],
+    local_offsets: Offsets,
+) -> None:
     item.topic_id = topic.topic_id
     item.internal = topic.internal
     for index, p in enumerate(topic.partitions):
         start, hw = local_offsets(topic.name, index)
-        item.partitions.add(partition=index, leader_id=p.leader, leader_epoch=p.leader_epoch,
-                            replicas=p.replicas, isr=p.isr, log_start_offset=start,
-                            high_watermark=hw)
+        item.partitions.add(
+            partition=index,
+            leader_id=p.leader,
+            leader_epoch=p.leader_epoch,
+            replicas=p.replicas,
+            isr=p.isr,
+            log_start_offset=start,
+            high_watermark=hw,
+        )
     effective = topic_config.resolve(topic.configs, topic_defaults)
     for key in sorted(effective):
         item.configs.add(name=key, value=effective[key], is_default=key not in topic.configs)
 
 
-def describe_cluster(image: MetadataImage, controller_id: int | None
-                     ) -> admin_pb2.DescribeClusterResponse:
+def describe_cluster(
+    image: MetadataImage, controller_id: int | None
+) -> admin_pb2.DescribeClusterResponse:
     response = admin_pb2.DescribeClusterResponse(
         cluster_id=image.cluster_id,
         controller_id=controller_id if controller_id is not None else -1,
@@ -103,6 +124,11 @@ def describe_cluster(image: MetadataImage, controller_id: int | None
     )
     for broker_id in sorted(image.brokers):
         b = image.brokers[broker_id]
-        response.brokers.add(endpoint=_endpoint(image, broker_id), fenced=b.fenced,
-                             incarnation_id=b.incarnation_id, voter=b.voter, pid=b.pid)
+        response.brokers.add(
+            endpoint=_endpoint(image, broker_id),
+            fenced=b.fenced,
+            incarnation_id=b.incarnation_id,
+            voter=b.voter,
+            pid=b.pid,
+        )
     return response

@@ -39,8 +39,14 @@ class TopicPartition:
 
 
 class Partition:
-    def __init__(self, tp: TopicPartition, topic_id: str, log: PartitionLog, broker_id: int,
-                 min_insync_replicas: int) -> None:
+    def __init__(
+        self,
+        tp: TopicPartition,
+        topic_id: str,
+        log: PartitionLog,
+        broker_id: int,
+        min_insync_replicas: int,
+    ) -> None:
         self.tp = tp
         self.topic_id = topic_id
         self.log = log
@@ -66,7 +72,10 @@ class Partition:
             if registration.leader == self.broker_id:
                 if self.leader_state is None or registration.leader_epoch != self.leader_epoch:
                     self.leader_state = LeaderState(
-                        self.broker_id, registration.replicas, registration.isr, now_ms,
+                        self.broker_id,
+                        registration.replicas,
+                        registration.isr,
+                        now_ms,
                         self.log.high_watermark,
                     )
                     became_leader = True
@@ -89,7 +98,8 @@ class Partition:
             raise NotLeaderError(
                 f"broker {self.broker_id} is not the leader of {self.tp}; "
                 f"the leader is {self.leader_id}",
-                self.leader_id, self.leader_epoch,
+                self.leader_id,
+                self.leader_epoch,
             )
         self.check_epoch(requested_epoch)
         return state
@@ -109,8 +119,9 @@ class Partition:
             )
 
     # ---------------------------------------------------------------------------- write
-    def append_as_leader(self, data: bytearray, batches: list[tuple[int, BatchHeader]],
-                         acks: int, now_ms: int) -> AppendResult:
+    def append_as_leader(
+        self, data: bytearray, batches: list[tuple[int, BatchHeader]], acks: int, now_ms: int
+    ) -> AppendResult:
         """Writer thread: stamp offsets and the leader epoch, append, move the HW."""
         with self._lock:
             state = self.check_leader()

@@ -36,8 +36,9 @@ class Purgatory:
         for key in list(self._waiters):
             self.notify(key)
 
-    async def wait_until(self, keys: Iterable[Hashable], condition: Callable[[], bool],
-                         timeout_s: float) -> bool:
+    async def wait_until(
+        self, keys: Iterable[Hashable], condition: Callable[[], bool], timeout_s: float
+    ) -> bool:
         """Wait until `condition()` holds (re-checked whenever a key is notified) or the
         timeout passes; return the condition's final value."""
         keys = list(keys)
@@ -49,7 +50,8 @@ class Purgatory:
                 return False
             if self._count >= self.waiters_max:
                 raise TooManyWaitersError(
-                    f"{self._count} requests are already waiting; try again later")
+                    f"{self._count} requests are already waiting; try again later"
+                )
             future: asyncio.Future[None] = loop.create_future()
             for key in keys:
                 self._waiters[key].add(future)

@@ -33,7 +33,7 @@ from broker.errors import (
     to_error,
 )
 from broker.log.config import LogConfig
-from broker.log.log import PartitionLog
+from broker.log.log import AppendResult, PartitionLog
 from broker.partition import NO_EPOCH, Partition, TopicPartition
 from broker.purgatory import Purgatory
 from client.records import (
@@ -74,8 +74,12 @@ class ReplicaManagerSettings:
 
 
 class ReplicaManager:
-    def __init__(self, settings: ReplicaManagerSettings, clock_ms: Clock,
-                 auto_create: AutoCreate | None = None) -> None:
+    def __init__(
+        self,
+        settings: ReplicaManagerSettings,
+        clock_ms: Clock,
+        auto_create: AutoCreate | None = None,
+    ) -> None:
         self.settings = settings
         self.broker_id = settings.broker_id
         self._clock_ms = clock_ms
@@ -88,6 +92,7 @@ class ReplicaManager:
         self._applied_offset = 0
         self._applied = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         os.makedirs(settings.log_dir, exist_ok=True)
 
     # ------------------------------------------------------------------------- lifecycle
@@ -128,8 +133,9 @@ class ReplicaManager:
         """Offset of the last metadata image whose local changes are in effect."""
         return self._applied_offset
 
-    async def wait_for_metadata(self, condition: Callable[[MetadataImage], bool],
-                                timeout_s: float) -> bool:
+    async def wait_for_metadata(
+        self, condition: Callable[[MetadataImage], bool], timeout_s: float
+    ) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not condition(self.image):
@@ -161,8 +167,12 @@ class ReplicaManager:
             partition.log.config = LogConfig.from_topic_configs(effective)
             partition.min_insync_replicas = topic_config.as_int(effective, "min.insync.replicas")
             if partition.apply_registration(hosted.registration, now_ms):
-                log.info("%s: leader at epoch %d (ISR %s)", tp, partition.leader_epoch,
-                         list(partition.isr))
+                log.info(
+                    "%s: leader at epoch %d (ISR %s)",
+                    tp,
+                    partition.leader_epoch,
+                    list(partition.isr),
+                )
             self.purgatory.notify(tp)
 
     async def _open_partition(self, tp: TopicPartition, hosted: HostedPartition) -> Partition:
@@ -173,8 +183,12 @@ class ReplicaManager:
         def open_log() -> PartitionLog:
             stored = _read_partition_metadata(directory)
             if stored is not None and stored != hosted.topic_id:
-                log.warning("%s holds topic id %s, not %s: removing the stale log",
-                            directory, stored, hosted.topic_id)
+                log.warning(
+                    "%s holds topic id %s, not %s: removing the stale log",
+                    directory,
+                    stored,
+                    hosted.topic_id,
+                )
                 shutil.rmtree(directory)
             partition_log = PartitionLog.open(directory, config, self._clock_ms())
             _write_partition_metadata(directory, hosted.topic_id)
@@ -182,8 +196,13 @@ class ReplicaManager:
 
         partition_log = await self._on_writer(open_log)
         assert isinstance(partition_log, PartitionLog)
-        return Partition(tp, hosted.topic_id, partition_log, self.broker_id,
-                         topic_config.as_int(effective, "min.insync.replicas"))
+        return Partition(
+            tp,
+            hosted.topic_id,
+            partition_log,
+            self.broker_id,
+            topic_config.as_int(effective, "min.insync.replicas"),
+        )
 
     async def remove_stray_logs(self) -> list[str]:
         """Delete partition directories that the (caught-up) metadata no longer assigns here:
@@ -215,8 +234,9 @@ class ReplicaManager:
             if registration.leader == NO_LEADER:
                 raise LeaderNotAvailableError(f"{tp} has no leader right now")
             raise NotLeaderError(
-                f"broker {self.broker_id} does not host {tp}; the leader is "
-                f"{registration.leader}", registration.leader, registration.leader_epoch,
+                f"broker {self.broker_id} does not host {tp}; the leader is {registration.leader}",
+                registration.leader,
+                registration.leader_epoch,
             )
         partition.check_leader(epoch)
         return partition
@@ -226,7 +246,8 @@ class ReplicaManager:
             return
         if not self.settings.auto_create_topics_enable or self._auto_create is None:
             raise UnknownTopicOrPartitionError(
-                f"topic '{topic}' does not exist and auto.create.topics.enable is false")
+                f"topic '{topic}' does not exist and auto.create.topics.enable is false"
+            )
         await self._auto_create(topic)
 
     # --------------------------------------------------------------------------- produce
@@ -235,9 +256,13 @@ class ReplicaManager:
         if request.acks not in (-1, 0, 1):
             for item in request.partitions:
                 response.partitions.add(
-                    topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1,
+                    topic=item.topic,
+                    partition=item.partition,
+                    base_offset=-1,
+                    leader_id=-1,
                     error_code=Code.INVALID_REQUIRED_ACKS,
-                    error_message=f"acks must be -1 (all), 0 or 1, got {request.acks}")
+                    error_message=f"acks must be -1 (all), 0 or 1, got {request.acks}",
+                )
             return response
         timeout_ms = request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS
         timeout_ms = min(timeout_ms, self.settings.produce_timeout_max_ms)
@@ -247,17 +272,21 @@ class ReplicaManager:
         response.partitions.extend(results)
         return response
 
-    async def _produce_one(self, item: broker_pb2.PartitionProduceData, acks: int,
-                           timeout_ms: int) -> broker_pb2.PartitionProduceResponse:
+    async def _produce_one(
+        self, item: broker_pb2.PartitionProduceData, acks: int, timeout_ms: int
+    ) -> broker_pb2.PartitionProduceResponse:
         reply = broker_pb2.PartitionProduceResponse(
-            topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1)
+            topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1
+        )
         tp = TopicPartition(item.topic, item.partition)
         try:
             data, batches = _parse_produce_data(item)
             await self._ensure_topic(item.topic)
             partition = self._leader_partition(tp)
             if acks == 0:
-                asyncio.create_task(self._append_quietly(partition, data, batches))
+                task = asyncio.create_task(self._append_quietly(partition, data, batches))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
                 return reply
             result = await self._append(partition, data, batches, acks)
             reply.base_offset = result.base_offset
@@ -268,25 +297,34 @@ class ReplicaManager:
             self._fill_error(reply, exc)
         return reply
 
-    async def _append(self, partition: Partition, data: bytearray,
-                      batches: list[tuple[int, BatchHeader]], acks: int):
+    async def _append(
+        self,
+        partition: Partition,
+        data: bytearray,
+        batches: list[tuple[int, BatchHeader]],
+        acks: int,
+    ) -> AppendResult:
         result = await asyncio.get_running_loop().run_in_executor(
-            self._writer, partition.append_as_leader, data, batches, acks, self._clock_ms())
+            self._writer, partition.append_as_leader, data, batches, acks, self._clock_ms()
+        )
         self.purgatory.notify(partition.tp)
         if partition.log.flush_due_by_count():
             asyncio.get_running_loop().run_in_executor(
-                self._writer, partition.log.flush, self._clock_ms())
+                self._writer, partition.log.flush, self._clock_ms()
+            )
         return result
 
-    async def _append_quietly(self, partition: Partition, data: bytearray,
-                              batches: list[tuple[int, BatchHeader]]) -> None:
+    async def _append_quietly(
+        self, partition: Partition, data: bytearray, batches: list[tuple[int, BatchHeader]]
+    ) -> None:
         try:
             await self._append(partition, data, batches, 0)
         except Exception as exc:
             log.warning("acks=0 append to %s failed: %s", partition.tp, exc)
 
-    async def _await_replication(self, partition: Partition, last_offset: int,
-                                 timeout_ms: int) -> None:
+    async def _await_replication(
+        self, partition: Partition, last_offset: int, timeout_ms: int
+    ) -> None:
         def done() -> bool:
             return partition.high_watermark > last_offset or not partition.is_leader
 
@@ -294,21 +332,29 @@ class ReplicaManager:
         if partition.high_watermark > last_offset:
             return
         if not partition.is_leader:
-            raise NotLeaderError(f"{partition.tp} lost leadership before the write was "
-                                 "replicated", partition.leader_id, partition.leader_epoch)
+            raise NotLeaderError(
+                f"{partition.tp} lost leadership before the write was replicated",
+                partition.leader_id,
+                partition.leader_epoch,
+            )
         raise RequestTimedOutError(
             f"{partition.tp}: offset {last_offset} not replicated to the ISR "
-            f"{list(partition.isr)} within {timeout_ms} ms")
+            f"{list(partition.isr)} within {timeout_ms} ms"
+        )
 
-    def _fill_error(self, reply: broker_pb2.PartitionProduceResponse
-                    | broker_pb2.FetchPartitionResponse
-                    | broker_pb2.ListOffsetsPartitionResponse
-                    | broker_pb2.OffsetForLeaderEpochPartitionResponse,
-                    exc: BaseException) -> None:
+    def _fill_error(
+        self,
+        reply: broker_pb2.PartitionProduceResponse
+        | broker_pb2.FetchPartitionResponse
+        | broker_pb2.ListOffsetsPartitionResponse
+        | broker_pb2.OffsetForLeaderEpochPartitionResponse,
+        exc: BaseException,
+    ) -> None:
         code, message = to_error(exc)
         if not isinstance(exc, BrokerError | CorruptBatchError | OSError):
-            log.exception("unexpected error serving %s-%d", reply.topic, reply.partition,
-                          exc_info=exc)
+            log.exception(
+                "unexpected error serving %s-%d", reply.topic, reply.partition, exc_info=exc
+            )
         reply.error_code = code
         reply.error_message = message
         if isinstance(exc, NotLeaderError) and hasattr(reply, "leader_id"):
@@ -332,8 +378,9 @@ class ReplicaManager:
                 break
 
             def moved(ends: dict[TopicPartition, int] = ends) -> bool:
-                return any(self._visible_end(tp, request.replica_id) != end
-                           for tp, end in ends.items())
+                return any(
+                    self._visible_end(tp, request.replica_id) != end for tp, end in ends.items()
+                )
 
             await self.purgatory.wait_until(keys, moved, remaining)
             if loop.time() >= deadline and not moved():
@@ -350,28 +397,36 @@ class ReplicaManager:
             return -1
         return partition.log_end_offset if replica_id >= 0 else partition.high_watermark
 
-    def _read_all(self, request: broker_pb2.FetchRequest, max_bytes: int
-                  ) -> tuple[broker_pb2.FetchResponse, int, dict[TopicPartition, int]]:
+    def _read_all(
+        self, request: broker_pb2.FetchRequest, max_bytes: int
+    ) -> tuple[broker_pb2.FetchResponse, int, dict[TopicPartition, int]]:
         response = broker_pb2.FetchResponse()
         total = 0
         ends: dict[TopicPartition, int] = {}
         now_ms = self._clock_ms()
         for asked in request.partitions:
             tp = TopicPartition(asked.topic, asked.partition)
-            reply = response.partitions.add(topic=asked.topic, partition=asked.partition,
-                                             high_watermark=-1, log_start_offset=-1,
-                                             leader_id=-1, diverging_epoch=-1,
-                                             diverging_end_offset=-1)
+            reply = response.partitions.add(
+                topic=asked.topic,
+                partition=asked.partition,
+                high_watermark=-1,
+                log_start_offset=-1,
+                leader_id=-1,
+                diverging_epoch=-1,
+                diverging_end_offset=-1,
+            )
             try:
                 partition = self._leader_partition(tp, asked.current_leader_epoch)
                 if request.replica_id >= 0 and partition.record_follower_fetch(
-                        request.replica_id, asked.fetch_offset, now_ms):
+                    request.replica_id, asked.fetch_offset, now_ms
+                ):
                     self.purgatory.notify(tp)
                 upper = None if request.replica_id >= 0 else partition.high_watermark
                 budget = max(0, max_bytes - total)
                 limit = min(asked.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES, budget)
-                data = partition.log.read(asked.fetch_offset, limit, upper,
-                                          min_one_batch=total == 0)
+                data = partition.log.read(
+                    asked.fetch_offset, limit, upper, min_one_batch=total == 0
+                )
                 reply.record_batches = data
                 total += len(data)
                 reply.high_watermark = partition.high_watermark
@@ -385,12 +440,18 @@ class ReplicaManager:
         return response, total, ends
 
     # ----------------------------------------------------------------------------- offsets
-    def list_offsets(self, request: broker_pb2.ListOffsetsRequest
-                     ) -> broker_pb2.ListOffsetsResponse:
+    def list_offsets(
+        self, request: broker_pb2.ListOffsetsRequest
+    ) -> broker_pb2.ListOffsetsResponse:
         response = broker_pb2.ListOffsetsResponse()
         for asked in request.partitions:
-            reply = response.partitions.add(topic=asked.topic, partition=asked.partition,
-                                            offset=-1, timestamp_ms=-1, leader_id=-1)
+            reply = response.partitions.add(
+                topic=asked.topic,
+                partition=asked.partition,
+                offset=-1,
+                timestamp_ms=-1,
+                leader_id=-1,
+            )
             try:
                 partition = self._leader_partition(TopicPartition(asked.topic, asked.partition))
                 reply.leader_id = partition.leader_id
@@ -401,7 +462,8 @@ class ReplicaManager:
                 elif asked.timestamp_ms < 0:
                     raise InvalidRequestError(
                         f"timestamp_ms {asked.timestamp_ms}: use -2 (earliest), -1 (latest) "
-                        "or a time in ms")
+                        "or a time in ms"
+                    )
                 else:
                     found = partition.log.offset_for_timestamp(asked.timestamp_ms)
                     if found is not None:
@@ -410,17 +472,21 @@ class ReplicaManager:
                 self._fill_error(reply, exc)
         return response
 
-    def offset_for_leader_epoch(self, request: broker_pb2.OffsetForLeaderEpochRequest
-                                ) -> broker_pb2.OffsetForLeaderEpochResponse:
+    def offset_for_leader_epoch(
+        self, request: broker_pb2.OffsetForLeaderEpochRequest
+    ) -> broker_pb2.OffsetForLeaderEpochResponse:
         response = broker_pb2.OffsetForLeaderEpochResponse()
         for asked in request.partitions:
-            reply = response.partitions.add(topic=asked.topic, partition=asked.partition,
-                                            leader_epoch=-1, end_offset=-1)
+            reply = response.partitions.add(
+                topic=asked.topic, partition=asked.partition, leader_epoch=-1, end_offset=-1
+            )
             try:
-                partition = self._leader_partition(TopicPartition(asked.topic, asked.partition),
-                                                   asked.current_leader_epoch)
+                partition = self._leader_partition(
+                    TopicPartition(asked.topic, asked.partition), asked.current_leader_epoch
+                )
                 epoch, end = partition.log.epochs.end_offset_for(
-                    asked.leader_epoch, partition.log_end_offset)
+                    asked.leader_epoch, partition.log_end_offset
+                )
                 reply.leader_epoch, reply.end_offset = epoch, end
             except Exception as exc:
                 self._fill_error(reply, exc)
@@ -445,18 +511,25 @@ class ReplicaManager:
         await self._on_writer(work)
 
 
-def _parse_produce_data(item: broker_pb2.PartitionProduceData
-                        ) -> tuple[bytearray, list[tuple[int, BatchHeader]]]:
+def _parse_produce_data(
+    item: broker_pb2.PartitionProduceData,
+) -> tuple[bytearray, list[tuple[int, BatchHeader]]]:
     if item.record_batches and item.records:
         raise InvalidRequestError("set either record_batches or records, not both")
     if item.records:
-        data = bytearray(encode_batch([
-            (record.key if record.HasField("key") else None,
-             record.value if record.HasField("value") else None,
-             [(h.key, h.value if h.HasField("value") else None) for h in record.headers],
-             record.timestamp_ms)
-            for record in item.records
-        ]))
+        data = bytearray(
+            encode_batch(
+                [
+                    (
+                        record.key if record.HasField("key") else None,
+                        record.value if record.HasField("value") else None,
+                        [(h.key, h.value if h.HasField("value") else None) for h in record.headers],
+                        record.timestamp_ms,
+                    )
+                    for record in item.records
+                ]
+            )
+        )
     elif item.record_batches:
         data = bytearray(item.record_batches)
     else:
@@ -467,7 +540,7 @@ def _parse_produce_data(item: broker_pb2.PartitionProduceData
             raise UnsupportedCompressionError(f"unknown compression codec {header.compression}")
         if header.records_count == 0:
             raise CorruptBatchError("a produced batch must hold at least one record")
-        validate_records(bytes(data[position:position + header.size_bytes]))
+        validate_records(bytes(data[position : position + header.size_bytes]))
     return data, batches
 
 

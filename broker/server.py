@@ -74,38 +74,54 @@ class BrokerServer:
         self._lock_data_dir()
         loop = asyncio.get_running_loop()
         self.metadata_log = RaftMetadataLog(
-            RaftSettings(node_id=config.broker_id, voters=config.voter_map,
-                         data_dir=config.metadata_dir, extra=dict(config.raft_options)),
+            RaftSettings(
+                node_id=config.broker_id,
+                voters=config.voter_map,
+                data_dir=config.metadata_dir,
+                extra=dict(config.raft_options),
+            ),
             loop,
         )
         self.quorum = QuorumController(
-            config.broker_id, self.metadata_log, self._controller_settings(), now_ms,
+            config.broker_id,
+            self.metadata_log,
+            self._controller_settings(),
+            now_ms,
             session_timeout_ms=config.broker_session_timeout_ms,
             write_timeout_s=config.metadata_write_timeout_ms / 1000,
         )
         self.replica_manager = ReplicaManager(
             ReplicaManagerSettings(
-                broker_id=config.broker_id, log_dir=config.log_dir,
+                broker_id=config.broker_id,
+                log_dir=config.log_dir,
                 topic_config_defaults=config.topic_config_defaults(),
                 fetch_max_bytes=config.fetch_max_bytes,
                 fetch_wait_max_ms=config.fetch_wait_max_ms,
                 produce_timeout_max_ms=config.produce_timeout_max_ms,
                 auto_create_topics_enable=config.auto_create_topics_enable,
             ),
-            now_ms, auto_create=self.auto_create,
+            now_ms,
+            auto_create=self.auto_create,
         )
         self.metadata_log.subscribe(self.replica_manager.on_metadata)
         self.replica_manager.start()
         self.channels = ChannelPool()
         self.controller_client = ControllerClient(
-            config.broker_id, self.metadata_log, self.quorum, self.channels)
+            config.broker_id, self.metadata_log, self.quorum, self.channels
+        )
         await self._start_grpc()
         self.metadata_log.start()
         host, port = config.advertised
         self.lifecycle = BrokerLifecycle(
             self.controller_client,
-            BrokerLifecycle.registration(config.broker_id, self.incarnation_id, host, port,
-                                         config.kafka_port, config.is_voter),
+            BrokerLifecycle.registration(
+                config.broker_id,
+                self.incarnation_id,
+                host,
+                port,
+                config.kafka_port,
+                config.is_voter,
+            ),
             lambda: self.replica_manager.applied_offset,
             config.broker_heartbeat_interval_ms / 1000,
             self._on_first_unfenced,
@@ -115,8 +131,14 @@ class BrokerServer:
             asyncio.create_task(self.lifecycle.run(), name="heartbeats"),
             asyncio.create_task(self._maintenance(), name="log-maintenance"),
         ]
-        log.info("broker %d listening on %s:%d (raft %s, voters %s)", config.broker_id,
-                 host, self.port, config.raft_address, config.voter_map)
+        log.info(
+            "broker %d listening on %s:%d (raft %s, voters %s)",
+            config.broker_id,
+            host,
+            self.port,
+            config.raft_address,
+            config.voter_map,
+        )
 
     def _controller_settings(self) -> ControllerSettings:
         config = self.config
@@ -136,21 +158,25 @@ class BrokerServer:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise DataDirLockedError(
-                f"{self.config.data_dir} is in use by another broker process") from None
+                f"{self.config.data_dir} is in use by another broker process"
+            ) from None
         os.ftruncate(self._lock_fd, 0)
         os.write(self._lock_fd, f"{os.getpid()}\n".encode())
 
     async def _start_grpc(self) -> None:
         message_max = max(self.config.request_max_bytes, GRPC_MESSAGE_MAX_BYTES)
-        server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", self.config.request_max_bytes),
-            ("grpc.max_send_message_length", message_max),
-            ("grpc.so_reuseport", 0),
-        ])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.config.request_max_bytes),
+                ("grpc.max_send_message_length", message_max),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(self), server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self), server)
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
-            ControllerServicer(self), server)
+            ControllerServicer(self), server
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         services = (
@@ -181,15 +207,18 @@ class BrokerServer:
 
     async def _maintenance(self) -> None:
         flush_s = self.config.log_flush_check_interval_ms / 1000
-        retention_every = max(1, self.config.log_retention_check_interval_ms
-                              // self.config.log_flush_check_interval_ms)
+        retention_every = max(
+            1,
+            self.config.log_retention_check_interval_ms // self.config.log_flush_check_interval_ms,
+        )
         round_number = 0
         while True:
             await asyncio.sleep(flush_s)
             round_number += 1
             try:
                 await self.replica_manager.run_maintenance(
-                    retention=round_number % retention_every == 0)
+                    retention=round_number % retention_every == 0
+                )
             except Exception:
                 log.exception("log maintenance failed")
 
@@ -197,7 +226,8 @@ class BrokerServer:
         await self.replica_manager.remove_stray_logs()
         await self.health.set(
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
-            health_pb2.HealthCheckResponse.SERVING)
+            health_pb2.HealthCheckResponse.SERVING,
+        )
 
     # ---------------------------------------------------------------------- helpers
     def controller_id(self) -> int | None:
@@ -214,7 +244,8 @@ class BrokerServer:
         this broker's metadata has it with leaders."""
         request = admin_pb2.CreateTopicsRequest(topics=[admin_pb2.NewTopic(name=topic)])
         response = await self.controller_client.call(
-            "create_topics", request, self.config.metadata_write_timeout_ms / 1000)
+            "create_topics", request, self.config.metadata_write_timeout_ms / 1000
+        )
         result = response.topics[0]
         if result.error_code not in (Code.NONE, Code.TOPIC_ALREADY_EXISTS):
             from broker.errors import BrokerError

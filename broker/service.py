@@ -61,30 +61,35 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self._server = server
 
     @guarded
-    async def Produce(self, request: broker_pb2.ProduceRequest,
-                      context: grpc.aio.ServicerContext) -> broker_pb2.ProduceResponse:
+    async def Produce(
+        self, request: broker_pb2.ProduceRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.ProduceResponse:
         return await self._server.replica_manager.produce(request)
 
     @guarded
-    async def Fetch(self, request: broker_pb2.FetchRequest,
-                    context: grpc.aio.ServicerContext) -> broker_pb2.FetchResponse:
+    async def Fetch(
+        self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.FetchResponse:
         return await self._server.replica_manager.fetch(request)
 
     @guarded
-    async def ListOffsets(self, request: broker_pb2.ListOffsetsRequest,
-                          context: grpc.aio.ServicerContext) -> broker_pb2.ListOffsetsResponse:
+    async def ListOffsets(
+        self, request: broker_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.ListOffsetsResponse:
         return self._server.replica_manager.list_offsets(request)
 
     @guarded
     async def OffsetForLeaderEpoch(
-        self, request: broker_pb2.OffsetForLeaderEpochRequest,
+        self,
+        request: broker_pb2.OffsetForLeaderEpochRequest,
         context: grpc.aio.ServicerContext,
     ) -> broker_pb2.OffsetForLeaderEpochResponse:
         return self._server.replica_manager.offset_for_leader_epoch(request)
 
     @guarded
-    async def Metadata(self, request: broker_pb2.MetadataRequest,
-                       context: grpc.aio.ServicerContext) -> broker_pb2.MetadataResponse:
+    async def Metadata(
+        self, request: broker_pb2.MetadataRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.MetadataResponse:
         server = self._server
         if request.allow_auto_topic_creation and server.config.auto_create_topics_enable:
             for name in request.topics:
@@ -94,24 +99,35 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                     except Exception as exc:  # reported per topic below
                         log.info("auto-creating %s failed: %s", name, exc)
         return metadata_view.metadata_response(
-            server.replica_manager.image, list(request.topics), server.controller_id())
+            server.replica_manager.image, list(request.topics), server.controller_id()
+        )
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, server: BrokerServer) -> None:
         self._server = server
 
-    async def _controller(self, method: str, request: Any, context: grpc.aio.ServicerContext,
-                          names: list[str], response_type: Callable[[], Any]) -> Any:
+    async def _controller(
+        self,
+        method: str,
+        request: Any,
+        context: grpc.aio.ServicerContext,
+        names: list[str],
+        response_type: Callable[[], Any],
+    ) -> Any:
         server = self._server
         try:
             if _forwarded(context):
                 return await getattr(server.quorum, method)(request)
             response = await server.controller_client.call(
-                method, request, server.config.metadata_write_timeout_ms / 1000)
+                method, request, server.config.metadata_write_timeout_ms / 1000
+            )
         except (NotControllerError, ControllerTimeoutError) as exc:
-            code = Code.NOT_CONTROLLER if isinstance(exc, NotControllerError) \
+            code = (
+                Code.NOT_CONTROLLER
+                if isinstance(exc, NotControllerError)
                 else Code.REQUEST_TIMED_OUT
+            )
             response = response_type()
             for name in names:
                 response.topics.add(name=name, error_code=code, error_message=str(exc))
@@ -120,37 +136,49 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return response
 
     @guarded
-    async def CreateTopics(self, request: admin_pb2.CreateTopicsRequest,
-                           context: grpc.aio.ServicerContext) -> admin_pb2.CreateTopicsResponse:
-        return await self._controller("create_topics", request, context,
-                                      [t.name for t in request.topics],
-                                      admin_pb2.CreateTopicsResponse)
+    async def CreateTopics(
+        self, request: admin_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateTopicsResponse:
+        return await self._controller(
+            "create_topics",
+            request,
+            context,
+            [t.name for t in request.topics],
+            admin_pb2.CreateTopicsResponse,
+        )
 
     @guarded
-    async def DeleteTopics(self, request: admin_pb2.DeleteTopicsRequest,
-                           context: grpc.aio.ServicerContext) -> admin_pb2.DeleteTopicsResponse:
-        return await self._controller("delete_topics", request, context, list(request.names),
-                                      admin_pb2.DeleteTopicsResponse)
+    async def DeleteTopics(
+        self, request: admin_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteTopicsResponse:
+        return await self._controller(
+            "delete_topics", request, context, list(request.names), admin_pb2.DeleteTopicsResponse
+        )
 
     @guarded
-    async def ListTopics(self, request: admin_pb2.ListTopicsRequest,
-                         context: grpc.aio.ServicerContext) -> admin_pb2.ListTopicsResponse:
-        return metadata_view.list_topics(self._server.replica_manager.image,
-                                         request.include_internal)
+    async def ListTopics(
+        self, request: admin_pb2.ListTopicsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListTopicsResponse:
+        return metadata_view.list_topics(
+            self._server.replica_manager.image, request.include_internal
+        )
 
     @guarded
-    async def DescribeTopics(self, request: admin_pb2.DescribeTopicsRequest,
-                             context: grpc.aio.ServicerContext
-                             ) -> admin_pb2.DescribeTopicsResponse:
+    async def DescribeTopics(
+        self, request: admin_pb2.DescribeTopicsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DescribeTopicsResponse:
         server = self._server
         return metadata_view.describe_topics(
-            server.replica_manager.image, list(request.names),
-            server.config.topic_config_defaults(), server.local_offsets)
+            server.replica_manager.image,
+            list(request.names),
+            server.config.topic_config_defaults(),
+            server.local_offsets,
+        )
 
     @guarded
-    async def DescribeCluster(self, request: admin_pb2.DescribeClusterRequest,
-                              context: grpc.aio.ServicerContext
-                              ) -> admin_pb2.DescribeClusterResponse:
+    async def DescribeCluster(
+        self, request: admin_pb2.DescribeClusterRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DescribeClusterResponse:
         server = self._server
         return metadata_view.describe_cluster(server.metadata_log.image, server.controller_id())
 
@@ -165,22 +193,24 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         try:
             return await getattr(self._server.quorum, method)(request)
         except NotControllerError as exc:
-            return response_type(error_code=Code.NOT_CONTROLLER, error_message=str(exc),
-                                 controller_id=exc.leader_id if exc.leader_id is not None
-                                 else -1)
+            return response_type(
+                error_code=Code.NOT_CONTROLLER,
+                error_message=str(exc),
+                controller_id=exc.leader_id if exc.leader_id is not None else -1,
+            )
         except ControllerTimeoutError as exc:
             return response_type(error_code=Code.REQUEST_TIMED_OUT, error_message=str(exc))
 
     @guarded
-    async def RegisterBroker(self, request: controller_pb2.RegisterBrokerRequest,
-                             context: grpc.aio.ServicerContext
-                             ) -> controller_pb2.RegisterBrokerResponse:
-        return await self._local("register_broker", request,
-                                 controller_pb2.RegisterBrokerResponse)
+    async def RegisterBroker(
+        self, request: controller_pb2.RegisterBrokerRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.RegisterBrokerResponse:
+        return await self._local("register_broker", request, controller_pb2.RegisterBrokerResponse)
 
     @guarded
-    async def BrokerHeartbeat(self, request: controller_pb2.BrokerHeartbeatRequest,
-                              context: grpc.aio.ServicerContext
-                              ) -> controller_pb2.BrokerHeartbeatResponse:
-        return await self._local("broker_heartbeat", request,
-                                 controller_pb2.BrokerHeartbeatResponse)
+    async def BrokerHeartbeat(
+        self, request: controller_pb2.BrokerHeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.BrokerHeartbeatResponse:
+        return await self._local(
+            "broker_heartbeat", request, controller_pb2.BrokerHeartbeatResponse
+        )

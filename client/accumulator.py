@@ -47,8 +47,9 @@ class PendingRecord:
     future: RecordFuture
 
 
-def record_size(key: bytes | None, value: bytes | None,
-                headers: Sequence[tuple[str, bytes | None]]) -> int:
+def record_size(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
+) -> int:
     size = RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
     for header_key, header_value in headers:
         size += len(header_key) + len(header_value or b"") + 4
@@ -84,22 +85,34 @@ class RecordAccumulator:
         self.condition = threading.Condition()
 
     # ------------------------------------------------------------------------ producers
-    def append(self, topic: str, partition: int, record: PendingRecord, size: int,
-               now_ms: int, max_block_s: float) -> bool:
+    def append(
+        self,
+        topic: str,
+        partition: int,
+        record: PendingRecord,
+        size: int,
+        now_ms: int,
+        max_block_s: float,
+    ) -> bool:
         """Queue a record; True when its batch became full (worth waking the sender)."""
         with self.condition:
             if not self.condition.wait_for(
-                lambda: self._buffered_bytes + size <= self.buffer_memory_bytes
-                or self._buffered_bytes == 0,
+                lambda: (
+                    self._buffered_bytes + size <= self.buffer_memory_bytes
+                    or self._buffered_bytes == 0
+                ),
                 timeout=max_block_s,
             ):
                 raise BufferFullError(
                     f"producer buffer full ({self._buffered_bytes} of "
-                    f"{self.buffer_memory_bytes} bytes) for {max_block_s:.1f}s")
+                    f"{self.buffer_memory_bytes} bytes) for {max_block_s:.1f}s"
+                )
             queue = self._queues.setdefault((topic, partition), deque())
             batch = queue[-1] if queue else None
-            if batch is None or batch.attempts or (
-                batch.size_bytes + size > self.batch_size_bytes and batch.records
+            if (
+                batch is None
+                or batch.attempts
+                or (batch.size_bytes + size > self.batch_size_bytes and batch.records)
             ):
                 batch = ProducerBatch(topic, partition, now_ms)
                 queue.append(batch)
@@ -170,7 +183,8 @@ class RecordAccumulator:
     def wait_until_empty(self, timeout_s: float | None) -> bool:
         with self.condition:
             return self.condition.wait_for(
-                lambda: not self._in_flight and not any(self._queues.values()), timeout_s)
+                lambda: not self._in_flight and not any(self._queues.values()), timeout_s
+            )
 
     def abort_all(self, error: BaseException) -> None:
         with self.condition:

@@ -33,12 +33,14 @@ class NewTopic:
 
 
 class Admin:
-    def __init__(self, bootstrap_servers: str | list[str] | None = None, *,
-                 request_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self, bootstrap_servers: str | list[str] | None = None, *, request_timeout_ms: int = 30_000
+    ) -> None:
         self.request_timeout_s = request_timeout_ms / 1000
         self._connections = Connections()
-        self.metadata = ClusterMetadata(bootstrap_list(bootstrap_servers), self._connections,
-                                        self.request_timeout_s)
+        self.metadata = ClusterMetadata(
+            bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
+        )
 
     def _call(self, invoke: Callable[[str], T], retry_if: Callable[[T], bool] | None = None) -> T:
         deadline = time.monotonic() + self.request_timeout_s
@@ -58,23 +60,40 @@ class Admin:
             time.sleep(0.2)
 
     # ------------------------------------------------------------------------- topics
-    def create_topics(self, topics: list[NewTopic], validate_only: bool = False
-                      ) -> list[admin_pb2.CreateTopicResult]:
-        request = admin_pb2.CreateTopicsRequest(validate_only=validate_only, topics=[
-            admin_pb2.NewTopic(name=t.name, num_partitions=t.num_partitions,
-                               replication_factor=t.replication_factor, configs=dict(t.configs))
-            for t in topics])
+    def create_topics(
+        self, topics: list[NewTopic], validate_only: bool = False
+    ) -> list[admin_pb2.CreateTopicResult]:
+        request = admin_pb2.CreateTopicsRequest(
+            validate_only=validate_only,
+            topics=[
+                admin_pb2.NewTopic(
+                    name=t.name,
+                    num_partitions=t.num_partitions,
+                    replication_factor=t.replication_factor,
+                    configs=dict(t.configs),
+                )
+                for t in topics
+            ],
+        )
         response = self._call(
             lambda address: self._connections.admin(address).CreateTopics(
-                request, timeout=self.request_timeout_s),
-            lambda r: any(t.error_code in _RETRY_CODES for t in r.topics))
+                request, timeout=self.request_timeout_s
+            ),
+            lambda r: any(t.error_code in _RETRY_CODES for t in r.topics),
+        )
         return list(response.topics)
 
-    def create_topic(self, name: str, num_partitions: int = 0, replication_factor: int = 0,
-                     configs: Mapping[str, str] | None = None) -> admin_pb2.CreateTopicResult:
+    def create_topic(
+        self,
+        name: str,
+        num_partitions: int = 0,
+        replication_factor: int = 0,
+        configs: Mapping[str, str] | None = None,
+    ) -> admin_pb2.CreateTopicResult:
         """Create one topic; raise the matching RaftkaError if the broker refuses."""
-        (result,) = self.create_topics([NewTopic(name, num_partitions, replication_factor,
-                                                 configs or {})])
+        (result,) = self.create_topics(
+            [NewTopic(name, num_partitions, replication_factor, configs or {})]
+        )
         if result.error_code:
             raise error_for(result.error_code, result.error_message)
         return result
@@ -83,8 +102,10 @@ class Admin:
         request = admin_pb2.DeleteTopicsRequest(names=names)
         response = self._call(
             lambda address: self._connections.admin(address).DeleteTopics(
-                request, timeout=self.request_timeout_s),
-            lambda r: any(t.error_code in _RETRY_CODES for t in r.topics))
+                request, timeout=self.request_timeout_s
+            ),
+            lambda r: any(t.error_code in _RETRY_CODES for t in r.topics),
+        )
         return list(response.topics)
 
     def delete_topic(self, name: str) -> None:
@@ -94,14 +115,20 @@ class Admin:
 
     def list_topics(self, include_internal: bool = False) -> list[admin_pb2.TopicListing]:
         request = admin_pb2.ListTopicsRequest(include_internal=include_internal)
-        response = self._call(lambda address: self._connections.admin(address).ListTopics(
-            request, timeout=self.request_timeout_s))
+        response = self._call(
+            lambda address: self._connections.admin(address).ListTopics(
+                request, timeout=self.request_timeout_s
+            )
+        )
         return list(response.topics)
 
     def describe_topics(self, names: list[str]) -> list[admin_pb2.TopicDescription]:
         request = admin_pb2.DescribeTopicsRequest(names=names)
-        response = self._call(lambda address: self._connections.admin(address).DescribeTopics(
-            request, timeout=self.request_timeout_s))
+        response = self._call(
+            lambda address: self._connections.admin(address).DescribeTopics(
+                request, timeout=self.request_timeout_s
+            )
+        )
         descriptions = list(response.topics)
         self._fill_offsets(descriptions)
         return descriptions
@@ -114,8 +141,13 @@ class Admin:
 
     def _fill_offsets(self, descriptions: list[admin_pb2.TopicDescription]) -> None:
         """The answering broker knows offsets only for partitions it leads: ask the others."""
-        missing = [(d.name, p) for d in descriptions if not d.error_code
-                   for p in d.partitions if p.high_watermark < 0 and p.leader_id >= 0]
+        missing = [
+            (d.name, p)
+            for d in descriptions
+            if not d.error_code
+            for p in d.partitions
+            if p.high_watermark < 0 and p.leader_id >= 0
+        ]
         if not missing:
             return
         try:
@@ -128,11 +160,19 @@ class Admin:
                 continue
             offsets = {}
             for spec in (-2, -1):
-                request = broker_pb2.ListOffsetsRequest(partitions=[broker_pb2.ListOffsetsPartition(
-                    topic=name, partition=partition.partition, timestamp_ms=spec)])
+                request = broker_pb2.ListOffsetsRequest(
+                    partitions=[
+                        broker_pb2.ListOffsetsPartition(
+                            topic=name, partition=partition.partition, timestamp_ms=spec
+                        )
+                    ]
+                )
                 try:
-                    reply = self._connections.broker(address).ListOffsets(
-                        request, timeout=self.request_timeout_s).partitions[0]
+                    reply = (
+                        self._connections.broker(address)
+                        .ListOffsets(request, timeout=self.request_timeout_s)
+                        .partitions[0]
+                    )
                 except grpc.RpcError:
                     break
                 if not reply.error_code:
@@ -143,8 +183,11 @@ class Admin:
     # ------------------------------------------------------------------------ cluster
     def describe_cluster(self) -> admin_pb2.DescribeClusterResponse:
         request = admin_pb2.DescribeClusterRequest()
-        return self._call(lambda address: self._connections.admin(address).DescribeCluster(
-            request, timeout=self.request_timeout_s))
+        return self._call(
+            lambda address: self._connections.admin(address).DescribeCluster(
+                request, timeout=self.request_timeout_s
+            )
+        )
 
     def close(self) -> None:
         self._connections.close()

@@ -26,9 +26,13 @@ class CliError(Exception):
 
 def add_bootstrap(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--bootstrap", "--bootstrap-server", dest="bootstrap", default=None,
+        "--bootstrap",
+        "--bootstrap-server",
+        dest="bootstrap",
+        default=None,
         help=f"HOST:PORT[,HOST:PORT...] of any broker (env {BOOTSTRAP_ENV}; default "
-             f"{DEFAULT_BOOTSTRAP})")
+        f"{DEFAULT_BOOTSTRAP})",
+    )
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="raftka",
-        description="Raftka: a replicated commit log in the spirit of Kafka (KRaft mode).")
+        description="Raftka: a replicated commit log in the spirit of Kafka (KRaft mode).",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     cli_broker.register(commands)
     cli_topics.register(commands)

@@ -10,8 +10,10 @@ from client.cli import CliError, parse_key_values
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
-        "broker", help="run a broker process",
-        description="Run one broker (and Raft voter or observer) until SIGTERM/Ctrl-C.")
+        "broker",
+        help="run a broker process",
+        description="Run one broker (and Raft voter or observer) until SIGTERM/Ctrl-C.",
+    )
     parser.add_argument("--id", type=int, dest="broker_id", help="broker id (node.id)")
     parser.add_argument("--data-dir", help="directory for logs and metadata (log.dirs)")
     parser.add_argument("--listen", help="gRPC HOST:PORT (default 127.0.0.1:9090)")
@@ -19,8 +21,12 @@ def register(commands: Any) -> None:
     parser.add_argument("--advertised-host", help="host name clients should use")
     parser.add_argument("--voters", help="Raft voters ID@HOST:PORT,... (default: this broker)")
     parser.add_argument("--config", dest="config_file", help="TOML file with broker settings")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="a broker setting by field or Kafka name, e.g. num.partitions=3")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a broker setting by field or Kafka name, e.g. num.partitions=3",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.set_defaults(handler=run)
 
@@ -32,11 +38,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         file_settings = load_toml(args.config_file) if args.config_file else {}
         overrides = settings_from_mapping(parse_key_values(args.set, "--set"))
-        overrides.update({
-            "broker_id": args.broker_id, "data_dir": args.data_dir, "listen": args.listen,
-            "raft_listen": args.raft_listen, "advertised_host": args.advertised_host,
-            "voters": args.voters,
-        })
+        overrides.update(
+            {
+                "broker_id": args.broker_id,
+                "data_dir": args.data_dir,
+                "listen": args.listen,
+                "raft_listen": args.raft_listen,
+                "advertised_host": args.advertised_host,
+                "voters": args.voters,
+            }
+        )
         config = build_config(file_settings, overrides)
     except ConfigError as exc:
         raise CliError(str(exc)) from None

@@ -16,40 +16,54 @@ PROGRESS_INTERVAL_S = 5.0
 
 def register(commands: Any) -> None:
     produce = commands.add_parser(
-        "produce", help="send stdin lines as records",
+        "produce",
+        help="send stdin lines as records",
         description="Send one record per line of standard input. Exits 0 once every line is "
-                    "acknowledged, 1 if any record failed.")
+        "acknowledged, 1 if any record failed.",
+    )
     produce.add_argument("topic")
-    produce.add_argument("--key-separator", metavar="SEP",
-                         help="split each line at the first SEP into key and value")
-    produce.add_argument("--acks", default="all", choices=["0", "1", "all", "-1"],
-                         help="0: no wait, 1: leader stored it, all: every in-sync replica has "
-                              "it (default)")
+    produce.add_argument(
+        "--key-separator", metavar="SEP", help="split each line at the first SEP into key and value"
+    )
+    produce.add_argument(
+        "--acks",
+        default="all",
+        choices=["0", "1", "all", "-1"],
+        help="0: no wait, 1: leader stored it, all: every in-sync replica has it (default)",
+    )
     produce.add_argument("--partition", type=int, help="send every record to this partition")
     produce.add_argument("--linger-ms", type=int, default=5)
     produce.add_argument("--batch-size", type=int, default=16_384)
-    produce.add_argument("--timeout-ms", type=int, default=120_000,
-                         help="give up on a record after this long (delivery.timeout.ms)")
+    produce.add_argument(
+        "--timeout-ms",
+        type=int,
+        default=120_000,
+        help="give up on a record after this long (delivery.timeout.ms)",
+    )
     produce.add_argument("--quiet", action="store_true", help="no summary on stderr")
     add_bootstrap(produce)
     produce.set_defaults(handler=run_produce)
 
     consume = commands.add_parser(
-        "consume", help="print records, one value per line",
+        "consume",
+        help="print records, one value per line",
         description="Print records of a topic. Without --from-beginning or --offset, only "
-                    "records produced from now on are shown.")
+        "records produced from now on are shown.",
+    )
     consume.add_argument("topic")
-    consume.add_argument("--from-beginning", action="store_true",
-                         help="start at the earliest offset (else at the end)")
+    consume.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the earliest offset (else at the end)",
+    )
     consume.add_argument("--partition", type=int, help="read only this partition")
-    consume.add_argument("--offset", help="start offset: a number, 'earliest' or 'latest' "
-                                          "(with --partition)")
+    consume.add_argument(
+        "--offset", help="start offset: a number, 'earliest' or 'latest' (with --partition)"
+    )
     consume.add_argument("--max-messages", type=int, help="exit after this many records")
-    consume.add_argument("--timeout-ms", type=int,
-                         help="exit when no record arrives for this long")
+    consume.add_argument("--timeout-ms", type=int, help="exit when no record arrives for this long")
     consume.add_argument("--print-key", action="store_true", help="print key<TAB>value")
-    consume.add_argument("--print-offset", action="store_true",
-                         help="prefix partition:offset<TAB>")
+    consume.add_argument("--print-offset", action="store_true", help="prefix partition:offset<TAB>")
     add_bootstrap(consume)
     add_json(consume)
     consume.set_defaults(handler=run_consume)
@@ -71,9 +85,14 @@ def _records_from_stdin(separator: str | None) -> Any:
 def run_produce(args: argparse.Namespace) -> int:
     from client.producer import Producer
 
-    producer = Producer(args.bootstrap, acks=args.acks, linger_ms=args.linger_ms,
-                        batch_size=args.batch_size, delivery_timeout_ms=args.timeout_ms,
-                        request_timeout_ms=min(30_000, args.timeout_ms))
+    producer = Producer(
+        args.bootstrap,
+        acks=args.acks,
+        linger_ms=args.linger_ms,
+        batch_size=args.batch_size,
+        delivery_timeout_ms=args.timeout_ms,
+        request_timeout_ms=min(30_000, args.timeout_ms),
+    )
     futures = []
     sent = 0
     started = last_report = time.monotonic()
@@ -91,12 +110,16 @@ def run_produce(args: argparse.Namespace) -> int:
     failures = [f.exception() for f in futures if f.exception() is not None]
     elapsed = time.monotonic() - started
     if failures:
-        print(f"raftka: error: {len(failures)} of {sent} records failed; first: {failures[0]}",
-              file=sys.stderr)
+        print(
+            f"raftka: error: {len(failures)} of {sent} records failed; first: {failures[0]}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     if not args.quiet:
-        print(f"Produced {sent} records to {args.topic} in {elapsed:.2f}s (acks={args.acks}).",
-              file=sys.stderr)
+        print(
+            f"Produced {sent} records to {args.topic} in {elapsed:.2f}s (acks={args.acks}).",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -112,13 +135,17 @@ def _text(data: Any) -> str:
 
 def _format(record: Any, args: argparse.Namespace) -> str:
     if args.json:
-        return json.dumps({
-            "topic": record.topic, "partition": record.partition, "offset": record.offset,
-            "timestamp_ms": record.timestamp_ms,
-            "key": None if record.key is None else _text(record.key),
-            "value": None if record.value is None else _text(record.value),
-            "headers": {k: _text(v) for k, v in record.headers},
-        })
+        return json.dumps(
+            {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "timestamp_ms": record.timestamp_ms,
+                "key": None if record.key is None else _text(record.key),
+                "value": None if record.value is None else _text(record.value),
+                "headers": {k: _text(v) for k, v in record.headers},
+            }
+        )
     parts = []
     if args.print_offset:
         parts.append(f"{record.partition}:{record.offset}")
@@ -131,13 +158,16 @@ def _format(record: Any, args: argparse.Namespace) -> str:
 def _start_consumer(args: argparse.Namespace) -> Any:
     from client.consumer import Consumer, TopicPartition
 
-    consumer = Consumer(bootstrap_servers=args.bootstrap,
-                        auto_offset_reset="earliest" if args.from_beginning else "latest")
+    consumer = Consumer(
+        bootstrap_servers=args.bootstrap,
+        auto_offset_reset="earliest" if args.from_beginning else "latest",
+    )
     infos = consumer.metadata.ensure_topic(args.topic, allow_auto_create=False)
     if args.partition is not None:
         if not 0 <= args.partition < len(infos):
-            raise CliError(f"partition {args.partition} does not exist: '{args.topic}' has "
-                           f"{len(infos)}")
+            raise CliError(
+                f"partition {args.partition} does not exist: '{args.topic}' has {len(infos)}"
+            )
         partitions = [TopicPartition(args.topic, args.partition)]
     else:
         if args.offset not in (None, "earliest", "latest"):
@@ -152,13 +182,18 @@ def _start_consumer(args: argparse.Namespace) -> Any:
         try:
             offset = int(args.offset)
         except ValueError:
-            raise CliError(f"--offset must be a number, 'earliest' or 'latest', not "
-                           f"{args.offset!r}") from None
-        start, end = (consumer.beginning_offsets(partitions)[partitions[0]],
-                      consumer.end_offsets(partitions)[partitions[0]])
+            raise CliError(
+                f"--offset must be a number, 'earliest' or 'latest', not {args.offset!r}"
+            ) from None
+        start, end = (
+            consumer.beginning_offsets(partitions)[partitions[0]],
+            consumer.end_offsets(partitions)[partitions[0]],
+        )
         if not start <= offset <= end:
-            raise CliError(f"offset {offset} is out of range for {args.topic}-{args.partition} "
-                           f"(log start {start}, end {end})")
+            raise CliError(
+                f"offset {offset} is out of range for {args.topic}-{args.partition} "
+                f"(log start {start}, end {end})"
+            )
         consumer.seek(partitions[0], offset)
     else:
         for tp in partitions:
@@ -176,8 +211,10 @@ def run_consume(args: argparse.Namespace) -> int:
             wanted = None if args.max_messages is None else args.max_messages - count
             batch = consumer.poll(timeout_ms=200, max_records=wanted)
             if not batch:
-                if args.timeout_ms is not None and \
-                        (time.monotonic() - idle_since) * 1000 >= args.timeout_ms:
+                if (
+                    args.timeout_ms is not None
+                    and (time.monotonic() - idle_since) * 1000 >= args.timeout_ms
+                ):
                     break
                 continue
             idle_since = time.monotonic()

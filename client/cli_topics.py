@@ -16,15 +16,28 @@ def register(commands: Any) -> None:
 
     create = actions.add_parser("create", help="create a topic")
     create.add_argument("name")
-    create.add_argument("--partitions", type=int, default=0,
-                        help="partition count (default: the broker's num.partitions)")
-    create.add_argument("--replication-factor", type=int, default=0,
-                        help="replicas per partition (default: the broker's default, capped "
-                             "at the live broker count)")
-    create.add_argument("--config", action="append", metavar="KEY=VALUE",
-                        help="topic config, e.g. retention.ms=3600000 (repeatable)")
-    create.add_argument("--if-not-exists", action="store_true",
-                        help="succeed when the topic exists already")
+    create.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        help="partition count (default: the broker's num.partitions)",
+    )
+    create.add_argument(
+        "--replication-factor",
+        type=int,
+        default=0,
+        help="replicas per partition (default: the broker's default, capped "
+        "at the live broker count)",
+    )
+    create.add_argument(
+        "--config",
+        action="append",
+        metavar="KEY=VALUE",
+        help="topic config, e.g. retention.ms=3600000 (repeatable)",
+    )
+    create.add_argument(
+        "--if-not-exists", action="store_true", help="succeed when the topic exists already"
+    )
     add_bootstrap(create)
     add_json(create)
     create.set_defaults(handler=create_topic)
@@ -57,20 +70,30 @@ def create_topic(args: argparse.Namespace) -> int:
     configs = parse_key_values(args.config, "--config")
     with _admin(args) as admin:
         try:
-            result = admin.create_topic(args.name, args.partitions, args.replication_factor,
-                                        configs)
+            result = admin.create_topic(
+                args.name, args.partitions, args.replication_factor, configs
+            )
         except TopicAlreadyExistsError:
             if not args.if_not_exists:
                 raise
             print(f"Topic {args.name} already exists.")
             return EXIT_OK
     if args.json:
-        print(json.dumps({"name": result.name, "topic_id": result.topic_id,
-                          "partitions": result.num_partitions,
-                          "replication_factor": result.replication_factor}))
+        print(
+            json.dumps(
+                {
+                    "name": result.name,
+                    "topic_id": result.topic_id,
+                    "partitions": result.num_partitions,
+                    "replication_factor": result.replication_factor,
+                }
+            )
+        )
     else:
-        print(f"Created topic {result.name} with {result.num_partitions} partition(s), "
-              f"replication factor {result.replication_factor}.")
+        print(
+            f"Created topic {result.name} with {result.num_partitions} partition(s), "
+            f"replication factor {result.replication_factor}."
+        )
     return EXIT_OK
 
 
@@ -78,10 +101,20 @@ def list_topics(args: argparse.Namespace) -> int:
     with _admin(args) as admin:
         topics = admin.list_topics(include_internal=args.internal)
     if args.json:
-        print(json.dumps([{"name": t.name, "topic_id": t.topic_id,
-                           "partitions": t.num_partitions,
-                           "replication_factor": t.replication_factor,
-                           "internal": t.internal} for t in topics]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": t.name,
+                        "topic_id": t.topic_id,
+                        "partitions": t.num_partitions,
+                        "replication_factor": t.replication_factor,
+                        "internal": t.internal,
+                    }
+                    for t in topics
+                ]
+            )
+        )
         return EXIT_OK
     for topic in topics:
         print(topic.name)
@@ -93,11 +126,18 @@ def describe_as_dict(description: Any) -> dict[str, Any]:
         "name": description.name,
         "topic_id": description.topic_id,
         "internal": description.internal,
-        "partitions": [{
-            "partition": p.partition, "leader": p.leader_id, "leader_epoch": p.leader_epoch,
-            "replicas": list(p.replicas), "isr": list(p.isr),
-            "log_start_offset": p.log_start_offset, "high_watermark": p.high_watermark,
-        } for p in description.partitions],
+        "partitions": [
+            {
+                "partition": p.partition,
+                "leader": p.leader_id,
+                "leader_epoch": p.leader_epoch,
+                "replicas": list(p.replicas),
+                "isr": list(p.isr),
+                "log_start_offset": p.log_start_offset,
+                "high_watermark": p.high_watermark,
+            }
+            for p in description.partitions
+        ],
         "configs": {c.name: c.value for c in description.configs},
         "configs_set": {c.name: c.value for c in description.configs if not c.is_default},
     }
@@ -112,18 +152,24 @@ def describe_topic(args: argparse.Namespace) -> int:
         return EXIT_OK
     partitions = data["partitions"]
     rf = len(partitions[0]["replicas"]) if partitions else 0
-    print(f"Topic: {data['name']}  Id: {data['topic_id']}  Partitions: {len(partitions)}  "
-          f"ReplicationFactor: {rf}")
+    print(
+        f"Topic: {data['name']}  Id: {data['topic_id']}  Partitions: {len(partitions)}  "
+        f"ReplicationFactor: {rf}"
+    )
     if data["configs_set"]:
         print("Configs: " + ", ".join(f"{k}={v}" for k, v in data["configs_set"].items()))
-    header = f"{'PARTITION':>9}  {'LEADER':>6}  {'EPOCH':>5}  {'REPLICAS':<12} {'ISR':<12} " \
-             f"{'START':>8} {'HW':>10}"
+    header = (
+        f"{'PARTITION':>9}  {'LEADER':>6}  {'EPOCH':>5}  {'REPLICAS':<12} {'ISR':<12} "
+        f"{'START':>8} {'HW':>10}"
+    )
     print(header)
     for p in partitions:
         leader = p["leader"] if p["leader"] >= 0 else "none"
-        print(f"{p['partition']:>9}  {leader!s:>6}  {p['leader_epoch']:>5}  "
-              f"{','.join(map(str, p['replicas'])):<12} {','.join(map(str, p['isr'])):<12} "
-              f"{p['log_start_offset']:>8} {p['high_watermark']:>10}")
+        print(
+            f"{p['partition']:>9}  {leader!s:>6}  {p['leader_epoch']:>5}  "
+            f"{','.join(map(str, p['replicas'])):<12} {','.join(map(str, p['isr'])):<12} "
+            f"{p['log_start_offset']:>8} {p['high_watermark']:>10}"
+        )
     return EXIT_OK
 
 

@@ -84,8 +84,9 @@ class Consumer:
         self._key_deserializer = resolve_deserializer(key_deserializer)
         self._value_deserializer = resolve_deserializer(value_deserializer)
         self._connections = Connections()
-        self.metadata = ClusterMetadata(bootstrap_list(bootstrap_servers), self._connections,
-                                        self.request_timeout_s)
+        self.metadata = ClusterMetadata(
+            bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
+        )
         self._positions: dict[TopicPartition, int | None] = {}
         self._subscription: list[str] = []
         self._buffer: deque[ConsumerRecord] = deque()
@@ -113,8 +114,9 @@ class Consumer:
 
     def _set_assignment(self, partitions: list[TopicPartition]) -> None:
         self._positions = {tp: self._positions.get(tp) for tp in partitions}
-        self._buffer = deque(r for r in self._buffer
-                             if TopicPartition(r.topic, r.partition) in self._positions)
+        self._buffer = deque(
+            r for r in self._buffer if TopicPartition(r.topic, r.partition) in self._positions
+        )
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._positions)
@@ -162,18 +164,21 @@ class Consumer:
         return self._list_offsets([TopicPartition(*tp) for tp in partitions], LATEST)
 
     def _drop_buffered(self, tp: TopicPartition) -> None:
-        self._buffer = deque(r for r in self._buffer
-                             if (r.topic, r.partition) != (tp.topic, tp.partition))
+        self._buffer = deque(
+            r for r in self._buffer if (r.topic, r.partition) != (tp.topic, tp.partition)
+        )
 
     def _reset_positions(self, partitions: list[TopicPartition]) -> None:
         if self.auto_offset_reset == "none":
             raise OffsetOutOfRangeError(
-                f"no position for {partitions} and auto_offset_reset is 'none'")
+                f"no position for {partitions} and auto_offset_reset is 'none'"
+            )
         spec = EARLIEST if self.auto_offset_reset == "earliest" else LATEST
         self._positions.update(self._list_offsets(partitions, spec))
 
-    def _list_offsets(self, partitions: list[TopicPartition], spec: int
-                      ) -> dict[TopicPartition, int]:
+    def _list_offsets(
+        self, partitions: list[TopicPartition], spec: int
+    ) -> dict[TopicPartition, int]:
         result: dict[TopicPartition, int] = {}
         deadline = time.monotonic() + self.request_timeout_s
         pending = list(partitions)
@@ -181,12 +186,18 @@ class Consumer:
             by_leader = self._group_by_leader(pending)
             retry: list[TopicPartition] = []
             for address, group in by_leader.items():
-                request = broker_pb2.ListOffsetsRequest(partitions=[
-                    broker_pb2.ListOffsetsPartition(topic=tp.topic, partition=tp.partition,
-                                                    timestamp_ms=spec) for tp in group])
+                request = broker_pb2.ListOffsetsRequest(
+                    partitions=[
+                        broker_pb2.ListOffsetsPartition(
+                            topic=tp.topic, partition=tp.partition, timestamp_ms=spec
+                        )
+                        for tp in group
+                    ]
+                )
                 try:
                     response = self._connections.broker(address).ListOffsets(
-                        request, timeout=self.request_timeout_s)
+                        request, timeout=self.request_timeout_s
+                    )
                 except grpc.RpcError as exc:
                     self._give_up_if_late(deadline, translate_rpc_error(exc, address))
                     retry.extend(group)
@@ -214,8 +225,7 @@ class Consumer:
         if time.monotonic() > deadline:
             raise error
 
-    def _group_by_leader(self, partitions: list[TopicPartition]
-                         ) -> dict[str, list[TopicPartition]]:
+    def _group_by_leader(self, partitions: list[TopicPartition]) -> dict[str, list[TopicPartition]]:
         groups: dict[str, list[TopicPartition]] = {}
         for tp in partitions:
             address = self.metadata.leader_address(tp.topic, tp.partition)
@@ -227,8 +237,9 @@ class Consumer:
         return groups
 
     # ------------------------------------------------------------------------ polling
-    def poll(self, timeout_ms: int = 0, max_records: int | None = None
-             ) -> dict[TopicPartition, list[ConsumerRecord]]:
+    def poll(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
         """Records that arrived within timeout_ms, grouped by partition (may be empty)."""
         if self._closed:
             raise RuntimeError("the consumer is closed")
@@ -254,8 +265,10 @@ class Consumer:
                 idle_since = time.monotonic()
                 for records in batch.values():
                     yield from records
-            elif (self.consumer_timeout_ms is not None and
-                  (time.monotonic() - idle_since) * 1000 >= self.consumer_timeout_ms):
+            elif (
+                self.consumer_timeout_ms is not None
+                and (time.monotonic() - idle_since) * 1000 >= self.consumer_timeout_ms
+            ):
                 return
 
     def _fetch_once(self, wait_ms: int) -> None:
@@ -274,14 +287,25 @@ class Consumer:
         calls = []
         for address, group in by_leader.items():
             request = broker_pb2.FetchRequest(
-                replica_id=-1, max_wait_ms=wait_ms, min_bytes=self.fetch_min_bytes,
+                replica_id=-1,
+                max_wait_ms=wait_ms,
+                min_bytes=self.fetch_min_bytes,
                 max_bytes=self.fetch_max_bytes,
-                partitions=[broker_pb2.FetchPartition(
-                    topic=tp.topic, partition=tp.partition, fetch_offset=self._positions[tp],
-                    partition_max_bytes=self.max_partition_fetch_bytes, current_leader_epoch=-1,
-                    last_fetched_epoch=-1) for tp in group])
+                partitions=[
+                    broker_pb2.FetchPartition(
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        fetch_offset=self._positions[tp],
+                        partition_max_bytes=self.max_partition_fetch_bytes,
+                        current_leader_epoch=-1,
+                        last_fetched_epoch=-1,
+                    )
+                    for tp in group
+                ],
+            )
             future = self._connections.broker(address).Fetch.future(
-                request, timeout=wait_ms / 1000 + self.request_timeout_s)
+                request, timeout=wait_ms / 1000 + self.request_timeout_s
+            )
             calls.append((address, future))
         refresh = False
         for address, future in calls:
@@ -307,8 +331,13 @@ class Consumer:
             if position is None:
                 continue
             if reply.error_code == Code.OFFSET_OUT_OF_RANGE:
-                log.warning("%s-%d: offset %d out of range; resetting (%s)", tp.topic,
-                            tp.partition, position, self.auto_offset_reset)
+                log.warning(
+                    "%s-%d: offset %d out of range; resetting (%s)",
+                    tp.topic,
+                    tp.partition,
+                    position,
+                    self.auto_offset_reset,
+                )
                 self._reset_positions([tp])
                 continue
             if reply.error_code:
@@ -318,17 +347,23 @@ class Consumer:
                 refresh = True
                 continue
             if reply.record_batches:
-                self._positions[tp] = self._decode_into_buffer(tp, reply.record_batches,
-                                                               position)
+                self._positions[tp] = self._decode_into_buffer(tp, reply.record_batches, position)
         return refresh
 
     def _decode_into_buffer(self, tp: TopicPartition, data: bytes, position: int) -> int:
         next_position = position
         for record in decode_batches(data, from_offset=position, verify_crc=True):
-            self._buffer.append(ConsumerRecord(
-                tp.topic, tp.partition, record.offset, record.timestamp_ms,
-                self._key_deserializer(record.key), self._value_deserializer(record.value),
-                record.headers))
+            self._buffer.append(
+                ConsumerRecord(
+                    tp.topic,
+                    tp.partition,
+                    record.offset,
+                    record.timestamp_ms,
+                    self._key_deserializer(record.key),
+                    self._value_deserializer(record.value),
+                    record.headers,
+                )
+            )
             next_position = record.offset + 1
         for _, header in iter_headers(data):  # control batches and gaps move us on too
             next_position = max(next_position, header.next_offset)

@@ -26,20 +26,22 @@ from proto.raftka.v1 import common_pb2
 
 Code = common_pb2.ErrorCode
 
-RETRIABLE_CODES = frozenset({
-    Code.LEADER_NOT_AVAILABLE,
-    Code.NOT_LEADER_OR_FOLLOWER,
-    Code.REQUEST_TIMED_OUT,
-    Code.BROKER_NOT_AVAILABLE,
-    Code.COORDINATOR_NOT_AVAILABLE,
-    Code.NOT_COORDINATOR,
-    Code.NOT_ENOUGH_REPLICAS,
-    Code.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-    Code.NOT_CONTROLLER,
-    Code.KAFKA_STORAGE_ERROR,
-    Code.FENCED_LEADER_EPOCH,
-    Code.UNKNOWN_LEADER_EPOCH,
-})
+RETRIABLE_CODES = frozenset(
+    {
+        Code.LEADER_NOT_AVAILABLE,
+        Code.NOT_LEADER_OR_FOLLOWER,
+        Code.REQUEST_TIMED_OUT,
+        Code.BROKER_NOT_AVAILABLE,
+        Code.COORDINATOR_NOT_AVAILABLE,
+        Code.NOT_COORDINATOR,
+        Code.NOT_ENOUGH_REPLICAS,
+        Code.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        Code.NOT_CONTROLLER,
+        Code.KAFKA_STORAGE_ERROR,
+        Code.FENCED_LEADER_EPOCH,
+        Code.UNKNOWN_LEADER_EPOCH,
+    }
+)
 
 
 class RaftkaError(Exception):
@@ -126,11 +128,22 @@ class InvalidRequestError(RaftkaError):
 _BY_CODE: dict[int, type[RaftkaError]] = {
     cls.code: cls
     for cls in (
-        BrokerNotAvailableError, RequestTimedOutError, NotLeaderError, LeaderNotAvailableError,
-        NotEnoughReplicasError, NotControllerError, UnknownTopicOrPartitionError,
-        InvalidTopicError, TopicAlreadyExistsError, InvalidPartitionsError,
-        InvalidReplicationFactorError, InvalidConfigError, MessageTooLargeError,
-        CorruptMessageError, OffsetOutOfRangeError, InvalidRequestError,
+        BrokerNotAvailableError,
+        RequestTimedOutError,
+        NotLeaderError,
+        LeaderNotAvailableError,
+        NotEnoughReplicasError,
+        NotControllerError,
+        UnknownTopicOrPartitionError,
+        InvalidTopicError,
+        TopicAlreadyExistsError,
+        InvalidPartitionsError,
+        InvalidReplicationFactorError,
+        InvalidConfigError,
+        MessageTooLargeError,
+        CorruptMessageError,
+        OffsetOutOfRangeError,
+        InvalidRequestError,
     )
 }
 

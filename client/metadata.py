@@ -30,8 +30,9 @@ class PartitionInfo:
 
 
 class ClusterMetadata:
-    def __init__(self, bootstrap: list[str], connections: Connections,
-                 request_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, bootstrap: list[str], connections: Connections, request_timeout_s: float = 10.0
+    ) -> None:
         self._bootstrap = list(bootstrap)
         self._connections = connections
         self._timeout_s = request_timeout_s
@@ -47,16 +48,19 @@ class ClusterMetadata:
             known = list(self.brokers.values())
         return list(dict.fromkeys(self._bootstrap + known))
 
-    def refresh(self, topics: list[str] | None = None,
-                allow_auto_create: bool = False) -> broker_pb2.MetadataResponse:
+    def refresh(
+        self, topics: list[str] | None = None, allow_auto_create: bool = False
+    ) -> broker_pb2.MetadataResponse:
         """Ask the first broker that answers; update the view; return the raw reply."""
-        request = broker_pb2.MetadataRequest(topics=topics or [],
-                                             allow_auto_topic_creation=allow_auto_create)
+        request = broker_pb2.MetadataRequest(
+            topics=topics or [], allow_auto_topic_creation=allow_auto_create
+        )
         problems = []
         for address in self.candidates():
             try:
                 response = self._connections.broker(address).Metadata(
-                    request, timeout=self._timeout_s)
+                    request, timeout=self._timeout_s
+                )
             except grpc.RpcError as exc:
                 problems.append(str(translate_rpc_error(exc, address)))
                 continue
@@ -78,8 +82,14 @@ class ClusterMetadata:
                 if topic.error_code:
                     continue
                 self.topics[topic.name] = [
-                    PartitionInfo(topic.name, p.partition, p.leader_id, p.leader_epoch,
-                                  tuple(p.replicas), tuple(p.isr))
+                    PartitionInfo(
+                        topic.name,
+                        p.partition,
+                        p.leader_id,
+                        p.leader_epoch,
+                        tuple(p.replicas),
+                        tuple(p.isr),
+                    )
                     for p in sorted(topic.partitions, key=lambda p: p.partition)
                 ]
             self.last_refresh = time.monotonic()

@@ -89,20 +89,29 @@ class Producer:
         self._key_serializer = resolve_serializer(key_serializer)
         self._value_serializer = resolve_serializer(value_serializer)
         self._connections = Connections()
-        self.metadata = ClusterMetadata(bootstrap_list(bootstrap_servers), self._connections,
-                                        self.request_timeout_s)
+        self.metadata = ClusterMetadata(
+            bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
+        )
         self._accumulator = RecordAccumulator(batch_size, linger_ms, buffer_memory)
         self._sticky = StickyPartitioner(random.Random(seed))
         self._sticky_lock = threading.Lock()
         self._closed = False
-        self._sender = threading.Thread(target=self._run_sender, name="raftka-producer-sender",
-                                        daemon=True)
+        self._sender = threading.Thread(
+            target=self._run_sender, name="raftka-producer-sender", daemon=True
+        )
         self._sender.start()
 
     # ----------------------------------------------------------------------- public API
-    def send(self, topic: str, value: Any = None, key: Any = None, *,
-             headers: Sequence[tuple[str, bytes | None]] | None = None,
-             partition: int | None = None, timestamp_ms: int | None = None) -> RecordFuture:
+    def send(
+        self,
+        topic: str,
+        value: Any = None,
+        key: Any = None,
+        *,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> RecordFuture:
         """Queue one record; the future completes with its RecordMetadata when acknowledged
         (with acks=0: when sent, offset -1)."""
         if self._closed:
@@ -113,15 +122,19 @@ class Producer:
         size = record_size(key_bytes, value_bytes, header_list)
         if size + 61 > self.max_request_size:
             raise MessageTooLargeError(
-                f"record of about {size} bytes exceeds max_request_size "
-                f"({self.max_request_size})")
+                f"record of about {size} bytes exceeds max_request_size ({self.max_request_size})"
+            )
         chosen = self._choose_partition(topic, key_bytes, partition)
         future = RecordFuture()
         now_ms = int(time.time() * 1000)
-        record = PendingRecord(key_bytes, value_bytes, header_list,
-                               timestamp_ms if timestamp_ms is not None else now_ms, future)
-        batch_full = self._accumulator.append(topic, chosen, record, size, now_ms,
-                                              self.max_block_s)
+        record = PendingRecord(
+            key_bytes,
+            value_bytes,
+            header_list,
+            timestamp_ms if timestamp_ms is not None else now_ms,
+            future,
+        )
+        batch_full = self._accumulator.append(topic, chosen, record, size, now_ms, self.max_block_s)
         if batch_full and key_bytes is None and partition is None:
             count = len(self.metadata.partitions_for(topic) or ())
             with self._sticky_lock:
@@ -167,7 +180,8 @@ class Producer:
         if partition is not None:
             if not 0 <= partition < count:
                 raise InvalidRequestError(
-                    f"partition {partition} does not exist: '{topic}' has {count}")
+                    f"partition {partition} does not exist: '{topic}' has {count}"
+                )
             return partition
         if key is not None:
             return partition_for_key(key, count)
@@ -200,19 +214,27 @@ class Producer:
             address = self.metadata.leader_address(batch.topic, batch.partition)
             if address is None:
                 refresh_needed = True
-                self._retry(batch, BrokerNotAvailableError(
-                    f"no leader known for {batch.topic}-{batch.partition}"))
+                self._retry(
+                    batch,
+                    BrokerNotAvailableError(f"no leader known for {batch.topic}-{batch.partition}"),
+                )
             else:
                 by_leader[address].append(batch)
         calls = []
         for address, group in by_leader.items():
             request = broker_pb2.ProduceRequest(
-                acks=self.acks, timeout_ms=int(self.request_timeout_s * 1000),
-                partitions=[broker_pb2.PartitionProduceData(
-                    topic=b.topic, partition=b.partition, record_batches=self._encode(b))
-                    for b in group])
+                acks=self.acks,
+                timeout_ms=int(self.request_timeout_s * 1000),
+                partitions=[
+                    broker_pb2.PartitionProduceData(
+                        topic=b.topic, partition=b.partition, record_batches=self._encode(b)
+                    )
+                    for b in group
+                ],
+            )
             future = self._connections.broker(address).Produce.future(
-                request, timeout=self.request_timeout_s + 5)
+                request, timeout=self.request_timeout_s + 5
+            )
             calls.append((address, group, future))
         for address, group, future in calls:
             refresh_needed |= self._handle_reply(address, group, future)
@@ -250,7 +272,8 @@ class Producer:
             offset = base_offset + i if base_offset >= 0 else -1
             if not record.future.done():
                 record.future.set_result(
-                    RecordMetadata(batch.topic, batch.partition, offset, record.timestamp_ms))
+                    RecordMetadata(batch.topic, batch.partition, offset, record.timestamp_ms)
+                )
         self._accumulator.complete(batch)
 
     def _fail(self, batch: ProducerBatch, error: BaseException) -> None:
@@ -268,7 +291,8 @@ class Producer:
             if expired and retriable:
                 error = RequestTimedOutError(
                     f"{batch.topic}-{batch.partition}: not delivered within "
-                    f"delivery_timeout_ms={self.delivery_timeout_ms} (last error: {error})")
+                    f"delivery_timeout_ms={self.delivery_timeout_ms} (last error: {error})"
+                )
             self._fail(batch, error)
             return
         log.debug("retrying %s-%d after %s", batch.topic, batch.partition, error)

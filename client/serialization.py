@@ -21,8 +21,10 @@ def _to_bytes(value: Any) -> bytes | None:
         return bytes(value)
     if isinstance(value, str):
         return value.encode()
-    raise TypeError(f"cannot send {type(value).__name__} as bytes: pass bytes or str, or set "
-                    "a serializer such as 'json'")
+    raise TypeError(
+        f"cannot send {type(value).__name__} as bytes: pass bytes or str, or set "
+        "a serializer such as 'json'"
+    )
 
 
 def _str_to_bytes(value: Any) -> bytes | None:
@@ -41,10 +43,16 @@ def _from_json(data: bytes | None) -> Any:
     return None if data is None else json.loads(data)
 
 
-SERIALIZERS: dict[str, Serializer] = {"bytes": _to_bytes, "str": _str_to_bytes,
-                                      "json": _json_to_bytes}
-DESERIALIZERS: dict[str, Deserializer] = {"bytes": lambda data: data, "str": _from_str,
-                                          "json": _from_json}
+SERIALIZERS: dict[str, Serializer] = {
+    "bytes": _to_bytes,
+    "str": _str_to_bytes,
+    "json": _json_to_bytes,
+}
+DESERIALIZERS: dict[str, Deserializer] = {
+    "bytes": lambda data: data,
+    "str": _from_str,
+    "json": _from_json,
+}
 
 
 def resolve_serializer(spec: str | Serializer | None) -> Serializer:
@@ -55,8 +63,9 @@ def resolve_serializer(spec: str | Serializer | None) -> Serializer:
     try:
         return SERIALIZERS[spec]
     except KeyError:
-        raise ValueError(f"unknown serializer {spec!r}; use {sorted(SERIALIZERS)} or a "
-                         "callable") from None
+        raise ValueError(
+            f"unknown serializer {spec!r}; use {sorted(SERIALIZERS)} or a callable"
+        ) from None
 
 
 def resolve_deserializer(spec: str | Deserializer | None) -> Deserializer:
@@ -67,5 +76,6 @@ def resolve_deserializer(spec: str | Deserializer | None) -> Deserializer:
     try:
         return DESERIALIZERS[spec]
     except KeyError:
-        raise ValueError(f"unknown deserializer {spec!r}; use {sorted(DESERIALIZERS)} or a "
-                         "callable") from None
+        raise ValueError(
+            f"unknown deserializer {spec!r}; use {sorted(DESERIALIZERS)} or a callable"
+        ) from None

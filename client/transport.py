@@ -44,11 +44,14 @@ class Connections:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.insecure_channel(address, options=[
-                    ("grpc.max_receive_message_length", MESSAGE_MAX_BYTES),
-                    ("grpc.max_send_message_length", MESSAGE_MAX_BYTES),
-                    ("grpc.enable_retries", 0),
-                ])
+                channel = grpc.insecure_channel(
+                    address,
+                    options=[
+                        ("grpc.max_receive_message_length", MESSAGE_MAX_BYTES),
+                        ("grpc.max_send_message_length", MESSAGE_MAX_BYTES),
+                        ("grpc.enable_retries", 0),
+                    ],
+                )
                 self._channels[address] = channel
             return channel
 

@@ -69,8 +69,7 @@ def _live(image: MetadataImage) -> frozenset[int]:
     return frozenset(image.unfenced_broker_ids())
 
 
-def _unclean_allowed(image: MetadataImage, topic_name: str,
-                     settings: ControllerSettings) -> bool:
+def _unclean_allowed(image: MetadataImage, topic_name: str, settings: ControllerSettings) -> bool:
     topic = image.topics[topic_name]
     effective = topic_config.resolve(topic.configs, settings.topic_config_defaults)
     return topic_config.as_bool(effective, "unclean.leader.election.enable")
@@ -78,16 +77,22 @@ def _unclean_allowed(image: MetadataImage, topic_name: str,
 
 # ------------------------------------------------------------------------------ topics
 def create_topics(
-    image: MetadataImage, request: admin_pb2.CreateTopicsRequest, settings: ControllerSettings,
-    new_topic_id: Callable[[], str], *, allow_internal: bool = False,
+    image: MetadataImage,
+    request: admin_pb2.CreateTopicsRequest,
+    settings: ControllerSettings,
+    new_topic_id: Callable[[], str],
+    *,
+    allow_internal: bool = False,
 ) -> ControllerResult[admin_pb2.CreateTopicsResponse]:
     response = admin_pb2.CreateTopicsResponse()
     scratch = _Scratch(image)
     if len(request.topics) > settings.topics_per_request_max:
         for new in request.topics:
-            response.topics.add(name=new.name, error_code=Code.INVALID_REQUEST,
-                                error_message=f"at most {settings.topics_per_request_max} "
-                                "topics per request")
+            response.topics.add(
+                name=new.name,
+                error_code=Code.INVALID_REQUEST,
+                error_message=f"at most {settings.topics_per_request_max} topics per request",
+            )
         return ControllerResult((), response)
     placer = ReplicaPlacer(image, image.unfenced_broker_ids())
     for new in request.topics:
@@ -119,8 +124,11 @@ class _Refused(Exception):
 
 
 def _plan_topic(
-    image: MetadataImage, new: admin_pb2.NewTopic, settings: ControllerSettings,
-    placer: ReplicaPlacer, allow_internal: bool,
+    image: MetadataImage,
+    new: admin_pb2.NewTopic,
+    settings: ControllerSettings,
+    placer: ReplicaPlacer,
+    allow_internal: bool,
 ) -> tuple[list[tuple[int, ...]], int, dict[str, str]]:
     try:
         validate_topic_name(new.name)
@@ -132,13 +140,17 @@ def _plan_topic(
         raise _Refused(Code.TOPIC_ALREADY_EXISTS, f"topic '{new.name}' already exists")
     clash = next((name for name in image.topics if collides(new.name, name)), None)
     if clash is not None:
-        raise _Refused(Code.INVALID_TOPIC_EXCEPTION,
-                       f"topic '{new.name}' collides with existing topic '{clash}' "
-                       "('.' and '_' are interchangeable in metric names)")
+        raise _Refused(
+            Code.INVALID_TOPIC_EXCEPTION,
+            f"topic '{new.name}' collides with existing topic '{clash}' "
+            "('.' and '_' are interchangeable in metric names)",
+        )
     count = new.num_partitions if new.num_partitions > 0 else settings.num_partitions
     if count > settings.partitions_max:
-        raise _Refused(Code.INVALID_PARTITIONS,
-                       f"{count} partitions is above the limit of {settings.partitions_max}")
+        raise _Refused(
+            Code.INVALID_PARTITIONS,
+            f"{count} partitions is above the limit of {settings.partitions_max}",
+        )
     live = len(image.unfenced_broker_ids())
     if new.replication_factor > 0:
         replication_factor = new.replication_factor
@@ -181,7 +193,8 @@ def delete_topics(
 
 # ----------------------------------------------------------------------------- brokers
 def register_broker(
-    image: MetadataImage, request: controller_pb2.RegisterBrokerRequest,
+    image: MetadataImage,
+    request: controller_pb2.RegisterBrokerRequest,
     settings: ControllerSettings,
 ) -> ControllerResult[controller_pb2.RegisterBrokerResponse]:
     """A (re)starting broker announces itself. A new incarnation means the process restarted
@@ -200,17 +213,26 @@ def register_broker(
     scratch = _Scratch(image)
     if existing is not None and not existing.fenced:
         _fence_one(scratch, request.broker_id, settings)
-    scratch.add(records.register_broker(
-        request.broker_id, request.incarnation_id, endpoint.host, endpoint.port,
-        endpoint.kafka_port, voter=request.voter, pid=request.pid, fenced=True,
-    ))
+    scratch.add(
+        records.register_broker(
+            request.broker_id,
+            request.incarnation_id,
+            endpoint.host,
+            endpoint.port,
+            endpoint.kafka_port,
+            voter=request.voter,
+            pid=request.pid,
+            fenced=True,
+        )
+    )
     # The epoch is the offset of the registration record once applied.
     response.broker_epoch = scratch.image.offset
     return ControllerResult(tuple(scratch.records), response)
 
 
 def broker_heartbeat(
-    image: MetadataImage, request: controller_pb2.BrokerHeartbeatRequest,
+    image: MetadataImage,
+    request: controller_pb2.BrokerHeartbeatRequest,
     settings: ControllerSettings,
 ) -> ControllerResult[controller_pb2.BrokerHeartbeatResponse]:
     """Unfence a registered broker once it has applied metadata up to its registration."""
@@ -254,10 +276,15 @@ def _fence_one(scratch: _Scratch, broker_id: int, settings: ControllerSettings) 
     for topic, index, registration in list(scratch.image.iter_partitions()):
         if broker_id not in registration.isr and registration.leader != broker_id:
             continue
-        scratch.add(build_change(
-            topic.topic_id, index, registration, live,
-            unclean=_unclean_allowed(scratch.image, topic.name, settings),
-        ))
+        scratch.add(
+            build_change(
+                topic.topic_id,
+                index,
+                registration,
+                live,
+                unclean=_unclean_allowed(scratch.image, topic.name, settings),
+            )
+        )
 
 
 def _unfence_one(scratch: _Scratch, broker_id: int, settings: ControllerSettings) -> None:
@@ -266,15 +293,21 @@ def _unfence_one(scratch: _Scratch, broker_id: int, settings: ControllerSettings
     for topic, index, registration in list(scratch.image.iter_partitions()):
         if registration.leader != NO_LEADER or broker_id not in registration.replicas:
             continue
-        scratch.add(build_change(
-            topic.topic_id, index, registration, live,
-            unclean=_unclean_allowed(scratch.image, topic.name, settings),
-        ))
+        scratch.add(
+            build_change(
+                topic.topic_id,
+                index,
+                registration,
+                live,
+                unclean=_unclean_allowed(scratch.image, topic.name, settings),
+            )
+        )
 
 
 # ---------------------------------------------------------------------------- bootstrap
-def bootstrap(image: MetadataImage, new_cluster_id: Callable[[], str]
-              ) -> tuple[records.MetadataRecord, ...]:
+def bootstrap(
+    image: MetadataImage, new_cluster_id: Callable[[], str]
+) -> tuple[records.MetadataRecord, ...]:
     """What a newly elected controller writes first: a no-op whose commit proves it has
     applied everything before it, and the cluster id if none exists yet."""
     out = [records.noop()]

@@ -65,7 +65,9 @@ class MetadataDelta:
         return self._brokers if self._brokers is not None else self._image.brokers  # type: ignore[return-value]
 
     def _topic_by_id(self, topic_id: str) -> TopicImage | None:
-        names = self._names_by_id if self._names_by_id is not None else self._image.topic_names_by_id
+        names = (
+            self._names_by_id if self._names_by_id is not None else self._image.topic_names_by_id
+        )
         topics = self._topics if self._topics is not None else self._image.topics
         name = names.get(topic_id)
         return topics.get(name) if name is not None else None
@@ -145,15 +147,14 @@ class MetadataDelta:
             leader_epoch=record.leader_epoch,
             partition_epoch=record.partition_epoch,
         )
-        self._topics_w()[topic.name] = replace(
-            topic, partitions=(*topic.partitions, registration)
-        )
+        self._topics_w()[topic.name] = replace(topic, partitions=(*topic.partitions, registration))
 
     def _replay_partition_change(self, record: metadata_pb2.PartitionChangeRecord) -> None:
         topic = self._topic_by_id(record.topic_id)
         if topic is None or not 0 <= record.partition < len(topic.partitions):
-            log.warning("skipping change of unknown partition %s-%d", record.topic_id,
-                        record.partition)
+            log.warning(
+                "skipping change of unknown partition %s-%d", record.topic_id, record.partition
+            )
             return
         current = topic.partitions[record.partition]
         leader = record.leader if record.HasField("leader") else current.leader
@@ -212,24 +213,44 @@ def image_to_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]:
     """Records that rebuild `image` from empty (broker epochs and partition epochs kept)."""
     out: list[metadata_pb2.MetadataRecord] = []
     if image.cluster_id:
-        out.append(metadata_pb2.MetadataRecord(
-            cluster_id=metadata_pb2.ClusterIdRecord(cluster_id=image.cluster_id)))
+        out.append(
+            metadata_pb2.MetadataRecord(
+                cluster_id=metadata_pb2.ClusterIdRecord(cluster_id=image.cluster_id)
+            )
+        )
     for broker in sorted(image.brokers.values(), key=lambda b: b.broker_id):
         record = register_broker_record(
-            broker.broker_id, broker.incarnation_id, broker.host, broker.port,
-            broker.kafka_port, voter=broker.voter, pid=broker.pid, fenced=broker.fenced,
+            broker.broker_id,
+            broker.incarnation_id,
+            broker.host,
+            broker.port,
+            broker.kafka_port,
+            voter=broker.voter,
+            pid=broker.pid,
+            fenced=broker.fenced,
         )
         record.register_broker.broker_epoch = broker.epoch
         out.append(record)
     for topic in sorted(image.topics.values(), key=lambda t: t.name):
-        out.append(topic_record(topic.name, topic.topic_id, topic.configs,
-                                internal=topic.internal))
+        out.append(topic_record(topic.name, topic.topic_id, topic.configs, internal=topic.internal))
         for index, p in enumerate(topic.partitions):
-            out.append(partition_record(topic.topic_id, index, p.replicas, p.isr, p.leader,
-                                        p.leader_epoch, p.partition_epoch))
+            out.append(
+                partition_record(
+                    topic.topic_id,
+                    index,
+                    p.replicas,
+                    p.isr,
+                    p.leader,
+                    p.leader_epoch,
+                    p.partition_epoch,
+                )
+            )
     if image.next_producer_id:
-        out.append(metadata_pb2.MetadataRecord(
-            producer_ids=metadata_pb2.ProducerIdsRecord(next_producer_id=image.next_producer_id)))
+        out.append(
+            metadata_pb2.MetadataRecord(
+                producer_ids=metadata_pb2.ProducerIdsRecord(next_producer_id=image.next_producer_id)
+            )
+        )
     return out
 
 
@@ -255,8 +276,9 @@ def decode_snapshot(data: bytes) -> MetadataImage:
     return replace(image, offset=snapshot.offset, last_timestamp_ms=snapshot.timestamp_ms)
 
 
-def replay_all(batches: Iterable[metadata_pb2.MetadataBatch],
-               image: MetadataImage = EMPTY_IMAGE) -> MetadataImage:
+def replay_all(
+    batches: Iterable[metadata_pb2.MetadataBatch], image: MetadataImage = EMPTY_IMAGE
+) -> MetadataImage:
     for batch in batches:
         image = apply_batch(image, batch)
     return image

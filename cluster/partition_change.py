@@ -28,8 +28,12 @@ def surviving_isr(current: PartitionRegistration, live: Collection[int]) -> tupl
 
 
 def choose_leader(
-    current: PartitionRegistration, isr: Sequence[int], live: Collection[int], *,
-    unclean: bool = False, prefer_preferred: bool = False,
+    current: PartitionRegistration,
+    isr: Sequence[int],
+    live: Collection[int],
+    *,
+    unclean: bool = False,
+    prefer_preferred: bool = False,
 ) -> tuple[int, tuple[int, ...]]:
     """(leader, isr) the partition should have; isr changes only for unclean elections."""
     eligible = [r for r in current.replicas if r in isr and r in live]
@@ -48,14 +52,26 @@ def choose_leader(
 
 
 def build_change(
-    topic_id: str, index: int, current: PartitionRegistration, live: Collection[int], *,
-    target_isr: Sequence[int] | None = None, unclean: bool = False,
+    topic_id: str,
+    index: int,
+    current: PartitionRegistration,
+    live: Collection[int],
+    *,
+    target_isr: Sequence[int] | None = None,
+    unclean: bool = False,
     prefer_preferred: bool = False,
 ) -> MetadataRecord | None:
     """The PartitionChangeRecord that brings the partition in line, or None if none is due."""
-    base = current if target_isr is None else PartitionRegistration(
-        replicas=current.replicas, isr=tuple(target_isr), leader=current.leader,
-        leader_epoch=current.leader_epoch, partition_epoch=current.partition_epoch,
+    base = (
+        current
+        if target_isr is None
+        else PartitionRegistration(
+            replicas=current.replicas,
+            isr=tuple(target_isr),
+            leader=current.leader,
+            leader_epoch=current.leader_epoch,
+            partition_epoch=current.partition_epoch,
+        )
     )
     isr = surviving_isr(base, live)
     leader, isr = choose_leader(

@@ -48,8 +48,14 @@ def random_id() -> str:
 
 class QuorumController:
     def __init__(
-        self, node_id: int, metadata_log: MetadataLog, settings: ControllerSettings,
-        clock_ms: Clock, *, session_timeout_ms: int, write_timeout_s: float = 5.0,
+        self,
+        node_id: int,
+        metadata_log: MetadataLog,
+        settings: ControllerSettings,
+        clock_ms: Clock,
+        *,
+        session_timeout_ms: int,
+        write_timeout_s: float = 5.0,
         new_id: Callable[[], str] = random_id,
     ) -> None:
         self.node_id = node_id
@@ -91,8 +97,11 @@ class QuorumController:
                 await self._propose(batch)
                 self.heartbeats.activate(self._clock_ms())
                 self._active = True
-                log.info("node %d is the controller at metadata offset %d", self.node_id,
-                         self.log.image.offset)
+                log.info(
+                    "node %d is the controller at metadata offset %d",
+                    self.node_id,
+                    self.log.image.offset,
+                )
         except (ProposeError, ControllerTimeoutError) as exc:
             log.warning("could not become the active controller: %s", exc)
         finally:
@@ -105,11 +114,17 @@ class QuorumController:
         expired = self.heartbeats.expired(candidates, now_ms)
         if not expired:
             return
-        log.warning("fencing broker(s) %s: no heartbeat within %d ms", expired,
-                    self.heartbeats.session_timeout_ms)
+        log.warning(
+            "fencing broker(s) %s: no heartbeat within %d ms",
+            expired,
+            self.heartbeats.session_timeout_ms,
+        )
         try:
-            await self._run(lambda img: ControllerResult(
-                controller.fence_brokers(img, expired, self.settings), None))
+            await self._run(
+                lambda img: ControllerResult(
+                    controller.fence_brokers(img, expired, self.settings), None
+                )
+            )
         except (NotControllerError, ControllerTimeoutError) as exc:
             log.warning("fencing %s failed: %s", expired, exc)
 
@@ -126,8 +141,9 @@ class QuorumController:
             return result.response
 
     async def _propose(self, batch: tuple[records.MetadataRecord, ...]) -> int:
-        encoded = records.encode_batch(batch, timestamp_ms=self._clock_ms(),
-                                       controller_id=self.node_id)
+        encoded = records.encode_batch(
+            batch, timestamp_ms=self._clock_ms(), controller_id=self.node_id
+        )
         try:
             return await self.log.propose(encoded, self._write_timeout_s)
         except ProposeError as exc:
@@ -136,27 +152,35 @@ class QuorumController:
                 raise NotControllerError(self.leader_hint()) from exc
             raise ControllerTimeoutError(str(exc)) from exc
 
-    async def create_topics(self, request: admin_pb2.CreateTopicsRequest, *,
-                            allow_internal: bool = False) -> admin_pb2.CreateTopicsResponse:
-        return await self._run(lambda image: controller.create_topics(
-            image, request, self.settings, self._new_id, allow_internal=allow_internal))
+    async def create_topics(
+        self, request: admin_pb2.CreateTopicsRequest, *, allow_internal: bool = False
+    ) -> admin_pb2.CreateTopicsResponse:
+        return await self._run(
+            lambda image: controller.create_topics(
+                image, request, self.settings, self._new_id, allow_internal=allow_internal
+            )
+        )
 
-    async def delete_topics(self, request: admin_pb2.DeleteTopicsRequest
-                            ) -> admin_pb2.DeleteTopicsResponse:
+    async def delete_topics(
+        self, request: admin_pb2.DeleteTopicsRequest
+    ) -> admin_pb2.DeleteTopicsResponse:
         return await self._run(lambda image: controller.delete_topics(image, request))
 
-    async def register_broker(self, request: controller_pb2.RegisterBrokerRequest
-                              ) -> controller_pb2.RegisterBrokerResponse:
+    async def register_broker(
+        self, request: controller_pb2.RegisterBrokerRequest
+    ) -> controller_pb2.RegisterBrokerResponse:
         response = await self._run(
-            lambda image: controller.register_broker(image, request, self.settings))
+            lambda image: controller.register_broker(image, request, self.settings)
+        )
         if response.error_code == 0:
             registered = self.log.image.brokers.get(request.broker_id)
             assert registered is not None and registered.epoch == response.broker_epoch
             self.heartbeats.touch(request.broker_id, self._clock_ms())
         return response
 
-    async def broker_heartbeat(self, request: controller_pb2.BrokerHeartbeatRequest
-                               ) -> controller_pb2.BrokerHeartbeatResponse:
+    async def broker_heartbeat(
+        self, request: controller_pb2.BrokerHeartbeatRequest
+    ) -> controller_pb2.BrokerHeartbeatResponse:
         if not self.active:
             raise NotControllerError(self.leader_hint())
         image = self.log.image
@@ -165,5 +189,4 @@ class QuorumController:
             self.heartbeats.touch(request.broker_id, self._clock_ms())
         if broker is not None and not broker.fenced and broker.epoch == request.broker_epoch:
             return controller_pb2.BrokerHeartbeatResponse(fenced=False)
-        return await self._run(
-            lambda img: controller.broker_heartbeat(img, request, self.settings))
+        return await self._run(lambda img: controller.broker_heartbeat(img, request, self.settings))

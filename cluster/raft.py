@@ -21,6 +21,7 @@ Why this shape:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -37,9 +38,7 @@ from cluster.records import MetadataFormatError
 log = logging.getLogger("raftka.raft")
 
 _FAIL_REASONS = {
-    getattr(FAIL_REASON, name): name
-    for name in dir(FAIL_REASON)
-    if not name.startswith("_")
+    getattr(FAIL_REASON, name): name for name in dir(FAIL_REASON) if not name.startswith("_")
 }
 _NOT_LEADER_REASONS = {
     FAIL_REASON.MISSING_LEADER,
@@ -97,8 +96,9 @@ class _MetadataStateMachine(SyncObjConsumer):
         try:
             self.image = apply_encoded_batch(old, batch)
         except MetadataFormatError:
-            log.critical("cannot apply a committed metadata batch; this broker is too old",
-                         exc_info=True)
+            log.critical(
+                "cannot apply a committed metadata batch; this broker is too old", exc_info=True
+            )
             raise
         self._on_image(old, self.image)
         return self.image.offset
@@ -217,10 +217,8 @@ class RaftMetadataLog:
     def _on_image_from_raft_thread(self, old: MetadataImage, new: MetadataImage) -> None:
         if self._loop.is_closed():
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closing during shutdown
             self._loop.call_soon_threadsafe(self._publish, old, new)
-        except RuntimeError:  # loop closing during shutdown
-            pass
 
     def _publish(self, old: MetadataImage, new: MetadataImage) -> None:
         for listener in self._listeners:

@@ -48,8 +48,15 @@ def cluster_id(value: str) -> MetadataRecord:
 
 
 def register_broker(
-    broker_id: int, incarnation_id: str, host: str, port: int, kafka_port: int, *,
-    voter: bool, pid: int, fenced: bool = True,
+    broker_id: int,
+    incarnation_id: str,
+    host: str,
+    port: int,
+    kafka_port: int,
+    *,
+    voter: bool,
+    pid: int,
+    fenced: bool = True,
 ) -> MetadataRecord:
     return MetadataRecord(
         register_broker=metadata_pb2.RegisterBrokerRecord(
@@ -73,8 +80,9 @@ def unfence_broker(broker_id: int) -> MetadataRecord:
     return MetadataRecord(unfence_broker=metadata_pb2.UnfenceBrokerRecord(broker_id=broker_id))
 
 
-def topic(name: str, topic_id: str, configs: Mapping[str, str], *, internal: bool = False
-          ) -> MetadataRecord:
+def topic(
+    name: str, topic_id: str, configs: Mapping[str, str], *, internal: bool = False
+) -> MetadataRecord:
     return MetadataRecord(
         topic=metadata_pb2.TopicRecord(
             name=name, topic_id=topic_id, configs=dict(configs), internal=internal
@@ -83,8 +91,13 @@ def topic(name: str, topic_id: str, configs: Mapping[str, str], *, internal: boo
 
 
 def partition(
-    topic_id: str, index: int, replicas: Sequence[int], isr: Sequence[int], leader: int,
-    leader_epoch: int = 0, partition_epoch: int = 0,
+    topic_id: str,
+    index: int,
+    replicas: Sequence[int],
+    isr: Sequence[int],
+    leader: int,
+    leader_epoch: int = 0,
+    partition_epoch: int = 0,
 ) -> MetadataRecord:
     return MetadataRecord(
         partition=metadata_pb2.PartitionRecord(

@@ -29,7 +29,11 @@ class LeaderState:
     # Invariant: the leader itself is always a member of isr.
     # Invariant: high_watermark never decreases while this object lives.
     def __init__(
-        self, local_id: int, replicas: Iterable[int], isr: Iterable[int], now_ms: int,
+        self,
+        local_id: int,
+        replicas: Iterable[int],
+        isr: Iterable[int],
+        now_ms: int,
         high_watermark: int,
     ) -> None:
         self.local_id = local_id
@@ -49,8 +53,9 @@ class LeaderState:
     def update_isr(self, isr: Iterable[int]) -> None:
         self.isr = frozenset(isr) | {self.local_id}
 
-    def record_fetch(self, replica_id: int, fetch_offset: int, leader_end_offset: int,
-                     now_ms: int) -> None:
+    def record_fetch(
+        self, replica_id: int, fetch_offset: int, leader_end_offset: int, now_ms: int
+    ) -> None:
         progress = self._followers.get(replica_id)
         if progress is None:
             return
@@ -75,14 +80,16 @@ class LeaderState:
     def lagging_followers(self, now_ms: int, lag_max_ms: int) -> set[int]:
         """ISR members that have not caught up within lag_max_ms: propose removing them."""
         return {
-            r for r in self.isr
+            r
+            for r in self.isr
             if r != self.local_id and now_ms - self._followers[r].last_caught_up_ms > lag_max_ms
         }
 
     def caught_up_followers(self) -> set[int]:
         """Replicas outside the ISR whose log end offset reached the high watermark."""
         return {
-            r for r, progress in self._followers.items()
+            r
+            for r, progress in self._followers.items()
             if r not in self.isr and progress.log_end_offset >= self.high_watermark
         }
 

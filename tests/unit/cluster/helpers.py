@@ -19,8 +19,11 @@ def apply_records(image: MetadataImage, recs) -> MetadataImage:
 def image_with_brokers(*broker_ids: int, fenced: tuple[int, ...] = ()) -> MetadataImage:
     recs = [records.cluster_id("test-cluster")]
     for b in broker_ids:
-        recs.append(records.register_broker(b, f"inc-{b}", "127.0.0.1", 9000 + b, 0,
-                                            voter=True, pid=100 + b))
+        recs.append(
+            records.register_broker(
+                b, f"inc-{b}", "127.0.0.1", 9000 + b, 0, voter=True, pid=100 + b
+            )
+        )
         if b not in fenced:
             recs.append(records.unfence_broker(b))
     return apply_records(EMPTY_IMAGE, recs)
@@ -31,10 +34,22 @@ def id_sequence(prefix: str = "t"):
     return lambda: f"{prefix}{next(counter)}"
 
 
-def create(image: MetadataImage, name: str, partitions: int = 1, rf: int = 1,
-           configs: dict[str, str] | None = None, settings: ControllerSettings | None = None):
-    request = admin_pb2.CreateTopicsRequest(topics=[admin_pb2.NewTopic(
-        name=name, num_partitions=partitions, replication_factor=rf, configs=configs or {})])
-    result = controller.create_topics(image, request, settings or ControllerSettings(),
-                                      id_sequence(name + "-id"))
+def create(
+    image: MetadataImage,
+    name: str,
+    partitions: int = 1,
+    rf: int = 1,
+    configs: dict[str, str] | None = None,
+    settings: ControllerSettings | None = None,
+):
+    request = admin_pb2.CreateTopicsRequest(
+        topics=[
+            admin_pb2.NewTopic(
+                name=name, num_partitions=partitions, replication_factor=rf, configs=configs or {}
+            )
+        ]
+    )
+    result = controller.create_topics(
+        image, request, settings or ControllerSettings(), id_sequence(name + "-id")
+    )
     return result, apply_records(image, result.records)

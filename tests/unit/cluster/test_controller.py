@@ -43,7 +43,7 @@ def test_create_topic_spreads_replicas_and_preferred_leaders_evenly():
     ],
 )
 def test_create_topic_refusals_name_the_problem(name, partitions, rf, configs, code, fragment):
-    result, after = create(image_with_brokers(1, 2, 3), name, partitions, rf, configs)
+    result, _ = create(image_with_brokers(1, 2, 3), name, partitions, rf, configs)
     assert result.response.topics[0].error_code == code
     assert fragment in result.response.topics[0].error_message
     assert result.records == ()
@@ -59,16 +59,20 @@ def test_existing_and_colliding_names_are_refused():
 
 def test_default_replication_factor_is_capped_at_live_brokers():
     settings = ControllerSettings(default_replication_factor=3, num_partitions=2)
-    result, image = create(image_with_brokers(1, 2), "t", partitions=0, rf=0, settings=settings)
-    assert (result.response.topics[0].num_partitions,
-            result.response.topics[0].replication_factor) == (2, 2)
+    result, _ = create(image_with_brokers(1, 2), "t", partitions=0, rf=0, settings=settings)
+    assert (
+        result.response.topics[0].num_partitions,
+        result.response.topics[0].replication_factor,
+    ) == (2, 2)
 
 
 def test_validate_only_writes_nothing():
     request = admin_pb2.CreateTopicsRequest(
-        topics=[admin_pb2.NewTopic(name="t", num_partitions=2)], validate_only=True)
-    result = controller.create_topics(image_with_brokers(1), request, ControllerSettings(),
-                                      lambda: "id")
+        topics=[admin_pb2.NewTopic(name="t", num_partitions=2)], validate_only=True
+    )
+    result = controller.create_topics(
+        image_with_brokers(1), request, ControllerSettings(), lambda: "id"
+    )
     assert result.records == () and result.response.topics[0].error_code == Code.NONE
 
 
@@ -101,16 +105,17 @@ def test_last_isr_member_is_kept_and_partition_goes_leaderless():
 
 
 def test_unclean_election_picks_a_live_replica_outside_the_isr():
-    _, image = create(image_with_brokers(1, 2), "t", rf=2,
-                      configs={"unclean.leader.election.enable": "true"})
+    _, image = create(
+        image_with_brokers(1, 2), "t", rf=2, configs={"unclean.leader.election.enable": "true"}
+    )
     p = image.partition("t", 0)
     first, second = p.replicas
     image = apply_records(image, controller.fence_brokers(image, [second], ControllerSettings()))
     image = apply_records(image, controller.fence_brokers(image, [first], ControllerSettings()))
     # the ISR kept only `first`; now `second` comes back while `first` stays away
-    hb = controller_pb2.BrokerHeartbeatRequest(broker_id=second,
-                                               broker_epoch=image.brokers[second].epoch,
-                                               metadata_offset=image.offset)
+    hb = controller_pb2.BrokerHeartbeatRequest(
+        broker_id=second, broker_epoch=image.brokers[second].epoch, metadata_offset=image.offset
+    )
     result = controller.broker_heartbeat(image, hb, ControllerSettings())
     image = apply_records(image, result.records)
     assert image.partition("t", 0).leader == second
@@ -121,17 +126,22 @@ def test_registration_then_caught_up_heartbeat_unfences_and_restores_leadership(
     _, image = create(image_with_brokers(1), "t")
     settings = ControllerSettings()
     request = controller_pb2.RegisterBrokerRequest(
-        broker_id=1, incarnation_id="restarted", voter=True,
-        endpoint=common_pb2.BrokerEndpoint(broker_id=1, host="h", port=1))
+        broker_id=1,
+        incarnation_id="restarted",
+        voter=True,
+        endpoint=common_pb2.BrokerEndpoint(broker_id=1, host="h", port=1),
+    )
     result = controller.register_broker(image, request, settings)
     image = apply_records(image, result.records)
     assert image.brokers[1].fenced and image.partition("t", 0).leader == NO_LEADER
     assert result.response.broker_epoch == image.brokers[1].epoch
     behind = controller_pb2.BrokerHeartbeatRequest(
-        broker_id=1, broker_epoch=image.brokers[1].epoch, metadata_offset=0)
+        broker_id=1, broker_epoch=image.brokers[1].epoch, metadata_offset=0
+    )
     assert controller.broker_heartbeat(image, behind, settings).records == ()
     caught_up = controller_pb2.BrokerHeartbeatRequest(
-        broker_id=1, broker_epoch=image.brokers[1].epoch, metadata_offset=image.offset)
+        broker_id=1, broker_epoch=image.brokers[1].epoch, metadata_offset=image.offset
+    )
     image = apply_records(image, controller.broker_heartbeat(image, caught_up, settings).records)
     assert not image.brokers[1].fenced
     assert image.partition("t", 0).leader == 1 and image.partition("t", 0).leader_epoch == 2
@@ -140,8 +150,10 @@ def test_registration_then_caught_up_heartbeat_unfences_and_restores_leadership(
 def test_same_incarnation_registers_idempotently_and_stale_epochs_are_refused():
     image = image_with_brokers(1)
     request = controller_pb2.RegisterBrokerRequest(
-        broker_id=1, incarnation_id="inc-1",
-        endpoint=common_pb2.BrokerEndpoint(broker_id=1, host="h", port=1))
+        broker_id=1,
+        incarnation_id="inc-1",
+        endpoint=common_pb2.BrokerEndpoint(broker_id=1, host="h", port=1),
+    )
     result = controller.register_broker(image, request, ControllerSettings())
     assert result.records == () and result.response.broker_epoch == image.brokers[1].epoch
     stale = controller_pb2.BrokerHeartbeatRequest(broker_id=1, broker_epoch=999)

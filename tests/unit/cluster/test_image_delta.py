@@ -72,8 +72,9 @@ def test_snapshot_round_trip_keeps_offsets_and_epochs():
 
 def test_records_for_unknown_things_are_skipped_deterministically():
     image = image_with_brokers(1)
-    after = apply_records(image, [records.partition_change("nope", 0, leader=1),
-                                  records.fence_broker(99)])
+    after = apply_records(
+        image, [records.partition_change("nope", 0, leader=1), records.fence_broker(99)]
+    )
     assert after.topics == image.topics and after.offset == image.offset + 2
 
 

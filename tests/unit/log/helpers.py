@@ -12,7 +12,11 @@ def make_batch(values: list[bytes], timestamp_ms: int = 1_700_000_000_000) -> by
 
 
 def append_values(
-    log: PartitionLog, values: list[bytes], *, epoch: int = 0, now_ms: int = 1_700_000_000_000,
+    log: PartitionLog,
+    values: list[bytes],
+    *,
+    epoch: int = 0,
+    now_ms: int = 1_700_000_000_000,
     timestamp_ms: int | None = None,
 ) -> AppendResult:
     data = make_batch(values, timestamp_ms if timestamp_ms is not None else now_ms)

@@ -35,7 +35,11 @@ def test_patching_offsets_keeps_the_crc_valid():
     batch = bytearray(encode_batch([(None, b"a", [], 1), (None, b"b", [], 2)]))
     patch_offsets(batch, 0, 1000, 7)
     header = validate_batch(batch)
-    assert (header.base_offset, header.partition_leader_epoch, header.last_offset) == (1000, 7, 1001)
+    assert (header.base_offset, header.partition_leader_epoch, header.last_offset) == (
+        1000,
+        7,
+        1001,
+    )
     assert [r.offset for r in decode_batches(batch)] == [1000, 1001]
 
 
@@ -88,8 +92,12 @@ def test_validate_records_catches_a_count_that_lies():
 
 
 def test_header_fields_are_read():
-    batch = encode_batch([(None, b"a", [], 5), (None, b"b", [], 9)], producer_id=42,
-                         producer_epoch=3, base_sequence=10)
+    batch = encode_batch(
+        [(None, b"a", [], 5), (None, b"b", [], 9)],
+        producer_id=42,
+        producer_epoch=3,
+        base_sequence=10,
+    )
     header = read_header(batch)
     assert (header.producer_id, header.producer_epoch, header.base_sequence) == (42, 3, 10)
     assert (header.base_timestamp, header.max_timestamp, header.last_sequence) == (5, 9, 11)
