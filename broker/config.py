@@ -230,7 +230,7 @@ def settings_from_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
     """Field values from a mapping keyed by field names or Kafka aliases."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        name = KAFKA_ALIASES.get(key, key.replace("-", "_"))
+        name = KAFKA_ALIASES.get(key, key.replace("-", "_").replace(".", "_"))
         if name not in _FIELD_TYPES:
             raise ConfigError(f"unknown broker setting {key!r}")
         out[name] = _coerce(name, value)

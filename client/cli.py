@@ -8,45 +8,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from client.transport import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-class CliError(Exception):
-    """A failure to report as one line on stderr with exit code 1."""
-
-
-def add_bootstrap(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap",
-        "--bootstrap-server",
-        dest="bootstrap",
-        default=None,
-        help=f"HOST:PORT[,HOST:PORT...] of any broker (env {BOOTSTRAP_ENV}; default "
-        f"{DEFAULT_BOOTSTRAP})",
-    )
-
-
-def add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def parse_key_values(items: Sequence[str] | None, what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CliError(f"{what} {item!r} must look like KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
+from client.cli_common import (  # noqa: F401 - re-exported for the cli_* modules
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Handler,
+    add_bootstrap,
+    add_json,
+    parse_key_values,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from client.cli import CliError, parse_key_values
+from client.cli_common import CliError, parse_key_values
 
 
 def register(commands: Any) -> None:

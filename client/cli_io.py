@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from client.cli import EXIT_FAILED, EXIT_OK, CliError, add_bootstrap, add_json
+from client.cli_common import EXIT_FAILED, EXIT_OK, CliError, add_bootstrap, add_json
 
 PROGRESS_INTERVAL_S = 5.0
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from client.cli import EXIT_OK, add_bootstrap, add_json, parse_key_values
+from client.cli_common import EXIT_OK, add_bootstrap, add_json, parse_key_values
 from client.errors import TopicAlreadyExistsError
 
 

@@ -1,0 +1,46 @@
+"""Shared fixtures: real broker processes that are always cleaned up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import LocalCluster
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
+    """Make LocalClusters; every broker they start is killed when the test ends."""
+    made: list[LocalCluster] = []
+
+    def make(
+        nodes: int = 1, settings: dict[str, str] | None = None, **kwargs: object
+    ) -> LocalCluster:
+        cluster = LocalCluster(tmp_path / f"cluster-{len(made)}", nodes, settings, **kwargs)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for cluster in made:
+        if failed is not None and failed.failed:
+            print(cluster.logs())
+        cluster.stop_all()
+
+
+@pytest.fixture
+def broker(cluster_factory) -> LocalCluster:
+    """One running broker, ready for requests."""
+    cluster = cluster_factory(1)
+    cluster.start()
+    cluster.wait_ready()
+    return cluster
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

@@ -1,0 +1,234 @@
+"""Real broker processes on 127.0.0.1 for integration tests.
+
+Every broker is a `python -m client.cli broker` child process with its own data directory
+under the test's tmp_path and ports no other run holds (each broker takes a block of three:
+gRPC, Raft, spare). Processes are stopped by PID when the test ends, pass or fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import grpc
+
+from proto.raftka.v1 import admin_pb2, admin_pb2_grpc
+
+PORTS_PER_BROKER = 3
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(count: int) -> int:
+    """A base port such that base..base+count-1 are all free right now."""
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(500):
+        base = rng.randrange(20_000, 60_000 - count)
+        if all(_port_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no free port block found")
+
+
+class ProcessExitedError(RuntimeError):
+    """A broker the test waits for has exited; waiting longer cannot help."""
+
+
+def wait_for(
+    condition: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.05
+) -> object:
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except ProcessExitedError:
+            raise
+        except Exception as exc:  # conditions may poll services that are still starting
+            last_error = exc
+        time.sleep(interval_s)
+    raise TimeoutError(
+        f"timed out after {timeout_s}s waiting for {what}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
+
+
+class BrokerProcess:
+    def __init__(
+        self,
+        broker_id: int,
+        data_dir: Path,
+        port: int,
+        voters: str | None,
+        settings: dict[str, str],
+    ) -> None:
+        self.broker_id = broker_id
+        self.data_dir = data_dir
+        self.port = port
+        self.raft_port = port + 1
+        self.voters = voters
+        self.settings = settings
+        self.log_path = data_dir.parent / f"broker-{broker_id}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "client",
+            "broker",
+            "--id",
+            str(self.broker_id),
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            self.address,
+            "--raft-listen",
+            f"127.0.0.1:{self.raft_port}",
+        ]
+        if self.voters:
+            command += ["--voters", self.voters]
+        for key, value in self.settings.items():
+            command += ["--set", f"{key}={value}"]
+        return command
+
+    def start(self) -> None:
+        assert not self.running, f"broker {self.broker_id} is already running"
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.running:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye (a crash)."""
+        if self.running:
+            os.kill(self.pid, signal.SIGKILL)
+            assert self.process is not None
+            self.process.wait(10)
+
+    def stop(self, timeout_s: float = 15) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.process is not None
+        if self.running:
+            os.kill(self.pid, signal.SIGTERM)
+        return self.process.wait(timeout_s)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class LocalCluster:
+    """N brokers, the first `voter_count` of which vote in the metadata quorum."""
+
+    def __init__(
+        self,
+        root: Path,
+        nodes: int = 1,
+        settings: dict[str, str] | None = None,
+        voter_count: int | None = None,
+    ) -> None:
+        base = free_port_block(nodes * PORTS_PER_BROKER)
+        voter_count = min(nodes, 3) if voter_count is None else voter_count
+        ports = [base + i * PORTS_PER_BROKER for i in range(nodes)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{ports[i] + 1}" for i in range(voter_count))
+        defaults = {
+            "broker.session.timeout.ms": "2000",
+            "broker.heartbeat.interval.ms": "250",
+            "log.flush.check.interval.ms": "200",
+        }
+        defaults.update(settings or {})
+        self.brokers = {
+            i + 1: BrokerProcess(i + 1, root / f"broker-{i + 1}", ports[i], voters, defaults)
+            for i in range(nodes)
+        }
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.address for b in self.brokers.values())
+
+    def start(self, ids: Iterable[int] | None = None) -> None:
+        for broker_id in ids or self.brokers:
+            self.brokers[broker_id].start()
+
+    def describe(
+        self, via: int | None = None, timeout_s: float = 2.0
+    ) -> admin_pb2.DescribeClusterResponse:
+        candidates = [self.brokers[via]] if via else [b for b in self.brokers.values() if b.running]
+        last: Exception | None = None
+        for broker in candidates:
+            try:
+                with grpc.insecure_channel(broker.address) as channel:
+                    return admin_pb2_grpc.AdminServiceStub(channel).DescribeCluster(
+                        admin_pb2.DescribeClusterRequest(), timeout=timeout_s
+                    )
+            except grpc.RpcError as exc:
+                last = exc
+        raise RuntimeError(f"no broker answered DescribeCluster: {last}")
+
+    def wait_ready(self, ids: Iterable[int] | None = None, timeout_s: float = 30) -> None:
+        """Until the given brokers are registered and unfenced and a controller exists."""
+        wanted = set(ids or [i for i, b in self.brokers.items() if b.running])
+
+        def ready() -> bool:
+            for broker_id in wanted:
+                if not self.brokers[broker_id].running:
+                    raise ProcessExitedError(
+                        f"broker {broker_id} exited:\n" + self.brokers[broker_id].log_text()[-3000:]
+                    )
+            response = self.describe()
+            unfenced = {b.endpoint.broker_id for b in response.brokers if not b.fenced}
+            return response.controller_id >= 0 and wanted <= unfenced
+
+        wait_for(ready, timeout_s, f"brokers {sorted(wanted)} to be ready")
+
+    def stop_all(self) -> None:
+        for broker in self.brokers.values():
+            if broker.running:
+                broker.signal(signal.SIGKILL)
+        for broker in self.brokers.values():
+            if broker.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    broker.process.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- broker {i} ---\n{b.log_text()[-4000:]}" for i, b in self.brokers.items()
+        )
