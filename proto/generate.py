@@ -16,25 +16,33 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_DIR = pathlib.Path("proto") / "raftka" / "v1"
 
 
-def proto_files() -> list[str]:
-    return sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / PROTO_DIR).glob("*.proto"))
+def proto_files(root: pathlib.Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in (root / PROTO_DIR).glob("*.proto"))
 
 
 def generate(out_dir: pathlib.Path = REPO_ROOT) -> None:
-    """Write *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for every .proto under out_dir."""
+    """Write *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for every .proto under out_dir (which
+    holds a copy of proto/ when checking for staleness)."""
+    import os
+
     import grpc_tools
 
     well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "grpc_tools.protoc",
-        f"-I{REPO_ROOT}",
+        "-I.",
         f"-I{well_known}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        *proto_files(),
+        *proto_files(out_dir),
     ]
-    code = protoc.main(args)
+    previous = os.getcwd()
+    os.chdir(out_dir)  # protoc records paths relative to the include root
+    try:
+        code = protoc.main(args)
+    finally:
+        os.chdir(previous)
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
 
