@@ -114,6 +114,8 @@ class BrokerConfig:
     metadata_write_timeout_ms: int = 5_000
     offsets_topic_num_partitions: int = 10
     offsets_topic_replication_factor: int = 3
+    # Compact the Raft journal into a snapshot past this many entries (see cluster/raft.py).
+    metadata_log_compaction_entries: int = 20_000
     raft_options: Mapping[str, Any] = field(default_factory=dict)
 
     # -------------------------------------------------------------------- derived
@@ -191,6 +193,7 @@ class BrokerConfig:
             "offsets_topic_num_partitions",
             "offsets_topic_replication_factor",
             "produce_timeout_max_ms",
+            "metadata_log_compaction_entries",
         ]
         for name in positive:
             if getattr(self, name) <= 0:

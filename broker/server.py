@@ -78,6 +78,7 @@ class BrokerServer:
                 node_id=config.broker_id,
                 voters=config.voter_map,
                 data_dir=config.metadata_dir,
+                compaction_entries_min=config.metadata_log_compaction_entries,
                 extra=dict(config.raft_options),
             ),
             loop,

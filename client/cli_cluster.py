@@ -1,7 +1,348 @@
-"""`raftka cluster ...` and `raftka watch` (in progress)."""
+"""`raftka cluster up|status|kill|start|stop` and `raftka watch`."""
 
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
 from typing import Any
+
+from client.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CliError,
+    add_bootstrap,
+    add_json,
+    parse_key_values,
+)
+from client.cluster_view import ClusterSnapshot, diff, render, snapshot_from
+from client.local_cluster import (
+    DEFAULT_DATA_DIR,
+    ClusterLayout,
+    LocalCluster,
+    LocalClusterError,
+)
+
+READY_TIMEOUT_S = 60
+WATCH_EVENTS_MAX = 15
 
 
 def register(commands: Any) -> None:
-    pass
+    cluster = commands.add_parser("cluster", help="run and inspect a local cluster")
+    actions = cluster.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    up = actions.add_parser(
+        "up",
+        help="start a local cluster in the foreground (Ctrl-C stops it)",
+        description="Start N brokers on this machine as child processes. Run it again on "
+        "the same --data-dir to restart the same cluster with its data.",
+    )
+    up.add_argument("--nodes", type=int, help="number of brokers (default 3; first run only)")
+    up.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    up.add_argument(
+        "--base-port",
+        type=int,
+        help="gRPC port of broker 1; broker N uses base+10*(N-1) (default 9090)",
+    )
+    up.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="broker setting for every node, e.g. num.partitions=3",
+    )
+    up.set_defaults(handler=run_up)
+
+    status = actions.add_parser("status", help="controller, brokers, leaders and ISR")
+    status.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    add_bootstrap(status)
+    add_json(status)
+    status.set_defaults(handler=run_status)
+
+    kill = actions.add_parser("kill", help="SIGKILL one local broker (the failover drill)")
+    kill.add_argument("broker_id", type=int)
+    kill.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    kill.set_defaults(handler=run_kill)
+
+    start = actions.add_parser("start", help="start one stopped local broker again")
+    start.add_argument("broker_id", type=int)
+    start.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    start.add_argument("--no-wait", action="store_true", help="do not wait until it is alive")
+    start.set_defaults(handler=run_start)
+
+    stop = actions.add_parser("stop", help="stop every broker of a local cluster (SIGTERM)")
+    stop.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    stop.set_defaults(handler=run_stop)
+
+    watch = commands.add_parser(
+        "watch", help="live view of controller, brokers, leaders and ISR, with changes"
+    )
+    watch.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    watch.add_argument("--interval-ms", type=int, default=250)
+    watch.add_argument("--once", action="store_true", help="print one view and exit")
+    add_bootstrap(watch)
+    watch.set_defaults(handler=run_watch)
+
+
+# ------------------------------------------------------------------------- snapshots
+def _target(
+    args: argparse.Namespace,
+) -> tuple[str | None, LocalCluster | None, ClusterLayout | None]:
+    """Where to ask: --bootstrap wins; else the local cluster in --data-dir, if any."""
+    local = LocalCluster(args.data_dir)
+    layout = local.load_layout() if local.layout_path().exists() else None
+    if args.bootstrap:
+        return args.bootstrap, (local if layout else None), layout
+    if layout is not None:
+        return layout.bootstrap, local, layout
+    return None, None, None
+
+
+def fetch_snapshot(
+    bootstrap: str | None,
+    local: LocalCluster | None,
+    layout: ClusterLayout | None,
+    timeout_ms: int = 3000,
+) -> ClusterSnapshot:
+    """Ask every broker and believe the one with the newest metadata: a broker that just
+    restarted answers from an old image until it has caught up with the Raft log."""
+    import grpc
+
+    from client.transport import Connections, bootstrap_list
+    from proto.raftka.v1 import admin_pb2, broker_pb2
+
+    connections = Connections()
+    try:
+        best: tuple[Any, str] | None = None
+        problems = []
+        for address in bootstrap_list(bootstrap):
+            try:
+                described = connections.admin(address).DescribeCluster(
+                    admin_pb2.DescribeClusterRequest(), timeout=timeout_ms / 1000
+                )
+            except grpc.RpcError as exc:
+                problems.append(f"{address}: {exc.code().name}")
+                continue
+            if best is None or described.metadata_offset > best[0].metadata_offset:
+                best = (described, address)
+        if best is None:
+            raise CliError("no broker answered (" + ", ".join(problems) + ")")
+        described, address = best
+        metadata = connections.broker(address).Metadata(
+            broker_pb2.MetadataRequest(), timeout=timeout_ms / 1000
+        )
+    finally:
+        connections.close()
+    pids = None
+    if local is not None and layout is not None:
+        pids = {i: local.pid_of(i) for i in range(1, layout.nodes + 1)}
+    return snapshot_from(described, metadata, pids)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    bootstrap, local, layout = _target(args)
+    snapshot = fetch_snapshot(bootstrap, local, layout)
+    if args.json:
+        print(json.dumps(snapshot.to_json()))
+    else:
+        print(render(snapshot))
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------- up
+def _stop_on_sigterm() -> None:
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+
+
+def _wait_ready(
+    layout: ClusterLayout, local: LocalCluster, ids: list[int], timeout_s: float
+) -> ClusterSnapshot:
+    deadline = time.monotonic() + timeout_s
+    problem = ""
+    while time.monotonic() < deadline:
+        for broker_id in ids:
+            if local.pid_of(broker_id) is None:
+                tail = local.log_path(broker_id).read_text(errors="replace")[-1500:]
+                raise CliError(
+                    f"broker {broker_id} exited during start-up; its log ends with:\n{tail}"
+                )
+        try:
+            snapshot = fetch_snapshot(layout.bootstrap, local, layout, timeout_ms=1000)
+            alive = {b.broker_id for b in snapshot.brokers if not b.fenced}
+            if snapshot.controller >= 0 and set(ids) <= alive:
+                return snapshot
+            problem = f"alive so far: {sorted(alive)}"
+        except Exception as exc:
+            problem = str(exc).splitlines()[0]
+        time.sleep(0.2)
+    raise CliError(
+        f"cluster not ready after {timeout_s:.0f}s ({problem}); see {local.root}/node-*.log"
+    )
+
+
+def run_up(args: argparse.Namespace) -> int:
+    local = LocalCluster(args.data_dir)
+    try:
+        layout = local.create_or_load(
+            args.nodes, args.base_port, parse_key_values(args.set, "--set")
+        )
+        running = [i for i in range(1, layout.nodes + 1) if local.pid_of(i) is not None]
+        if running:
+            raise CliError(
+                f"brokers {running} of {local.root} are already running; "
+                "`raftka cluster stop` first"
+            )
+        _stop_on_sigterm()
+        started = time.monotonic()
+        print(f"Starting {layout.nodes} broker(s) in {local.root} ({layout.voters} Raft voter(s)):")
+        print(f"  {'ID':>2}  {'PID':>7}  {'GRPC':<16} {'RAFT':<16} LOG")
+        for node in layout.all_nodes():
+            process = local.start_node(layout, node.broker_id, detach=False)
+            print(
+                f"  {node.broker_id:>2}  {process.pid:>7}  {node.address:<16} "
+                f"127.0.0.1:{node.raft_port:<6} {local.log_path(node.broker_id)}"
+            )
+        snapshot = _wait_ready(layout, local, list(range(1, layout.nodes + 1)), READY_TIMEOUT_S)
+    except LocalClusterError as exc:
+        raise CliError(str(exc)) from None
+    except (KeyboardInterrupt, CliError):
+        _shutdown(local, layout if "layout" in locals() else None)
+        raise
+    print(
+        f"\nCluster {snapshot.cluster_id} ready in {time.monotonic() - started:.1f}s; "
+        f"controller: broker {snapshot.controller}."
+    )
+    print(f"  bootstrap: {layout.bootstrap.split(',')[0]}   (RAFTKA_BOOTSTRAP, --bootstrap)")
+    print(f"  try:   raftka watch --data-dir {args.data_dir}")
+    print(f"         raftka cluster kill {snapshot.controller} --data-dir {args.data_dir}")
+    print("Ctrl-C stops every broker.\n", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        _supervise(local, layout)
+    _shutdown(local, layout)
+    return EXIT_OK
+
+
+def _supervise(local: LocalCluster, layout: ClusterLayout) -> None:
+    """Report brokers that exit or come back until interrupted."""
+    known = {i: local.pid_of(i) for i in range(1, layout.nodes + 1)}
+    while True:
+        time.sleep(0.5)
+        _reap()
+        for broker_id in known:
+            pid = local.pid_of(broker_id)
+            if pid != known[broker_id]:
+                stamp = time.strftime("%H:%M:%S")
+                if pid is None:
+                    print(
+                        f"[{stamp}] broker {broker_id} (pid {known[broker_id]}) exited", flush=True
+                    )
+                else:
+                    print(f"[{stamp}] broker {broker_id} started (pid {pid})", flush=True)
+                known[broker_id] = pid
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _shutdown(local: LocalCluster, layout: ClusterLayout | None) -> None:
+    if layout is None:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print("\nStopping brokers...", flush=True)
+    stopped = local.stop_all(layout)
+    print(f"Stopped brokers {stopped}. Data kept in {local.root}.", flush=True)
+
+
+# -------------------------------------------------------------------- kill / start
+def run_kill(args: argparse.Namespace) -> int:
+    local = LocalCluster(args.data_dir)
+    try:
+        local.load_layout().node(args.broker_id)
+        pid = local.kill_node(args.broker_id)
+    except LocalClusterError as exc:
+        raise CliError(str(exc)) from None
+    print(f"Killed broker {args.broker_id} (pid {pid}) with SIGKILL.")
+    return EXIT_OK
+
+
+def run_start(args: argparse.Namespace) -> int:
+    local = LocalCluster(args.data_dir)
+    try:
+        layout = local.load_layout()
+        process = local.start_node(layout, args.broker_id, detach=True)
+    except LocalClusterError as exc:
+        raise CliError(str(exc)) from None
+    print(
+        f"Started broker {args.broker_id} (pid {process.pid}); log: "
+        f"{local.log_path(args.broker_id)}"
+    )
+    if not args.no_wait:
+        _wait_ready(layout, local, [args.broker_id], READY_TIMEOUT_S)
+        print(f"Broker {args.broker_id} is alive (registered and unfenced).")
+    return EXIT_OK
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    local = LocalCluster(args.data_dir)
+    try:
+        layout = local.load_layout()
+    except LocalClusterError as exc:
+        raise CliError(str(exc)) from None
+    stopped = local.stop_all(layout)
+    print(f"Stopped brokers {stopped}." if stopped else "No broker was running.")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- watch
+def run_watch(args: argparse.Namespace) -> int:
+    bootstrap, local, layout = _target(args)
+    interactive = sys.stdout.isatty() and not args.once
+    previous: ClusterSnapshot | None = None
+    events: list[tuple[float, str]] = []
+    failures = 0
+    while True:
+        try:
+            snapshot = fetch_snapshot(bootstrap, local, layout, timeout_ms=1500)
+            failures = 0
+        except Exception as exc:
+            failures += 1
+            if args.once:
+                raise
+            line = f"cluster unreachable: {str(exc).splitlines()[0]}"
+            if not events or events[-1][1] != line:
+                events.append((time.time(), line))
+                if not interactive:
+                    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+            time.sleep(args.interval_ms / 1000)
+            continue
+        changes = diff(previous, snapshot)
+        now = time.time()
+        events.extend((now, text) for text in changes)
+        del events[:-WATCH_EVENTS_MAX]
+        if interactive:
+            sys.stdout.write("\x1b[H\x1b[2J" + render(snapshot, events) + "\n")
+            sys.stdout.flush()
+        elif args.once:
+            print(render(snapshot))
+            return EXIT_OK
+        else:
+            for text in changes:
+                print(
+                    f"{time.strftime('%H:%M:%S')}.{int(now * 1000) % 1000:03d} {text}", flush=True
+                )
+        previous = snapshot
+        time.sleep(args.interval_ms / 1000)
+    return EXIT_FAILED if failures else EXIT_OK

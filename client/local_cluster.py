@@ -1,0 +1,244 @@
+"""A cluster of broker processes on this machine: layout, ports, start, stop, kill.
+
+Layout under the data directory (kept between runs, so `raftka cluster up` on the same
+directory restarts the same cluster with its data):
+
+    cluster.json        nodes, voters, ports and settings, written on the first run
+    node-N/             broker N's data directory (logs/, metadata/)
+    node-N.log          broker N's output
+    node-N.pid          broker N's process id while it runs
+
+Ports: broker N uses base + 10*(N-1) for gRPC, +1 for Raft and +2 for the Kafka listener,
+so with the default base 9090 the first broker answers gRPC on 9090 and Kafka on 9092.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "raftka-data"
+DEFAULT_BASE_PORT = 9090
+PORT_STRIDE = 10
+LAYOUT_FILE = "cluster.json"
+# What a local dev cluster runs with unless told otherwise: Kafka-safe replication.
+DEFAULT_SETTINGS = {
+    "default.replication.factor": "3",
+    "min.insync.replicas": "2",
+    "offsets.topic.replication.factor": "3",
+}
+
+
+class LocalClusterError(RuntimeError):
+    """The local cluster's files or processes are not as expected; the message says how."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    broker_id: int
+    grpc_port: int
+    raft_port: int
+    kafka_port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    nodes: int
+    voters: int
+    base_port: int
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def node(self, broker_id: int) -> NodeSpec:
+        if not 1 <= broker_id <= self.nodes:
+            raise LocalClusterError(
+                f"no broker {broker_id}: this cluster has brokers 1..{self.nodes}"
+            )
+        base = self.base_port + PORT_STRIDE * (broker_id - 1)
+        return NodeSpec(broker_id, base, base + 1, base + 2)
+
+    def all_nodes(self) -> list[NodeSpec]:
+        return [self.node(i) for i in range(1, self.nodes + 1)]
+
+    @property
+    def voters_spec(self) -> str:
+        return ",".join(
+            f"{n.broker_id}@127.0.0.1:{n.raft_port}" for n in self.all_nodes()[: self.voters]
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.address for n in self.all_nodes())
+
+
+class LocalCluster:
+    def __init__(self, data_dir: str | Path) -> None:
+        self.root = Path(data_dir).resolve()
+
+    # ---------------------------------------------------------------------- layout
+    def layout_path(self) -> Path:
+        return self.root / LAYOUT_FILE
+
+    def load_layout(self) -> ClusterLayout:
+        try:
+            data = json.loads(self.layout_path().read_text())
+        except FileNotFoundError:
+            raise LocalClusterError(
+                f"no cluster in {self.root}: run `raftka cluster up --data-dir {self.root}` first"
+            ) from None
+        return ClusterLayout(**data)
+
+    def create_or_load(
+        self,
+        nodes: int | None,
+        base_port: int | None,
+        settings: dict[str, str],
+        voters: int | None = None,
+    ) -> ClusterLayout:
+        if self.layout_path().exists():
+            layout = self.load_layout()
+            if nodes is not None and nodes != layout.nodes:
+                raise LocalClusterError(
+                    f"{self.root} holds a {layout.nodes}-node cluster; use another --data-dir "
+                    f"for {nodes} nodes"
+                )
+            if base_port is not None and base_port != layout.base_port:
+                raise LocalClusterError(
+                    f"{self.root} uses base port {layout.base_port}; omit --base-port or use "
+                    "another --data-dir"
+                )
+            if settings:
+                layout = ClusterLayout(
+                    layout.nodes, layout.voters, layout.base_port, {**layout.settings, **settings}
+                )
+        else:
+            count = nodes or 3
+            if not 1 <= count <= 9:
+                raise LocalClusterError(f"--nodes must be 1..9, got {count}")
+            voter_count = voters or min(count, 3)
+            merged = dict(DEFAULT_SETTINGS)
+            if count < 3:
+                merged.update(
+                    {
+                        "default.replication.factor": str(count),
+                        "min.insync.replicas": "1",
+                        "offsets.topic.replication.factor": str(count),
+                    }
+                )
+            merged.update(settings)
+            layout = ClusterLayout(count, voter_count, base_port or DEFAULT_BASE_PORT, merged)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.layout_path().write_text(json.dumps(asdict(layout), indent=2) + "\n")
+        return layout
+
+    # ------------------------------------------------------------------------ files
+    def node_dir(self, broker_id: int) -> Path:
+        return self.root / f"node-{broker_id}"
+
+    def log_path(self, broker_id: int) -> Path:
+        return self.root / f"node-{broker_id}.log"
+
+    def pid_path(self, broker_id: int) -> Path:
+        return self.root / f"node-{broker_id}.pid"
+
+    def pid_of(self, broker_id: int) -> int | None:
+        """PID of broker N if a process with that PID runs *this* broker; else None."""
+        try:
+            pid = int(self.pid_path(broker_id).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, PermissionError):
+            return None
+        expected = str(self.node_dir(broker_id)).encode()
+        if expected not in cmdline:
+            return None
+        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
+        return None if status and status[0] == "Z" else pid
+
+    # -------------------------------------------------------------------- processes
+    def command(self, layout: ClusterLayout, broker_id: int) -> list[str]:
+        node = layout.node(broker_id)
+        command = [
+            sys.executable,
+            "-m",
+            "client",
+            "broker",
+            "--id",
+            str(broker_id),
+            "--data-dir",
+            str(self.node_dir(broker_id)),
+            "--listen",
+            node.address,
+            "--raft-listen",
+            f"127.0.0.1:{node.raft_port}",
+            "--voters",
+            layout.voters_spec,
+        ]
+        for key, value in layout.settings.items():
+            command += ["--set", f"{key}={value}"]
+        return command
+
+    def start_node(
+        self, layout: ClusterLayout, broker_id: int, *, detach: bool
+    ) -> subprocess.Popen[bytes]:
+        running = self.pid_of(broker_id)
+        if running is not None:
+            raise LocalClusterError(f"broker {broker_id} is already running (pid {running})")
+        self.node_dir(broker_id).mkdir(parents=True, exist_ok=True)
+        with open(self.log_path(broker_id), "ab") as log:
+            process = subprocess.Popen(
+                self.command(layout, broker_id),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+            )
+        self.pid_path(broker_id).write_text(f"{process.pid}\n")
+        return process
+
+    def kill_node(self, broker_id: int, signum: int = signal.SIGKILL) -> int:
+        pid = self.pid_of(broker_id)
+        if pid is None:
+            raise LocalClusterError(f"broker {broker_id} is not running")
+        os.kill(pid, signum)
+        return pid
+
+    def stop_all(self, layout: ClusterLayout, timeout_s: float = 20) -> list[int]:
+        """SIGTERM every running broker of this cluster, wait, SIGKILL stragglers."""
+        pids = {i: self.pid_of(i) for i in range(1, layout.nodes + 1)}
+        running = {i: pid for i, pid in pids.items() if pid is not None}
+        for pid in running.values():
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(self.pid_of(i) is not None for i in running):
+            _reap_children()
+            time.sleep(0.1)
+        for i in running:
+            pid = self.pid_of(i)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+        _reap_children()
+        for i in running:
+            self.pid_path(i).unlink(missing_ok=True)
+        return sorted(running)
+
+
+def _reap_children() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
