@@ -40,6 +40,7 @@ KAFKA_ALIASES = {
     "offsets.topic.num.partitions": "offsets_topic_num_partitions",
     "offsets.topic.replication.factor": "offsets_topic_replication_factor",
     "unclean.leader.election.enable": "unclean_leader_election_enable",
+    "auto.leader.rebalance.enable": "auto_leader_rebalance_enable",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -107,6 +108,8 @@ class BrokerConfig:
     broker_session_timeout_ms: int = 3_000
     broker_heartbeat_interval_ms: int = 500
     replica_lag_time_max_ms: int = 10_000
+    auto_leader_rebalance_enable: bool = True
+    leader_imbalance_check_interval_ms: int = 30_000
     request_max_bytes: int = 100 * 1024 * 1024
     fetch_max_bytes: int = 55 * 1024 * 1024
     fetch_wait_max_ms: int = 30_000
@@ -194,6 +197,7 @@ class BrokerConfig:
             "offsets_topic_replication_factor",
             "produce_timeout_max_ms",
             "metadata_log_compaction_entries",
+            "leader_imbalance_check_interval_ms",
         ]
         for name in positive:
             if getattr(self, name) <= 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -135,7 +136,13 @@ class ControllerClient:
 
 
 class BrokerLifecycle:
-    """Registration and the heartbeat loop; reports when the broker is first unfenced."""
+    """Registration and the heartbeat loop; reports when the broker is first unfenced.
+
+    It also keeps the broker's *lease*: writes are allowed only until one session timeout after
+    the last heartbeat the controller accepted (counted from when it was sent). A leader cut off
+    from the controller, or paused, therefore stops accepting writes by itself at about the time
+    the controller fences it and elects someone else.
+    """
 
     def __init__(
         self,
@@ -143,16 +150,28 @@ class BrokerLifecycle:
         request: controller_pb2.RegisterBrokerRequest,
         applied_offset: Callable[[], int],
         interval_s: float,
+        session_timeout_s: float,
         on_unfenced: Callable[[], Awaitable[None]],
     ) -> None:
         self._client = client
         self._request = request
         self._applied_offset = applied_offset
         self._interval_s = interval_s
+        self._session_timeout_s = session_timeout_s
         self._on_unfenced = on_unfenced
         self.broker_epoch = -1
         self.fenced = True
         self._announced = False
+        self._lease_until = 0.0
+
+    def lease_problem(self) -> str | None:
+        """Why this broker must not accept writes now, or None."""
+        if self.fenced:
+            return f"broker {self._request.broker_id} is fenced by the controller"
+        if time.monotonic() > self._lease_until:
+            return (f"broker {self._request.broker_id} has not reached the controller for over "
+                    f"{self._session_timeout_s:.1f}s; refusing writes")
+        return None
 
     @staticmethod
     def registration(
@@ -196,6 +215,7 @@ class BrokerLifecycle:
             broker_epoch=self.broker_epoch,
             metadata_offset=self._applied_offset(),
         )
+        sent_at = time.monotonic()
         response = await self._client.call(
             "broker_heartbeat", request, max(1.0, self._interval_s * 2)
         )
@@ -205,6 +225,8 @@ class BrokerLifecycle:
             self.fenced = True
             return
         was_fenced, self.fenced = self.fenced, response.fenced
+        if not response.fenced and not response.error_code:
+            self._lease_until = sent_at + self._session_timeout_s
         if was_fenced and not self.fenced:
             log.info("broker %d is unfenced", self._request.broker_id)
             if not self._announced:

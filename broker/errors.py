@@ -7,6 +7,9 @@ problem.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from broker.log.log import OffsetOutOfRangeError, RecordTooLargeError
 from client.records import CorruptBatchError
 from cluster.naming import InvalidTopicNameError
@@ -14,6 +17,7 @@ from cluster.quorum import ControllerTimeoutError, NotControllerError
 from proto.raftka.v1 import common_pb2
 
 Code = common_pb2.ErrorCode
+log = logging.getLogger("raftka.broker")
 
 
 class BrokerError(Exception):
@@ -70,7 +74,20 @@ class UnsupportedCompressionError(BrokerError):
 
 
 class DuplicateSequenceError(BrokerError):
+    """An idempotent retry of a batch already stored; `stored` says where. Producers treat it
+    as success (the reply carries the original offset)."""
+
     code = Code.DUPLICATE_SEQUENCE_NUMBER
+
+    def __init__(self, message: str, stored: object) -> None:
+        super().__init__(message)
+        self.stored = stored
+
+
+class BrokerFencedError(BrokerError):
+    """This broker lost its lease with the controller: it must not accept writes."""
+
+    code = Code.NOT_LEADER_OR_FOLLOWER
 
 
 class OutOfOrderSequenceError(BrokerError):
@@ -101,3 +118,22 @@ def to_error(exc: BaseException) -> tuple[int, str]:
         if isinstance(exc, kind):
             return code, str(exc) or kind.__name__
     return Code.UNKNOWN_SERVER_ERROR, f"{type(exc).__name__}: {exc}"
+
+
+def fill_error(reply: Any, exc: BaseException) -> None:
+    """Put `exc` into a per-partition reply: error_code, error_message and, for
+    NOT_LEADER_OR_FOLLOWER, who the leader is."""
+    code, message = to_error(exc)
+    if code == Code.UNKNOWN_SERVER_ERROR:
+        log.error(
+            "unexpected error serving %s-%s",
+            getattr(reply, "topic", "?"),
+            getattr(reply, "partition", "?"),
+            exc_info=exc,
+        )
+    reply.error_code = code
+    reply.error_message = message
+    if isinstance(exc, NotLeaderError) and hasattr(reply, "leader_id"):
+        reply.leader_id = exc.leader_id
+        if hasattr(reply, "leader_epoch"):
+            reply.leader_epoch = exc.leader_epoch

@@ -2,30 +2,45 @@
 
 How it works: metadata makes this replica the leader (at some leader epoch) or a follower of
 another broker. Only the leader accepts produce requests and serves consumers; every batch it
-appends is stamped with its leader epoch. When the metadata moves leadership elsewhere, or a
-newer epoch shows up, the old leader refuses writes at once (NOT_LEADER_OR_FOLLOWER), which is
-what keeps two brokers from accepting writes for the same partition in the same epoch.
+appends is stamped with its leader epoch, and the epoch's start offset is recorded when it
+takes over. When the metadata moves leadership elsewhere, or a newer epoch shows up, the old
+leader refuses writes at once (NOT_LEADER_OR_FOLLOWER), which is what keeps two brokers from
+accepting writes for the same partition in the same epoch. A follower appends the leader's
+batches as they are and truncates what diverged.
 
-Thread-safety: appends run on the log directory's writer thread; role changes and reads on
-the event loop. `_lock` orders role changes against appends.
+Thread-safety: every mutation (role change, append, truncation) runs on the log directory's
+writer thread; reads of positions come from the event loop. `_lock` orders the two.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
 from broker.errors import (
+    DuplicateSequenceError,
     FencedLeaderEpochError,
+    InvalidProducerEpochError,
     NotEnoughReplicasError,
     NotLeaderError,
+    OutOfOrderSequenceError,
     UnknownLeaderEpochError,
 )
 from broker.log.log import AppendResult, PartitionLog
+from broker.producer_state import (
+    OutOfOrderSequenceError as SequenceGap,
+)
+from broker.producer_state import (
+    ProducerFencedError,
+    ProducerStateManager,
+    StoredBatch,
+)
 from broker.replication.leader_state import LeaderState
-from client.records import BatchHeader
+from client.records import BatchHeader, iter_headers, read_header
 from cluster.image import NO_LEADER, PartitionRegistration
 
+log = logging.getLogger("raftka.broker")
 NO_EPOCH = -1
 
 
@@ -58,6 +73,7 @@ class Partition:
         self.replicas: tuple[int, ...] = ()
         self.isr: tuple[int, ...] = ()
         self.leader_state: LeaderState | None = None
+        self.producers = ProducerStateManager()
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------------------- roles
@@ -65,23 +81,40 @@ class Partition:
     def is_leader(self) -> bool:
         return self.leader_state is not None
 
-    def apply_registration(self, registration: PartitionRegistration, now_ms: int) -> bool:
-        """Take the committed registration; True when this replica became leader just now."""
+    def rebuild_producer_state(self) -> None:
+        """Writer thread: replay stored batch headers (on open and after truncation)."""
+        producers = ProducerStateManager()
+        for header in self.log.iter_batch_headers():
+            producers.update(header)
+        self.producers = producers
+
+    def apply_registration(self, registration: PartitionRegistration, now_ms: int) -> str:
+        """Writer thread: take the committed registration. Returns what changed:
+        "leader" (became leader), "follower" (follows a new leader or epoch), or ""."""
         with self._lock:
-            became_leader = False
+            change = ""
             if registration.leader == self.broker_id:
                 if self.leader_state is None or registration.leader_epoch != self.leader_epoch:
+                    start = self.log.log_end_offset
+                    self.log.assign_epoch(registration.leader_epoch, start)
                     self.leader_state = LeaderState(
                         self.broker_id,
                         registration.replicas,
                         registration.isr,
                         now_ms,
                         self.log.high_watermark,
+                        start,
                     )
-                    became_leader = True
+                    change = "leader"
                 else:
                     self.leader_state.update_isr(registration.isr)
             else:
+                if (
+                    self.leader_state is not None
+                    or registration.leader != self.leader_id
+                    or registration.leader_epoch != self.leader_epoch
+                ):
+                    change = "follower"
                 self.leader_state = None
             self.leader_id = registration.leader
             self.leader_epoch = registration.leader_epoch
@@ -90,7 +123,7 @@ class Partition:
             self.isr = registration.isr
             if self.leader_state is not None:
                 self._advance_high_watermark()
-            return became_leader
+            return change
 
     def check_leader(self, requested_epoch: int = NO_EPOCH) -> LeaderState:
         state = self.leader_state
@@ -118,11 +151,15 @@ class Partition:
                 f"({self.leader_epoch})"
             )
 
-    # ---------------------------------------------------------------------------- write
+    # ----------------------------------------------------------------------- leader write
     def append_as_leader(
         self, data: bytearray, batches: list[tuple[int, BatchHeader]], acks: int, now_ms: int
     ) -> AppendResult:
-        """Writer thread: stamp offsets and the leader epoch, append, move the HW."""
+        """Writer thread: stamp offsets and the leader epoch, append, move the HW.
+
+        An idempotent batch the partition already stored raises DuplicateSequenceError
+        carrying the stored offsets; nothing is written twice.
+        """
         with self._lock:
             state = self.check_leader()
             if acks == -1 and state.isr_size() < self.min_insync_replicas:
@@ -130,9 +167,25 @@ class Partition:
                     f"{self.tp} has {state.isr_size()} in-sync replicas "
                     f"({sorted(state.isr)}); min.insync.replicas is {self.min_insync_replicas}"
                 )
+            self._check_sequences(batches)
             result = self.log.append_as_leader(data, batches, self.leader_epoch, now_ms)
+            for position, _ in batches:
+                self.producers.update(read_header(data, position))
             self._advance_high_watermark()
             return result
+
+    def _check_sequences(self, batches: list[tuple[int, BatchHeader]]) -> None:
+        for _, header in batches:
+            try:
+                stored = self.producers.check(header)
+            except ProducerFencedError as exc:
+                raise InvalidProducerEpochError(f"{self.tp}: {exc}") from None
+            except SequenceGap as exc:
+                raise OutOfOrderSequenceError(f"{self.tp}: {exc}") from None
+            if stored is not None:
+                raise DuplicateSequenceError(
+                    f"{self.tp}: batch already stored at offset {stored.first_offset}", stored
+                )
 
     def _advance_high_watermark(self) -> bool:
         assert self.leader_state is not None
@@ -148,6 +201,36 @@ class Partition:
             state.record_fetch(replica_id, fetch_offset, self.log.log_end_offset, now_ms)
             return self._advance_high_watermark()
 
+    # --------------------------------------------------------------------- follower write
+    def append_as_follower(
+        self, data: bytes, leader_high_watermark: int, now_ms: int
+    ) -> AppendResult | None:
+        """Writer thread: append batches copied from the leader, then take its HW."""
+        with self._lock:
+            if self.leader_state is not None:
+                raise NotLeaderError(
+                    f"{self.tp}: this broker leads it now", self.broker_id, self.leader_epoch
+                )
+            result = self.log.append_as_follower(data, now_ms) if data else None
+            if result is not None:
+                for _, header in iter_headers(data):
+                    self.producers.update(header)
+            self.log.update_high_watermark(min(leader_high_watermark, self.log.log_end_offset))
+            return result
+
+    def truncate_to(self, offset: int) -> int:
+        """Writer thread: drop the divergent tail; returns the new log end offset."""
+        with self._lock:
+            end = self.log.truncate_to(offset)
+            self.rebuild_producer_state()
+            return end
+
+    def start_over_at(self, offset: int) -> None:
+        """Writer thread: empty the log and continue from `offset` (the leader's start)."""
+        with self._lock:
+            self.log.truncate_fully_and_start_at(offset)
+            self.producers.clear()
+
     # ----------------------------------------------------------------------------- read
     @property
     def high_watermark(self) -> int:
@@ -160,3 +243,6 @@ class Partition:
     @property
     def log_start_offset(self) -> int:
         return self.log.log_start_offset
+
+
+__all__ = ["NO_EPOCH", "Partition", "StoredBatch", "TopicPartition"]

@@ -29,8 +29,13 @@ from broker.controller_client import (
     ChannelPool,
     ControllerClient,
 )
+from broker.fetch_path import FetchPath
 from broker.partition import TopicPartition
+from broker.produce_path import ProducePath
+from broker.producer_ids import ProducerIdManager
 from broker.replica_manager import ReplicaManager, ReplicaManagerSettings
+from broker.replication.fetcher import FetcherManager
+from broker.replication.isr_updater import IsrUpdater
 from broker.service import AdminServicer, BrokerServicer, ControllerServicer
 from cluster.controller import ControllerSettings
 from cluster.quorum import ControllerTimeoutError, QuorumController
@@ -90,19 +95,20 @@ class BrokerServer:
             now_ms,
             session_timeout_ms=config.broker_session_timeout_ms,
             write_timeout_s=config.metadata_write_timeout_ms / 1000,
+            leader_rebalance_interval_ms=(
+                config.leader_imbalance_check_interval_ms
+                if config.auto_leader_rebalance_enable
+                else 0
+            ),
         )
         self.replica_manager = ReplicaManager(
             ReplicaManagerSettings(
                 broker_id=config.broker_id,
                 log_dir=config.log_dir,
                 topic_config_defaults=config.topic_config_defaults(),
-                fetch_max_bytes=config.fetch_max_bytes,
-                fetch_wait_max_ms=config.fetch_wait_max_ms,
-                produce_timeout_max_ms=config.produce_timeout_max_ms,
-                auto_create_topics_enable=config.auto_create_topics_enable,
+                replica_lag_time_max_ms=config.replica_lag_time_max_ms,
             ),
             now_ms,
-            auto_create=self.auto_create,
         )
         self.metadata_log.subscribe(self.replica_manager.on_metadata)
         self.replica_manager.start()
@@ -110,8 +116,6 @@ class BrokerServer:
         self.controller_client = ControllerClient(
             config.broker_id, self.metadata_log, self.quorum, self.channels
         )
-        await self._start_grpc()
-        self.metadata_log.start()
         host, port = config.advertised
         self.lifecycle = BrokerLifecycle(
             self.controller_client,
@@ -125,12 +129,17 @@ class BrokerServer:
             ),
             lambda: self.replica_manager.applied_offset,
             config.broker_heartbeat_interval_ms / 1000,
+            config.broker_session_timeout_ms / 1000,
             self._on_first_unfenced,
         )
+        self._wire_replication()
+        await self._start_grpc()
+        self.metadata_log.start()
         self._tasks = [
             asyncio.create_task(self._controller_ticks(), name="controller-ticks"),
             asyncio.create_task(self.lifecycle.run(), name="heartbeats"),
             asyncio.create_task(self._maintenance(), name="log-maintenance"),
+            asyncio.create_task(self._isr_rounds(), name="isr-updates"),
         ]
         log.info(
             "broker %d listening on %s:%d (raft %s, voters %s)",
@@ -140,6 +149,55 @@ class BrokerServer:
             config.raft_address,
             config.voter_map,
         )
+
+    def _wire_replication(self) -> None:
+        config = self.config
+        replicas = self.replica_manager
+        replicas.fetchers = FetcherManager(
+            config.broker_id,
+            self.channels,
+            self._endpoint_of,
+            replicas.on_writer,
+            now_ms,
+            lambda: self.lifecycle.broker_epoch,
+            replicas.purgatory.notify,
+        )
+        auto_create = self.auto_create if config.auto_create_topics_enable else None
+        self.produce_path = ProducePath(
+            replicas,
+            produce_timeout_max_ms=config.produce_timeout_max_ms,
+            auto_create=auto_create,
+            lease_problem=self.lifecycle.lease_problem,
+        )
+        self.fetch_path = FetchPath(
+            replicas,
+            fetch_max_bytes=config.fetch_max_bytes,
+            fetch_wait_max_ms=config.fetch_wait_max_ms,
+        )
+        self.isr_updater = IsrUpdater(
+            config.broker_id,
+            lambda request: self.controller_client.call(
+                "alter_partition", request, config.metadata_write_timeout_ms / 1000
+            ),
+            lambda: self.lifecycle.broker_epoch,
+            now_ms,
+            config.replica_lag_time_max_ms,
+        )
+        self.producer_ids = ProducerIdManager(
+            lambda: self.controller_client.call(
+                "allocate_producer_ids",
+                controller_pb2.AllocateProducerIdsRequest(
+                    broker_id=config.broker_id, broker_epoch=self.lifecycle.broker_epoch
+                ),
+                config.metadata_write_timeout_ms / 1000,
+            )
+        )
+
+    def _endpoint_of(self, broker_id: int) -> str | None:
+        registration = self.metadata_log.image.brokers.get(broker_id)
+        if registration is None or registration.fenced:
+            return None
+        return f"{registration.host}:{registration.port}"
 
     def _controller_settings(self) -> ControllerSettings:
         config = self.config
@@ -222,6 +280,15 @@ class BrokerServer:
                 )
             except Exception:
                 log.exception("log maintenance failed")
+
+    async def _isr_rounds(self) -> None:
+        interval_s = min(0.25, self.config.replica_lag_time_max_ms / 4000)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.isr_updater.run_once(self.replica_manager.partitions.values())
+            except Exception:
+                log.exception("ISR update round failed")
 
     async def _on_first_unfenced(self) -> None:
         await self.replica_manager.remove_stray_logs()

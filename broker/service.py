@@ -16,6 +16,7 @@ import grpc
 
 from broker import metadata_view
 from broker.controller_client import FORWARDED_HEADER
+from broker.errors import to_error
 from cluster.quorum import ControllerTimeoutError, NotControllerError
 from proto.raftka.v1 import (
     admin_pb2,
@@ -64,19 +65,19 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     async def Produce(
         self, request: broker_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ProduceResponse:
-        return await self._server.replica_manager.produce(request)
+        return await self._server.produce_path.produce(request)
 
     @guarded
     async def Fetch(
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.FetchResponse:
-        return await self._server.replica_manager.fetch(request)
+        return await self._server.fetch_path.fetch(request)
 
     @guarded
     async def ListOffsets(
         self, request: broker_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ListOffsetsResponse:
-        return self._server.replica_manager.list_offsets(request)
+        return self._server.fetch_path.list_offsets(request)
 
     @guarded
     async def OffsetForLeaderEpoch(
@@ -84,7 +85,20 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         request: broker_pb2.OffsetForLeaderEpochRequest,
         context: grpc.aio.ServicerContext,
     ) -> broker_pb2.OffsetForLeaderEpochResponse:
-        return self._server.replica_manager.offset_for_leader_epoch(request)
+        return self._server.fetch_path.offset_for_leader_epoch(request)
+
+    @guarded
+    async def InitProducerId(
+        self, request: broker_pb2.InitProducerIdRequest, context: grpc.aio.ServicerContext
+    ) -> broker_pb2.InitProducerIdResponse:
+        try:
+            producer_id = await self._server.producer_ids.next_id()
+        except Exception as exc:
+            code, message = to_error(exc)
+            return broker_pb2.InitProducerIdResponse(
+                error_code=code, error_message=message, producer_id=-1, producer_epoch=-1
+            )
+        return broker_pb2.InitProducerIdResponse(producer_id=producer_id, producer_epoch=0)
 
     @guarded
     async def Metadata(
@@ -193,11 +207,10 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
         try:
             return await getattr(self._server.quorum, method)(request)
         except NotControllerError as exc:
-            return response_type(
-                error_code=Code.NOT_CONTROLLER,
-                error_message=str(exc),
-                controller_id=exc.leader_id if exc.leader_id is not None else -1,
-            )
+            response = response_type(error_code=Code.NOT_CONTROLLER, error_message=str(exc))
+            if "controller_id" in response.DESCRIPTOR.fields_by_name:
+                response.controller_id = exc.leader_id if exc.leader_id is not None else -1
+            return response
         except ControllerTimeoutError as exc:
             return response_type(error_code=Code.REQUEST_TIMED_OUT, error_message=str(exc))
 
@@ -213,4 +226,18 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
     ) -> controller_pb2.BrokerHeartbeatResponse:
         return await self._local(
             "broker_heartbeat", request, controller_pb2.BrokerHeartbeatResponse
+        )
+
+    @guarded
+    async def AlterPartition(
+        self, request: controller_pb2.AlterPartitionRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.AlterPartitionResponse:
+        return await self._local("alter_partition", request, controller_pb2.AlterPartitionResponse)
+
+    @guarded
+    async def AllocateProducerIds(
+        self, request: controller_pb2.AllocateProducerIdsRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.AllocateProducerIdsResponse:
+        return await self._local(
+            "allocate_producer_ids", request, controller_pb2.AllocateProducerIdsResponse
         )

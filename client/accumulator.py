@@ -65,6 +65,11 @@ class ProducerBatch:
     size_bytes: int = BATCH_OVERHEAD_BYTES
     attempts: int = 0
     retry_after_ms: int = 0
+    # Set once, when the batch is first sent by an idempotent producer; kept for retries so
+    # the leader can recognise a retry of a batch it already stored.
+    producer_id: int = -1
+    producer_epoch: int = -1
+    base_sequence: int = -1
 
 
 class BufferFullError(Exception):

@@ -37,6 +37,7 @@ from client.errors import (
     RequestTimedOutError,
     error_for,
 )
+from client.idempotence import ProducerIdentity
 from client.metadata import ClusterMetadata
 from client.partitioner import StickyPartitioner, partition_for_key
 from client.records import encode_batch
@@ -74,10 +75,16 @@ class Producer:
         key_serializer: str | Serializer | None = None,
         value_serializer: str | Serializer | None = None,
         allow_auto_create_topics: bool = True,
+        enable_idempotence: bool | None = None,
         seed: int | None = None,
     ) -> None:
         self.client_id = client_id
         self.acks = parse_acks(acks)
+        if enable_idempotence and self.acks != -1:
+            raise ValueError("enable_idempotence requires acks='all'")
+        # As in Kafka 3: on by default, unless acks says the caller does not want to wait.
+        self.idempotent = self.acks == -1 if enable_idempotence is None else enable_idempotence
+        self._identity = ProducerIdentity()
         if linger_ms < 0 or batch_size <= 0 or max_request_size <= 0:
             raise ValueError("linger_ms must be >= 0; batch_size, max_request_size > 0")
         self.max_request_size = max_request_size
@@ -210,7 +217,11 @@ class Producer:
     def _send_batches(self, batches: list[ProducerBatch]) -> None:
         by_leader: dict[str, list[ProducerBatch]] = defaultdict(list)
         refresh_needed = False
+        if self.idempotent and not self._identity.known:
+            self._init_producer_id()
         for batch in batches:
+            if self.idempotent:
+                self._identity.stamp(batch)
             address = self.metadata.leader_address(batch.topic, batch.partition)
             if address is None:
                 refresh_needed = True
@@ -243,7 +254,25 @@ class Producer:
 
     @staticmethod
     def _encode(batch: ProducerBatch) -> bytes:
-        return encode_batch([(r.key, r.value, r.headers, r.timestamp_ms) for r in batch.records])
+        return encode_batch([(r.key, r.value, r.headers, r.timestamp_ms) for r in batch.records],
+                            producer_id=batch.producer_id, producer_epoch=batch.producer_epoch,
+                            base_sequence=batch.base_sequence)
+
+    def _init_producer_id(self) -> None:
+        """Ask any broker for a producer id; on failure batches go out without one (and
+        retry later), so a broker outage never blocks the sender."""
+        request = broker_pb2.InitProducerIdRequest()
+        for address in self.metadata.candidates():
+            try:
+                reply = self._connections.broker(address).InitProducerId(
+                    request, timeout=self.request_timeout_s)
+            except grpc.RpcError as exc:
+                log.debug("InitProducerId at %s: %s", address, exc)
+                continue
+            if reply.error_code == 0:
+                self._identity.reset(reply.producer_id, reply.producer_epoch)
+                return
+            log.debug("InitProducerId at %s: %s", address, reply.error_message)
 
     def _handle_reply(self, address: str, group: list[ProducerBatch], future: Any) -> bool:
         try:
@@ -277,6 +306,8 @@ class Producer:
         self._accumulator.complete(batch)
 
     def _fail(self, batch: ProducerBatch, error: BaseException) -> None:
+        if batch.producer_id >= 0 and batch.producer_id == self._identity.producer_id:
+            self._identity.forget()  # its sequences left a gap: start a new sequence space
         for record in batch.records:
             if not record.future.done():
                 record.future.set_exception(error)

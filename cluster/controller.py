@@ -15,7 +15,12 @@ from typing import Generic, TypeVar
 
 from cluster import records, topic_config
 from cluster.delta import MetadataDelta
-from cluster.image import CONSUMER_OFFSETS_TOPIC, NO_LEADER, MetadataImage
+from cluster.image import (
+    CONSUMER_OFFSETS_TOPIC,
+    NO_LEADER,
+    MetadataImage,
+    PartitionRegistration,
+)
 from cluster.naming import InvalidTopicNameError, collides, validate_topic_name
 from cluster.partition_change import build_change
 from cluster.placement import PlacementError, ReplicaPlacer
@@ -302,6 +307,117 @@ def _unfence_one(scratch: _Scratch, broker_id: int, settings: ControllerSettings
                 unclean=_unclean_allowed(scratch.image, topic.name, settings),
             )
         )
+
+
+# ---------------------------------------------------------------------------- replication
+def alter_partition(
+    image: MetadataImage,
+    request: controller_pb2.AlterPartitionRequest,
+) -> ControllerResult[controller_pb2.AlterPartitionResponse]:
+    """A leader asks to change its partition's ISR. Only the current leader, at the current
+    leader and partition epochs, may; new members must be live replicas (Kafka's
+    AlterPartition rules), and the leader stays in."""
+    response = controller_pb2.AlterPartitionResponse(leader_id=-1)
+    registration = image.partition(request.topic, request.partition)
+    if registration is None:
+        response.error_code = Code.UNKNOWN_TOPIC_OR_PARTITION
+        response.error_message = f"unknown partition {request.topic}-{request.partition}"
+        return ControllerResult((), response)
+    response.leader_id = registration.leader
+    response.leader_epoch = registration.leader_epoch
+    response.partition_epoch = registration.partition_epoch
+    response.isr.extend(registration.isr)
+    broker = image.brokers.get(request.broker_id)
+    problem: tuple[int, str] | None = None
+    if broker is None or broker.epoch != request.broker_epoch or broker.fenced:
+        problem = (
+            Code.STALE_BROKER_EPOCH,
+            f"broker {request.broker_id} is not registered with epoch "
+            f"{request.broker_epoch} (or is fenced)",
+        )
+    elif registration.leader != request.broker_id:
+        problem = (
+            Code.NOT_LEADER_OR_FOLLOWER,
+            f"broker {request.broker_id} does not lead {request.topic}-"
+            f"{request.partition}; {registration.leader} does",
+        )
+    elif request.leader_epoch != registration.leader_epoch:
+        problem = (
+            Code.FENCED_LEADER_EPOCH,
+            f"leader epoch {request.leader_epoch} is not {registration.leader_epoch}",
+        )
+    elif request.partition_epoch != registration.partition_epoch:
+        problem = (
+            Code.INVALID_UPDATE_VERSION,
+            f"partition epoch {request.partition_epoch} is not {registration.partition_epoch}",
+        )
+    else:
+        problem = _isr_problem(image, registration, set(request.new_isr), request.broker_id)
+    if problem is not None:
+        response.error_code, response.error_message = problem
+        return ControllerResult((), response)
+    new_isr = tuple(r for r in registration.replicas if r in set(request.new_isr))
+    if new_isr == registration.isr:
+        return ControllerResult((), response)
+    topic = image.topics[request.topic]
+    record = records.partition_change(topic.topic_id, request.partition, isr=new_isr)
+    del response.isr[:]
+    response.isr.extend(new_isr)
+    response.partition_epoch = registration.partition_epoch + 1
+    return ControllerResult((record,), response)
+
+
+def _isr_problem(
+    image: MetadataImage, registration: PartitionRegistration, new_isr: set[int], leader: int
+) -> tuple[int, str] | None:
+    if leader not in new_isr:
+        return Code.INVALID_REQUEST, "the leader must stay in the ISR"
+    outsiders = new_isr - set(registration.replicas)
+    if outsiders:
+        return Code.INELIGIBLE_REPLICA, f"brokers {sorted(outsiders)} are not replicas"
+    joining = new_isr - set(registration.isr)
+    dead = [b for b in joining if b not in image.brokers or image.brokers[b].fenced]
+    if dead:
+        return Code.INELIGIBLE_REPLICA, f"brokers {sorted(dead)} are fenced"
+    return None
+
+
+def allocate_producer_ids(
+    image: MetadataImage,
+    request: controller_pb2.AllocateProducerIdsRequest,
+) -> ControllerResult[controller_pb2.AllocateProducerIdsResponse]:
+    broker = image.brokers.get(request.broker_id)
+    if broker is None or broker.epoch != request.broker_epoch:
+        return ControllerResult(
+            (),
+            controller_pb2.AllocateProducerIdsResponse(
+                error_code=Code.STALE_BROKER_EPOCH,
+                error_message=f"broker {request.broker_id} epoch {request.broker_epoch} is stale",
+            ),
+        )
+    first = image.next_producer_id
+    return ControllerResult(
+        (records.producer_ids(first + PRODUCER_ID_BLOCK),),
+        controller_pb2.AllocateProducerIdsResponse(
+            first_producer_id=first, count=PRODUCER_ID_BLOCK
+        ),
+    )
+
+
+def preferred_leader_elections(image: MetadataImage) -> tuple[records.MetadataRecord, ...]:
+    """Move leadership back to each partition's preferred (first) replica where it is alive
+    and in sync (Kafka's auto.leader.rebalance.enable), so load spreads again after a broker
+    returns."""
+    live = _live(image)
+    out = []
+    for topic, index, registration in image.iter_partitions():
+        preferred = registration.preferred_leader
+        if registration.leader == preferred or preferred not in live:
+            continue
+        if preferred not in registration.isr:
+            continue
+        out.append(build_change(topic.topic_id, index, registration, live, prefer_preferred=True))
+    return tuple(r for r in out if r is not None)
 
 
 # ---------------------------------------------------------------------------- bootstrap

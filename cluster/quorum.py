@@ -56,6 +56,7 @@ class QuorumController:
         *,
         session_timeout_ms: int,
         write_timeout_s: float = 5.0,
+        leader_rebalance_interval_ms: int = 0,
         new_id: Callable[[], str] = random_id,
     ) -> None:
         self.node_id = node_id
@@ -68,6 +69,9 @@ class QuorumController:
         self._lock = asyncio.Lock()
         self._active = False
         self._activating: asyncio.Task[None] | None = None
+        # 0 disables automatic preferred-leader elections.
+        self._rebalance_interval_ms = leader_rebalance_interval_ms
+        self._last_rebalance_ms = 0
 
     # ------------------------------------------------------------------------ leadership
     @property
@@ -87,6 +91,7 @@ class QuorumController:
             self._active = False
         if self.active:
             await self._fence_expired()
+            await self._rebalance_if_due()
 
     async def _activate(self) -> None:
         try:
@@ -127,6 +132,23 @@ class QuorumController:
             )
         except (NotControllerError, ControllerTimeoutError) as exc:
             log.warning("fencing %s failed: %s", expired, exc)
+
+    async def _rebalance_if_due(self) -> None:
+        now_ms = self._clock_ms()
+        interval = self._rebalance_interval_ms
+        if interval <= 0 or now_ms - self._last_rebalance_ms < interval:
+            return
+        self._last_rebalance_ms = now_ms
+        changes = controller.preferred_leader_elections(self.log.image)
+        if not changes:
+            return
+        log.info("moving %d partition(s) back to their preferred leaders", len(changes))
+        try:
+            await self._run(
+                lambda img: ControllerResult(controller.preferred_leader_elections(img), None)
+            )
+        except (NotControllerError, ControllerTimeoutError) as exc:
+            log.warning("preferred leader election failed: %s", exc)
 
     # -------------------------------------------------------------------------- commands
     async def _run(self, handler: Callable[[MetadataImage], ControllerResult[R]]) -> R:
@@ -190,3 +212,13 @@ class QuorumController:
         if broker is not None and not broker.fenced and broker.epoch == request.broker_epoch:
             return controller_pb2.BrokerHeartbeatResponse(fenced=False)
         return await self._run(lambda img: controller.broker_heartbeat(img, request, self.settings))
+
+    async def alter_partition(
+        self, request: controller_pb2.AlterPartitionRequest
+    ) -> controller_pb2.AlterPartitionResponse:
+        return await self._run(lambda image: controller.alter_partition(image, request))
+
+    async def allocate_producer_ids(
+        self, request: controller_pb2.AllocateProducerIdsRequest
+    ) -> controller_pb2.AllocateProducerIdsResponse:
+        return await self._run(lambda image: controller.allocate_producer_ids(image, request))

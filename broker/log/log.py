@@ -20,6 +20,7 @@ import logging
 import os
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from broker.log.checkpoint import read_json, write_json
@@ -80,6 +81,7 @@ class PartitionLog:
         self._closed = False
         # Orders checkpoint file writes, which happen outside the main lock.
         self._checkpoint_lock = threading.Lock()
+        self._checkpointed: dict[str, int] | None = None
 
     # ------------------------------------------------------------------------- opening
     @classmethod
@@ -356,6 +358,19 @@ class PartitionLog:
                         return record.offset, record.timestamp_ms
             return None
 
+    def iter_batch_headers(self) -> Iterator[BatchHeader]:
+        """Headers of every stored batch, oldest first (rebuilds producer state on open)."""
+        with self._lock:
+            segments = list(self._segments)
+        for segment in segments:
+            yield from segment.iter_headers()
+
+    def assign_epoch(self, epoch: int, start_offset: int) -> None:
+        """A new leader epoch starts at `start_offset` (called when becoming leader)."""
+        with self._lock:
+            if self.epochs.assign(epoch, start_offset):
+                self._write_epochs()
+
     # -------------------------------------------------------------------------- truncate
     def truncate_to(self, offset: int) -> int:
         """Drop every record at or after `offset` (a follower's divergent tail). Returns the
@@ -489,6 +504,7 @@ class PartitionLog:
         return False
 
     def write_checkpoint(self) -> None:
+        """Persist the offsets (skipped when nothing changed since the last write)."""
         with self._lock:
             state = {
                 "high_watermark": self.high_watermark,
@@ -497,7 +513,10 @@ class PartitionLog:
             }
             path = os.path.join(self.directory, CHECKPOINT_FILE)
         with self._checkpoint_lock:
+            if state == self._checkpointed or not os.path.isdir(self.directory):
+                return
             write_json(path, state)
+            self._checkpointed = state
 
     def _write_epochs(self) -> None:
         write_json(

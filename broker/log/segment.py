@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from broker.log.index import IndexCorruptError, SparseIndex, open_offset_index, open_time_index
@@ -169,6 +170,13 @@ class LogSegment:
                 return position, header
             position += header.size_bytes
         return None
+
+    def iter_headers(self) -> Iterator[BatchHeader]:
+        position = 0
+        while position < self.size_bytes:
+            header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+            yield header
+            position += header.size_bytes
 
     def read_batch_at(self, position: int, header: BatchHeader) -> bytes:
         return os.pread(self._fd, header.size_bytes, position)

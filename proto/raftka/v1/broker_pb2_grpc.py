@@ -59,6 +59,11 @@ class BrokerServiceStub:
                 request_serializer=proto_dot_raftka_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.SerializeToString,
                 response_deserializer=proto_dot_raftka_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.FromString,
                 _registered_method=True)
+        self.InitProducerId = channel.unary_unary(
+                '/raftka.v1.BrokerService/InitProducerId',
+                request_serializer=proto_dot_raftka_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
+                response_deserializer=proto_dot_raftka_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
+                _registered_method=True)
 
 
 class BrokerServiceServicer:
@@ -101,6 +106,15 @@ class BrokerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InitProducerId(self, request, context):
+        """An idempotent producer gets its producer id and epoch. Its batches then carry
+        (producer id, epoch, sequence); a leader refuses duplicates and gaps, so a retry after a
+        timeout or a failover never writes a record twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +142,11 @@ def add_BrokerServiceServicer_to_server(servicer, server):
                     servicer.OffsetForLeaderEpoch,
                     request_deserializer=proto_dot_raftka_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.FromString,
                     response_serializer=proto_dot_raftka_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.SerializeToString,
+            ),
+            'InitProducerId': grpc.unary_unary_rpc_method_handler(
+                    servicer.InitProducerId,
+                    request_deserializer=proto_dot_raftka_dot_v1_dot_broker__pb2.InitProducerIdRequest.FromString,
+                    response_serializer=proto_dot_raftka_dot_v1_dot_broker__pb2.InitProducerIdResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +284,33 @@ class BrokerService:
             '/raftka.v1.BrokerService/OffsetForLeaderEpoch',
             proto_dot_raftka_dot_v1_dot_broker__pb2.OffsetForLeaderEpochRequest.SerializeToString,
             proto_dot_raftka_dot_v1_dot_broker__pb2.OffsetForLeaderEpochResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InitProducerId(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.BrokerService/InitProducerId',
+            proto_dot_raftka_dot_v1_dot_broker__pb2.InitProducerIdRequest.SerializeToString,
+            proto_dot_raftka_dot_v1_dot_broker__pb2.InitProducerIdResponse.FromString,
             options,
             channel_credentials,
             insecure,

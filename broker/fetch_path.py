@@ -1,0 +1,211 @@
+"""Serving Fetch, ListOffsets and OffsetForLeaderEpoch from partition leaders.
+
+How it works: a fetch reads stored batches straight from the segment files — consumers below
+the high watermark, followers (replica_id >= 0) up to the log end offset. A follower's fetch
+is also how the leader learns the follower's position (which may move the high watermark and
+release acks=all producers) and where the leader checks that the follower's log has not
+diverged. With too little data, the request long-polls in the purgatory until something
+moves or max_wait_ms passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from broker.errors import InvalidRequestError, fill_error
+from broker.partition import Partition, TopicPartition
+from broker.replica_manager import ReplicaManager
+from broker.replication.follower_state import leader_divergence
+from client.records import decode_batches
+from proto.raftka.v1 import broker_pb2, common_pb2
+
+log = logging.getLogger("raftka.broker")
+DEFAULT_PARTITION_FETCH_BYTES = 1024 * 1024
+LIST_OFFSETS_EARLIEST = -2
+LIST_OFFSETS_LATEST = -1
+
+
+class FetchPath:
+    def __init__(
+        self, replicas: ReplicaManager, *, fetch_max_bytes: int, fetch_wait_max_ms: int
+    ) -> None:
+        self._replicas = replicas
+        self._fetch_max_bytes = fetch_max_bytes
+        self._wait_max_ms = fetch_wait_max_ms
+
+    # ----------------------------------------------------------------------------- fetch
+    async def fetch(self, request: broker_pb2.FetchRequest) -> broker_pb2.FetchResponse:
+        loop = asyncio.get_running_loop()
+        wait_ms = min(max(request.max_wait_ms, 0), self._wait_max_ms)
+        deadline = loop.time() + wait_ms / 1000
+        max_bytes = request.max_bytes if request.max_bytes > 0 else self._fetch_max_bytes
+        max_bytes = min(max_bytes, self._fetch_max_bytes)
+        keys = [TopicPartition(p.topic, p.partition) for p in request.partitions]
+        while True:
+            response, total_bytes, ends = self._read_all(request, max_bytes)
+            settled = any(p.error_code or p.diverged for p in response.partitions)
+            remaining = deadline - loop.time()
+            if total_bytes >= max(request.min_bytes, 1) or settled or remaining <= 0:
+                break
+
+            def moved(ends: dict[TopicPartition, int] = ends) -> bool:
+                return any(
+                    self._visible_end(tp, request.replica_id) != end for tp, end in ends.items()
+                )
+
+            await self._replicas.purgatory.wait_until(keys, moved, remaining)
+            if loop.time() >= deadline and not moved():
+                break
+        if request.decode_records:
+            for item, asked in zip(response.partitions, request.partitions, strict=True):
+                if item.record_batches:
+                    item.records.extend(to_proto_records(item.record_batches, asked.fetch_offset))
+        return response
+
+    def _visible_end(self, tp: TopicPartition, replica_id: int) -> int:
+        partition = self._replicas.partitions.get(tp)
+        if partition is None:
+            return -1
+        return partition.log_end_offset if replica_id >= 0 else partition.high_watermark
+
+    def _read_all(
+        self, request: broker_pb2.FetchRequest, max_bytes: int
+    ) -> tuple[broker_pb2.FetchResponse, int, dict[TopicPartition, int]]:
+        response = broker_pb2.FetchResponse()
+        total = 0
+        ends: dict[TopicPartition, int] = {}
+        for asked in request.partitions:
+            tp = TopicPartition(asked.topic, asked.partition)
+            reply = response.partitions.add(
+                topic=asked.topic,
+                partition=asked.partition,
+                high_watermark=-1,
+                log_start_offset=-1,
+                log_end_offset=-1,
+                leader_id=-1,
+                diverging_epoch=-1,
+                diverging_end_offset=-1,
+            )
+            try:
+                partition = self._replicas.leader_partition(tp, asked.current_leader_epoch)
+                reply.leader_id = partition.leader_id
+                reply.leader_epoch = partition.leader_epoch
+                reply.log_start_offset = partition.log_start_offset
+                reply.log_end_offset = partition.log_end_offset
+                if request.replica_id >= 0 and not self._follower_fetch(
+                    partition, request.replica_id, asked, reply
+                ):
+                    continue
+                reply.high_watermark = partition.high_watermark
+                upper = None if request.replica_id >= 0 else partition.high_watermark
+                budget = max(0, max_bytes - total)
+                limit = min(asked.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES, budget)
+                data = partition.log.read(
+                    asked.fetch_offset, limit, upper, min_one_batch=total == 0
+                )
+                reply.record_batches = data
+                total += len(data)
+                ends[tp] = self._visible_end(tp, request.replica_id)
+            except Exception as exc:
+                fill_error(reply, exc)
+        return response, total, ends
+
+    def _follower_fetch(
+        self,
+        partition: Partition,
+        replica_id: int,
+        asked: broker_pb2.FetchPartition,
+        reply: broker_pb2.FetchPartitionResponse,
+    ) -> bool:
+        """Check the follower's log against ours and note its position; False when the
+        reply is complete without records (divergence)."""
+        state = partition.check_leader()
+        if not state.is_replica(replica_id):
+            raise InvalidRequestError(f"broker {replica_id} is not a replica of {partition.tp}")
+        divergence = leader_divergence(
+            partition.log.epochs,
+            partition.log_end_offset,
+            asked.last_fetched_epoch,
+            asked.fetch_offset,
+        )
+        if divergence is not None:
+            reply.diverged = True
+            reply.diverging_epoch, reply.diverging_end_offset = divergence
+            reply.high_watermark = partition.high_watermark
+            return False
+        if partition.record_follower_fetch(
+            replica_id, asked.fetch_offset, self._replicas.clock_ms()
+        ):
+            self._replicas.purgatory.notify(partition.tp)
+        return True
+
+    # ---------------------------------------------------------------------------- offsets
+    def list_offsets(
+        self, request: broker_pb2.ListOffsetsRequest
+    ) -> broker_pb2.ListOffsetsResponse:
+        response = broker_pb2.ListOffsetsResponse()
+        for asked in request.partitions:
+            reply = response.partitions.add(
+                topic=asked.topic,
+                partition=asked.partition,
+                offset=-1,
+                timestamp_ms=-1,
+                leader_id=-1,
+            )
+            try:
+                partition = self._replicas.leader_partition(
+                    TopicPartition(asked.topic, asked.partition)
+                )
+                reply.leader_id = partition.leader_id
+                if asked.timestamp_ms == LIST_OFFSETS_EARLIEST:
+                    reply.offset = partition.log_start_offset
+                elif asked.timestamp_ms == LIST_OFFSETS_LATEST:
+                    reply.offset = partition.high_watermark
+                elif asked.timestamp_ms < 0:
+                    raise InvalidRequestError(
+                        f"timestamp_ms {asked.timestamp_ms}: use -2 (earliest), -1 (latest) "
+                        "or a time in ms"
+                    )
+                else:
+                    found = partition.log.offset_for_timestamp(asked.timestamp_ms)
+                    if found is not None:
+                        reply.offset, reply.timestamp_ms = found
+            except Exception as exc:
+                fill_error(reply, exc)
+        return response
+
+    def offset_for_leader_epoch(
+        self, request: broker_pb2.OffsetForLeaderEpochRequest
+    ) -> broker_pb2.OffsetForLeaderEpochResponse:
+        response = broker_pb2.OffsetForLeaderEpochResponse()
+        for asked in request.partitions:
+            reply = response.partitions.add(
+                topic=asked.topic, partition=asked.partition, leader_epoch=-1, end_offset=-1
+            )
+            try:
+                partition = self._replicas.leader_partition(
+                    TopicPartition(asked.topic, asked.partition), asked.current_leader_epoch
+                )
+                reply.leader_epoch, reply.end_offset = partition.log.epochs.end_offset_for(
+                    asked.leader_epoch, partition.log_end_offset
+                )
+            except Exception as exc:
+                fill_error(reply, exc)
+        return response
+
+
+def to_proto_records(data: bytes, from_offset: int) -> list[common_pb2.Record]:
+    out = []
+    for record in decode_batches(data, from_offset=from_offset):
+        proto = common_pb2.Record(timestamp_ms=record.timestamp_ms, offset=record.offset)
+        if record.key is not None:
+            proto.key = record.key
+        if record.value is not None:
+            proto.value = record.value
+        for key, value in record.headers:
+            header = proto.headers.add(key=key)
+            if value is not None:
+                header.value = value
+        out.append(proto)
+    return out

@@ -1,0 +1,222 @@
+"""Followers copy their leaders' logs: one fetch loop per leader broker (Kafka's pull model).
+
+How it works: a loop asks its leader, in one Fetch, for every partition this broker follows
+there, each from its log end offset and with the epoch of its last batch. The leader answers
+with stored batches (appended here unchanged, on the writer thread), its high watermark, or
+word that the follower's log diverged — then the follower truncates (follower_state.py) and
+asks again. The leader long-polls, so an idle loop costs one request per `max_wait_ms`, and
+new data flows as soon as the leader has it. Failures back off for a bounded time; changes
+of leader arrive through metadata and move partitions between loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from broker.controller_client import ChannelPool
+from broker.partition import Partition, TopicPartition
+from broker.replication.follower_state import StartOver, TruncateTo, resolve_divergence
+from proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+
+log = logging.getLogger("raftka.replication")
+Code = common_pb2.ErrorCode
+FETCH_WAIT_MAX_MS = 500
+PARTITION_FETCH_BYTES_MAX = 1024 * 1024
+FETCH_BYTES_MAX = 16 * 1024 * 1024
+BACKOFF_S = 0.1
+BACKOFF_MAX_S = 1.0
+_WAIT_FOR_METADATA = {
+    Code.NOT_LEADER_OR_FOLLOWER,
+    Code.FENCED_LEADER_EPOCH,
+    Code.UNKNOWN_LEADER_EPOCH,
+    Code.UNKNOWN_TOPIC_OR_PARTITION,
+    Code.LEADER_NOT_AVAILABLE,
+}
+
+OnWriter = Callable[..., Awaitable[Any]]
+
+
+class LeaderFetcher:
+    def __init__(self, manager: FetcherManager, leader_id: int) -> None:
+        self.manager = manager
+        self.leader_id = leader_id
+        self.partitions: dict[TopicPartition, Partition] = {}
+        self.task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    def add(self, partition: Partition) -> None:
+        self.partitions[partition.tp] = partition
+        self._changed.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name=f"fetch-from-{self.leader_id}")
+
+    def remove(self, tp: TopicPartition) -> None:
+        self.partitions.pop(tp, None)
+        self._changed.set()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_S
+        while self.partitions:
+            self._changed.clear()
+            try:
+                progressed = await self._fetch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fetching from broker %d failed", self.leader_id)
+                progressed = False
+            if progressed:
+                backoff = BACKOFF_S
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _fetch_once(self) -> bool:
+        manager = self.manager
+        target = manager.endpoint_of(self.leader_id)
+        if target is None:
+            return False
+        asked = dict(self.partitions)
+        epochs = {tp: p.leader_epoch for tp, p in asked.items()}
+        request = broker_pb2.FetchRequest(
+            replica_id=manager.broker_id,
+            replica_broker_epoch=manager.broker_epoch(),
+            max_wait_ms=FETCH_WAIT_MAX_MS,
+            min_bytes=1,
+            max_bytes=FETCH_BYTES_MAX,
+            partitions=[
+                broker_pb2.FetchPartition(
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    fetch_offset=p.log_end_offset,
+                    partition_max_bytes=PARTITION_FETCH_BYTES_MAX,
+                    current_leader_epoch=p.leader_epoch,
+                    last_fetched_epoch=p.log.last_batch_epoch(),
+                )
+                for tp, p in asked.items()
+            ],
+        )
+        stub = broker_pb2_grpc.BrokerServiceStub(manager.channels.get(target))
+        try:
+            response = await stub.Fetch(request, timeout=FETCH_WAIT_MAX_MS / 1000 + 10)
+        except grpc.aio.AioRpcError as exc:
+            log.debug("fetch from broker %d: %s", self.leader_id, exc.code().name)
+            return False
+        progressed = False
+        for reply in response.partitions:
+            tp = TopicPartition(reply.topic, reply.partition)
+            partition = self.partitions.get(tp)
+            if partition is None or partition.leader_epoch != epochs.get(tp):
+                continue  # moved or changed epoch while the fetch was out
+            progressed |= await self._absorb(partition, reply)
+        return progressed
+
+    async def _absorb(self, partition: Partition, reply: Any) -> bool:
+        on_writer = self.manager.on_writer
+        if reply.error_code == Code.NONE and reply.diverged:
+            decision = resolve_divergence(
+                reply.diverging_epoch,
+                reply.diverging_end_offset,
+                partition.log.epochs,
+                partition.log_end_offset,
+                reply.log_start_offset,
+            )
+            return await self._cut(partition, decision, "diverged from the leader")
+        if reply.error_code == Code.NONE:
+            result = await on_writer(
+                partition.append_as_follower,
+                reply.record_batches,
+                reply.high_watermark,
+                self.manager.clock_ms(),
+            )
+            if result is not None:
+                self.manager.notify(partition.tp)
+            return result is not None
+        if reply.error_code == Code.OFFSET_OUT_OF_RANGE:
+            if partition.log_end_offset < reply.log_start_offset:
+                return await self._cut(
+                    partition,
+                    StartOver(reply.log_start_offset),
+                    "fell behind the leader's log start",
+                )
+            return await self._cut(
+                partition, TruncateTo(reply.log_end_offset), "is ahead of the leader"
+            )
+        if reply.error_code not in _WAIT_FOR_METADATA:
+            log.warning(
+                "%s: fetch from broker %d failed: %s %s",
+                partition.tp,
+                self.leader_id,
+                Code.Name(reply.error_code),
+                reply.error_message,
+            )
+        return False
+
+    async def _cut(self, partition: Partition, decision: TruncateTo | StartOver, why: str) -> bool:
+        on_writer = self.manager.on_writer
+        if isinstance(decision, StartOver):
+            log.warning("%s %s: starting over at offset %d", partition.tp, why, decision.offset)
+            await on_writer(partition.start_over_at, decision.offset)
+            return True
+        before = partition.log_end_offset
+        end = await on_writer(partition.truncate_to, decision.offset)
+        log.info("%s %s: truncated from %d to %d", partition.tp, why, before, end)
+        return True
+
+
+class FetcherManager:
+    def __init__(
+        self,
+        broker_id: int,
+        channels: ChannelPool,
+        endpoint_of: Callable[[int], str | None],
+        on_writer: OnWriter,
+        clock_ms: Callable[[], int],
+        broker_epoch: Callable[[], int],
+        notify: Callable[[TopicPartition], None],
+    ) -> None:
+        self.broker_id = broker_id
+        self.channels = channels
+        self.endpoint_of = endpoint_of
+        self.on_writer = on_writer
+        self.clock_ms = clock_ms
+        self.broker_epoch = broker_epoch
+        self.notify = notify
+        self._fetchers: dict[int, LeaderFetcher] = {}
+        self._leader_of: dict[TopicPartition, int] = {}
+
+    def follow(self, partition: Partition, leader_id: int) -> None:
+        """Fetch `partition` from `leader_id` (moving it off any other leader's loop)."""
+        self.unfollow(partition.tp)
+        if leader_id < 0 or leader_id == self.broker_id:
+            return
+        fetcher = self._fetchers.get(leader_id)
+        if fetcher is None:
+            fetcher = self._fetchers[leader_id] = LeaderFetcher(self, leader_id)
+        fetcher.add(partition)
+        self._leader_of[partition.tp] = leader_id
+
+    def unfollow(self, tp: TopicPartition) -> None:
+        leader_id = self._leader_of.pop(tp, None)
+        if leader_id is not None and leader_id in self._fetchers:
+            self._fetchers[leader_id].remove(tp)
+
+    def following(self) -> dict[TopicPartition, int]:
+        return dict(self._leader_of)
+
+    async def close(self) -> None:
+        tasks = [f.task for f in self._fetchers.values() if f.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._fetchers.clear()
+        self._leader_of.clear()

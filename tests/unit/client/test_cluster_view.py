@@ -1,0 +1,60 @@
+"""What `raftka watch` reports when the cluster changes."""
+
+from __future__ import annotations
+
+from client.cluster_view import BrokerView, ClusterSnapshot, PartitionView, diff, render
+
+
+def snapshot(controller=1, fenced=(), leader=1, isr=(1, 2, 3), topics=("orders",)):
+    brokers = tuple(
+        BrokerView(i, f"127.0.0.1:{9080 + 10 * i}", i in fenced, True, 100 + i) for i in (1, 2, 3)
+    )
+    partitions = tuple(
+        PartitionView(t, 0, leader, 0 if leader == 1 else 1, (1, 2, 3), isr) for t in topics
+    )
+    return ClusterSnapshot("cid", controller, 10, brokers, partitions)
+
+
+def test_first_view_summarises_the_cluster():
+    (line,) = diff(None, snapshot())
+    assert "controller 1" in line and "3 broker(s)" in line
+
+
+def test_controller_change_fencing_leader_and_isr_changes_are_reported():
+    events = diff(snapshot(), snapshot(controller=3, fenced=(1,), leader=2, isr=(2, 3)))
+    assert events == [
+        "CONTROLLER is now broker 3 (was 1)",
+        "BROKER 1 FENCED (missed heartbeats)",
+        "LEADER of orders-0: broker 2 (was 1), epoch 1",
+        "ISR of orders-0: [2,3] (was [1,2,3])",
+    ]
+
+
+def test_offline_partition_and_topic_lifecycle():
+    events = diff(snapshot(), snapshot(leader=-1, topics=("orders", "new")))
+    assert "LEADER of orders-0: NONE (offline) (was 1), epoch 1" in events
+    assert "TOPIC new created" in events
+    assert diff(snapshot(topics=("a", "b")), snapshot(topics=("a",))) == ["TOPIC b deleted"]
+
+
+def test_no_change_no_events():
+    assert diff(snapshot(), snapshot()) == []
+
+
+def test_render_marks_the_controller_fenced_brokers_and_under_replication():
+    text = render(snapshot(fenced=(2,), isr=(1, 3)), [(0.0, "BROKER 2 FENCED")])
+    assert "controller" in text.splitlines()[3]
+    assert "FENCED" in text and "(under-replicated)" in text and "Recent changes" in text
+
+
+def test_json_contract_has_the_documented_keys():
+    data = snapshot().to_json()
+    assert set(data) >= {"controller", "brokers", "topics"}
+    assert set(data["brokers"][0]) >= {"id", "fenced", "pid"}
+    assert set(data["topics"][0]["partitions"][0]) == {
+        "partition",
+        "leader",
+        "leader_epoch",
+        "replicas",
+        "isr",
+    }
