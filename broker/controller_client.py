@@ -126,11 +126,14 @@ class ControllerClient:
     async def _remote(self, target: str, method: str, request: Any, timeout_s: float) -> Any:
         channel = self._channels.get(target)
         metadata = ((FORWARDED_HEADER, str(self.broker_id)),)
+        controller = controller_pb2_grpc.ControllerServiceStub(channel)
         calls: dict[str, Callable[..., Awaitable[Any]]] = {
             "create_topics": admin_pb2_grpc.AdminServiceStub(channel).CreateTopics,
             "delete_topics": admin_pb2_grpc.AdminServiceStub(channel).DeleteTopics,
-            "register_broker": controller_pb2_grpc.ControllerServiceStub(channel).RegisterBroker,
-            "broker_heartbeat": controller_pb2_grpc.ControllerServiceStub(channel).BrokerHeartbeat,
+            "register_broker": controller.RegisterBroker,
+            "broker_heartbeat": controller.BrokerHeartbeat,
+            "alter_partition": controller.AlterPartition,
+            "allocate_producer_ids": controller.AllocateProducerIds,
         }
         return await calls[method](request, timeout=timeout_s, metadata=metadata)
 

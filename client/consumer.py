@@ -87,7 +87,10 @@ class Consumer:
         self.metadata = ClusterMetadata(
             bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
         )
+        # Next offset poll() hands out (what position() reports, as in Kafka) ...
         self._positions: dict[TopicPartition, int | None] = {}
+        # ... and next offset to fetch; records in between wait in the buffer.
+        self._fetch_positions: dict[TopicPartition, int] = {}
         self._subscription: list[str] = []
         self._buffer: deque[ConsumerRecord] = deque()
         self._paused: set[TopicPartition] = set()
@@ -114,6 +117,8 @@ class Consumer:
 
     def _set_assignment(self, partitions: list[TopicPartition]) -> None:
         self._positions = {tp: self._positions.get(tp) for tp in partitions}
+        self._fetch_positions = {tp: offset for tp, offset in self._fetch_positions.items()
+                                 if tp in self._positions}
         self._buffer = deque(
             r for r in self._buffer if TopicPartition(r.topic, r.partition) in self._positions
         )
@@ -134,8 +139,7 @@ class Consumer:
             raise ValueError(f"{tp.topic}-{tp.partition} is not assigned to this consumer")
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
-        self._positions[tp] = offset
-        self._drop_buffered(tp)
+        self._move_to(tp, offset)
 
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         self._seek_to(partitions or tuple(self._positions), EARLIEST)
@@ -146,8 +150,7 @@ class Consumer:
     def _seek_to(self, partitions: Iterable[TopicPartition], spec: int) -> None:
         offsets = self._list_offsets([TopicPartition(*tp) for tp in partitions], spec)
         for tp, offset in offsets.items():
-            self._positions[tp] = offset
-            self._drop_buffered(tp)
+            self._move_to(tp, offset)
 
     def position(self, tp: TopicPartition) -> int:
         tp = TopicPartition(*tp)
@@ -163,6 +166,11 @@ class Consumer:
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return self._list_offsets([TopicPartition(*tp) for tp in partitions], LATEST)
 
+    def _move_to(self, tp: TopicPartition, offset: int) -> None:
+        self._positions[tp] = offset
+        self._fetch_positions[tp] = offset
+        self._drop_buffered(tp)
+
     def _drop_buffered(self, tp: TopicPartition) -> None:
         self._buffer = deque(
             r for r in self._buffer if (r.topic, r.partition) != (tp.topic, tp.partition)
@@ -174,7 +182,8 @@ class Consumer:
                 f"no position for {partitions} and auto_offset_reset is 'none'"
             )
         spec = EARLIEST if self.auto_offset_reset == "earliest" else LATEST
-        self._positions.update(self._list_offsets(partitions, spec))
+        for tp, offset in self._list_offsets(partitions, spec).items():
+            self._move_to(tp, offset)
 
     def _list_offsets(
         self, partitions: list[TopicPartition], spec: int
@@ -253,9 +262,20 @@ class Consumer:
         out: dict[TopicPartition, list[ConsumerRecord]] = {}
         while self._buffer and limit > 0:
             record = self._buffer.popleft()
-            out.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+            tp = TopicPartition(record.topic, record.partition)
+            out.setdefault(tp, []).append(record)
+            self._positions[tp] = record.offset + 1
             limit -= 1
+        self._catch_up_positions()
         return out
+
+    def _catch_up_positions(self) -> None:
+        """A partition with nothing left in the buffer is consumed up to its fetch position
+        (which may skip control batches and gaps that held no user records)."""
+        buffered = {(r.topic, r.partition) for r in self._buffer}
+        for tp, fetch_position in self._fetch_positions.items():
+            if tp not in buffered and self._positions.get(tp) is not None:
+                self._positions[tp] = max(self._positions[tp] or 0, fetch_position)
 
     def __iter__(self) -> Iterator[ConsumerRecord]:
         idle_since = time.monotonic()
@@ -295,7 +315,7 @@ class Consumer:
                     broker_pb2.FetchPartition(
                         topic=tp.topic,
                         partition=tp.partition,
-                        fetch_offset=self._positions[tp],
+                        fetch_offset=self._fetch_positions[tp],
                         partition_max_bytes=self.max_partition_fetch_bytes,
                         current_leader_epoch=-1,
                         last_fetched_epoch=-1,
@@ -327,8 +347,8 @@ class Consumer:
         refresh = False
         for reply in response.partitions:
             tp = TopicPartition(reply.topic, reply.partition)
-            position = self._positions.get(tp)
-            if position is None:
+            position = self._fetch_positions.get(tp)
+            if position is None or self._positions.get(tp) is None:
                 continue
             if reply.error_code == Code.OFFSET_OUT_OF_RANGE:
                 log.warning(
@@ -347,7 +367,8 @@ class Consumer:
                 refresh = True
                 continue
             if reply.record_batches:
-                self._positions[tp] = self._decode_into_buffer(tp, reply.record_batches, position)
+                self._fetch_positions[tp] = self._decode_into_buffer(
+                    tp, reply.record_batches, position)
         return refresh
 
     def _decode_into_buffer(self, tp: TopicPartition, data: bytes, position: int) -> int:

@@ -326,3 +326,23 @@ def test_second_broker_on_the_same_data_dir_is_refused(broker):
     assert result.returncode == 2 and "in use by another broker" in result.stderr
     assert node.running
     os.kill(node.pid, signal.SIGCONT)
+
+
+def test_position_counts_records_handed_out_not_records_buffered(broker):
+    """Regression: position() once jumped to the end of what was fetched, so a reader that
+    stopped at the end offset silently skipped records still in the buffer."""
+    produce_raw(broker, "positions", records=[common_pb2.Record(value=str(i).encode())
+                                              for i in range(10)])
+    consumer = Consumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                        max_poll_records=3)
+    tp = TopicPartition("positions", 0)
+    consumer.assign([tp])
+    first = consumer.poll(timeout_ms=5000)[tp]
+    assert [r.offset for r in first] == [0, 1, 2]
+    assert consumer.position(tp) == 3
+    seen = [r.offset for r in first]
+    while consumer.position(tp) < 10:
+        for records in consumer.poll(timeout_ms=1000).values():
+            seen.extend(r.offset for r in records)
+    assert seen == list(range(10))
+    consumer.close()
