@@ -172,8 +172,10 @@ class BrokerLifecycle:
         if self.fenced:
             return f"broker {self._request.broker_id} is fenced by the controller"
         if time.monotonic() > self._lease_until:
-            return (f"broker {self._request.broker_id} has not reached the controller for over "
-                    f"{self._session_timeout_s:.1f}s; refusing writes")
+            return (
+                f"broker {self._request.broker_id} has not reached the controller for over "
+                f"{self._session_timeout_s:.1f}s; refusing writes"
+            )
         return None
 
     @staticmethod

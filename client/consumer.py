@@ -117,8 +117,9 @@ class Consumer:
 
     def _set_assignment(self, partitions: list[TopicPartition]) -> None:
         self._positions = {tp: self._positions.get(tp) for tp in partitions}
-        self._fetch_positions = {tp: offset for tp, offset in self._fetch_positions.items()
-                                 if tp in self._positions}
+        self._fetch_positions = {
+            tp: offset for tp, offset in self._fetch_positions.items() if tp in self._positions
+        }
         self._buffer = deque(
             r for r in self._buffer if TopicPartition(r.topic, r.partition) in self._positions
         )
@@ -368,7 +369,8 @@ class Consumer:
                 continue
             if reply.record_batches:
                 self._fetch_positions[tp] = self._decode_into_buffer(
-                    tp, reply.record_batches, position)
+                    tp, reply.record_batches, position
+                )
         return refresh
 
     def _decode_into_buffer(self, tp: TopicPartition, data: bytes, position: int) -> int:

@@ -254,9 +254,12 @@ class Producer:
 
     @staticmethod
     def _encode(batch: ProducerBatch) -> bytes:
-        return encode_batch([(r.key, r.value, r.headers, r.timestamp_ms) for r in batch.records],
-                            producer_id=batch.producer_id, producer_epoch=batch.producer_epoch,
-                            base_sequence=batch.base_sequence)
+        return encode_batch(
+            [(r.key, r.value, r.headers, r.timestamp_ms) for r in batch.records],
+            producer_id=batch.producer_id,
+            producer_epoch=batch.producer_epoch,
+            base_sequence=batch.base_sequence,
+        )
 
     def _init_producer_id(self) -> None:
         """Ask any broker for a producer id; on failure batches go out without one (and
@@ -265,7 +268,8 @@ class Producer:
         for address in self.metadata.candidates():
             try:
                 reply = self._connections.broker(address).InitProducerId(
-                    request, timeout=self.request_timeout_s)
+                    request, timeout=self.request_timeout_s
+                )
             except grpc.RpcError as exc:
                 log.debug("InitProducerId at %s: %s", address, exc)
                 continue

@@ -29,7 +29,7 @@ Code = common_pb2.ErrorCode
 FETCH_WAIT_MAX_MS = 500
 PARTITION_FETCH_BYTES_MAX = 1024 * 1024
 FETCH_BYTES_MAX = 16 * 1024 * 1024
-BACKOFF_S = 0.1
+BACKOFF_S = 0.05
 BACKOFF_MAX_S = 1.0
 _WAIT_FOR_METADATA = {
     Code.NOT_LEADER_OR_FOLLOWER,
@@ -65,13 +65,13 @@ class LeaderFetcher:
         while self.partitions:
             self._changed.clear()
             try:
-                progressed = await self._fetch_once()
+                healthy = await self._fetch_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("fetching from broker %d failed", self.leader_id)
-                progressed = False
-            if progressed:
+                healthy = False
+            if healthy:  # the leader's long poll paces a healthy loop; no sleeping here
                 backoff = BACKOFF_S
                 continue
             with contextlib.suppress(TimeoutError):
@@ -79,6 +79,8 @@ class LeaderFetcher:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     async def _fetch_once(self) -> bool:
+        """One Fetch round; False when the leader could not be asked or some partition needs
+        fresher metadata (then the loop backs off a little)."""
         manager = self.manager
         target = manager.endpoint_of(self.leader_id)
         if target is None:
@@ -109,16 +111,17 @@ class LeaderFetcher:
         except grpc.aio.AioRpcError as exc:
             log.debug("fetch from broker %d: %s", self.leader_id, exc.code().name)
             return False
-        progressed = False
+        healthy = True
         for reply in response.partitions:
             tp = TopicPartition(reply.topic, reply.partition)
             partition = self.partitions.get(tp)
             if partition is None or partition.leader_epoch != epochs.get(tp):
                 continue  # moved or changed epoch while the fetch was out
-            progressed |= await self._absorb(partition, reply)
-        return progressed
+            healthy &= await self._absorb(partition, reply)
+        return healthy
 
     async def _absorb(self, partition: Partition, reply: Any) -> bool:
+        """Apply one partition's reply; False when it was an error to wait out."""
         on_writer = self.manager.on_writer
         if reply.error_code == Code.NONE and reply.diverged:
             decision = resolve_divergence(
@@ -138,7 +141,7 @@ class LeaderFetcher:
             )
             if result is not None:
                 self.manager.notify(partition.tp)
-            return result is not None
+            return True
         if reply.error_code == Code.OFFSET_OUT_OF_RANGE:
             if partition.log_end_offset < reply.log_start_offset:
                 return await self._cut(

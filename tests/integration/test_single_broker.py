@@ -331,10 +331,12 @@ def test_second_broker_on_the_same_data_dir_is_refused(broker):
 def test_position_counts_records_handed_out_not_records_buffered(broker):
     """Regression: position() once jumped to the end of what was fetched, so a reader that
     stopped at the end offset silently skipped records still in the buffer."""
-    produce_raw(broker, "positions", records=[common_pb2.Record(value=str(i).encode())
-                                              for i in range(10)])
-    consumer = Consumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
-                        max_poll_records=3)
+    produce_raw(
+        broker, "positions", records=[common_pb2.Record(value=str(i).encode()) for i in range(10)]
+    )
+    consumer = Consumer(
+        bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest", max_poll_records=3
+    )
     tp = TopicPartition("positions", 0)
     consumer.assign([tp])
     first = consumer.poll(timeout_ms=5000)[tp]
