@@ -72,8 +72,11 @@ def test_cluster_forms_with_one_controller_and_every_broker_unfenced(cluster_fac
     assert all(not b.fenced and b.voter for b in views[0].brokers)
     result = create_via(cluster, 2, "spread", num_partitions=6, replication_factor=3)
     assert result.error_code == Code.NONE
-    with Admin(cluster.bootstrap) as admin:
-        leaders = [p.leader_id for p in admin.describe_topic("spread").partitions]
+    # Another broker learns of the topic within a Raft heartbeat or two (as in Kafka, metadata
+    # reaches the brokers shortly after the controller committed it).
+    with Admin(cluster.brokers[1].address) as admin:
+        description = wait_for(lambda: admin.describe_topic("spread"), 5, "broker 1 to see it")
+        leaders = [p.leader_id for p in description.partitions]
     assert sorted(leaders) == [1, 1, 2, 2, 3, 3]
     assert "spread" in converged(cluster)
 
