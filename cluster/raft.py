@@ -144,6 +144,9 @@ class RaftMetadataLog:
             journalFile=os.path.join(self.settings.data_dir, "raft.journal"),
             fullDumpFile=os.path.join(self.settings.data_dir, "raft.snapshot"),
             dynamicMembershipChange=False,
+            # Containers start in any order: do not remember "no such host" for 30 s.
+            dnsFailCacheTime=1.0,
+            dnsCacheTime=30.0,
             **dict(self.settings.extra),
         )
         voters = list(self.settings.voters.values())

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Start one broker from environment variables (docker compose, Kubernetes).
+#   RAFTKA_ID         broker id; default: the StatefulSet ordinal of $HOSTNAME plus one
+#   RAFTKA_VOTERS     Raft voters, "1@host:9091,2@host:9091,3@host:9091" (required for >1 node)
+#   RAFTKA_ADVERTISED host name other brokers and clients use; default: $HOSTNAME
+#   RAFTKA_DATA_DIR   default /var/lib/raftka
+#   RAFTKA_SETTINGS   extra "key=value key=value" broker settings (Kafka names allowed)
+set -eu
+if [ -z "${RAFTKA_ID:-}" ]; then
+  ordinal="${HOSTNAME##*-}"
+  case "$ordinal" in
+    ''|*[!0-9]*) echo "raftka: set RAFTKA_ID (cannot derive it from HOSTNAME=$HOSTNAME)" >&2; exit 2 ;;
+  esac
+  RAFTKA_ID=$((ordinal + 1))
+fi
+host="${RAFTKA_ADVERTISED:-$HOSTNAME}"
+set -- raftka broker --id "$RAFTKA_ID" --data-dir "${RAFTKA_DATA_DIR:-/var/lib/raftka}" \
+  --listen 0.0.0.0:9090 --advertised-host "$host" --raft-listen "$host:9091" "$@"
+if [ -n "${RAFTKA_VOTERS:-}" ]; then
+  set -- "$@" --voters "$RAFTKA_VOTERS"
+fi
+for setting in ${RAFTKA_SETTINGS:-}; do
+  set -- "$@" --set "$setting"
+done
+exec "$@"
