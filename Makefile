@@ -27,6 +27,7 @@ broker: $(BIN)/.installed
 
 test: $(BIN)/.installed examples/node/node_modules/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.installed

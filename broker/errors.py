@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from broker.log.log import OffsetOutOfRangeError, RecordTooLargeError
+from broker.producer_state import StoredBatch
 from client.records import CorruptBatchError
 from cluster.naming import InvalidTopicNameError
 from cluster.quorum import ControllerTimeoutError, NotControllerError
@@ -79,7 +80,7 @@ class DuplicateSequenceError(BrokerError):
 
     code = Code.DUPLICATE_SEQUENCE_NUMBER
 
-    def __init__(self, message: str, stored: object) -> None:
+    def __init__(self, message: str, stored: StoredBatch) -> None:
         super().__init__(message)
         self.stored = stored
 

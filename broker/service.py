@@ -96,7 +96,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         except Exception as exc:
             code, message = to_error(exc)
             return broker_pb2.InitProducerIdResponse(
-                error_code=code, error_message=message, producer_id=-1, producer_epoch=-1
+                error_code=code,  # type: ignore[arg-type]
+                error_message=message,
+                producer_id=-1,
+                producer_epoch=-1,
             )
         return broker_pb2.InitProducerIdResponse(producer_id=producer_id, producer_epoch=0)
 
@@ -127,7 +130,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         request: Any,
         context: grpc.aio.ServicerContext,
         names: list[str],
-        response_type: Callable[[], Any],
+        response_type: Callable[..., Any],
     ) -> Any:
         server = self._server
         try:
@@ -203,7 +206,7 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
     def __init__(self, server: BrokerServer) -> None:
         self._server = server
 
-    async def _local(self, method: str, request: Any, response_type: Callable[[], Any]) -> Any:
+    async def _local(self, method: str, request: Any, response_type: Callable[..., Any]) -> Any:
         try:
             return await getattr(self._server.quorum, method)(request)
         except NotControllerError as exc:

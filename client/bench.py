@@ -173,7 +173,12 @@ def _produce_batches(args: argparse.Namespace) -> float:
     connections = Connections()
     metadata = ClusterMetadata(bootstrap_list(args.bootstrap), connections)
     partitions = metadata.ensure_topic(args.topic, allow_auto_create=False)
-    leaders = [metadata.leader_address(args.topic, p.partition) for p in partitions]
+    leaders = []
+    for info in partitions:
+        address = metadata.leader_address(args.topic, info.partition)
+        if address is None:
+            raise CliError(f"{args.topic}-{info.partition} has no leader right now")
+        leaders.append(address)
     batches = -(-args.records // per_batch)
     progress = _Progress("produce", args.records, args.json)
     sent = 0
@@ -267,7 +272,8 @@ def _consume_raw(args: argparse.Namespace) -> tuple[int, int, float]:
         moved = False
         for partition in list(offsets):
             address = metadata.leader_address(args.topic, partition)
-            assert address is not None
+            if address is None:
+                raise CliError(f"{args.topic}-{partition} has no leader right now")
             request = broker_pb2.FetchRequest(
                 replica_id=-1,
                 max_wait_ms=0,

@@ -138,17 +138,17 @@ def diff(old: ClusterSnapshot | None, new: ClusterSnapshot) -> list[str]:
     for p in new.partitions:
         key = (p.topic, p.partition)
         new_keys.add(key)
-        before = old_partitions.get(key)
+        earlier = old_partitions.get(key)
         name = f"{p.topic}-{p.partition}"
-        if before is None:
+        if earlier is None:
             continue
-        if before.leader != p.leader:
+        if earlier.leader != p.leader:
             leader = f"broker {p.leader}" if p.leader >= 0 else "NONE (offline)"
             events.append(
-                f"LEADER of {name}: {leader} (was {before.leader}), epoch {p.leader_epoch}"
+                f"LEADER of {name}: {leader} (was {earlier.leader}), epoch {p.leader_epoch}"
             )
-        if before.isr != p.isr:
-            events.append(f"ISR of {name}: {_ids(p.isr)} (was {_ids(before.isr)})")
+        if earlier.isr != p.isr:
+            events.append(f"ISR of {name}: {_ids(p.isr)} (was {_ids(earlier.isr)})")
     created = sorted(
         {p.topic for p in new.partitions if (p.topic, p.partition) not in old_partitions}
     )

@@ -225,9 +225,9 @@ class LocalCluster:
             _reap_children()
             time.sleep(0.1)
         for i in running:
-            pid = self.pid_of(i)
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
+            straggler = self.pid_of(i)
+            if straggler is not None:
+                os.kill(straggler, signal.SIGKILL)
         _reap_children()
         for i in running:
             self.pid_path(i).unlink(missing_ok=True)

@@ -354,7 +354,8 @@ def alter_partition(
     else:
         problem = _isr_problem(image, registration, set(request.new_isr), request.broker_id)
     if problem is not None:
-        response.error_code, response.error_message = problem
+        response.error_code = problem[0]  # type: ignore[assignment]
+        response.error_message = problem[1]
         return ControllerResult((), response)
     new_isr = tuple(r for r in registration.replicas if r in set(request.new_isr))
     if new_isr == registration.isr:

@@ -15,15 +15,25 @@ def run_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedP
     fake = tmp_path / "raftka"
     fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
     fake.chmod(0o755)
-    return subprocess.run(["sh", str(ENTRYPOINT)], capture_output=True, text=True, timeout=10,
-                          env={"PATH": f"{tmp_path}:{os.environ['PATH']}", **env})
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env={"PATH": f"{tmp_path}:{os.environ['PATH']}", **env},
+    )
 
 
 def test_statefulset_ordinal_becomes_broker_id_and_settings_become_flags(tmp_path):
-    result = run_entrypoint(tmp_path, {
-        "HOSTNAME": "raftka-2", "RAFTKA_ADVERTISED": "raftka-2.raftka",
-        "RAFTKA_VOTERS": "1@a:9091,2@b:9091,3@c:9091",
-        "RAFTKA_SETTINGS": "min.insync.replicas=2 num.partitions=3"})
+    result = run_entrypoint(
+        tmp_path,
+        {
+            "HOSTNAME": "raftka-2",
+            "RAFTKA_ADVERTISED": "raftka-2.raftka",
+            "RAFTKA_VOTERS": "1@a:9091,2@b:9091,3@c:9091",
+            "RAFTKA_SETTINGS": "min.insync.replicas=2 num.partitions=3",
+        },
+    )
     assert result.returncode == 0, result.stderr
     args = result.stdout.split("\n")
     assert args[:3] == ["broker", "--id", "3"]

@@ -26,8 +26,9 @@ def _docker_ready() -> str | None:
     info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
     if info.returncode != 0:
         return "no Docker engine is running"
-    base = subprocess.run(["docker", "image", "inspect", "python:3.11-slim"],
-                          capture_output=True, timeout=30)
+    base = subprocess.run(
+        ["docker", "image", "inspect", "python:3.11-slim"], capture_output=True, timeout=30
+    )
     if base.returncode != 0:
         return "base image python:3.11-slim is not present locally and no registry is reachable"
     return None
@@ -39,19 +40,32 @@ def test_compose_cluster_serves_the_cli():
         pytest.skip(reason)
     from testcontainers.compose import DockerCompose
 
-    with DockerCompose(str(REPO), compose_file_name=str(COMPOSE.relative_to(REPO)),
-                       build=True, wait=False):
+    with DockerCompose(
+        str(REPO), compose_file_name=str(COMPOSE.relative_to(REPO)), build=True, wait=False
+    ):
         env = {**os.environ, "RAFTKA_BOOTSTRAP": "127.0.0.1:19090,127.0.0.1:19100"}
 
         def raftka(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "client", *args], capture_output=True,
-                                  text=True, env=env, cwd=REPO, timeout=60)
+            return subprocess.run(
+                [sys.executable, "-m", "client", *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=REPO,
+                timeout=60,
+            )
 
         wait_for(lambda: raftka("cluster", "status").returncode == 0, 120, "the cluster")
         assert raftka("topics", "create", "compose", "--partitions", "3").returncode == 0
-        produced = subprocess.run([sys.executable, "-m", "client", "produce", "compose"],
-                                  input="a\nb\nc\n", capture_output=True, text=True, env=env,
-                                  cwd=REPO, timeout=60)
+        produced = subprocess.run(
+            [sys.executable, "-m", "client", "produce", "compose"],
+            input="a\nb\nc\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=60,
+        )
         assert produced.returncode == 0, produced.stderr
         consumed = raftka("consume", "compose", "--from-beginning", "--max-messages", "3")
         assert sorted(consumed.stdout.split()) == ["a", "b", "c"]
