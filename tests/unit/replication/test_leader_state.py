@@ -1,0 +1,69 @@
+"""LeaderState: high watermark over the (maximal) ISR, lag-based shrink, catch-up expand."""
+
+from __future__ import annotations
+
+from broker.replication.leader_state import LeaderState
+
+
+def leader(isr=(1, 2, 3), hw=0, epoch_start=0, now=0) -> LeaderState:
+    return LeaderState(1, (1, 2, 3), isr, now, hw, epoch_start)
+
+
+def test_hw_is_the_smallest_log_end_offset_in_the_isr():
+    state = leader()
+    assert state.compute_high_watermark(10) == 0  # followers not heard from yet
+    state.record_fetch(2, 7, 10, now_ms=1)
+    assert state.compute_high_watermark(10) == 0
+    state.record_fetch(3, 5, 10, now_ms=1)
+    assert state.compute_high_watermark(10) == 5
+    state.record_fetch(3, 10, 10, now_ms=2)
+    assert state.compute_high_watermark(10) == 7
+
+
+def test_hw_never_goes_back():
+    state = leader(hw=8)
+    state.record_fetch(2, 3, 10, now_ms=1)
+    state.record_fetch(3, 3, 10, now_ms=1)
+    assert state.compute_high_watermark(10) == 8
+
+
+def test_members_outside_the_isr_do_not_hold_the_hw_back():
+    state = leader(isr=(1, 2))
+    state.record_fetch(2, 9, 10, now_ms=1)
+    assert state.compute_high_watermark(10) == 9
+
+
+def test_a_pending_joiner_holds_the_hw_back_until_committed():
+    state = leader(isr=(1, 2))
+    state.record_fetch(2, 10, 10, now_ms=1)
+    state.record_fetch(3, 6, 10, now_ms=1)
+    state.pending_isr = frozenset({1, 2, 3})
+    assert state.compute_high_watermark(12) == 6
+
+
+def test_a_follower_that_stops_catching_up_is_proposed_out():
+    state = leader(now=0)
+    state.record_fetch(2, 10, 10, now_ms=100)
+    state.record_fetch(3, 4, 10, now_ms=100)
+    assert state.proposed_isr(now_ms=5_000, lag_max_ms=10_000) is None
+    assert state.proposed_isr(now_ms=10_050, lag_max_ms=10_000) == frozenset({1, 2})
+
+
+def test_keeping_pace_with_a_moving_end_counts_as_caught_up():
+    state = leader()
+    state.record_fetch(2, 5, 10, now_ms=1000)      # behind, but...
+    state.record_fetch(2, 10, 20, now_ms=2000)     # ...reached the end of the previous fetch
+    assert state.follower(2).last_caught_up_ms == 1000
+    assert 2 not in state.lagging_followers(now_ms=10_500, lag_max_ms=10_000)
+
+
+def test_a_caught_up_follower_is_proposed_back_once_it_has_the_epoch_start():
+    state = leader(isr=(1, 2), hw=10, epoch_start=12)
+    state.record_fetch(3, 11, 15, now_ms=1)
+    assert state.caught_up_followers() == set()
+    state.record_fetch(3, 12, 15, now_ms=2)
+    assert state.proposed_isr(now_ms=3, lag_max_ms=10_000) == frozenset({1, 2, 3})
+    state.pending_isr = frozenset({1, 2, 3})
+    assert state.proposed_isr(now_ms=4, lag_max_ms=10_000) is None
+    state.update_isr((1, 2, 3))
+    assert state.pending_isr is None and state.isr == frozenset({1, 2, 3})
