@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 # Bytes a record costs beyond its key, value and headers (varints, attributes, deltas).
@@ -29,13 +28,74 @@ class RecordMetadata:
     timestamp_ms: int
 
 
-class RecordFuture(Future):  # type: ignore[type-arg]
+class BatchResult:
+    """How one batch ended; every record's future reads it. One event per batch rather than
+    one per record (as Kafka's ProduceRequestResult), since send() runs once per record."""
+
+    __slots__ = ("_callbacks", "_event", "base_offset", "error", "partition", "topic")
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.base_offset = -1
+        self.error: BaseException | None = None
+        self._event = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def complete(self, base_offset: int, error: BaseException | None) -> None:
+        if self._event.is_set():
+            return
+        self.base_offset = base_offset
+        self.error = error
+        self._event.set()
+        for callback in self._callbacks:
+            callback()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+    def on_done(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+        if self._event.is_set():
+            callback()
+
+
+class RecordFuture:
     """Completes with RecordMetadata once the record is acknowledged (or with an error)."""
 
+    __slots__ = ("_index", "_result", "timestamp_ms")
+
+    def __init__(self, result: BatchResult, index: int, timestamp_ms: int) -> None:
+        self._result = result
+        self._index = index
+        self.timestamp_ms = timestamp_ms
+
+    def done(self) -> bool:
+        return self._result.done
+
     def get(self, timeout: float | None = None) -> RecordMetadata:
-        result = self.result(timeout)
-        assert isinstance(result, RecordMetadata)
-        return result
+        """The record's metadata; raises its error, or TimeoutError if not done in time."""
+        if not self._result.wait(timeout):
+            raise TimeoutError(f"record not acknowledged within {timeout}s")
+        if self._result.error is not None:
+            raise self._result.error
+        base = self._result.base_offset
+        return RecordMetadata(self._result.topic, self._result.partition,
+                              base + self._index if base >= 0 else -1, self.timestamp_ms)
+
+    result = get
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self._result.wait(timeout):
+            raise TimeoutError(f"record not acknowledged within {timeout}s")
+        return self._result.error
+
+    def add_done_callback(self, callback: Callable[[RecordFuture], None]) -> None:
+        self._result.on_done(lambda: callback(self))
 
 
 @dataclass(slots=True)
@@ -44,7 +104,6 @@ class PendingRecord:
     value: bytes | None
     headers: Sequence[tuple[str, bytes | None]]
     timestamp_ms: int
-    future: RecordFuture
 
 
 def record_size(
@@ -70,6 +129,10 @@ class ProducerBatch:
     producer_id: int = -1
     producer_epoch: int = -1
     base_sequence: int = -1
+    result: BatchResult = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.result = BatchResult(self.topic, self.partition)
 
 
 class BufferFullError(Exception):
@@ -98,10 +161,12 @@ class RecordAccumulator:
         size: int,
         now_ms: int,
         max_block_s: float,
-    ) -> bool:
-        """Queue a record; True when its batch became full (worth waking the sender)."""
+    ) -> tuple[RecordFuture, bool]:
+        """Queue a record: its future, and whether its batch became full (worth waking the
+        sender)."""
         with self.condition:
-            if not self.condition.wait_for(
+            room = self._buffered_bytes + size <= self.buffer_memory_bytes
+            if not room and not self.condition.wait_for(
                 lambda: (
                     self._buffered_bytes + size <= self.buffer_memory_bytes
                     or self._buffered_bytes == 0
@@ -114,6 +179,7 @@ class RecordAccumulator:
                 )
             queue = self._queues.setdefault((topic, partition), deque())
             batch = queue[-1] if queue else None
+            started_new = False
             if (
                 batch is None
                 or batch.attempts
@@ -121,13 +187,16 @@ class RecordAccumulator:
             ):
                 batch = ProducerBatch(topic, partition, now_ms)
                 queue.append(batch)
+                started_new = True
+            future = RecordFuture(batch.result, len(batch.records), record.timestamp_ms)
             batch.records.append(record)
             batch.size_bytes += size
             self._buffered_bytes += size
-            full = batch.size_bytes >= self.batch_size_bytes or len(queue) > 1
+            # a batch just filled up: the previous one (a new batch was needed) or this one
+            full = batch.size_bytes >= self.batch_size_bytes or (started_new and len(queue) > 1)
             if full:
                 self.condition.notify_all()
-            return full
+            return future, full
 
     def begin_flush(self) -> None:
         with self.condition:
@@ -195,9 +264,7 @@ class RecordAccumulator:
         with self.condition:
             for queue in self._queues.values():
                 for batch in queue:
-                    for record in batch.records:
-                        if not record.future.done():
-                            record.future.set_exception(error)
+                    batch.result.complete(-1, error)
                 queue.clear()
             self._buffered_bytes = 0
             self.condition.notify_all()

@@ -26,7 +26,6 @@ from client.accumulator import (
     ProducerBatch,
     RecordAccumulator,
     RecordFuture,
-    RecordMetadata,
     record_size,
 )
 from client.errors import (
@@ -132,16 +131,16 @@ class Producer:
                 f"record of about {size} bytes exceeds max_request_size ({self.max_request_size})"
             )
         chosen = self._choose_partition(topic, key_bytes, partition)
-        future = RecordFuture()
         now_ms = int(time.time() * 1000)
         record = PendingRecord(
             key_bytes,
             value_bytes,
             header_list,
             timestamp_ms if timestamp_ms is not None else now_ms,
-            future,
         )
-        batch_full = self._accumulator.append(topic, chosen, record, size, now_ms, self.max_block_s)
+        future, batch_full = self._accumulator.append(
+            topic, chosen, record, size, now_ms, self.max_block_s
+        )
         if batch_full and key_bytes is None and partition is None:
             count = len(self.metadata.partitions_for(topic) or ())
             with self._sticky_lock:
@@ -301,20 +300,13 @@ class Producer:
         return refresh
 
     def _succeed(self, batch: ProducerBatch, base_offset: int) -> None:
-        for i, record in enumerate(batch.records):
-            offset = base_offset + i if base_offset >= 0 else -1
-            if not record.future.done():
-                record.future.set_result(
-                    RecordMetadata(batch.topic, batch.partition, offset, record.timestamp_ms)
-                )
+        batch.result.complete(base_offset, None)
         self._accumulator.complete(batch)
 
     def _fail(self, batch: ProducerBatch, error: BaseException) -> None:
         if batch.producer_id >= 0 and batch.producer_id == self._identity.producer_id:
             self._identity.forget()  # its sequences left a gap: start a new sequence space
-        for record in batch.records:
-            if not record.future.done():
-                record.future.set_exception(error)
+        batch.result.complete(-1, error)
         self._accumulator.complete(batch)
 
     def _retry(self, batch: ProducerBatch, error: BaseException) -> None:
