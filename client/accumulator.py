@@ -84,8 +84,12 @@ class RecordFuture:
         if self._result.error is not None:
             raise self._result.error
         base = self._result.base_offset
-        return RecordMetadata(self._result.topic, self._result.partition,
-                              base + self._index if base >= 0 else -1, self.timestamp_ms)
+        return RecordMetadata(
+            self._result.topic,
+            self._result.partition,
+            base + self._index if base >= 0 else -1,
+            self.timestamp_ms,
+        )
 
     result = get
 

@@ -96,6 +96,8 @@ def run_produce(args: argparse.Namespace) -> int:
     futures = []
     sent = 0
     started = last_report = time.monotonic()
+    if not args.quiet:
+        producer.on_retry = _retry_reporter()
     try:
         for key, value in _records_from_stdin(args.key_separator):
             futures.append(producer.send(args.topic, value, key, partition=args.partition))
@@ -116,11 +118,36 @@ def run_produce(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     if not args.quiet:
+        carried = ""
+        if producer.retries:
+            causes = ", ".join(f"{name} x{count}" for name, count in producer.retries.items())
+            carried = f"; carried on through {sum(producer.retries.values())} retries ({causes})"
         print(
-            f"Produced {sent} records to {args.topic} in {elapsed:.2f}s (acks={args.acks}).",
+            f"Produced {sent} records to {args.topic} in {elapsed:.2f}s (acks={args.acks})"
+            f"{carried}.",
             file=sys.stderr,
         )
     return EXIT_OK
+
+
+def _retry_reporter() -> Any:
+    """Say (at most once a second) when the producer rides through a failure."""
+    last = [0.0]
+
+    def report(topic: str, partition: int, error: BaseException) -> None:
+        now = time.monotonic()
+        if now - last[0] < 1.0:
+            return
+        last[0] = now
+        reason = str(error).splitlines()[0][:160]
+        print(
+            f"... {time.strftime('%H:%M:%S')} {topic}-{partition}: {reason}; retrying "
+            "(refreshing leaders)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return report
 
 
 # ---------------------------------------------------------------------------- consume

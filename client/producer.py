@@ -15,8 +15,8 @@ import logging
 import random
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -84,6 +84,9 @@ class Producer:
         # As in Kafka 3: on by default, unless acks says the caller does not want to wait.
         self.idempotent = self.acks == -1 if enable_idempotence is None else enable_idempotence
         self._identity = ProducerIdentity()
+        # Retries by error name, for callers that report what the producer rode through.
+        self.retries: Counter[str] = Counter()
+        self.on_retry: Callable[[str, int, BaseException], None] | None = None
         if linger_ms < 0 or batch_size <= 0 or max_request_size <= 0:
             raise ValueError("linger_ms must be >= 0; batch_size, max_request_size > 0")
         self.max_request_size = max_request_size
@@ -323,6 +326,10 @@ class Producer:
             self._fail(batch, error)
             return
         log.debug("retrying %s-%d after %s", batch.topic, batch.partition, error)
+        name = getattr(error, "code_name", type(error).__name__)
+        self.retries[name] += 1
+        if self.on_retry is not None:
+            self.on_retry(batch.topic, batch.partition, error)
         self._accumulator.requeue(batch, now_ms + self.retry_backoff_ms)
 
     def _refresh_quietly(self) -> None:

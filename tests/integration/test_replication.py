@@ -365,3 +365,44 @@ def test_preferred_leader_returns_after_its_broker_comes_back(cluster_factory):
         40,
         "preferred leaders to be restored",
     )
+
+
+def test_cli_produce_with_acks_all_keeps_going_through_a_leader_kill(cluster_factory):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cluster = start_cluster(cluster_factory)
+    with Admin(cluster.bootstrap) as admin:
+        admin.create_topic("drill", num_partitions=1, replication_factor=3)
+    produce = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "produce",
+            "drill",
+            "--acks",
+            "all",
+            "--bootstrap",
+            cluster.bootstrap,
+        ],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert produce.stdin is not None
+    leader = partition_state(cluster, "drill").leader_id
+    for i in range(3000):
+        produce.stdin.write(f"{i}\n")
+        if i % 100 == 0:
+            produce.stdin.flush()
+            time.sleep(0.05)
+        if i == 1000:
+            cluster.brokers[leader].kill()
+    produce.stdin.close()
+    assert produce.wait(120) == 0, produce.stderr.read() if produce.stderr else ""
+    report = produce.stderr.read() if produce.stderr else ""
+    assert "Produced 3000 records" in report and "carried on through" in report, report
+    assert read_partition(cluster.bootstrap, "drill") == list(range(3000))

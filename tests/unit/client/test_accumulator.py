@@ -44,8 +44,7 @@ def test_one_batch_per_partition_in_flight_and_retries_go_first():
 
 def test_futures_resolve_from_their_batch_with_their_own_offset():
     acc = RecordAccumulator(batch_size_bytes=1000, linger_ms=0, buffer_memory_bytes=10_000)
-    futures = [acc.append("t", 2, record(ts=7), 10, now_ms=0, max_block_s=0)[0]
-               for _ in range(3)]
+    futures = [acc.append("t", 2, record(ts=7), 10, now_ms=0, max_block_s=0)[0] for _ in range(3)]
     (batch,), _ = acc.drain(now_ms=0)
     assert not futures[0].done()
     seen = []

@@ -51,8 +51,8 @@ def test_a_follower_that_stops_catching_up_is_proposed_out():
 
 def test_keeping_pace_with_a_moving_end_counts_as_caught_up():
     state = leader()
-    state.record_fetch(2, 5, 10, now_ms=1000)      # behind, but...
-    state.record_fetch(2, 10, 20, now_ms=2000)     # ...reached the end of the previous fetch
+    state.record_fetch(2, 5, 10, now_ms=1000)  # behind, but...
+    state.record_fetch(2, 10, 20, now_ms=2000)  # ...reached the end of the previous fetch
     assert state.follower(2).last_caught_up_ms == 1000
     assert 2 not in state.lagging_followers(now_ms=10_500, lag_max_ms=10_000)
 

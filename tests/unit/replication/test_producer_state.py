@@ -13,8 +13,11 @@ from client.records import encode_batch, patch_offsets, read_header
 
 
 def header(pid=7, epoch=0, seq=0, count=2, base_offset=0):
-    data = bytearray(encode_batch([(None, b"x", [], 1)] * count, producer_id=pid,
-                                  producer_epoch=epoch, base_sequence=seq))
+    data = bytearray(
+        encode_batch(
+            [(None, b"x", [], 1)] * count, producer_id=pid, producer_epoch=epoch, base_sequence=seq
+        )
+    )
     patch_offsets(data, 0, base_offset, 0)
     return read_header(data)
 
