@@ -25,8 +25,13 @@ from client.local_cluster import LocalCluster  # noqa: E402
 
 
 def raftka(*args: str) -> dict[str, object]:
-    result = subprocess.run([sys.executable, "-m", "client", *args, "--json"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "client", *args, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"raftka {' '.join(args)} failed: {result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -46,20 +51,53 @@ def run_cluster(nodes: int, records: int, size: int) -> list[dict[str, object]]:
             rows = []
             for mode in ("sdk", "batches"):
                 topic = f"bench-{mode}"
-                row = raftka("bench", "produce", "--bootstrap", bootstrap, "--topic", topic,
-                             "--records", str(records), "--size", str(size), "--acks", acks,
-                             "--partitions", "3", "--replication-factor", rf, "--mode", mode)
+                row = raftka(
+                    "bench",
+                    "produce",
+                    "--bootstrap",
+                    bootstrap,
+                    "--topic",
+                    topic,
+                    "--records",
+                    str(records),
+                    "--size",
+                    str(size),
+                    "--acks",
+                    acks,
+                    "--partitions",
+                    "3",
+                    "--replication-factor",
+                    rf,
+                    "--mode",
+                    mode,
+                )
                 row.update(nodes=nodes, replication_factor=nodes)
                 rows.append(row)
-                print(f"  {nodes} node(s) produce {mode}: {row['records_per_s']:,} rec/s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {nodes} node(s) produce {mode}: {row['records_per_s']:,} rec/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             for mode in ("sdk", "raw"):
-                row = raftka("bench", "consume", "--bootstrap", bootstrap, "--topic",
-                             "bench-batches", "--records", str(records), "--mode", mode)
+                row = raftka(
+                    "bench",
+                    "consume",
+                    "--bootstrap",
+                    bootstrap,
+                    "--topic",
+                    "bench-batches",
+                    "--records",
+                    str(records),
+                    "--mode",
+                    mode,
+                )
                 row.update(nodes=nodes, replication_factor=nodes)
                 rows.append(row)
-                print(f"  {nodes} node(s) consume {mode}: {row['records_per_s']:,} rec/s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {nodes} node(s) consume {mode}: {row['records_per_s']:,} rec/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return rows
         finally:
             local.stop_all(layout)
@@ -75,12 +113,15 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    print(f"{'nodes':>5} {'RF':>3} {'acks':>4} {'bench':<8} {'mode':<8} {'records/s':>11} "
-          f"{'MB/s':>7}")
+    print(
+        f"{'nodes':>5} {'RF':>3} {'acks':>4} {'bench':<8} {'mode':<8} {'records/s':>11} {'MB/s':>7}"
+    )
     for row in rows:
-        print(f"{row['nodes']:>5} {row['replication_factor']:>3} {row.get('acks', '-'):>4} "
-              f"{row['benchmark']:<8} {row['mode']:<8} {row['records_per_s']:>11,} "
-              f"{row['mb_per_s']:>7}")
+        print(
+            f"{row['nodes']:>5} {row['replication_factor']:>3} {row.get('acks', '-'):>4} "
+            f"{row['benchmark']:<8} {row['mode']:<8} {row['records_per_s']:>11,} "
+            f"{row['mb_per_s']:>7}"
+        )
     return 0
 
 
