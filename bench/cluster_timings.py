@@ -104,7 +104,19 @@ class Bench:
             except RuntimeError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("cluster did not become whole")
+        raise RuntimeError(f"cluster did not become whole: {self._not_whole()}")
+
+    def _not_whole(self) -> str:
+        for address in self.addresses.values():
+            try:
+                reply = broker(address).Metadata(broker_pb2.MetadataRequest(), timeout=1)
+            except grpc.RpcError:
+                continue
+            return ", ".join(
+                f"{t.name}-{p.partition} leader {p.leader_id} isr {list(p.isr)}"
+                for t in reply.topics for p in t.partitions
+                if len(p.isr) < len(p.replicas) or p.leader_id <= 0) or "brokers"
+        return "no broker answered"
 
     def _isr_full(self) -> bool:
         for address in self.addresses.values():
@@ -119,9 +131,9 @@ class Bench:
             )
         return False
 
-    def create_topic(self, via: int, name: str, partitions: int = 1) -> bool:
+    def create_topic(self, via: int, name: str, replication_factor: int = 3) -> bool:
         request = admin_pb2.CreateTopicsRequest(
-            topics=[admin_pb2.NewTopic(name=name, num_partitions=partitions, replication_factor=3)]
+            topics=[admin_pb2.NewTopic(name=name, replication_factor=replication_factor)]
         )
         try:
             reply = admin(self.addresses[via]).CreateTopics(request, timeout=2)
@@ -148,8 +160,12 @@ def controller_failover(bench: Bench, i: int) -> float:
     bench.local.kill_node(controller)
     killed = time.monotonic()
     attempt = 0
-    while not bench.create_topic(survivor, f"cf-{i}-{attempt}"):
+    # replication factor 1: once the dead broker is fenced only two are left to place on
+    while not bench.create_topic(survivor, f"cf-{i}-{attempt}", replication_factor=1):
         attempt += 1
+        if time.monotonic() - killed > 60:
+            raise RuntimeError("no metadata change committed within 60 s")
+        time.sleep(0.005)
     elapsed = (time.monotonic() - killed) * 1000
     bench.start([controller])
     return elapsed
@@ -164,6 +180,8 @@ def fencing(bench: Bench, i: int) -> float:
         fenced = {b.endpoint.broker_id: b.fenced for b in bench.describe().brokers}
         if fenced.get(victim):
             break
+        if time.monotonic() - killed > 60:
+            raise RuntimeError(f"broker {victim} not fenced within 60 s")
         time.sleep(0.005)
     elapsed = (time.monotonic() - killed) * 1000
     bench.start([victim])
@@ -250,6 +268,8 @@ def leader_failover(bench: Bench, i: int) -> float:
     killed_at.append(time.monotonic())
     writer.join(60)
     stop.set()
+    if not acked_after:
+        raise RuntimeError(f"no write to {name} acknowledged within 60 s of the kill")
     elapsed = (acked_after[0] - killed_at[0]) * 1000
     bench.start([victim])
     return elapsed
@@ -269,6 +289,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", nargs="*", choices=sorted(TIMINGS))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--workdir", help="keep the brokers' data and logs here")
     args = parser.parse_args()
     settings = dict(item.split("=", 1) for item in args.set)
     results: dict[str, object] = {
@@ -276,7 +297,8 @@ def main() -> int:
         "settings": settings,
         "cpus": os.cpu_count(),
     }
-    with tempfile.TemporaryDirectory(prefix="raftka-bench-") as root:
+    with tempfile.TemporaryDirectory(prefix="raftka-bench-") as scratch:
+        root = args.workdir or scratch
         bench = Bench(Path(root), settings)
         try:
             bench.start()

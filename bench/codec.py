@@ -50,8 +50,10 @@ def main() -> None:
     for _ in range(rounds):
         read_batch(batch, 0)
     kio_s = time.perf_counter() - started
-    print(f"kio decode     : {rounds * args.records / kio_s:12,.0f} records/s "
-          "(pure Python; truncates timestamps to seconds)")
+    print(
+        f"kio decode     : {rounds * args.records / kio_s:12,.0f} records/s "
+        "(pure Python; truncates timestamps to seconds)"
+    )
 
 
 if __name__ == "__main__":

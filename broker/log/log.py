@@ -378,6 +378,10 @@ class PartitionLog:
         with self._lock:
             self._check_open()
             if offset >= self.log_end_offset:
+                # Nothing to cut, but an epoch this broker started as leader without writing
+                # anything must go (as Kafka does), or its fetches keep diverging.
+                if self.epochs.truncate_from_end(self.log_end_offset):
+                    self._write_epochs()
                 return self.log_end_offset
             while len(self._segments) > 1 and self._segments[-1].base_offset >= offset:
                 self._segments.pop().delete_files()

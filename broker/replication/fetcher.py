@@ -168,9 +168,16 @@ class LeaderFetcher:
             log.warning("%s %s: starting over at offset %d", partition.tp, why, decision.offset)
             await on_writer(partition.start_over_at, decision.offset)
             return True
-        before = partition.log_end_offset
+        before = (partition.log_end_offset, partition.log.last_batch_epoch())
         end = await on_writer(partition.truncate_to, decision.offset)
-        log.info("%s %s: truncated from %d to %d", partition.tp, why, before, end)
+        after = (end, partition.log.last_batch_epoch())
+        if after == before:
+            # Nothing moved: back off rather than spin (the next fetch asks again).
+            log.warning(
+                "%s %s, but truncating to %d changed nothing", partition.tp, why, decision.offset
+            )
+            return False
+        log.info("%s %s: truncated from %d to %d", partition.tp, why, before[0], end)
         return True
 
 

@@ -275,3 +275,16 @@ def test_flush_messages_is_reported_to_the_caller(tmp_path):
     assert log.flush_due_by_count()
     log.flush(NOW)
     assert not log.flush_due_by_count() and log.recovery_point == 3
+
+
+def test_truncating_at_the_end_drops_an_epoch_that_wrote_nothing(tmp_path):
+    """Regression: a broker that became leader (recording its epoch at the log end) but wrote
+    nothing kept that epoch as a follower, and looped forever on 'diverged' fetches."""
+    log = PartitionLog.open(str(tmp_path), small_config(), NOW)
+    append_values(log, [b"a"], epoch=0)
+    append_values(log, [b"b"], epoch=1)
+    log.assign_epoch(2, log.log_end_offset)
+    assert log.epochs.entries() == [(0, 0), (1, 1), (2, 2)]
+    assert log.truncate_to(2) == 2
+    assert log.epochs.entries() == [(0, 0), (1, 1)]
+    assert log.last_batch_epoch() == 1
