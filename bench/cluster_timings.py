@@ -112,10 +112,15 @@ class Bench:
                 reply = broker(address).Metadata(broker_pb2.MetadataRequest(), timeout=1)
             except grpc.RpcError:
                 continue
-            return ", ".join(
-                f"{t.name}-{p.partition} leader {p.leader_id} isr {list(p.isr)}"
-                for t in reply.topics for p in t.partitions
-                if len(p.isr) < len(p.replicas) or p.leader_id <= 0) or "brokers"
+            return (
+                ", ".join(
+                    f"{t.name}-{p.partition} leader {p.leader_id} isr {list(p.isr)}"
+                    for t in reply.topics
+                    for p in t.partitions
+                    if len(p.isr) < len(p.replicas) or p.leader_id <= 0
+                )
+                or "brokers"
+            )
         return "no broker answered"
 
     def _isr_full(self) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ from client.local_cluster import (
     ClusterLayout,
     LocalCluster,
     LocalClusterError,
+    reap_children,
 )
 
 READY_TIMEOUT_S = 60
@@ -233,7 +233,7 @@ def _supervise(local: LocalCluster, layout: ClusterLayout) -> None:
     known = {i: local.pid_of(i) for i in range(1, layout.nodes + 1)}
     while True:
         time.sleep(0.5)
-        _reap()
+        reap_children()
         for broker_id in known:
             pid = local.pid_of(broker_id)
             if pid != known[broker_id]:
@@ -245,16 +245,6 @@ def _supervise(local: LocalCluster, layout: ClusterLayout) -> None:
                 else:
                     print(f"[{stamp}] broker {broker_id} started (pid {pid})", flush=True)
                 known[broker_id] = pid
-
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def _shutdown(local: LocalCluster, layout: ClusterLayout | None) -> None:

@@ -222,19 +222,20 @@ class LocalCluster:
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and any(self.pid_of(i) is not None for i in running):
-            _reap_children()
+            reap_children()
             time.sleep(0.1)
         for i in running:
             straggler = self.pid_of(i)
             if straggler is not None:
                 os.kill(straggler, signal.SIGKILL)
-        _reap_children()
+        reap_children()
         for i in running:
             self.pid_path(i).unlink(missing_ok=True)
         return sorted(running)
 
 
-def _reap_children() -> None:
+def reap_children() -> None:
+    """Collect exited child brokers so they do not linger as zombies."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
