@@ -41,6 +41,8 @@ KAFKA_ALIASES = {
     "offsets.topic.replication.factor": "offsets_topic_replication_factor",
     "unclean.leader.election.enable": "unclean_leader_election_enable",
     "auto.leader.rebalance.enable": "auto_leader_rebalance_enable",
+    "group.consumer.session.timeout.ms": "group_consumer_session_timeout_ms",
+    "group.consumer.heartbeat.interval.ms": "group_consumer_heartbeat_interval_ms",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -117,6 +119,10 @@ class BrokerConfig:
     metadata_write_timeout_ms: int = 5_000
     offsets_topic_num_partitions: int = 10
     offsets_topic_replication_factor: int = 3
+    group_consumer_session_timeout_ms: int = 10_000
+    group_consumer_heartbeat_interval_ms: int = 1_000
+    # The group coordinator snapshots its offsets and drops older log every N records.
+    offsets_snapshot_every_records: int = 1_000
     # Compact the Raft journal into a snapshot past this many entries (see cluster/raft.py).
     metadata_log_compaction_entries: int = 20_000
     raft_options: Mapping[str, Any] = field(default_factory=dict)
@@ -198,6 +204,9 @@ class BrokerConfig:
             "produce_timeout_max_ms",
             "metadata_log_compaction_entries",
             "leader_imbalance_check_interval_ms",
+            "group_consumer_session_timeout_ms",
+            "group_consumer_heartbeat_interval_ms",
+            "offsets_snapshot_every_records",
         ]
         for name in positive:
             if getattr(self, name) <= 0:

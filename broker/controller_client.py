@@ -99,7 +99,9 @@ class ControllerClient:
         while loop.time() < deadline:
             controller_id = self.controller_id()
             try:
-                if controller_id == self.broker_id:
+                if controller_id == self.broker_id and method == "create_internal_topics":
+                    response = await self._quorum.create_topics(request, allow_internal=True)
+                elif controller_id == self.broker_id:
                     response = await getattr(self._quorum, method)(request)
                 elif controller_id is not None:
                     target = self._controller_target(controller_id)
@@ -129,6 +131,7 @@ class ControllerClient:
         controller = controller_pb2_grpc.ControllerServiceStub(channel)
         calls: dict[str, Callable[..., Awaitable[Any]]] = {
             "create_topics": admin_pb2_grpc.AdminServiceStub(channel).CreateTopics,
+            "create_internal_topics": admin_pb2_grpc.AdminServiceStub(channel).CreateTopics,
             "delete_topics": admin_pb2_grpc.AdminServiceStub(channel).DeleteTopics,
             "register_broker": controller.RegisterBroker,
             "broker_heartbeat": controller.BrokerHeartbeat,

@@ -70,6 +70,10 @@ class InvalidRequiredAcksError(BrokerError):
     code = Code.INVALID_REQUIRED_ACKS
 
 
+class InvalidTopicError(BrokerError):
+    code = Code.INVALID_TOPIC_EXCEPTION
+
+
 class UnsupportedCompressionError(BrokerError):
     code = Code.UNSUPPORTED_COMPRESSION_TYPE
 

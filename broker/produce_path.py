@@ -18,6 +18,7 @@ from broker.errors import (
     BrokerFencedError,
     DuplicateSequenceError,
     InvalidRequestError,
+    InvalidTopicError,
     NotLeaderError,
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
@@ -79,14 +80,30 @@ class ProducePath:
         response.partitions.extend(results)
         return response
 
+    async def append_internal(
+        self, topic: str, partition: int, batch: bytes, timeout_ms: int
+    ) -> broker_pb2.PartitionProduceResponse:
+        """The broker's own writes to internal topics (the group coordinator's), acks=all."""
+        item = broker_pb2.PartitionProduceData(
+            topic=topic, partition=partition, record_batches=batch
+        )
+        return await self._produce_one(item, -1, timeout_ms, internal=True)
+
     async def _produce_one(
-        self, item: broker_pb2.PartitionProduceData, acks: int, timeout_ms: int
+        self,
+        item: broker_pb2.PartitionProduceData,
+        acks: int,
+        timeout_ms: int,
+        internal: bool = False,
     ) -> broker_pb2.PartitionProduceResponse:
         reply = broker_pb2.PartitionProduceResponse(
             topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1
         )
         try:
             data, batches = parse_produce_data(item)
+            topic = self._replicas.image.topics.get(item.topic)
+            if topic is not None and topic.internal and not internal:
+                raise InvalidTopicError(f"'{item.topic}' is internal; clients cannot write it")
             await self._ensure_topic(item.topic)
             partition = self._replicas.leader_partition(TopicPartition(item.topic, item.partition))
             problem = self._lease_problem()

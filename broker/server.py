@@ -30,6 +30,8 @@ from broker.controller_client import (
     ControllerClient,
 )
 from broker.fetch_path import FetchPath
+from broker.group_service import GroupServicer
+from broker.groups.coordinator import GroupCoordinator, GroupSettings
 from broker.partition import TopicPartition
 from broker.produce_path import ProducePath
 from broker.producer_ids import ProducerIdManager
@@ -48,11 +50,14 @@ from proto.raftka.v1 import (
     common_pb2,
     controller_pb2,
     controller_pb2_grpc,
+    group_pb2,
+    group_pb2_grpc,
 )
 
 log = logging.getLogger("raftka.broker")
 Code = common_pb2.ErrorCode
 CONTROLLER_TICK_S = 0.05
+GROUP_TICK_S = 0.1
 
 
 def now_ms() -> int:
@@ -140,6 +145,7 @@ class BrokerServer:
             asyncio.create_task(self.lifecycle.run(), name="heartbeats"),
             asyncio.create_task(self._maintenance(), name="log-maintenance"),
             asyncio.create_task(self._isr_rounds(), name="isr-updates"),
+            asyncio.create_task(self._group_rounds(), name="group-coordinator"),
         ]
         log.info(
             "broker %d listening on %s:%d (raft %s, voters %s)",
@@ -182,6 +188,16 @@ class BrokerServer:
             lambda: self.lifecycle.broker_epoch,
             now_ms,
             config.replica_lag_time_max_ms,
+        )
+        self.group_coordinator = GroupCoordinator(
+            replicas,
+            self.produce_path,
+            now_ms,
+            GroupSettings(
+                session_timeout_ms=config.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms=config.group_consumer_heartbeat_interval_ms,
+                snapshot_every_records=config.offsets_snapshot_every_records,
+            ),
         )
         self.producer_ids = ProducerIdManager(
             lambda: self.controller_client.call(
@@ -233,6 +249,7 @@ class BrokerServer:
         )
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(self), server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self), server)
+        group_pb2_grpc.add_GroupServiceServicer_to_server(GroupServicer(self), server)
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
             ControllerServicer(self), server
         )
@@ -241,6 +258,7 @@ class BrokerServer:
         services = (
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+            group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
             controller_pb2.DESCRIPTOR.services_by_name["ControllerService"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
@@ -289,6 +307,15 @@ class BrokerServer:
                 self.isr_updater.run_once(self.replica_manager.partitions.values())
             except Exception:
                 log.exception("ISR update round failed")
+
+    async def _group_rounds(self) -> None:
+        while True:
+            await asyncio.sleep(GROUP_TICK_S)
+            try:
+                self.group_coordinator.refresh()
+                self.group_coordinator.expire_members()
+            except Exception:
+                log.exception("group coordinator round failed")
 
     async def _on_first_unfenced(self) -> None:
         await self.replica_manager.remove_stray_logs()

@@ -135,6 +135,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         server = self._server
         try:
             if _forwarded(context):
+                if method == "create_topics":  # brokers may create internal topics
+                    return await server.quorum.create_topics(request, allow_internal=True)
                 return await getattr(server.quorum, method)(request)
             response = await server.controller_client.call(
                 method, request, server.config.metadata_write_timeout_ms / 1000

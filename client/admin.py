@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from client.errors import BrokerNotAvailableError, RaftkaError, error_for
+from client.group_admin import GroupAdmin
 from client.metadata import ClusterMetadata
 from client.transport import Connections, bootstrap_list, translate_rpc_error
 from proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
@@ -179,6 +180,12 @@ class Admin:
                     offsets[spec] = reply.offset
             if len(offsets) == 2:
                 partition.log_start_offset, partition.high_watermark = offsets[-2], offsets[-1]
+
+    # ------------------------------------------------------------------------- groups
+    @property
+    def groups(self) -> GroupAdmin:
+        """Consumer group operations: list, describe (with lag), reset offsets, delete."""
+        return GroupAdmin(self._connections, self.metadata, self.request_timeout_s)
 
     # ------------------------------------------------------------------------ cluster
     def describe_cluster(self) -> admin_pb2.DescribeClusterResponse:

@@ -24,7 +24,7 @@ from client.cli_common import (  # noqa: F401 - re-exported for the cli_* module
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from client import bench, cli_broker, cli_cluster, cli_io, cli_topics
+    from client import bench, cli_broker, cli_cluster, cli_groups, cli_io, cli_topics
 
     parser = argparse.ArgumentParser(
         prog="raftka",
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_topics.register(commands)
     cli_io.register(commands)
     cli_cluster.register(commands)
+    cli_groups.register(commands)
     bench.register(commands)
     return parser
 

@@ -64,6 +64,11 @@ def register(commands: Any) -> None:
     consume.add_argument("--timeout-ms", type=int, help="exit when no record arrives for this long")
     consume.add_argument("--print-key", action="store_true", help="print key<TAB>value")
     consume.add_argument("--print-offset", action="store_true", help="prefix partition:offset<TAB>")
+    consume.add_argument(
+        "--group",
+        help="consume as a member of this consumer group: "
+        "share partitions, resume from committed offsets",
+    )
     add_bootstrap(consume)
     add_json(consume)
     consume.set_defaults(handler=run_consume)
@@ -182,8 +187,30 @@ def _format(record: Any, args: argparse.Namespace) -> str:
     return "\t".join(parts)
 
 
+def _start_group_consumer(args: argparse.Namespace) -> Any:
+    from client.consumer import Consumer
+
+    if args.partition is not None or args.offset is not None:
+        raise CliError(
+            "--partition and --offset do not combine with --group (the group "
+            "assigns partitions; use `raftka groups reset-offsets` to move it)"
+        )
+    consumer = Consumer(
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        auto_offset_reset="earliest" if args.from_beginning else "latest",
+        client_id="raftka-cli",
+    )
+    consumer.metadata.ensure_topic(args.topic, allow_auto_create=False)
+    consumer.subscribe([args.topic])
+    return consumer
+
+
 def _start_consumer(args: argparse.Namespace) -> Any:
     from client.consumer import Consumer, TopicPartition
+
+    if args.group:
+        return _start_group_consumer(args)
 
     consumer = Consumer(
         bootstrap_servers=args.bootstrap,

@@ -11,11 +11,13 @@ Leader changes and unreachable brokers refresh the metadata and retry.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 
@@ -25,21 +27,18 @@ from client.errors import (
     UnknownTopicOrPartitionError,
     error_for,
 )
+from client.group_member import CommitFailedError, GroupMembership  # noqa: F401 - re-export
 from client.metadata import ClusterMetadata
 from client.records import decode_batches, iter_headers
 from client.serialization import Deserializer, resolve_deserializer
 from client.transport import Connections, bootstrap_list, translate_rpc_error
+from client.types import TopicPartition
 from proto.raftka.v1 import broker_pb2, common_pb2
 
 log = logging.getLogger("raftka.client")
 Code = common_pb2.ErrorCode
 EARLIEST = -2
 LATEST = -1
-
-
-class TopicPartition(NamedTuple):
-    topic: str
-    partition: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +68,13 @@ class Consumer:
         consumer_timeout_ms: int | None = None,
         key_deserializer: str | Deserializer | None = None,
         value_deserializer: str | Deserializer | None = None,
+        group_id: str | None = None,
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5_000,
+        session_timeout_ms: int = 10_000,
+        group_assignor: str = "range",
+        on_assign: Callable[[list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[list[TopicPartition]], None] | None = None,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'none'")
@@ -95,14 +101,49 @@ class Consumer:
         self._buffer: deque[ConsumerRecord] = deque()
         self._paused: set[TopicPartition] = set()
         self._closed = False
+        self.group_id = group_id
+        self.enable_auto_commit = enable_auto_commit and group_id is not None
+        self._auto_commit_interval_s = auto_commit_interval_ms / 1000
+        self._last_auto_commit = time.monotonic()
+        self._session_timeout_ms = session_timeout_ms
+        self._group_assignor = group_assignor
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._membership: GroupMembership | None = None
+        self._committer: ThreadPoolExecutor | None = None
         if topics:
             self.subscribe(list(topics))
 
     # ------------------------------------------------------------------- assignment
-    def subscribe(self, topics: list[str]) -> None:
-        """Read every partition of these topics (no consumer group: this consumer alone)."""
-        self._subscription = list(topics)
-        self._assign_subscription()
+    def subscribe(self, topics: list[str] | None = None, pattern: str = "") -> None:
+        """Read these topics (or those whose name fully matches `pattern`). With a group_id,
+        the group's coordinator decides which partitions this consumer gets; without, it
+        reads every partition itself."""
+        if not topics and not pattern:
+            raise ValueError("subscribe needs topics or a pattern")
+        self._subscription = list(topics or [])
+        if self.group_id is None:
+            if pattern:
+                self.metadata.refresh()
+                regex = re.compile(pattern)
+                self._subscription += [t for t in self.metadata.topics if regex.fullmatch(t)]
+            self._assign_subscription()
+            return
+        if self._membership is not None:
+            self._membership.close(leave=True)
+        self._set_assignment([])
+        self._membership = GroupMembership(
+            self.group_id,
+            self._subscription,
+            pattern,
+            connections=self._connections,
+            metadata=self.metadata,
+            client_id=self.client_id,
+            session_timeout_ms=self._session_timeout_ms,
+            assignor=self._group_assignor,
+            request_timeout_s=self.request_timeout_s,
+        )
+        self._membership.start()
 
     def _assign_subscription(self) -> None:
         wanted: list[TopicPartition] = []
@@ -112,6 +153,10 @@ class Consumer:
         self._set_assignment(wanted)
 
     def assign(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> None:
+        """Read exactly these partitions (manual assignment; no group membership)."""
+        if self._membership is not None:
+            self._membership.close(leave=True)
+            self._membership = None
         self._subscription = []
         self._set_assignment([TopicPartition(*tp) for tp in partitions])
 
@@ -255,7 +300,9 @@ class Consumer:
             raise RuntimeError("the consumer is closed")
         limit = max_records or self.max_poll_records
         deadline = time.monotonic() + timeout_ms / 1000
+        self._maybe_auto_commit()
         while not self._buffer:
+            self._sync_group()
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             self._fetch_once(max(0, min(remaining_ms, self.fetch_max_wait_ms)))
             if self._buffer or time.monotonic() >= deadline:
@@ -392,7 +439,104 @@ class Consumer:
             next_position = max(next_position, header.next_offset)
         return next_position
 
+    # ------------------------------------------------------------------------ groups
+    def _sync_group(self) -> None:
+        """Take the coordinator's newest assignment: commit and drop revoked partitions
+        first, then start the new ones at their committed offsets."""
+        membership = self._membership
+        if membership is None:
+            return
+        target = membership.take_assignment()
+        if target is None:
+            return
+        current = set(self._positions)
+        revoked = sorted(current - target)
+        added = sorted(target - current)
+        if revoked:
+            if self.enable_auto_commit:
+                self._commit_quietly(revoked)
+            if self._on_revoke is not None:
+                self._on_revoke(revoked)
+        self._set_assignment(sorted(target))
+        if added:
+            for tp, offset in membership.committed(added).items():
+                if offset >= 0 and tp in self._positions:
+                    self._move_to(tp, offset)
+            if self._on_assign is not None:
+                self._on_assign(added)
+        membership.report_owned(target)
+        log.info(
+            "group %s: assigned %d partition(s) (+%d, -%d)",
+            self.group_id,
+            len(target),
+            len(added),
+            len(revoked),
+        )
+
+    def _current_offsets(
+        self, partitions: Iterable[TopicPartition] | None = None
+    ) -> dict[TopicPartition, tuple[int, str]]:
+        wanted = self._positions if partitions is None else partitions
+        return {
+            tp: (offset, "") for tp in wanted if (offset := self._positions.get(tp)) is not None
+        }
+
+    def _maybe_auto_commit(self) -> None:
+        if not self.enable_auto_commit or self._membership is None:
+            return
+        if time.monotonic() - self._last_auto_commit < self._auto_commit_interval_s:
+            return
+        self._last_auto_commit = time.monotonic()
+        self._commit_quietly(None)
+
+    def _commit_quietly(self, partitions: Iterable[TopicPartition] | None) -> None:
+        offsets = self._current_offsets(partitions)
+        if not offsets or self._membership is None:
+            return
+        try:
+            self._membership.commit(offsets, self.request_timeout_s)
+        except RaftkaError as exc:
+            log.warning("group %s: automatic commit failed: %s", self.group_id, exc)
+
+    def commit(self, offsets: dict[TopicPartition, int] | None = None) -> None:
+        """Store positions for the group (default: every assigned partition's position,
+        i.e. after the records poll() returned). Raises CommitFailedError when the group no
+        longer counts this consumer."""
+        if self._membership is None:
+            raise ValueError("commit() needs a consumer with a group_id and a subscription")
+        if offsets is None:
+            chosen = self._current_offsets()
+        else:
+            chosen = {TopicPartition(*tp): (offset, "") for tp, offset in offsets.items()}
+        if chosen:
+            self._membership.commit(chosen, self.request_timeout_s)
+
+    def commit_async(self, offsets: dict[TopicPartition, int] | None = None) -> Future[None]:
+        """commit() in the background; the future completes (or fails) with it."""
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftka-commit")
+        chosen = offsets
+        if chosen is None:
+            chosen = {tp: offset for tp, (offset, _) in self._current_offsets().items()}
+        return self._committer.submit(self.commit, chosen)
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset of `tp`, or None."""
+        if self._membership is None:
+            raise ValueError("committed() needs a consumer with a group_id")
+        offset = self._membership.committed([TopicPartition(*tp)]).get(TopicPartition(*tp), -1)
+        return offset if offset >= 0 else None
+
     def close(self) -> None:
+        """Leave cleanly: commit (with auto commit), leave the group, close connections."""
+        if self._closed:
+            return
+        if self._membership is not None:
+            if self.enable_auto_commit:
+                self._commit_quietly(None)
+            self._membership.close(leave=True)
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
         self._closed = True
         self._connections.close()
 

@@ -412,6 +412,22 @@ class PartitionLog:
             self._write_epochs()
             self.write_checkpoint()
 
+    def advance_start_offset(self, offset: int) -> bool:
+        """Make `offset` the first offset kept (Kafka's DeleteRecords): whole segments below
+        it are deleted. Never past what is committed here. True when it moved."""
+        with self._lock:
+            self._check_open()
+            target = min(offset, self.high_watermark, self.log_end_offset)
+            if target <= self.log_start_offset:
+                return False
+            self.log_start_offset = target
+            while len(self._segments) > 1 and self._segments[1].base_offset <= target:
+                self._segments.pop(0).delete_files()
+            if self.epochs.truncate_from_start(target):
+                self._write_epochs()
+        self.write_checkpoint()
+        return True
+
     # ------------------------------------------------------------------------- retention
     def enforce_retention(self, now_ms: int) -> int:
         """Delete segments past retention.ms or beyond retention.bytes; return how many.

@@ -141,6 +141,8 @@ class LeaderFetcher:
             )
             if result is not None:
                 self.manager.notify(partition.tp)
+            if reply.log_start_offset > partition.log_start_offset:  # leader trimmed its log
+                await on_writer(partition.log.advance_start_offset, reply.log_start_offset)
             return True
         if reply.error_code == Code.OFFSET_OUT_OF_RANGE:
             if partition.log_end_offset < reply.log_start_offset:

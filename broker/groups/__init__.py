@@ -1,0 +1,1 @@
+"""Consumer groups: pure membership and assignment state, and the coordinator around it."""

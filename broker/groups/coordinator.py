@@ -1,0 +1,375 @@
+"""The group coordinator: serves the groups whose __consumer_offsets partition this broker
+leads.
+
+How it works: a group lives in partition partition_for_group(group) of __consumer_offsets, and
+the leader of that partition is the group's coordinator. When this broker becomes leader of
+such a partition it replays the partition's log into memory (offsets; membership is kept in
+memory only and rebuilt as members heartbeat again); when it stops leading it drops them. An
+offset commit is written to the partition with acks=all and applied only once replicated, so
+the coordinator fails over with ordinary partition failover and nothing acknowledged is lost.
+Every `snapshot_every_records` writes, the live offsets are written as one snapshot record and
+the log before it is dropped (followers follow the leader's log start), so the topic stays
+small. Event-loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from broker.errors import BrokerError
+from broker.groups import offsets_log
+from broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
+from broker.groups.state import CommittedOffset, ConsumerGroup, GroupError
+from broker.partition import TopicPartition
+from broker.produce_path import ProducePath
+from broker.replica_manager import ReplicaManager
+from proto.raftka.v1 import common_pb2, group_pb2
+
+log = logging.getLogger("raftka.groups")
+Code = common_pb2.ErrorCode
+READ_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSettings:
+    session_timeout_ms: int = 10_000
+    session_timeout_min_ms: int = 1_000
+    session_timeout_max_ms: int = 60_000
+    heartbeat_interval_ms: int = 1_000
+    snapshot_every_records: int = 1_000
+    commit_timeout_ms: int = 10_000
+
+
+@dataclass
+class _Loaded:
+    """The groups of one __consumer_offsets partition this broker coordinates."""
+
+    leader_epoch: int
+    groups: dict[str, ConsumerGroup] = field(default_factory=dict)
+    # Membership is not stored: for one session after taking over, members re-announce what
+    # they own before anything they might hold is handed to someone else.
+    hold_assignments_until_ms: int = 0
+    records_since_snapshot: int = 0
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class CoordinatorError(BrokerError):
+    pass
+
+
+def _error(code_name: str, message: str) -> CoordinatorError:
+    error = CoordinatorError(message)
+    error.code = Code.Value(code_name)
+    return error
+
+
+class GroupCoordinator:
+    def __init__(
+        self,
+        replicas: ReplicaManager,
+        produce: ProducePath,
+        clock_ms: Callable[[], int],
+        settings: GroupSettings,
+    ) -> None:
+        self._replicas = replicas
+        self._produce = produce
+        self._clock_ms = clock_ms
+        self.settings = settings
+        self._loaded: dict[int, _Loaded] = {}
+        self._loading: dict[int, asyncio.Task[None]] = {}
+
+    # ----------------------------------------------------------------- leadership
+    def offsets_partitions(self) -> int:
+        topic = self._replicas.image.topics.get(OFFSETS_TOPIC)
+        return len(topic.partitions) if topic is not None else 0
+
+    def refresh(self) -> None:
+        """Follow leadership of __consumer_offsets partitions (called periodically)."""
+        for tp, partition in list(self._replicas.partitions.items()):
+            if tp.topic != OFFSETS_TOPIC:
+                continue
+            loaded = self._loaded.get(tp.partition)
+            leading = partition.is_leader
+            if leading and (loaded is None or loaded.leader_epoch != partition.leader_epoch):
+                if tp.partition not in self._loading:
+                    self._loading[tp.partition] = asyncio.create_task(
+                        self._load(tp.partition, partition.leader_epoch)
+                    )
+            elif not leading and loaded is not None:
+                log.info("no longer coordinating __consumer_offsets-%d", tp.partition)
+                del self._loaded[tp.partition]
+        for index in [
+            i
+            for i in self._loaded
+            if TopicPartition(OFFSETS_TOPIC, i) not in self._replicas.partitions
+        ]:
+            del self._loaded[index]
+
+    async def _load(self, index: int, leader_epoch: int) -> None:
+        try:
+            partition = self._replicas.partitions[TopicPartition(OFFSETS_TOPIC, index)]
+            groups: dict[str, ConsumerGroup] = {}
+            offset = partition.log_start_offset
+            end = partition.log_end_offset
+            count = 0
+            while offset < end:
+                data = partition.log.read(offset, READ_CHUNK_BYTES, end)
+                if not data:
+                    break
+                for record_offset, record in offsets_log.decode(data, from_offset=offset):
+                    offsets_log.replay(groups, record)
+                    offset = record_offset + 1
+                    count += 1
+            if partition.is_leader and partition.leader_epoch == leader_epoch:
+                # Epoch 0 is the partition's first leader: there was no coordinator before.
+                hold = self._clock_ms() + self.settings.session_timeout_ms if leader_epoch else 0
+                self._loaded[index] = _Loaded(leader_epoch, groups, hold_assignments_until_ms=hold)
+                log.info(
+                    "coordinating __consumer_offsets-%d: %d group(s) from %d record(s)",
+                    index,
+                    len(groups),
+                    count,
+                )
+        except Exception:
+            log.exception("loading __consumer_offsets-%d failed", index)
+        finally:
+            self._loading.pop(index, None)
+
+    def _groups_for(self, group_id: str) -> tuple[int, _Loaded]:
+        if not group_id:
+            raise _error("INVALID_GROUP_ID", "the group id is empty")
+        count = self.offsets_partitions()
+        if count == 0:
+            raise _error("COORDINATOR_NOT_AVAILABLE", f"{OFFSETS_TOPIC} does not exist yet")
+        index = partition_for_group(group_id, count)
+        loaded = self._loaded.get(index)
+        if loaded is None:
+            partition = self._replicas.partitions.get(TopicPartition(OFFSETS_TOPIC, index))
+            if index in self._loading or (partition is not None and partition.is_leader):
+                self.refresh()
+                raise _error(
+                    "COORDINATOR_LOAD_IN_PROGRESS", f"still loading the state of group {group_id}"
+                )
+            raise _error(
+                "NOT_COORDINATOR",
+                f"broker {self._replicas.broker_id} is not the coordinator of group {group_id}",
+            )
+        return index, loaded
+
+    def _partition_counts(self) -> dict[str, int]:
+        return {
+            name: len(t.partitions)
+            for name, t in self._replicas.image.topics.items()
+            if not t.internal
+        }
+
+    # ----------------------------------------------------------------- heartbeats
+    def heartbeat(
+        self, request: group_pb2.ConsumerGroupHeartbeatRequest
+    ) -> group_pb2.ConsumerGroupHeartbeatResponse:
+        _, loaded = self._groups_for(request.group_id)
+        settings = self.settings
+        session = request.session_timeout_ms or settings.session_timeout_ms
+        if not settings.session_timeout_min_ms <= session <= settings.session_timeout_max_ms:
+            raise _error(
+                "INVALID_SESSION_TIMEOUT",
+                f"session timeout {session} ms is outside "
+                f"[{settings.session_timeout_min_ms}, {settings.session_timeout_max_ms}]",
+            )
+        group = loaded.groups.setdefault(request.group_id, ConsumerGroup(request.group_id))
+        owned = [(t.topic, p) for t in request.owned_partitions for p in t.partitions]
+        try:
+            result = group.heartbeat(
+                member_id=request.member_id,
+                member_epoch=request.member_epoch,
+                client_id=request.client_id,
+                subscribed_topics=(
+                    list(request.subscribed_topic_names) if request.has_subscription else None
+                ),
+                subscribed_regex=request.subscribed_topic_regex,
+                assignor=request.server_assignor,
+                owned=owned,
+                session_timeout_ms=session,
+                partition_counts=self._partition_counts(),
+                now_ms=self._clock_ms(),
+                new_member_id=uuid.uuid4().hex,
+                hold_until_ms=loaded.hold_assignments_until_ms,
+            )
+        except GroupError as exc:
+            raise _error(exc.code, str(exc)) from None
+        response = group_pb2.ConsumerGroupHeartbeatResponse(
+            member_id=result.member_id,
+            member_epoch=result.member_epoch,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            session_timeout_ms=result.session_timeout_ms,
+            has_assignment=True,
+        )
+        response.assignment.extend(_grouped(result.assignment))
+        return response
+
+    def expire_members(self) -> None:
+        now_ms = self._clock_ms()
+        counts = self._partition_counts()
+        for loaded in self._loaded.values():
+            for group in loaded.groups.values():
+                gone = group.expire(now_ms, counts)
+                if gone:
+                    log.info(
+                        "group %s: removed %s (session expired or revocation overdue)",
+                        group.group_id,
+                        gone,
+                    )
+
+    # --------------------------------------------------------------------- offsets
+    async def commit(
+        self, request: group_pb2.OffsetCommitRequest
+    ) -> group_pb2.OffsetCommitResponse:
+        index, loaded = self._groups_for(request.group_id)
+        group = loaded.groups.setdefault(request.group_id, ConsumerGroup(request.group_id))
+        try:
+            group.check_commit(request.member_id, request.member_epoch)
+        except GroupError as exc:
+            raise _error(exc.code, str(exc)) from None
+        now_ms = self._clock_ms()
+        existing = self._partition_counts()
+        response = group_pb2.OffsetCommitResponse()
+        accepted: dict[tuple[str, int], CommittedOffset] = {}
+        for item in request.partitions:
+            reply = response.partitions.add(topic=item.topic, partition=item.partition)
+            if not 0 <= item.partition < existing.get(item.topic, 0):
+                reply.error_code = Code.UNKNOWN_TOPIC_OR_PARTITION
+                reply.error_message = f"unknown partition {item.topic}-{item.partition}"
+            elif item.offset < 0:
+                reply.error_code = Code.INVALID_REQUEST
+                reply.error_message = f"offset {item.offset} is negative"
+            else:
+                accepted[(item.topic, item.partition)] = CommittedOffset(
+                    item.offset, item.metadata, now_ms
+                )
+        if accepted:
+            records = [
+                offsets_log.commit_record(request.group_id, t, p, o)
+                for (t, p), o in accepted.items()
+            ]
+            await self._write(index, loaded, records)
+            group.commit(accepted)
+            await self._maybe_snapshot(index, loaded)
+        return response
+
+    async def _write(
+        self, index: int, loaded: _Loaded, records: list[group_pb2.GroupLogRecord]
+    ) -> int:
+        async with loaded.write_lock:
+            reply = await self._produce.append_internal(
+                OFFSETS_TOPIC, index, offsets_log.encode(records), self.settings.commit_timeout_ms
+            )
+        if reply.error_code:
+            code = Code.Name(reply.error_code)
+            if code in ("NOT_LEADER_OR_FOLLOWER", "LEADER_NOT_AVAILABLE"):
+                code = "NOT_COORDINATOR"
+            raise _error(code, f"storing the commit failed: {reply.error_message}")
+        loaded.records_since_snapshot += len(records)
+        return reply.base_offset
+
+    async def _maybe_snapshot(self, index: int, loaded: _Loaded) -> None:
+        if loaded.records_since_snapshot < self.settings.snapshot_every_records:
+            return
+        record = offsets_log.snapshot_record(loaded.groups, self._partition_counts())
+        base = await self._write(index, loaded, [record])
+        loaded.records_since_snapshot = 0
+        partition = self._replicas.partitions.get(TopicPartition(OFFSETS_TOPIC, index))
+        if partition is not None:
+            await self._replicas.on_writer(partition.log.advance_start_offset, base)
+
+    def fetch_offsets(self, request: group_pb2.OffsetFetchRequest) -> group_pb2.OffsetFetchResponse:
+        _, loaded = self._groups_for(request.group_id)
+        group = loaded.groups.get(request.group_id)
+        live = self._partition_counts()
+        stored = group.offsets if group is not None else {}
+        wanted = [(t.topic, p) for t in request.partitions for p in t.partitions] or sorted(
+            tp for tp in stored if tp[0] in live
+        )
+        response = group_pb2.OffsetFetchResponse()
+        for topic, partition in wanted:
+            found = stored.get((topic, partition)) if topic in live else None
+            response.offsets.add(
+                topic=topic,
+                partition=partition,
+                offset=found.offset if found else -1,
+                metadata=found.metadata if found else "",
+                commit_timestamp_ms=found.commit_timestamp_ms if found else -1,
+            )
+        return response
+
+    # ---------------------------------------------------------------------- admin
+    def list_local(self) -> list[group_pb2.GroupListing]:
+        return [
+            group_pb2.GroupListing(
+                group_id=g.group_id,
+                state=g.state,
+                members=len(g.members),
+                coordinator_id=self._replicas.broker_id,
+            )
+            for loaded in self._loaded.values()
+            for g in loaded.groups.values()
+        ]
+
+    def describe(self, group_id: str) -> group_pb2.DescribeGroupResponse:
+        _, loaded = self._groups_for(group_id)
+        group = loaded.groups.get(group_id)
+        if group is None:
+            raise _error("GROUP_ID_NOT_FOUND", f"group {group_id} does not exist")
+        response = group_pb2.DescribeGroupResponse(
+            group_id=group_id,
+            state=group.state,
+            group_epoch=group.group_epoch,
+            assignor=group.assignor,
+            coordinator_id=self._replicas.broker_id,
+        )
+        for member in group.members.values():
+            entry = response.members.add(
+                member_id=member.member_id,
+                client_id=member.client_id,
+                member_epoch=member.epoch,
+                subscribed_topic_names=sorted(member.subscribed_topics),
+                subscribed_topic_regex=member.subscribed_regex,
+            )
+            entry.assignment.extend(_grouped(member.assigned))
+        live = self._partition_counts()
+        for (topic, partition), offset in sorted(group.offsets.items()):
+            if topic in live:
+                response.offsets.add(
+                    topic=topic,
+                    partition=partition,
+                    offset=offset.offset,
+                    metadata=offset.metadata,
+                    commit_timestamp_ms=offset.commit_timestamp_ms,
+                )
+        return response
+
+    async def delete(self, group_id: str) -> None:
+        index, loaded = self._groups_for(group_id)
+        group = loaded.groups.get(group_id)
+        if group is None:
+            raise _error("GROUP_ID_NOT_FOUND", f"group {group_id} does not exist")
+        if group.members:
+            raise _error(
+                "NON_EMPTY_GROUP",
+                f"group {group_id} has {len(group.members)} member(s); stop them first",
+            )
+        await self._write(index, loaded, [offsets_log.tombstone_record(group_id)])
+        loaded.groups.pop(group_id, None)
+
+
+def _grouped(partitions: frozenset[tuple[str, int]]) -> list[group_pb2.TopicPartitions]:
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in partitions:
+        by_topic.setdefault(topic, []).append(partition)
+    return [
+        group_pb2.TopicPartitions(topic=t, partitions=sorted(ps))
+        for t, ps in sorted(by_topic.items())
+    ]

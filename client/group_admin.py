@@ -1,0 +1,199 @@
+"""Consumer group administration: list, describe (with lag), reset offsets, delete.
+
+Every group call goes to the group's coordinator, found through FindCoordinator on any broker;
+a coordinator that moved (NOT_COORDINATOR) is looked up again until the request timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from client.errors import RaftkaError, error_for
+from client.metadata import ClusterMetadata
+from client.transport import Connections, translate_rpc_error
+from proto.raftka.v1 import broker_pb2, common_pb2, group_pb2, group_pb2_grpc
+
+Code = common_pb2.ErrorCode
+T = TypeVar("T")
+_RETRY = {Code.NOT_COORDINATOR, Code.COORDINATOR_NOT_AVAILABLE, Code.COORDINATOR_LOAD_IN_PROGRESS}
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None
+    end: int
+    lag: int | None
+
+
+class GroupAdmin:
+    def __init__(
+        self, connections: Connections, metadata: ClusterMetadata, timeout_s: float
+    ) -> None:
+        self._connections = connections
+        self._metadata = metadata
+        self._timeout_s = timeout_s
+
+    def _stub(self, address: str) -> group_pb2_grpc.GroupServiceStub:
+        return group_pb2_grpc.GroupServiceStub(self._connections.channel(address))
+
+    def _coordinator(self, group_id: str) -> str:
+        problems = []
+        for address in self._metadata.candidates():
+            try:
+                reply = self._stub(address).FindCoordinator(
+                    group_pb2.FindCoordinatorRequest(group_id=group_id), timeout=self._timeout_s
+                )
+            except grpc.RpcError as exc:
+                problems.append(str(translate_rpc_error(exc, address)))
+                continue
+            if reply.error_code:
+                raise error_for(reply.error_code, reply.error_message)
+            return f"{reply.coordinator.host}:{reply.coordinator.port}"
+        raise error_for(Code.BROKER_NOT_AVAILABLE, "; ".join(problems) or "no broker")
+
+    def _at_coordinator(self, group_id: str, call: Callable[[Any], T]) -> T:
+        """Run `call(stub)` on the coordinator, following it when it moves."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                reply: Any = call(self._stub(self._coordinator(group_id)))
+            except RaftkaError as exc:
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
+            if reply.error_code in _RETRY and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            if reply.error_code:
+                raise error_for(reply.error_code, reply.error_message)
+            return reply  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------------ reads
+    def list_groups(self) -> group_pb2.ListGroupsResponse:
+        last: Exception | None = None
+        for address in self._metadata.candidates():
+            try:
+                return self._stub(address).ListGroups(
+                    group_pb2.ListGroupsRequest(), timeout=self._timeout_s
+                )
+            except grpc.RpcError as exc:
+                last = translate_rpc_error(exc, address)
+        raise last or error_for(Code.BROKER_NOT_AVAILABLE, "no broker answered")
+
+    def describe_group(self, group_id: str) -> group_pb2.DescribeGroupResponse:
+        request = group_pb2.DescribeGroupRequest(group_id=group_id)
+        return self._at_coordinator(
+            group_id, lambda stub: stub.DescribeGroup(request, timeout=self._timeout_s)
+        )
+
+    def lag(self, description: group_pb2.DescribeGroupResponse) -> list[PartitionLag]:
+        """Committed offset, end (high watermark) and lag of every partition of the topics
+        the group subscribes to or has committed for."""
+        committed = {(o.topic, o.partition): o.offset for o in description.offsets}
+        topics = {t for t, _ in committed} | {
+            t for m in description.members for t in m.subscribed_topic_names
+        }
+        self._metadata.refresh()
+        out = []
+        for topic in sorted(topics):
+            for info in self._metadata.partitions_for(topic) or []:
+                end = self._end_offset(topic, info.partition)
+                done = committed.get((topic, info.partition))
+                out.append(
+                    PartitionLag(
+                        topic,
+                        info.partition,
+                        done,
+                        end,
+                        None if done is None else max(0, end - done),
+                    )
+                )
+        return out
+
+    def _end_offset(self, topic: str, partition: int) -> int:
+        address = self._metadata.leader_address(topic, partition)
+        if address is None:
+            return -1
+        request = broker_pb2.ListOffsetsRequest(
+            partitions=[
+                broker_pb2.ListOffsetsPartition(topic=topic, partition=partition, timestamp_ms=-1)
+            ]
+        )
+        try:
+            reply = (
+                self._connections.broker(address)
+                .ListOffsets(request, timeout=self._timeout_s)
+                .partitions[0]
+            )
+        except grpc.RpcError:
+            return -1
+        return reply.offset if not reply.error_code else -1
+
+    # ----------------------------------------------------------------------- writes
+    def reset_offsets(
+        self, group_id: str, topic: str, *, to: str, offset: int = 0
+    ) -> dict[int, int]:
+        """Set the group's committed offset of every partition of `topic` to the earliest,
+        the latest, or a given offset. Refused (NON_EMPTY_GROUP) while it has members."""
+        infos = self._metadata.ensure_topic(topic, allow_auto_create=False)
+        targets: dict[int, int] = {}
+        for info in infos:
+            if to == "offset":
+                targets[info.partition] = offset
+            else:
+                targets[info.partition] = self._list_offset(
+                    topic, info.partition, -2 if to == "earliest" else -1
+                )
+        request = group_pb2.OffsetCommitRequest(
+            group_id=group_id,
+            member_id="",
+            member_epoch=-1,
+            partitions=[
+                group_pb2.OffsetCommitPartition(topic=topic, partition=p, offset=o)
+                for p, o in targets.items()
+            ],
+        )
+        reply = self._at_coordinator(
+            group_id, lambda stub: stub.OffsetCommit(request, timeout=self._timeout_s)
+        )
+        for item in reply.partitions:
+            if item.error_code:
+                raise error_for(item.error_code, item.error_message)
+        return targets
+
+    def _list_offset(self, topic: str, partition: int, spec: int) -> int:
+        address = self._metadata.leader_address(topic, partition)
+        if address is None:
+            raise error_for(Code.LEADER_NOT_AVAILABLE, f"{topic}-{partition} has no leader")
+        request = broker_pb2.ListOffsetsRequest(
+            partitions=[
+                broker_pb2.ListOffsetsPartition(topic=topic, partition=partition, timestamp_ms=spec)
+            ]
+        )
+        reply = (
+            self._connections.broker(address)
+            .ListOffsets(request, timeout=self._timeout_s)
+            .partitions[0]
+        )
+        if reply.error_code:
+            raise error_for(reply.error_code, reply.error_message)
+        return int(reply.offset)
+
+    def delete_group(self, group_id: str) -> None:
+        request = group_pb2.DeleteGroupRequest(group_id=group_id)
+        self._at_coordinator(
+            group_id, lambda stub: stub.DeleteGroup(request, timeout=self._timeout_s)
+        )
