@@ -43,6 +43,7 @@ KAFKA_ALIASES = {
     "auto.leader.rebalance.enable": "auto_leader_rebalance_enable",
     "group.consumer.session.timeout.ms": "group_consumer_session_timeout_ms",
     "group.consumer.heartbeat.interval.ms": "group_consumer_heartbeat_interval_ms",
+    "offsets.topic.segment.bytes": "offsets_topic_segment_bytes",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -123,6 +124,7 @@ class BrokerConfig:
     group_consumer_heartbeat_interval_ms: int = 1_000
     # The group coordinator snapshots its offsets and drops older log every N records.
     offsets_snapshot_every_records: int = 1_000
+    offsets_topic_segment_bytes: int = 1024 * 1024
     # Compact the Raft journal into a snapshot past this many entries (see cluster/raft.py).
     metadata_log_compaction_entries: int = 20_000
     raft_options: Mapping[str, Any] = field(default_factory=dict)
@@ -207,6 +209,7 @@ class BrokerConfig:
             "group_consumer_session_timeout_ms",
             "group_consumer_heartbeat_interval_ms",
             "offsets_snapshot_every_records",
+            "offsets_topic_segment_bytes",
         ]
         for name in positive:
             if getattr(self, name) <= 0:

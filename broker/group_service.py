@@ -19,11 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raftka.groups")
 Code = common_pb2.ErrorCode
-OFFSETS_TOPIC_CONFIGS = {
-    "segment.bytes": "1048576",
-    "retention.ms": "-1",
-    "max.message.bytes": "16777216",
-}
+# Kept small by the coordinator's snapshots, not by retention; segments stay small so the
+# log before a snapshot can be dropped soon.
+OFFSETS_TOPIC_CONFIGS = {"retention.ms": "-1", "max.message.bytes": "16777216"}
 
 
 def _failed(response: Any, exc: BaseException) -> Any:
@@ -59,7 +57,10 @@ class GroupServicer(group_pb2_grpc.GroupServiceServicer):
                         replication_factor=max(
                             1, min(config.offsets_topic_replication_factor, live)
                         ),
-                        configs=OFFSETS_TOPIC_CONFIGS,
+                        configs={
+                            **OFFSETS_TOPIC_CONFIGS,
+                            "segment.bytes": str(config.offsets_topic_segment_bytes),
+                        },
                     )
                 ]
             )

@@ -337,3 +337,69 @@ def test_groups_cli_describe_reset_and_delete(cluster, members):
     assert "ops" not in [
         g["group_id"] for g in json.loads(raftka("groups", "list", "--json").stdout)
     ]
+
+
+def test_offsets_log_stays_small_and_forgets_deleted_topics(cluster_factory):
+    from broker.groups.offsets_log import partition_for_group
+
+    cluster = cluster_factory(
+        3,
+        {**SETTINGS, "offsets.snapshot.every.records": "20", "offsets.topic.segment.bytes": "1024"},
+    )
+    cluster.start()
+    cluster.wait_ready()
+    with Admin(cluster.bootstrap) as admin:
+        admin.create_topic("busy", num_partitions=1)
+        admin.create_topic("doomed-topic", num_partitions=1)
+    produce_numbers(cluster, "busy", 0, 200)
+    produce_numbers(cluster, "doomed-topic", 0, 10)
+    revoked: list = []
+    assigned: list = []
+    consumer = Consumer(
+        bootstrap_servers=cluster.bootstrap,
+        group_id="trim",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=2,
+        on_assign=assigned.extend,
+        on_revoke=revoked.extend,
+    )
+    consumer.subscribe(["busy", "doomed-topic"])
+    read = 0
+    while read < 210:  # a commit every 2 records: ~100 records in __consumer_offsets
+        for records in consumer.poll(timeout_ms=1000).values():
+            read += len(records)
+        consumer.commit()
+    assert sorted(assigned) == [("busy", 0), ("doomed-topic", 0)]
+    index = partition_for_group("trim", 3)
+    directories = [
+        b.data_dir / "logs" / f"__consumer_offsets-{index}" for b in cluster.brokers.values()
+    ]
+
+    def trimmed() -> bool:
+        starts = [
+            json.loads((d / "partition.checkpoint").read_text())["log_start_offset"]
+            for d in directories
+        ]
+        segments = [len(list(d.glob("*.log"))) for d in directories]
+        return min(starts) > 50 and max(segments) < 30
+
+    wait_for(trimmed, 20, "every replica to drop the log before the latest snapshot")
+    with Admin(cluster.bootstrap) as admin:
+        admin.delete_topic("doomed-topic")
+        wait_for(
+            lambda: {o.topic for o in admin.groups.describe_group("trim").offsets} == {"busy"},
+            20,
+            "offsets of the deleted topic to be gone",
+        )
+    wait_for(
+        lambda: consumer.poll(timeout_ms=200) is not None and ("doomed-topic", 0) in revoked,
+        20,
+        "the deleted topic's partition revoked",
+    )
+    consumer.close()
+    with Admin(cluster.bootstrap) as admin:
+        committed = {
+            (o.topic, o.partition): o.offset for o in admin.groups.describe_group("trim").offsets
+        }
+    assert committed == {("busy", 0): 200}
