@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -255,11 +256,20 @@ def _start_consumer(args: argparse.Namespace) -> Any:
     return consumer
 
 
+class _Stopped(Exception):
+    """SIGTERM or Ctrl-C: stop consuming, commit, leave the group, report, exit 0."""
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise _Stopped
+
+
 def run_consume(args: argparse.Namespace) -> int:
     consumer = _start_consumer(args)
     count = 0
     idle_since = time.monotonic()
     out = sys.stdout
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         while args.max_messages is None or count < args.max_messages:
             wanted = None if args.max_messages is None else args.max_messages - count
@@ -277,7 +287,10 @@ def run_consume(args: argparse.Namespace) -> int:
                     out.write(_format(record, args) + "\n")
                     count += 1
             out.flush()
+    except (_Stopped, KeyboardInterrupt):
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         consumer.close()
     print(f"Processed {count} records.", file=sys.stderr)
     return EXIT_OK
