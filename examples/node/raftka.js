@@ -1,6 +1,7 @@
 'use strict';
-// A tiny promise-based client for Raftka's gRPC API (raftka.v1.BrokerService and
-// raftka.v1.AdminService), loaded at run time from the repository's .proto files.
+// A tiny promise-based client for Raftka's gRPC API (raftka.v1.BrokerService,
+// raftka.v1.AdminService and raftka.v1.GroupService), loaded at run time from the repository's
+// .proto files.
 //
 //   const { connect } = require('./raftka');
 //   const client = connect('127.0.0.1:9090');
@@ -32,6 +33,15 @@ const LOADER_OPTIONS = {
 
 const BROKER_METHODS = ['Produce', 'Fetch', 'ListOffsets', 'Metadata'];
 const ADMIN_METHODS = ['CreateTopics', 'ListTopics', 'DescribeTopics'];
+const GROUP_METHODS = [
+  'FindCoordinator',
+  'ConsumerGroupHeartbeat',
+  'OffsetCommit',
+  'OffsetFetch',
+  'ListGroups',
+  'DescribeGroup',
+  'DeleteGroup',
+];
 
 // Default deadline of one call. Fetch long-polls for up to max_wait_ms, which stays well below.
 const DEFAULT_DEADLINE_MS = 30000;
@@ -71,14 +81,15 @@ function connect(address) {
   const pkg = loadPackage();
   const credentials = grpc.credentials.createInsecure();
   const brokerStub = new pkg.BrokerService(address, credentials);
-  // Share the broker stub's channel so that one connection serves both services.
-  const adminStub = new pkg.AdminService(address, credentials, {
-    channelOverride: brokerStub.getChannel(),
-  });
+  // Share the broker stub's channel so that one connection serves every service.
+  const shared = { channelOverride: brokerStub.getChannel() };
+  const adminStub = new pkg.AdminService(address, credentials, shared);
+  const groupStub = new pkg.GroupService(address, credentials, shared);
   return {
     address,
     broker: promisify(brokerStub, BROKER_METHODS),
     admin: promisify(adminStub, ADMIN_METHODS),
+    group: promisify(groupStub, GROUP_METHODS),
     close() {
       brokerStub.close();
     },
