@@ -71,7 +71,7 @@ class Consumer:
         group_id: str | None = None,
         enable_auto_commit: bool = True,
         auto_commit_interval_ms: int = 5_000,
-        session_timeout_ms: int = 10_000,
+        session_timeout_ms: int | None = None,
         group_assignor: str = "range",
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
@@ -105,7 +105,8 @@ class Consumer:
         self.enable_auto_commit = enable_auto_commit and group_id is not None
         self._auto_commit_interval_s = auto_commit_interval_ms / 1000
         self._last_auto_commit = time.monotonic()
-        self._session_timeout_ms = session_timeout_ms
+        # None: the broker's group.consumer.session.timeout.ms (as KIP-848 has it)
+        self._session_timeout_ms = session_timeout_ms or 0
         self._group_assignor = group_assignor
         self._on_assign = on_assign
         self._on_revoke = on_revoke
