@@ -102,6 +102,7 @@ class Consumer:
         self._paused: set[TopicPartition] = set()
         self._closed = False
         self.group_id = group_id
+        self._auto_commit_requested = enable_auto_commit
         self.enable_auto_commit = enable_auto_commit and group_id is not None
         self._auto_commit_interval_s = auto_commit_interval_ms / 1000
         self._last_auto_commit = time.monotonic()
@@ -116,12 +117,17 @@ class Consumer:
             self.subscribe(list(topics))
 
     # ------------------------------------------------------------------- assignment
-    def subscribe(self, topics: list[str] | None = None, pattern: str = "") -> None:
-        """Read these topics (or those whose name fully matches `pattern`). With a group_id,
-        the group's coordinator decides which partitions this consumer gets; without, it
-        reads every partition itself."""
+    def subscribe(self, topics: list[str] | None = None, group_id: str | None = None,
+                  pattern: str = "") -> None:
+        """Read these topics (or those whose name fully matches `pattern`). With a group id
+        (here or in the constructor), the group's coordinator decides which partitions this
+        consumer gets; without, it reads every partition itself."""
         if not topics and not pattern:
             raise ValueError("subscribe needs topics or a pattern")
+        if group_id is not None and group_id != self.group_id:
+            if self.group_id is None and self._auto_commit_requested:
+                self.enable_auto_commit = True
+            self.group_id = group_id
         self._subscription = list(topics or [])
         if self.group_id is None:
             if pattern:

@@ -175,9 +175,8 @@ def test_a_restarted_consumer_resumes_from_its_committed_offset(cluster):
     consumer.commit()
     assert consumer.committed(TopicPartition("resume", 0)) == 40
     consumer.close()
-    again = Consumer(
-        "resume", bootstrap_servers=cluster.bootstrap, group_id="r", auto_offset_reset="earliest"
-    )
+    again = Consumer(bootstrap_servers=cluster.bootstrap, auto_offset_reset="earliest")
+    again.subscribe(["resume"], group_id="r")  # the subscribe(topics, group_id)
     rest: list[int] = []
     deadline = time.monotonic() + 20
     while len(rest) < 60 and time.monotonic() < deadline:
