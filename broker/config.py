@@ -44,6 +44,7 @@ KAFKA_ALIASES = {
     "group.consumer.session.timeout.ms": "group_consumer_session_timeout_ms",
     "group.consumer.heartbeat.interval.ms": "group_consumer_heartbeat_interval_ms",
     "offsets.topic.segment.bytes": "offsets_topic_segment_bytes",
+    "group.initial.rebalance.delay.ms": "group_initial_rebalance_delay_ms",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -125,6 +126,8 @@ class BrokerConfig:
     # The group coordinator snapshots its offsets and drops older log every N records.
     offsets_snapshot_every_records: int = 1_000
     offsets_topic_segment_bytes: int = 1024 * 1024
+    # Kafka's group.initial.rebalance.delay.ms (Kafka: 3 s), for the classic group protocol.
+    group_initial_rebalance_delay_ms: int = 300
     # Compact the Raft journal into a snapshot past this many entries (see cluster/raft.py).
     metadata_log_compaction_entries: int = 20_000
     raft_options: Mapping[str, Any] = field(default_factory=dict)

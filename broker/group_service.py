@@ -77,6 +77,12 @@ class GroupServicer(group_pb2_grpc.GroupServiceServicer):
     async def FindCoordinator(
         self, request: group_pb2.FindCoordinatorRequest, context: grpc.aio.ServicerContext
     ) -> group_pb2.FindCoordinatorResponse:
+        return await self.find_coordinator(request)
+
+    async def find_coordinator(
+        self, request: group_pb2.FindCoordinatorRequest
+    ) -> group_pb2.FindCoordinatorResponse:
+        """Shared by the gRPC and Kafka listeners."""
         response = group_pb2.FindCoordinatorResponse(partition=-1)
         if not request.group_id:
             response.error_code = Code.INVALID_GROUP_ID
@@ -173,6 +179,11 @@ class GroupServicer(group_pb2_grpc.GroupServiceServicer):
     async def ListGroups(
         self, request: group_pb2.ListGroupsRequest, context: grpc.aio.ServicerContext
     ) -> group_pb2.ListGroupsResponse:
+        return await self.list_groups(request)
+
+    async def list_groups(self, request: group_pb2.ListGroupsRequest
+                          ) -> group_pb2.ListGroupsResponse:
+        """Shared by the gRPC and Kafka listeners."""
         response = group_pb2.ListGroupsResponse()
         response.groups.extend(self._coordinator.list_local())
         if request.local_only:

@@ -80,6 +80,17 @@ class ProducePath:
         response.partitions.extend(results)
         return response
 
+    async def produce_one(self, item: broker_pb2.PartitionProduceData, acks: int,
+                          timeout_ms: int) -> broker_pb2.PartitionProduceResponse:
+        """One partition's data, for the Kafka listener (the gRPC path batches these)."""
+        if acks not in (-1, 0, 1):
+            return broker_pb2.PartitionProduceResponse(
+                topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1,
+                error_code=Code.INVALID_REQUIRED_ACKS,
+                error_message=f"acks must be -1 (all), 0 or 1, got {acks}")
+        return await self._produce_one(item, acks, min(timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS,
+                                                       self._timeout_max_ms))
+
     async def append_internal(
         self, topic: str, partition: int, batch: bytes, timeout_ms: int
     ) -> broker_pb2.PartitionProduceResponse:

@@ -31,7 +31,8 @@ from broker.controller_client import (
 )
 from broker.fetch_path import FetchPath
 from broker.group_service import GroupServicer
-from broker.groups.coordinator import GroupCoordinator, GroupSettings
+from broker.groups.coordinator import ClassicProtocol, GroupCoordinator, GroupSettings
+from broker.kafka.listener import KafkaListener
 from broker.partition import TopicPartition
 from broker.produce_path import ProducePath
 from broker.producer_ids import ProducerIdManager
@@ -139,6 +140,11 @@ class BrokerServer:
         )
         self._wire_replication()
         await self._start_grpc()
+        self.kafka_listener: KafkaListener | None = None
+        if config.kafka_port > 0:
+            self.kafka_listener = KafkaListener(self, config.listen_address[0],
+                                                config.kafka_port, config.request_max_bytes)
+            await self.kafka_listener.start()
         self.metadata_log.start()
         self._tasks = [
             asyncio.create_task(self._controller_ticks(), name="controller-ticks"),
@@ -197,8 +203,10 @@ class BrokerServer:
                 session_timeout_ms=config.group_consumer_session_timeout_ms,
                 heartbeat_interval_ms=config.group_consumer_heartbeat_interval_ms,
                 snapshot_every_records=config.offsets_snapshot_every_records,
+                classic_initial_delay_ms=config.group_initial_rebalance_delay_ms,
             ),
         )
+        self.classic_groups = ClassicProtocol(self.group_coordinator)
         self.producer_ids = ProducerIdManager(
             lambda: self.controller_client.call(
                 "allocate_producer_ids",
@@ -249,7 +257,8 @@ class BrokerServer:
         )
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(self), server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self), server)
-        group_pb2_grpc.add_GroupServiceServicer_to_server(GroupServicer(self), server)
+        self.group_servicer = GroupServicer(self)
+        group_pb2_grpc.add_GroupServiceServicer_to_server(self.group_servicer, server)
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
             ControllerServicer(self), server
         )
@@ -374,6 +383,8 @@ class BrokerServer:
         for task in self._tasks:
             with suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.kafka_listener is not None:
+            await self.kafka_listener.stop()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=1.0)
         await self.channels.close()

@@ -20,6 +20,8 @@ def register(commands: Any) -> None:
     parser.add_argument("--raft-listen", help="Raft HOST:PORT (default: gRPC port + 1)")
     parser.add_argument("--advertised-host", help="host name clients should use")
     parser.add_argument("--voters", help="Raft voters ID@HOST:PORT,... (default: this broker)")
+    parser.add_argument("--kafka-port", type=int,
+                        help="Kafka wire-protocol listener port (default: none)")
     parser.add_argument("--config", dest="config_file", help="TOML file with broker settings")
     parser.add_argument(
         "--set",
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
                 "raft_listen": args.raft_listen,
                 "advertised_host": args.advertised_host,
                 "voters": args.voters,
+            "kafka_port": args.kafka_port,
             }
         )
         config = build_config(file_settings, overrides)

@@ -184,6 +184,8 @@ class LocalCluster:
             f"127.0.0.1:{node.raft_port}",
             "--voters",
             layout.voters_spec,
+            "--kafka-port",
+            str(node.kafka_port),
         ]
         for key, value in layout.settings.items():
             command += ["--set", f"{key}={value}"]

@@ -82,6 +82,7 @@ class BrokerProcess:
         self.data_dir = data_dir
         self.port = port
         self.raft_port = port + 1
+        self.kafka_port = port + 2
         self.voters = voters
         self.settings = settings
         self.log_path = data_dir.parent / f"broker-{broker_id}.log"
@@ -110,6 +111,8 @@ class BrokerProcess:
             self.address,
             "--raft-listen",
             f"127.0.0.1:{self.raft_port}",
+            "--kafka-port",
+            str(self.kafka_port),
         ]
         if self.voters:
             command += ["--voters", self.voters]
@@ -183,6 +186,11 @@ class LocalCluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(b.address for b in self.brokers.values())
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Kafka wire-protocol listeners, for unmodified Kafka clients."""
+        return ",".join(f"127.0.0.1:{b.kafka_port}" for b in self.brokers.values())
 
     def start(self, ids: Iterable[int] | None = None) -> None:
         for broker_id in ids or self.brokers:

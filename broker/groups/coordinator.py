@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from broker.errors import BrokerError
 from broker.groups import offsets_log
+from broker.groups.classic import ClassicGroup, assigned_partitions, subscribed_topics
 from broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
 from broker.groups.state import CommittedOffset, ConsumerGroup, GroupError
 from broker.partition import TopicPartition
@@ -42,6 +43,8 @@ class GroupSettings:
     heartbeat_interval_ms: int = 1_000
     snapshot_every_records: int = 1_000
     commit_timeout_ms: int = 10_000
+    # Kafka's group.initial.rebalance.delay.ms: members starting together join one generation.
+    classic_initial_delay_ms: int = 300
 
 
 @dataclass
@@ -53,6 +56,8 @@ class _Loaded:
     # Membership is not stored: for one session after taking over, members re-announce what
     # they own before anything they might hold is handed to someone else.
     hold_assignments_until_ms: int = 0
+    # Groups of unmodified Kafka clients (JoinGroup/SyncGroup); offsets stay in `groups`.
+    classic: dict[str, ClassicGroup] = field(default_factory=dict)
     records_since_snapshot: int = 0
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -215,6 +220,10 @@ class GroupCoordinator:
         now_ms = self._clock_ms()
         counts = self._partition_counts()
         for loaded in self._loaded.values():
+            for classic in loaded.classic.values():
+                gone = classic.tick(now_ms)
+                if gone:
+                    log.info("group %s: removed %s (session expired)", classic.group_id, gone)
             for group in loaded.groups.values():
                 gone = group.expire(now_ms, counts)
                 if gone:
@@ -316,11 +325,38 @@ class GroupCoordinator:
             )
             for loaded in self._loaded.values()
             for g in loaded.groups.values()
+            if g.group_id not in loaded.classic or not loaded.classic[g.group_id].members
+        ] + [
+            group_pb2.GroupListing(
+                group_id=c.group_id,
+                state=c.state,
+                members=len(c.members),
+                coordinator_id=self._replicas.broker_id,
+            )
+            for loaded in self._loaded.values()
+            for c in loaded.classic.values()
+            if c.members
         ]
 
     def describe(self, group_id: str) -> group_pb2.DescribeGroupResponse:
         _, loaded = self._groups_for(group_id)
         group = loaded.groups.get(group_id)
+        classic = loaded.classic.get(group_id)
+        if classic is not None and classic.members:
+            group = group or ConsumerGroup(group_id)
+            response = group_pb2.DescribeGroupResponse(
+                group_id=group_id, state=classic.state, group_epoch=classic.generation,
+                assignor=classic.protocol_name, coordinator_id=self._replicas.broker_id)
+            for kafka_member in classic.members.values():
+                metadata = dict(kafka_member.protocols).get(classic.protocol_name, b"")
+                entry = response.members.add(
+                    member_id=kafka_member.member_id, client_id=kafka_member.client_id,
+                    member_epoch=classic.generation,
+                    subscribed_topic_names=sorted(subscribed_topics(metadata)))
+                entry.assignment.extend(_grouped(frozenset(
+                    assigned_partitions(kafka_member.assignment))))
+            self._add_offsets(response, group)
+            return response
         if group is None:
             raise _error("GROUP_ID_NOT_FOUND", f"group {group_id} does not exist")
         response = group_pb2.DescribeGroupResponse(
@@ -339,6 +375,11 @@ class GroupCoordinator:
                 subscribed_topic_regex=member.subscribed_regex,
             )
             entry.assignment.extend(_grouped(member.assigned))
+        self._add_offsets(response, group)
+        return response
+
+    def _add_offsets(self, response: group_pb2.DescribeGroupResponse,
+                     group: ConsumerGroup) -> None:
         live = self._partition_counts()
         for (topic, partition), offset in sorted(group.offsets.items()):
             if topic in live:
@@ -349,14 +390,14 @@ class GroupCoordinator:
                     metadata=offset.metadata,
                     commit_timestamp_ms=offset.commit_timestamp_ms,
                 )
-        return response
 
     async def delete(self, group_id: str) -> None:
         index, loaded = self._groups_for(group_id)
         group = loaded.groups.get(group_id)
         if group is None:
             raise _error("GROUP_ID_NOT_FOUND", f"group {group_id} does not exist")
-        if group.members:
+        classic = loaded.classic.get(group_id)
+        if group.members or (classic is not None and classic.members):
             raise _error(
                 "NON_EMPTY_GROUP",
                 f"group {group_id} has {len(group.members)} member(s); stop them first",
@@ -373,3 +414,117 @@ def _grouped(partitions: frozenset[tuple[str, int]]) -> list[group_pb2.TopicPart
         group_pb2.TopicPartitions(topic=t, partitions=sorted(ps))
         for t, ps in sorted(by_topic.items())
     ]
+
+
+class ClassicProtocol:
+    """The coordinator's side of Kafka's classic group protocol (JoinGroup, SyncGroup,
+    Heartbeat, LeaveGroup, OffsetCommit with generations) for unmodified Kafka clients. Group
+    offsets are shared with the gRPC groups; a group id is used by one protocol at a time."""
+
+    def __init__(self, coordinator: GroupCoordinator) -> None:
+        self._coordinator = coordinator
+
+    def _group(self, group_id: str) -> tuple[int, _Loaded, ClassicGroup]:
+        index, loaded = self._coordinator._groups_for(group_id)
+        modern = loaded.groups.get(group_id)
+        if modern is not None and modern.members:
+            raise _error("INCONSISTENT_GROUP_PROTOCOL",
+                         f"group {group_id} has members using the gRPC group protocol")
+        group = loaded.classic.get(group_id)
+        if group is None:
+            group = ClassicGroup(group_id,
+                                 initial_delay_ms=self._coordinator.settings.classic_initial_delay_ms)
+            loaded.classic[group_id] = group
+        return index, loaded, group
+
+    async def join(self, group_id: str, member_id: str, client_id: str, protocol_type: str,
+                   protocols: list[tuple[str, bytes]], session_timeout_ms: int,
+                   rebalance_timeout_ms: int, require_known_member_id: bool) -> dict:
+        _, _, group = self._group(group_id)
+        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+
+        def reply(values: dict) -> None:
+            if not future.done():
+                future.set_result(values)
+
+        group.join(member_id=member_id, client_id=client_id, protocol_type=protocol_type,
+                   protocols=protocols, session_timeout_ms=session_timeout_ms,
+                   rebalance_timeout_ms=rebalance_timeout_ms,
+                   require_known_member_id=require_known_member_id,
+                   now_ms=self._coordinator._clock_ms(), reply=reply)
+        try:
+            return await asyncio.wait_for(future, rebalance_timeout_ms / 1000 + 5)
+        except TimeoutError:
+            return {"error_code": "REBALANCE_IN_PROGRESS", "member_id": member_id,
+                    "generation_id": -1, "protocol_name": "", "leader": "", "members": []}
+
+    async def sync(self, group_id: str, member_id: str, generation: int,
+                   assignments: dict[str, bytes]) -> dict:
+        _, _, group = self._group(group_id)
+        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+
+        def reply(values: dict) -> None:
+            if not future.done():
+                future.set_result(values)
+
+        group.sync(member_id=member_id, generation=generation, assignments=assignments,
+                   now_ms=self._coordinator._clock_ms(), reply=reply)
+        member = group.members.get(member_id)
+        timeout_s = (member.rebalance_timeout_ms if member else 30_000) / 1000 + 5
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            return {"error_code": "REBALANCE_IN_PROGRESS", "assignment": b""}
+
+    def heartbeat(self, group_id: str, member_id: str, generation: int) -> str:
+        _, _, group = self._group(group_id)
+        return group.heartbeat(member_id, generation, self._coordinator._clock_ms())
+
+    def leave(self, group_id: str, member_ids: list[str]) -> list[tuple[str, str]]:
+        _, _, group = self._group(group_id)
+        now_ms = self._coordinator._clock_ms()
+        return [(m, "NONE" if group.remove(m, now_ms) else "UNKNOWN_MEMBER_ID")
+                for m in member_ids]
+
+    async def commit(self, group_id: str, member_id: str, generation: int,
+                     offsets: dict[tuple[str, int], tuple[int, str]]) -> dict[tuple[str, int], str]:
+        """Error name per partition for an OffsetCommit from a Kafka client."""
+        index, loaded, group = self._group(group_id)
+        verdict = group.check_commit(member_id, generation)
+        if verdict != "NONE":
+            return dict.fromkeys(offsets, verdict)
+        existing = self._coordinator._partition_counts()
+        now_ms = self._coordinator._clock_ms()
+        result: dict[tuple[str, int], str] = {}
+        accepted: dict[tuple[str, int], CommittedOffset] = {}
+        for (topic, partition), (offset, metadata) in offsets.items():
+            if not 0 <= partition < existing.get(topic, 0):
+                result[(topic, partition)] = "UNKNOWN_TOPIC_OR_PARTITION"
+            else:
+                accepted[(topic, partition)] = CommittedOffset(offset, metadata, now_ms)
+                result[(topic, partition)] = "NONE"
+        if accepted:
+            records = [offsets_log.commit_record(group_id, t, p, o)
+                       for (t, p), o in accepted.items()]
+            await self._coordinator._write(index, loaded, records)
+            stored = loaded.groups.setdefault(group_id, ConsumerGroup(group_id))
+            stored.commit(accepted)
+            await self._coordinator._maybe_snapshot(index, loaded)
+        return result
+
+    def describe(self, group_id: str) -> dict | None:
+        _, loaded = self._coordinator._groups_for(group_id)
+        group = loaded.classic.get(group_id)
+        if group is None:
+            return None
+        return {
+            "state": group.state, "protocol_type": group.protocol_type,
+            "protocol_name": group.protocol_name, "generation": group.generation,
+            "members": [{"member_id": m.member_id, "client_id": m.client_id,
+                         "metadata": dict(m.protocols).get(group.protocol_name, b""),
+                         "assignment": m.assignment,
+                         "topics": subscribed_topics(dict(m.protocols).get(
+                             group.protocol_name, b"")),
+                         "partitions": assigned_partitions(m.assignment)}
+                        for m in group.members.values()],
+        }

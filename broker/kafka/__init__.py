@@ -1,0 +1,1 @@
+"""Kafka wire-protocol listener: unmodified Kafka clients against the same core."""

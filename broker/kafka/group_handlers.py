@@ -1,0 +1,216 @@
+"""Kafka protocol: FindCoordinator, the classic group protocol (JoinGroup, SyncGroup,
+Heartbeat, LeaveGroup), OffsetCommit, OffsetFetch, ListGroups, DescribeGroups.
+
+The group state lives in the same coordinator as the gRPC groups (broker/groups/), and
+committed offsets are shared: a Kafka client's commits are what `raftka groups describe`
+shows, and the reverse.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from broker.errors import to_error
+from broker.groups.coordinator import ClassicProtocol
+from broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
+from broker.kafka.admin_handlers import _timeout_ms
+from broker.kafka.codec import Request, field
+from proto.raftka.v1 import common_pb2, group_pb2
+
+if TYPE_CHECKING:
+    from broker.server import BrokerServer
+
+Code = common_pb2.ErrorCode
+KEY_TYPE_GROUP = 0
+
+
+def _code(name_or_number: Any) -> int:
+    return Code.Value(name_or_number) if isinstance(name_or_number, str) else int(name_or_number)
+
+
+def _classic(server: BrokerServer) -> ClassicProtocol:
+    return server.classic_groups
+
+
+# ----------------------------------------------------------------------- coordinator
+async def find_coordinator(server: BrokerServer, request: Request) -> dict[str, Any]:
+    body = request.body
+    keys = list(field(body, "coordinator_keys", None) or [])
+    single = field(body, "key")
+    if single is not None:
+        keys = [single]
+    key_type = int(field(body, "key_type", KEY_TYPE_GROUP) or 0)
+    found = [await _locate(server, key, key_type) for key in keys]
+    if request.api_version >= 4:
+        return {"throttle_time": 0, "coordinators": found}
+    first = found[0] if found else {"error_code": Code.INVALID_REQUEST,
+                                    "error_message": "no key", "node_id": -1, "host": "",
+                                    "port": -1}
+    return {"throttle_time": 0, **{k: v for k, v in first.items() if k != "key"}}
+
+
+async def _locate(server: BrokerServer, key: str, key_type: int) -> dict[str, Any]:
+    missing = {"key": key, "node_id": -1, "host": "", "port": -1}
+    if key_type != KEY_TYPE_GROUP:
+        return {**missing, "error_code": Code.COORDINATOR_NOT_AVAILABLE,
+                "error_message": "transactions are not supported"}
+    reply = await server.group_servicer.find_coordinator(
+        group_pb2.FindCoordinatorRequest(group_id=key))
+    if reply.error_code:
+        return {**missing, "error_code": reply.error_code,
+                "error_message": reply.error_message}
+    broker = server.replica_manager.image.brokers.get(reply.coordinator.broker_id)
+    if broker is None or broker.kafka_port <= 0:
+        return {**missing, "error_code": Code.COORDINATOR_NOT_AVAILABLE,
+                "error_message": "the coordinator has no Kafka listener"}
+    return {"key": key, "node_id": broker.broker_id, "host": broker.host,
+            "port": broker.kafka_port, "error_code": 0, "error_message": None}
+
+
+# ------------------------------------------------------------------------ membership
+async def join_group(server: BrokerServer, request: Request) -> dict[str, Any]:
+    body = request.body
+    session_ms = _timeout_ms(body.session_timeout)
+    rebalance_ms = _timeout_ms(field(body, "rebalance_timeout"), session_ms)
+    try:
+        result = await _classic(server).join(
+            body.group_id, body.member_id, request.client_id or "", body.protocol_type,
+            [(p.name, bytes(p.metadata)) for p in body.protocols], session_ms, rebalance_ms,
+            require_known_member_id=request.api_version >= 4)
+    except Exception as exc:
+        code, _ = to_error(exc)
+        result = {"error_code": code, "member_id": body.member_id, "generation_id": -1,
+                  "protocol_name": "", "leader": "", "members": []}
+    return {"throttle_time": 0, **result, "error_code": _code(result["error_code"])}
+
+
+async def sync_group(server: BrokerServer, request: Request) -> dict[str, Any]:
+    body = request.body
+    try:
+        result = await _classic(server).sync(
+            body.group_id, body.member_id, body.generation_id,
+            {a.member_id: bytes(a.assignment) for a in body.assignments})
+    except Exception as exc:
+        code, _ = to_error(exc)
+        result = {"error_code": code, "assignment": b""}
+    return {"throttle_time": 0, **result, "error_code": _code(result["error_code"])}
+
+
+async def heartbeat(server: BrokerServer, request: Request) -> dict[str, Any]:
+    body = request.body
+    try:
+        code: Any = _classic(server).heartbeat(body.group_id, body.member_id,
+                                               body.generation_id)
+    except Exception as exc:
+        code, _ = to_error(exc)
+    return {"throttle_time": 0, "error_code": _code(code)}
+
+
+async def leave_group(server: BrokerServer, request: Request) -> dict[str, Any]:
+    body = request.body
+    members = [m.member_id for m in field(body, "members", None) or []]
+    single = field(body, "member_id")
+    if single:
+        members = [single]
+    try:
+        results = _classic(server).leave(body.group_id, members)
+    except Exception as exc:
+        code, _ = to_error(exc)
+        return {"throttle_time": 0, "error_code": code, "members": []}
+    return {"throttle_time": 0, "error_code": 0, "members": [
+        {"member_id": m, "group_instance_id": None, "error_code": _code(c)}
+        for m, c in results]}
+
+
+# --------------------------------------------------------------------------- offsets
+async def offset_commit(server: BrokerServer, request: Request) -> dict[str, Any]:
+    body = request.body
+    offsets = {(t.name, p.partition_index): (int(p.committed_offset),
+                                             p.committed_metadata or "")
+               for t in body.topics for p in t.partitions}
+    generation = int(field(body, "generation_id_or_member_epoch", -1))
+    results: dict[tuple[str, int], Any]
+    try:
+        results = dict(await _classic(server).commit(body.group_id, body.member_id or "",
+                                                     generation, offsets))
+    except Exception as exc:
+        failure, _ = to_error(exc)
+        results = dict.fromkeys(offsets, failure)
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for (topic, partition), code in results.items():
+        by_topic.setdefault(topic, []).append(
+            {"partition_index": partition, "error_code": _code(code)})
+    return {"throttle_time": 0, "topics": [
+        {"name": name, "partitions": parts} for name, parts in by_topic.items()]}
+
+
+async def offset_fetch(server: BrokerServer, request: Request) -> dict[str, Any]:
+    body = request.body
+    topics = field(body, "topics")
+    proto_request = group_pb2.OffsetFetchRequest(group_id=body.group_id)
+    if topics:
+        proto_request.partitions.extend(
+            group_pb2.TopicPartitions(topic=t.name, partitions=list(t.partition_indexes))
+            for t in topics)
+    try:
+        reply = server.group_coordinator.fetch_offsets(proto_request)
+        error = 0
+    except Exception as exc:
+        error, _ = to_error(exc)
+        reply = group_pb2.OffsetFetchResponse()
+    if error:
+        asked = [(t.name, p) for t in topics or [] for p in t.partition_indexes]
+        return {"throttle_time": 0, "error_code": error, "topics": _offsets_by_topic(
+            [(t, p, -1, "", error) for t, p in asked])}
+    rows = [(o.topic, o.partition, o.offset, o.metadata, 0) for o in reply.offsets]
+    return {"throttle_time": 0, "error_code": 0, "topics": _offsets_by_topic(rows)}
+
+
+def _offsets_by_topic(rows: list[tuple[str, int, int, str, int]]) -> list[dict[str, Any]]:
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for topic, partition, offset, metadata, code in rows:
+        by_topic.setdefault(topic, []).append({
+            "partition_index": partition, "committed_offset": offset,
+            "committed_leader_epoch": -1, "metadata": metadata, "error_code": code})
+    return [{"name": name, "partitions": parts} for name, parts in by_topic.items()]
+
+
+# ----------------------------------------------------------------------------- admin
+async def list_groups(server: BrokerServer, request: Request) -> dict[str, Any]:
+    reply = await server.group_servicer.list_groups(
+        group_pb2.ListGroupsRequest(local_only=False))
+    return {"throttle_time": 0, "error_code": 0, "groups": [
+        {"group_id": g.group_id, "protocol_type": "consumer", "group_state": g.state,
+         "group_type": "consumer"} for g in reply.groups]}
+
+
+async def describe_groups(server: BrokerServer, request: Request) -> dict[str, Any]:
+    groups = []
+    for group_id in request.body.groups:
+        entry: dict[str, Any] = {"error_code": 0, "group_id": group_id, "group_state": "Dead",
+                                 "protocol_type": "", "protocol_data": "", "members": [],
+                                 "authorized_operations": -2147483648}
+        count = server.group_coordinator.offsets_partitions()
+        index = partition_for_group(group_id, count) if count else -1
+        try:
+            described = _classic(server).describe(group_id)
+        except Exception as exc:
+            code, _ = to_error(exc)
+            entry["error_code"] = code
+            described = None
+        if described is not None:
+            entry.update(group_state=described["state"],
+                         protocol_type=described["protocol_type"],
+                         protocol_data=described["protocol_name"], members=[
+                             {"member_id": m["member_id"], "group_instance_id": None,
+                              "client_id": m["client_id"], "client_host": "",
+                              "member_metadata": m["metadata"],
+                              "member_assignment": m["assignment"]}
+                             for m in described["members"]])
+        elif entry["error_code"] == 0 and index >= 0:
+            entry["group_state"] = "Empty"
+        groups.append(entry)
+    return {"throttle_time": 0, "groups": groups}
+
+
+__all__ = ["OFFSETS_TOPIC"]

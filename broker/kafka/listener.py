@@ -1,0 +1,165 @@
+"""The Kafka wire-protocol listener: unmodified Kafka clients talk to every broker here.
+
+How it works: one asyncio server per broker (its own port). Each connection reads
+size-prefixed requests and answers them in order (Kafka clients rely on that), calling the
+same core the gRPC services use: the produce and fetch paths, the controller (forwarded), the
+group coordinator. Produce with acks=0 gets no reply, as in Kafka. A frame that is too big or
+cannot be parsed closes that connection (the broker carries on); an unknown API or version
+gets Kafka's answer for it (ApiVersions always answers, at version 0 if need be).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from broker.kafka import codec
+from broker.kafka.codec import MalformedRequestError, Request, UnsupportedVersionError
+
+if TYPE_CHECKING:
+    from broker.server import BrokerServer
+
+log = logging.getLogger("raftka.kafka")
+_SIZE = struct.Struct(">i")
+UNSUPPORTED_VERSION = 35
+
+Handler = Callable[["BrokerServer", Request], Awaitable[dict[str, Any] | None]]
+
+# api key -> (min version, max version) this broker serves. Maxima stay below versions that
+# address topics by id only (Fetch 13+, Produce 13+), so name-based clients keep working.
+SUPPORTED: dict[int, tuple[int, int]] = {
+    0: (3, 9),     # Produce
+    1: (4, 12),    # Fetch
+    2: (1, 7),     # ListOffsets
+    3: (0, 12),    # Metadata
+    8: (2, 8),     # OffsetCommit
+    9: (1, 7),     # OffsetFetch
+    10: (0, 4),    # FindCoordinator
+    11: (0, 9),    # JoinGroup
+    12: (0, 4),    # Heartbeat
+    13: (0, 5),    # LeaveGroup
+    14: (0, 5),    # SyncGroup
+    15: (0, 5),    # DescribeGroups
+    16: (0, 4),    # ListGroups
+    18: (0, 3),    # ApiVersions
+    19: (2, 7),    # CreateTopics
+    20: (1, 6),    # DeleteTopics
+    22: (0, 4),    # InitProducerId
+    23: (2, 4),    # OffsetForLeaderEpoch
+    32: (1, 4),    # DescribeConfigs
+    60: (0, 1),    # DescribeCluster
+}
+
+
+def _handlers() -> dict[int, Handler]:
+    from broker.kafka import admin_handlers, data_handlers, group_handlers
+
+    return {
+        0: data_handlers.produce, 1: data_handlers.fetch, 2: data_handlers.list_offsets,
+        22: data_handlers.init_producer_id, 23: data_handlers.offset_for_leader_epoch,
+        3: admin_handlers.metadata, 18: admin_handlers.api_versions,
+        19: admin_handlers.create_topics, 20: admin_handlers.delete_topics,
+        32: admin_handlers.describe_configs, 60: admin_handlers.describe_cluster,
+        8: group_handlers.offset_commit, 9: group_handlers.offset_fetch,
+        10: group_handlers.find_coordinator, 11: group_handlers.join_group,
+        12: group_handlers.heartbeat, 13: group_handlers.leave_group,
+        14: group_handlers.sync_group, 15: group_handlers.describe_groups,
+        16: group_handlers.list_groups,
+    }
+
+
+class KafkaListener:
+    def __init__(self, server: BrokerServer, host: str, port: int,
+                 request_max_bytes: int) -> None:
+        self._broker = server
+        self._host = host
+        self._port = port
+        self._request_max_bytes = request_max_bytes
+        self._handlers = _handlers()
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self._host, self._port,
+                                                  reuse_address=True)
+        log.info("Kafka protocol listener on %s:%d", self._host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                try:
+                    head = await reader.readexactly(4)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                (size,) = _SIZE.unpack(head)
+                if not 0 < size <= self._request_max_bytes:
+                    log.warning("closing %s: request of %d bytes (limit %d)", peer, size,
+                                self._request_max_bytes)
+                    return
+                frame = await reader.readexactly(size)
+                response = await self._answer(frame, peer)
+                if response is not None:
+                    writer.write(response)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        except MalformedRequestError as exc:
+            log.warning("closing %s: %s", peer, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("closing %s after an unexpected error", peer)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _answer(self, frame: bytes, peer: Any) -> bytes | None:
+        api_key, api_version, correlation_id = codec.peek_header(frame)
+        supported = SUPPORTED.get(api_key)
+        if api_key == codec.API_VERSIONS_KEY and (
+                supported is None or not supported[0] <= api_version <= supported[1]):
+            # Kafka's rule: answer an unknown ApiVersions version at v0, with the error and
+            # the versions this broker has, so the client can retry with one of them.
+            return codec.encode_response(api_key, 0, correlation_id, {
+                "error_code": UNSUPPORTED_VERSION, "api_keys": _api_versions()})
+        if supported is None or not supported[0] <= api_version <= supported[1]:
+            raise MalformedRequestError(
+                f"api {api_key} v{api_version} is not supported (see ApiVersions)")
+        try:
+            request = codec.decode_request(frame)
+        except UnsupportedVersionError as exc:
+            raise MalformedRequestError(str(exc)) from exc
+        values = await self._handlers[api_key](self._broker, request)
+        if values is None:
+            return None
+        return codec.encode_response(api_key, api_version, correlation_id, values)
+
+
+def _api_versions() -> list[dict[str, int]]:
+    return [{"api_key": key, "min_version": low, "max_version": high}
+            for key, (low, high) in sorted(SUPPORTED.items())]
+
+
+api_versions_table = _api_versions
