@@ -19,13 +19,17 @@ examples/node/node_modules/.installed: examples/node/package.json
 	cd examples/node && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+examples/nestjs/node_modules/.installed: examples/nestjs/package.json
+	cd examples/nestjs && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
 cluster: $(BIN)/.installed
 	$(BIN)/raftka cluster up --nodes 3 --data-dir $(DATA_DIR)
 
 broker: $(BIN)/.installed
 	$(BIN)/raftka broker --id 1 --data-dir $(DATA_DIR)/single --listen 127.0.0.1:9090
 
-test: $(BIN)/.installed examples/node/node_modules/.installed
+test: $(BIN)/.installed examples/node/node_modules/.installed examples/nestjs/node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
@@ -42,4 +46,4 @@ bench: $(BIN)/.installed
 	$(BIN)/raftka bench consume
 
 clean:
-	rm -rf $(VENV) examples/node/node_modules .pytest_cache
+	rm -rf $(VENV) examples/node/node_modules examples/nestjs/node_modules .pytest_cache

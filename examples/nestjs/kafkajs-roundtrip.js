@@ -51,26 +51,32 @@ async function main() {
     createPartitioner: Partitioners.DefaultPartitioner,
   });
   await producer.connect();
+  // Every value names this run, so messages an earlier run left in the topic are told apart.
+  const run = `${process.pid}-${Date.now()}`;
   const sent = [];
   for (let i = 0; i < options.count; i += 1) {
-    sent.push({ key: `key-${i}`, value: JSON.stringify({ n: i }) });
+    sent.push({ key: `key-${i}`, value: JSON.stringify({ run, n: i }) });
   }
   const produced = await producer.send({ topic: options.topic, acks: -1, messages: sent });
   await producer.disconnect();
 
   // Consume with a group, from the beginning; stop once every message has arrived.
-  const consumer = kafka.consumer({ groupId: options.group });
+  // A short fetch wait: disconnect() waits for the fetch in flight, which the broker may hold
+  // this long when there is nothing new to read.
+  const consumer = kafka.consumer({ groupId: options.group, maxWaitTimeInMs: 500 });
   await consumer.connect();
   await consumer.subscribe({ topics: [options.topic], fromBeginning: true });
-  const received = new Map(); // n -> {partition, offset}
+  const received = new Map(); // n -> {partition, offset}, for this run's messages
+  let earlier = 0; // messages of earlier runs, read (and committed) too
   const nextOffsets = new Map(); // partition -> offset after the last message seen
   let resolveDone;
   const done = new Promise((resolve) => { resolveDone = resolve; });
   await consumer.run({
     autoCommit: false,
     eachMessage: async ({ topic, partition, message }) => {
-      const { n } = JSON.parse(message.value.toString());
-      received.set(n, { partition, offset: message.offset });
+      const value = JSON.parse(message.value.toString());
+      if (value.run === run) received.set(value.n, { partition, offset: message.offset });
+      else earlier += 1;
       nextOffsets.set(partition, { topic, partition, offset: (BigInt(message.offset) + 1n).toString() });
       if (received.size >= options.count) resolveDone();
     },
@@ -111,6 +117,7 @@ async function main() {
     produced: sent.length,
     produced_partitions: produced.map((r) => r.partition).sort((a, b) => a - b),
     consumed: received.size,
+    earlier_runs: earlier,
     missing,
     committed: committedOffsets,
   };
