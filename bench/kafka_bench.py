@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,29 +45,60 @@ def kafka_produce(bootstrap: str, topic: str, records: int, size: int) -> dict[s
             "mb_per_s": round(records * size / seconds / 1e6, 2)}
 
 
-def kafka_consume(bootstrap: str, topic: str, records: int) -> dict[str, object]:
-    from confluent_kafka import Consumer
+def kafka_consume(bootstrap: str, topic: str, records: int, partitions: int,
+                  group: bool) -> dict[str, object]:
+    """Read `records` from the start: assigned partitions (the data path alone), or as a
+    fresh group member (the time then includes joining the group)."""
+    from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{time.time()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "fetch.max.bytes": 52428800, "max.partition.fetch.bytes": 8388608})
-    started = time.monotonic()  # includes joining the group, as a fresh reader would
-    consumer.subscribe([topic])
+    started = time.monotonic()
+    if group:
+        consumer.subscribe([topic])
+    else:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     count = 0
+    total_bytes = 0
     deadline = time.monotonic() + 300
     while count < records and time.monotonic() < deadline:
         for message in consumer.consume(10000, 1.0):
             if not message.error():
                 count += 1
+                total_bytes += len(message.value())
     seconds = time.monotonic() - started
     consumer.close()
     return {"records": count, "seconds": round(seconds, 2),
-            "records_per_s": round(count / seconds) if seconds else 0}
+            "records_per_s": round(count / seconds) if seconds else 0,
+            "mb_per_s": round(total_bytes / seconds / 1e6, 2) if seconds else 0}
 
 
-def grpc_bench(bootstrap: str, topic: str, records: int, what: str) -> dict[str, object]:
-    args = ["produce", "--acks", "all", "--mode", "sdk"] if what == "produce" else \
-        ["consume", "--mode", "sdk"]
+def brokers_cpu_s(bench: Bench) -> float:
+    """CPU seconds (user + system) the broker processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for node in bench.layout.all_nodes():
+        pid = bench.local.pid_of(node.broker_id)
+        if pid is not None:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def with_broker_cpu(bench: Bench, run: Callable[[], dict[str, object]]) -> dict[str, object]:
+    """The phase's figures plus the brokers' CPU time for it: what the broker costs per
+    record, which the client-bound throughput hides."""
+    before = brokers_cpu_s(bench)
+    figures = run()
+    figures["broker_cpu_s"] = round(brokers_cpu_s(bench) - before, 2)
+    return figures
+
+
+def grpc_bench(bootstrap: str, topic: str, records: int, size: int,
+               what: str) -> dict[str, object]:
+    args = ["produce", "--acks", "all", "--mode", "sdk", "--size", str(size)] \
+        if what == "produce" else ["consume", "--mode", "sdk"]
     result = subprocess.run([sys.executable, "-m", "client", "bench", *args, "--bootstrap",
                              bootstrap, "--topic", topic, "--records", str(records),
                              "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -87,14 +120,19 @@ def main() -> int:
             with Admin(layout.bootstrap) as admin:
                 admin.create_topic("via-kafka", num_partitions=3, replication_factor=3)
                 admin.create_topic("via-grpc", num_partitions=3, replication_factor=3)
-            results = {
-                "kafka_produce": kafka_produce(kafka, "via-kafka", args.records, args.size),
-                "kafka_consume": kafka_consume(kafka, "via-kafka", args.records),
-                "grpc_produce": grpc_bench(layout.bootstrap, "via-grpc", args.records,
-                                           "produce"),
-                "grpc_consume": grpc_bench(layout.bootstrap, "via-grpc", args.records,
-                                           "consume"),
+            phases: dict[str, Callable[[], dict[str, object]]] = {
+                "kafka_produce": lambda: kafka_produce(kafka, "via-kafka", args.records,
+                                                       args.size),
+                "kafka_consume": lambda: kafka_consume(kafka, "via-kafka", args.records, 3,
+                                                       False),
+                "kafka_group_consume": lambda: kafka_consume(kafka, "via-kafka", args.records,
+                                                             3, True),
+                "grpc_produce": lambda: grpc_bench(layout.bootstrap, "via-grpc", args.records,
+                                                   args.size, "produce"),
+                "grpc_consume": lambda: grpc_bench(layout.bootstrap, "via-grpc", args.records,
+                                                   args.size, "consume"),
             }
+            results = {name: with_broker_cpu(bench, run) for name, run in phases.items()}
         finally:
             bench.stop()
     print(json.dumps(results) if args.json else json.dumps(results, indent=2))

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from broker.errors import InvalidRequestError, fill_error
+from broker.log.file_slice import FileSlice
 from broker.partition import Partition, TopicPartition
 from broker.replica_manager import ReplicaManager
 from broker.replication.follower_state import leader_divergence
@@ -36,6 +37,25 @@ class FetchPath:
 
     # ----------------------------------------------------------------------------- fetch
     async def fetch(self, request: broker_pb2.FetchRequest) -> broker_pb2.FetchResponse:
+        response, slices = await self._fetch(request, zero_copy=False)
+        assert not slices
+        if request.decode_records:
+            for item, asked in zip(response.partitions, request.partitions, strict=True):
+                if item.record_batches:
+                    item.records.extend(to_proto_records(item.record_batches, asked.fetch_offset))
+        return response
+
+    async def fetch_slices(
+        self, request: broker_pb2.FetchRequest
+    ) -> tuple[broker_pb2.FetchResponse, dict[int, FileSlice]]:
+        """As `fetch`, but each partition's batches stay in the segment file: a FileSlice per
+        index of response.partitions (whose record_batches are then empty), for a listener
+        that sends them with sendfile. The caller closes the slices."""
+        return await self._fetch(request, zero_copy=True)
+
+    async def _fetch(
+        self, request: broker_pb2.FetchRequest, *, zero_copy: bool
+    ) -> tuple[broker_pb2.FetchResponse, dict[int, FileSlice]]:
         loop = asyncio.get_running_loop()
         wait_ms = min(max(request.max_wait_ms, 0), self._wait_max_ms)
         deadline = loop.time() + wait_ms / 1000
@@ -43,7 +63,8 @@ class FetchPath:
         max_bytes = min(max_bytes, self._fetch_max_bytes)
         keys = [TopicPartition(p.topic, p.partition) for p in request.partitions]
         while True:
-            response, total_bytes, ends = self._read_all(request, max_bytes)
+            slices: dict[int, FileSlice] | None = {} if zero_copy else None
+            response, total_bytes, ends = self._read_all(request, max_bytes, slices)
             settled = any(p.error_code or p.diverged for p in response.partitions)
             remaining = deadline - loop.time()
             if total_bytes >= max(request.min_bytes, 1) or settled or remaining <= 0:
@@ -54,14 +75,15 @@ class FetchPath:
                     self._visible_end(tp, request.replica_id) != end for tp, end in ends.items()
                 )
 
-            await self._replicas.purgatory.wait_until(keys, moved, remaining)
+            try:
+                await self._replicas.purgatory.wait_until(keys, moved, remaining)
+            except BaseException:
+                close_slices(slices)
+                raise
             if loop.time() >= deadline and not moved():
                 break
-        if request.decode_records:
-            for item, asked in zip(response.partitions, request.partitions, strict=True):
-                if item.record_batches:
-                    item.records.extend(to_proto_records(item.record_batches, asked.fetch_offset))
-        return response
+            close_slices(slices)
+        return response, slices or {}
 
     def _visible_end(self, tp: TopicPartition, replica_id: int) -> int:
         partition = self._replicas.partitions.get(tp)
@@ -70,12 +92,17 @@ class FetchPath:
         return partition.log_end_offset if replica_id >= 0 else partition.high_watermark
 
     def _read_all(
-        self, request: broker_pb2.FetchRequest, max_bytes: int
+        self,
+        request: broker_pb2.FetchRequest,
+        max_bytes: int,
+        slices: dict[int, FileSlice] | None,
     ) -> tuple[broker_pb2.FetchResponse, int, dict[TopicPartition, int]]:
+        """One pass over the asked partitions; with `slices`, batches go there (by index)
+        instead of into record_batches."""
         response = broker_pb2.FetchResponse()
         total = 0
         ends: dict[TopicPartition, int] = {}
-        for asked in request.partitions:
+        for index, asked in enumerate(request.partitions):
             tp = TopicPartition(asked.topic, asked.partition)
             reply = response.partitions.add(
                 topic=asked.topic,
@@ -101,11 +128,19 @@ class FetchPath:
                 upper = None if request.replica_id >= 0 else partition.high_watermark
                 budget = max(0, max_bytes - total)
                 limit = min(asked.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES, budget)
-                data = partition.log.read(
-                    asked.fetch_offset, limit, upper, min_one_batch=total == 0
-                )
-                reply.record_batches = data
-                total += len(data)
+                if slices is None:
+                    data = partition.log.read(
+                        asked.fetch_offset, limit, upper, min_one_batch=total == 0
+                    )
+                    reply.record_batches = data
+                    total += len(data)
+                else:
+                    found = partition.log.read_slice(
+                        asked.fetch_offset, limit, upper, min_one_batch=total == 0
+                    )
+                    if found is not None:
+                        slices[index] = found
+                        total += found.length
                 ends[tp] = self._visible_end(tp, request.replica_id)
             except Exception as exc:
                 fill_error(reply, exc)
@@ -193,6 +228,11 @@ class FetchPath:
             except Exception as exc:
                 fill_error(reply, exc)
         return response
+
+
+def close_slices(slices: dict[int, FileSlice] | None) -> None:
+    for found in (slices or {}).values():
+        found.close()
 
 
 def to_proto_records(data: bytes, from_offset: int) -> list[common_pb2.Record]:

@@ -97,6 +97,11 @@ def encode_response(api_key: int, api_version: int, correlation_id: int,
     return bytes(frame)
 
 
+def response_is_flexible(api_key: int, api_version: int) -> bool:
+    """Whether this response version uses Kafka's compact (flexible) encodings."""
+    return bool(load_response_schema(api_key, api_version).__flexible__)
+
+
 def field(entity: Any, name: str, default: Any = None) -> Any:
     """A request field that may not exist in every version."""
     return getattr(entity, name, default)

@@ -2,7 +2,8 @@
 
 Both listeners share one data path: Kafka's RecordBatch v2 is Raftka's stored format, so a
 Kafka producer's batch is validated and stored as it came, and a Kafka consumer's fetch
-returns the stored bytes untouched.
+returns the stored bytes untouched: large ones straight from the segment files by sendfile
+(broker/kafka/zero_copy.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import to_error
+from broker.fetch_path import close_slices
 from broker.kafka.admin_handlers import _timeout_ms
 from broker.kafka.codec import Request, field
+from broker.kafka.zero_copy import SplicedResponse, records_value
 from proto.raftka.v1 import broker_pb2, common_pb2
 
 if TYPE_CHECKING:
@@ -53,7 +56,7 @@ def _produce_refused(body: Any, code: int, message: str) -> dict[str, Any]:
         for topic in body.topic_data]}
 
 
-async def fetch(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def fetch(server: BrokerServer, request: Request) -> SplicedResponse:
     body = request.body
     replica_id = int(field(body, "replica_id", -1) if field(body, "replica_id") is not None
                      else -1)
@@ -68,18 +71,27 @@ async def fetch(server: BrokerServer, request: Request) -> dict[str, Any]:
             current_leader_epoch=int(field(p, "current_leader_epoch", -1)),
             last_fetched_epoch=-1)
             for topic in body.topics for p in topic.partitions])
-    response = await server.fetch_path.fetch(proto_request)
-    by_topic: dict[str, list[dict[str, Any]]] = {}
-    for item in response.partitions:
-        by_topic.setdefault(item.topic, []).append({
-            "partition_index": item.partition, "error_code": item.error_code,
-            "high_watermark": item.high_watermark, "last_stable_offset": item.high_watermark,
-            "log_start_offset": item.log_start_offset, "aborted_transactions": [],
-            "preferred_read_replica": -1,
-            "current_leader": {"leader_id": item.leader_id, "leader_epoch": item.leader_epoch},
-            "records": item.record_batches})
-    return {"throttle_time": 0, "error_code": 0, "session_id": 0, "responses": [
-        {"topic": name, "partitions": parts} for name, parts in by_topic.items()]}
+    response, slices = await server.fetch_path.fetch_slices(proto_request)
+    spliced = SplicedResponse({})
+    try:
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for index, item in enumerate(response.partitions):
+            by_topic.setdefault(item.topic, []).append({
+                "partition_index": item.partition, "error_code": item.error_code,
+                "high_watermark": item.high_watermark,
+                "last_stable_offset": item.high_watermark,
+                "log_start_offset": item.log_start_offset, "aborted_transactions": [],
+                "preferred_read_replica": -1,
+                "current_leader": {"leader_id": item.leader_id,
+                                   "leader_epoch": item.leader_epoch},
+                "records": records_value(spliced, slices.pop(index, None))})
+    except BaseException:
+        spliced.close()
+        close_slices(slices)
+        raise
+    spliced.values.update({"throttle_time": 0, "error_code": 0, "session_id": 0, "responses": [
+        {"topic": name, "partitions": parts} for name, parts in by_topic.items()]})
+    return spliced
 
 
 async def list_offsets(server: BrokerServer, request: Request) -> dict[str, Any]:

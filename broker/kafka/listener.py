@@ -17,8 +17,10 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from broker.kafka import codec
+from broker.kafka import codec, zero_copy
 from broker.kafka.codec import MalformedRequestError, Request, UnsupportedVersionError
+from broker.kafka.zero_copy import SplicedResponse
+from broker.log.file_slice import FileSlice
 
 if TYPE_CHECKING:
     from broker.server import BrokerServer
@@ -27,7 +29,7 @@ log = logging.getLogger("raftka.kafka")
 _SIZE = struct.Struct(">i")
 UNSUPPORTED_VERSION = 35
 
-Handler = Callable[["BrokerServer", Request], Awaitable[dict[str, Any] | None]]
+Handler = Callable[["BrokerServer", Request], Awaitable[dict[str, Any] | SplicedResponse | None]]
 
 # api key -> (min version, max version) this broker serves. Maxima stay below versions that
 # address topics by id only (Fetch 13+, Produce 13+), so name-based clients keep working.
@@ -120,9 +122,16 @@ class KafkaListener:
                     return
                 frame = await reader.readexactly(size)
                 response = await self._answer(frame, peer)
-                if response is not None:
+                if isinstance(response, bytes):
                     writer.write(response)
                     await writer.drain()
+                elif response is not None:
+                    try:
+                        await zero_copy.send(writer, response)
+                    finally:
+                        for piece in response:
+                            if isinstance(piece, FileSlice):
+                                piece.close()
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         except MalformedRequestError as exc:
@@ -135,7 +144,9 @@ class KafkaListener:
             self._connections.discard(task)
             writer.close()
 
-    async def _answer(self, frame: bytes, peer: Any) -> bytes | None:
+    async def _answer(self, frame: bytes, peer: Any) -> bytes | list[bytes | FileSlice] | None:
+        """The encoded response: one frame, or for fetches pieces of one with FileSlices
+        (which the caller sends and closes); None when none is due (acks=0)."""
         api_key, api_version, correlation_id = codec.peek_header(frame)
         supported = SUPPORTED.get(api_key)
         if api_key == codec.API_VERSIONS_KEY and (
@@ -154,7 +165,15 @@ class KafkaListener:
         values = await self._handlers[api_key](self._broker, request)
         if values is None:
             return None
-        return codec.encode_response(api_key, api_version, correlation_id, values)
+        if not isinstance(values, SplicedResponse):
+            return codec.encode_response(api_key, api_version, correlation_id, values)
+        try:
+            frame = codec.encode_response(api_key, api_version, correlation_id, values.values)
+            return zero_copy.splice(frame, codec.response_is_flexible(api_key, api_version),
+                                    values.slices)
+        except BaseException:
+            values.close()
+            raise
 
 
 def _api_versions() -> list[dict[str, int]]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from broker.log.checkpoint import read_json, write_json
 from broker.log.config import LogConfig
 from broker.log.epoch_cache import LeaderEpochCache
+from broker.log.file_slice import FileSlice
 from broker.log.segment import LOG_SUFFIX, LogSegment
 from client.records import (
     ATTR_TIMESTAMP_LOG_APPEND,
@@ -312,20 +313,35 @@ class PartitionLog:
         Raises OffsetOutOfRangeError when offset is below the log start or above the end.
         """
         with self._lock:
-            self._check_open()
-            leo = self.log_end_offset
-            if offset < self.log_start_offset or offset > leo:
-                raise OffsetOutOfRangeError(
-                    f"offset {offset} is out of range [{self.log_start_offset}, {leo}]"
-                )
-            upper = leo if max_offset is None else min(max_offset, leo)
-            if offset >= upper:
-                return b""
-            for segment in self._segments_from(offset):
+            upper = self._read_upper_bound(offset, max_offset)
+            for segment in self._segments_from(offset) if offset < upper else []:
                 data = segment.read(offset, max_bytes, upper, min_one_batch)
                 if data:
                     return data
             return b""
+
+    def read_slice(
+        self, offset: int, max_bytes: int, max_offset: int | None = None, min_one_batch: bool = True
+    ) -> FileSlice | None:
+        """What `read` would return, as a FileSlice of a segment file (None when empty); the
+        caller closes it. Raises as `read` does."""
+        with self._lock:
+            upper = self._read_upper_bound(offset, max_offset)
+            for segment in self._segments_from(offset) if offset < upper else []:
+                position, length = segment.read_range(offset, max_bytes, upper, min_one_batch)
+                if length:
+                    return FileSlice(segment.duplicate_descriptor(), position, length)
+            return None
+
+    def _read_upper_bound(self, offset: int, max_offset: int | None) -> int:
+        """The exclusive end of a read from `offset` (the log end offset or less)."""
+        self._check_open()
+        leo = self.log_end_offset
+        if offset < self.log_start_offset or offset > leo:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is out of range [{self.log_start_offset}, {leo}]"
+            )
+        return leo if max_offset is None else min(max_offset, leo)
 
     def _segments_from(self, offset: int) -> list[LogSegment]:
         index = 0

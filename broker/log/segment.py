@@ -23,7 +23,6 @@ from client.records import (
     BatchHeader,
     CorruptBatchError,
     check_crc,
-    iter_headers,
     read_header,
     validate_header,
 )
@@ -137,24 +136,42 @@ class LogSegment:
         `max_offset` is exclusive (a consumer's high watermark). With `min_one_batch`, the
         first batch is returned even when larger than max_bytes, so readers make progress.
         """
+        position, length = self.read_range(offset, max_bytes, max_offset, min_one_batch)
+        return os.pread(self._fd, length, position) if length else b""
+
+    def read_range(
+        self, offset: int, max_bytes: int, max_offset: int, min_one_batch: bool
+    ) -> tuple[int, int]:
+        """(position, length) in the file of what `read` returns, found from batch headers
+        alone, so the bytes themselves can go to a socket with sendfile; length 0 if none."""
         start = self.position_of(offset)
         if start is None:
-            return b""
+            return 0, 0
         position, first = start
         if first.last_offset >= max_offset:
-            return b""
+            return 0, 0
         limit = self.position_of(max_offset)
         end = limit[0] if limit else self.size_bytes
-        length = min(end - position, max_bytes)
-        if length < first.size_bytes:
-            if not min_one_batch:
-                return b""
-            return os.pread(self._fd, first.size_bytes, position)
-        data = os.pread(self._fd, length, position)
-        complete = 0
-        for batch_position, header in iter_headers(data):
-            complete = batch_position + header.size_bytes
-        return data[:complete] if complete < len(data) else data
+        if end - position <= max_bytes:
+            return position, end - position
+        if first.size_bytes > max_bytes:
+            return (position, first.size_bytes) if min_one_batch else (0, 0)
+        return position, self._complete_batches_end(position, position + max_bytes) - position
+
+    def _complete_batches_end(self, position: int, cap: int) -> int:
+        """End of the last whole batch that starts at or after `position` and ends by `cap`.
+
+        Index entries sit on batch starts, so the walk starts at most index_interval_bytes
+        before `cap` rather than at `position`.
+        """
+        entry = self.offset_index.floor_by_value(cap)
+        walk = max(position, entry[1]) if entry else position
+        while walk < self.size_bytes:
+            header = read_header(os.pread(self._fd, HEADER_SIZE, walk))
+            if walk + header.size_bytes > cap:
+                break
+            walk += header.size_bytes
+        return walk
 
     def find_offset_by_timestamp(self, timestamp_ms: int) -> tuple[int, BatchHeader] | None:
         """Position and header of the first batch whose max timestamp is >= timestamp_ms."""
@@ -181,9 +198,10 @@ class LogSegment:
     def read_batch_at(self, position: int, header: BatchHeader) -> bytes:
         return os.pread(self._fd, header.size_bytes, position)
 
-    def file_descriptor(self) -> int:
-        """For zero-copy sends (os.sendfile) of ranges that `read` would return."""
-        return self._fd
+    def duplicate_descriptor(self) -> int:
+        """A descriptor of its own onto the log file, for a sendfile after the log's lock is
+        released: it stays valid even if the segment is closed or deleted meanwhile."""
+        return os.dup(self._fd)
 
     # -------------------------------------------------------------------------- recovery
     def load(self) -> None:
