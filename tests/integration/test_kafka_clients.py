@@ -1,6 +1,6 @@
-"""Unmodified Kafka clients (kafka-python, confluent-kafka) against the Kafka listener of a
-3-broker Raftka cluster: produce, group consumption with commits, shared offsets with the
-gRPC side, failover, and what malformed input does to the listener."""
+"""Unmodified Kafka clients (kafka-python, aiokafka, confluent-kafka) against the Kafka
+listener of a 3-broker Raftka cluster: produce, group consumption with commits, shared offsets
+with the gRPC side, failover, and what malformed input does to the listener."""
 
 from __future__ import annotations
 
@@ -76,6 +76,56 @@ def test_kafka_python_produce_group_consume_and_shared_offsets(cluster):
     with Admin(cluster.bootstrap) as raftka_admin:
         offsets = raftka_admin.groups.describe_group("kp-billing").offsets
     assert sum(o.offset for o in offsets) == 60
+
+
+def test_aiokafka_idempotent_producer_and_group_consumer_with_commits(cluster):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin import NewTopic as AioNewTopic
+    from aiokafka.structs import TopicPartition as AioTopicPartition
+
+    async def scenario() -> tuple[list[str], dict[int, int]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([AioNewTopic("aio-events", 3, 3)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=cluster.kafka_bootstrap, acks="all",
+                                    enable_idempotence=True)
+        await producer.start()
+        try:
+            for i in range(50):
+                await producer.send_and_wait("aio-events", f"e{i}".encode(),
+                                             key=f"k{i % 5}".encode())
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer("aio-events", bootstrap_servers=cluster.kafka_bootstrap,
+                                    group_id="aio-group", auto_offset_reset="earliest",
+                                    enable_auto_commit=False)
+        await consumer.start()
+        values: list[str] = []
+        try:
+            while len(values) < 50:
+                batches = await asyncio.wait_for(consumer.getmany(timeout_ms=500), 20)
+                values.extend(r.value.decode() for rs in batches.values() for r in rs)
+            await consumer.commit()
+            partitions = consumer.assignment()
+            committed = {tp.partition: await consumer.committed(tp) for tp in partitions}
+        finally:
+            await consumer.stop()
+        assert {tp.partition for tp in partitions} == {0, 1, 2}
+        assert AioTopicPartition("aio-events", 0) in partitions
+        return values, committed
+
+    values, committed = asyncio.run(scenario())
+    assert sorted(values) == sorted(f"e{i}" for i in range(50))
+    assert sum(committed.values()) == 50
+    with Admin(cluster.bootstrap) as raftka_admin:
+        offsets = raftka_admin.groups.describe_group("aio-group").offsets
+    assert {o.partition: o.offset for o in offsets} == committed
 
 
 def test_confluent_kafka_idempotent_producer_and_two_member_group(cluster):
