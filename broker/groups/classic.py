@@ -6,7 +6,8 @@ How it works (Kafka's GroupCoordinator, simplified): members join; when membersh
 the group enters PreparingRebalance and every known member must join again (their heartbeats
 answer REBALANCE_IN_PROGRESS). The join completes when all of them have rejoined — or when
 the rebalance timeout passes, dropping the ones that did not — after a short initial delay
-for a new group so that a batch of starting members lands in one generation. Then the
+for a new group (renewed by each member joining in it, up to the rebalance timeout) so that a
+batch of starting members lands in one generation. Then the
 generation grows, a protocol (assignor) every member supports is chosen, and the leader
 (the first member) receives everyone's subscription metadata; it computes the assignment on
 the client side and sends it with SyncGroup, which hands each member its part. A member that
@@ -88,6 +89,10 @@ class ClassicGroup:
                                    rebalance_timeout_ms, protocol_type, protocols, now_ms)
             self.members[member_id] = member
             self.protocol_type = protocol_type
+            if self.state == PREPARING and self.join_not_before_ms > now_ms:
+                # as Kafka's delayed initial join: each newcomer extends the wait a little
+                self.join_not_before_ms = min(now_ms + self.initial_delay_ms,
+                                              self.rebalance_deadline_ms)
             self._prepare_rebalance(now_ms, new_group=len(self.members) == 1)
         elif member.protocols != protocols or self.state in (STABLE, COMPLETING):
             member.protocols = protocols
@@ -130,7 +135,7 @@ class ClassicGroup:
                     removed.append(member.member_id)
                 waiting = []
             if not waiting and now_ms >= self.join_not_before_ms:
-                self._complete_join()
+                self._complete_join(now_ms)
         if self.state == COMPLETING and now_ms >= self.rebalance_deadline_ms:
             # the leader never sent the assignment: start over
             self._prepare_rebalance(now_ms, new_group=False)
@@ -147,7 +152,7 @@ class ClassicGroup:
             self.remove(member_id, now_ms)
         return gone
 
-    def _complete_join(self) -> None:
+    def _complete_join(self, now_ms: int) -> None:
         if not self.members:
             self.state = EMPTY
             self.generation += 1
@@ -157,6 +162,9 @@ class ClassicGroup:
         if self.leader not in self.members:
             self.leader = next(iter(self.members))
         self.state = COMPLETING
+        # the leader gets a whole rebalance timeout to sync, however long the joins took
+        timeout = max(m.rebalance_timeout_ms for m in self.members.values())
+        self.rebalance_deadline_ms = now_ms + timeout
         metadata = [{"member_id": m.member_id, "group_instance_id": None,
                      "metadata": dict(m.protocols)[self.protocol_name]}
                     for m in self.members.values()]
