@@ -228,6 +228,7 @@ def register_broker(
             voter=request.voter,
             pid=request.pid,
             fenced=True,
+            kafka_listeners=[(k.name, k.host, k.port) for k in endpoint.kafka_listeners],
         )
     )
     # The epoch is the offset of the registration record once applied.
@@ -240,7 +241,13 @@ def broker_heartbeat(
     request: controller_pb2.BrokerHeartbeatRequest,
     settings: ControllerSettings,
 ) -> ControllerResult[controller_pb2.BrokerHeartbeatResponse]:
-    """Unfence a registered broker once it has applied metadata up to its registration."""
+    """Unfence a registered broker once it has applied all the metadata the controller has.
+
+    All of it, not just up to its registration: a leader that was paused (SIGSTOP, a long GC,
+    a frozen VM) past its session was fenced and replaced, and wakes with an image that still
+    names it leader. Were it unfenced at once, its lease would be renewed and it would take
+    writes for partitions it no longer leads; caught up, it knows it lost them (as in Kafka,
+    where a broker is unfenced only once it has caught up with the metadata log)."""
     response = controller_pb2.BrokerHeartbeatResponse()
     broker = image.brokers.get(request.broker_id)
     if broker is None or broker.epoch != request.broker_epoch:
@@ -254,7 +261,7 @@ def broker_heartbeat(
     if not broker.fenced:
         response.fenced = False
         return ControllerResult((), response)
-    if request.metadata_offset < broker.epoch:
+    if request.metadata_offset < max(broker.epoch, image.offset):
         response.fenced = True
         return ControllerResult((), response)
     scratch = _Scratch(image)

@@ -33,6 +33,11 @@ class MetadataLog(Protocol):
 
     def is_leader(self) -> bool: ...
 
+    def has_quorum_contact(self) -> bool:
+        """Leader, and a majority of the voters answered it within the Raft fallback timeout
+        (so no other leader can have been elected meanwhile). What grants leases checks this."""
+        ...
+
     def leader_id(self) -> int | None:
         """Node id of the current Raft leader (the controller), if known."""
         ...
@@ -52,6 +57,7 @@ class InMemoryMetadataLog:
     def __init__(self, node_id: int = 1, *, leader: bool = True) -> None:
         self.node_id = node_id
         self._leader = leader
+        self.quorum_contact = True  # tests cut it to play a leader that lost its majority
         self._image = EMPTY_IMAGE
         self._listeners: list[ImageListener] = []
         self.batches: list[bytes] = []
@@ -62,6 +68,9 @@ class InMemoryMetadataLog:
 
     def is_leader(self) -> bool:
         return self._leader
+
+    def has_quorum_contact(self) -> bool:
+        return self._leader and self.quorum_contact
 
     def set_leader(self, leader: bool) -> None:
         self._leader = leader

@@ -78,6 +78,13 @@ class QuorumController:
     def active(self) -> bool:
         return self._active and self.log.is_leader()
 
+    @property
+    def confirmed(self) -> bool:
+        """Active and in touch with a majority right now. Renewing a broker's lease or fencing
+        brokers for silence needs this: a controller that was itself paused wakes up still
+        thinking it leads, with heartbeats it never received and an old image."""
+        return self.active and self.log.has_quorum_contact()
+
     def leader_hint(self) -> int | None:
         return self.log.leader_id()
 
@@ -89,7 +96,7 @@ class QuorumController:
         elif not leader and self._active:
             log.info("node %d is no longer the controller", self.node_id)
             self._active = False
-        if self.active:
+        if self.confirmed:
             await self._fence_expired()
             await self._rebalance_if_due()
 
@@ -203,7 +210,7 @@ class QuorumController:
     async def broker_heartbeat(
         self, request: controller_pb2.BrokerHeartbeatRequest
     ) -> controller_pb2.BrokerHeartbeatResponse:
-        if not self.active:
+        if not self.confirmed:
             raise NotControllerError(self.leader_hint())
         image = self.log.image
         broker = image.brokers.get(request.broker_id)

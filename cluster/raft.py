@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,6 +173,21 @@ class RaftMetadataLog:
 
     def is_leader(self) -> bool:
         return self._syncobj is not None and bool(self._syncobj._isLeader())
+
+    def has_quorum_contact(self) -> bool:
+        """pysyncobj applies its leaderFallbackTimeout only on its own tick, so a leader that
+        was paused (SIGSTOP, a stalled VM) still calls itself leader for a moment after it
+        wakes, while the others have elected someone else. This checks the same condition at
+        call time: a majority of the voters answered within the timeout. (It reads
+        pysyncobj's private response times; the version is pinned.)"""
+        syncobj = self._syncobj
+        if syncobj is None or not syncobj._isLeader():
+            return False
+        answered = dict(getattr(syncobj, "_SyncObj__lastResponseTime", {}))
+        voters = list(getattr(syncobj, "_SyncObj__otherNodes", ()))
+        deadline = time.monotonic() - self.settings.leader_fallback_timeout_s
+        heard = 1 + sum(1 for node in voters if answered.get(node, 0.0) > deadline)
+        return heard * 2 > len(voters) + 1
 
     def leader_id(self) -> int | None:
         if self._syncobj is None:

@@ -223,13 +223,24 @@ def test_kill_9_of_leaders_and_the_controller_loses_no_acknowledged_record(clust
     assert total == producer.sent
 
 
-def test_paused_leader_accepts_nothing_that_survives_and_rejoins(cluster_factory):
+@pytest.mark.parametrize("also_controller", [False, True], ids=["leader", "leader-and-controller"])
+def test_paused_leader_accepts_nothing_that_survives_and_rejoins(cluster_factory, also_controller):
+    """A leader frozen (SIGSTOP) past its session, then woken with a write already in its
+    socket. With also_controller the frozen broker is the controller as well: it wakes still
+    believing it leads the quorum, and must not renew its own lease from its old image."""
     cluster = start_cluster(cluster_factory)
+    partition = 0
+    if also_controller:
+        with Admin(cluster.bootstrap) as admin:
+            admin.create_topic("paused", num_partitions=3)
+        controller_id = cluster.describe().controller_id
+        partition = next(p for p in range(3)
+                         if partition_state(cluster, "paused", p).leader_id == controller_id)
     with Producer(cluster.bootstrap, acks="all") as producer:
         for i in range(50):
-            producer.send("paused", str(i).encode(), partition=0)
+            producer.send("paused", str(i).encode(), partition=partition)
         producer.flush()
-    old_leader = partition_state(cluster, "paused").leader_id
+    old_leader = partition_state(cluster, "paused", partition).leader_id
     # A connection to the old leader, open before it freezes: what is sent on it while the
     # broker is paused waits in its socket and is read the moment it wakes up.
     channel = grpc.insecure_channel(cluster.brokers[old_leader].address)
@@ -238,7 +249,7 @@ def test_paused_leader_accepts_nothing_that_survives_and_rejoins(cluster_factory
     cluster.brokers[old_leader].signal(signal.SIGSTOP)
     try:
         wait_for(
-            lambda: partition_state(cluster, "paused").leader_id not in (-1, old_leader),
+            lambda: partition_state(cluster, "paused", partition).leader_id not in (-1, old_leader),
             20,
             "a new leader",
         )
@@ -248,7 +259,9 @@ def test_paused_leader_accepts_nothing_that_survives_and_rejoins(cluster_factory
                 timeout_ms=5000,
                 partitions=[
                     broker_pb2.PartitionProduceData(
-                        topic="paused", partition=0, records=[common_pb2.Record(value=b"999999")]
+                        topic="paused",
+                        partition=partition,
+                        records=[common_pb2.Record(value=b"999999")],
                     )
                 ],
             ),
@@ -256,7 +269,7 @@ def test_paused_leader_accepts_nothing_that_survives_and_rejoins(cluster_factory
         )
         with Producer(cluster.bootstrap, acks="all") as producer:
             for i in range(50, 100):
-                producer.send("paused", str(i).encode(), partition=0)
+                producer.send("paused", str(i).encode(), partition=partition)
             producer.flush()
     finally:
         cluster.brokers[old_leader].signal(signal.SIGCONT)
@@ -269,12 +282,13 @@ def test_paused_leader_accepts_nothing_that_survives_and_rejoins(cluster_factory
         assert reply.error_code == Code.NOT_LEADER_OR_FOLLOWER, reply
         assert (
             "refusing writes" in reply.error_message
+            or "fenced" in reply.error_message
             or "not the leader" in reply.error_message
             or "does not host" in reply.error_message
         ), reply
     channel.close()
-    wait_isr(cluster, "paused", {1, 2, 3})
-    values = read_partition(cluster.bootstrap, "paused")
+    wait_isr(cluster, "paused", {1, 2, 3}, partition=partition)
+    values = read_partition(cluster.bootstrap, "paused", partition)
     assert values == list(range(100))
 
 

@@ -147,6 +147,31 @@ def test_registration_then_caught_up_heartbeat_unfences_and_restores_leadership(
     assert image.partition("t", 0).leader == 1 and image.partition("t", 0).leader_epoch == 2
 
 
+def test_a_fenced_leader_waking_with_old_metadata_stays_fenced_until_caught_up():
+    # Regression: a paused leader was unfenced by its first heartbeat after waking (its
+    # metadata offset was past its registration), renewed its lease and took acks=1 writes
+    # for a partition that had a new leader.
+    _, image = create(image_with_brokers(1, 2), "t", rf=2)
+    old_leader = image.partition("t", 0).leader
+    offset_before_pause = image.offset
+    settings = ControllerSettings()
+    image = apply_records(image, controller.fence_brokers(image, [old_leader], settings))
+    assert image.partition("t", 0).leader != old_leader
+    waking = controller_pb2.BrokerHeartbeatRequest(
+        broker_id=old_leader, broker_epoch=image.brokers[old_leader].epoch,
+        metadata_offset=offset_before_pause,
+    )
+    result = controller.broker_heartbeat(image, waking, settings)
+    assert result.response.fenced and result.records == ()
+    caught_up = controller_pb2.BrokerHeartbeatRequest(
+        broker_id=old_leader, broker_epoch=image.brokers[old_leader].epoch,
+        metadata_offset=image.offset,
+    )
+    result = controller.broker_heartbeat(image, caught_up, settings)
+    assert not result.response.fenced
+    assert not apply_records(image, result.records).brokers[old_leader].fenced
+
+
 def test_same_incarnation_registers_idempotently_and_stale_epochs_are_refused():
     image = image_with_brokers(1)
     request = controller_pb2.RegisterBrokerRequest(

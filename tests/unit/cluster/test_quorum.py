@@ -1,0 +1,61 @@
+"""The controller over a metadata log: what it may do while it still believes it leads but
+has lost touch with the majority (a paused or cut-off controller)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cluster.controller import ControllerSettings
+from cluster.metadata_log import InMemoryMetadataLog
+from cluster.quorum import NotControllerError, QuorumController
+from proto.raftka.v1 import common_pb2, controller_pb2
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_ms = 1_000
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+async def running_controller() -> tuple[QuorumController, InMemoryMetadataLog, Clock]:
+    log = InMemoryMetadataLog(1)
+    clock = Clock()
+    quorum = QuorumController(1, log, ControllerSettings(), clock, session_timeout_ms=2_000)
+    await quorum.tick()
+    for _ in range(10):
+        await asyncio.sleep(0)
+        if quorum.active:
+            break
+    assert quorum.active
+    for broker_id in (1, 2):
+        response = await quorum.register_broker(controller_pb2.RegisterBrokerRequest(
+            broker_id=broker_id, incarnation_id=f"i{broker_id}",
+            endpoint=common_pb2.BrokerEndpoint(broker_id=broker_id, host="h", port=broker_id)))
+        heartbeat = await quorum.broker_heartbeat(controller_pb2.BrokerHeartbeatRequest(
+            broker_id=broker_id, broker_epoch=response.broker_epoch,
+            metadata_offset=log.image.offset))
+        assert not heartbeat.fenced
+    return quorum, log, clock
+
+
+def test_a_controller_without_its_majority_renews_no_lease_and_fences_no_one() -> None:
+    async def scenario() -> None:
+        quorum, log, clock = await running_controller()
+        epoch = log.image.brokers[2].epoch
+        log.quorum_contact = False  # e.g. it was paused and the others elected a new leader
+        clock.now_ms += 10_000      # every heartbeat looks long overdue
+        with pytest.raises(NotControllerError):
+            await quorum.broker_heartbeat(controller_pb2.BrokerHeartbeatRequest(
+                broker_id=2, broker_epoch=epoch, metadata_offset=log.image.offset))
+        await quorum.tick()
+        assert not log.image.brokers[1].fenced and not log.image.brokers[2].fenced
+
+        log.quorum_contact = True  # back in touch: silent brokers are fenced again
+        await quorum.tick()
+        assert log.image.brokers[1].fenced and log.image.brokers[2].fenced
+
+    asyncio.run(scenario())
