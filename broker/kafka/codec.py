@@ -26,6 +26,8 @@ from kio.schema.errors import ErrorCode as KafkaErrorCode
 from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import Records
 
+from broker.kafka.frame_guard import FrameError, checked_frame
+
 _API_VERSION_HEAD = struct.Struct(">hhi")
 _SIZE = struct.Struct(">i")
 API_VERSIONS_KEY = 18
@@ -46,6 +48,9 @@ class Request:
     correlation_id: int
     client_id: str | None
     body: Any
+    # Name of the Kafka listener the request came in on (answers name that listener's
+    # addresses; see broker/listeners.py).
+    listener: str = "PLAINTEXT"
 
 
 def peek_header(frame: bytes) -> tuple[int, int, int]:
@@ -56,18 +61,21 @@ def peek_header(frame: bytes) -> tuple[int, int, int]:
     return api_key, api_version, correlation_id
 
 
-def decode_request(frame: bytes) -> Request:
+def decode_request(frame: bytes, listener: str = "PLAINTEXT") -> Request:
     api_key, api_version, correlation_id = peek_header(frame)
     schema = request_schema(api_key, api_version)
     try:
+        frame = checked_frame(schema.__header_schema__, schema, frame)
+    except FrameError as exc:
+        raise MalformedRequestError(f"api {api_key} v{api_version}: {exc}") from exc
+    try:
         header, header_size = entity_reader(schema.__header_schema__)(frame, 0)
-        body, body_size = entity_reader(schema)(frame, header_size)
+        body, _ = entity_reader(schema)(frame, header_size)
     except Exception as exc:  # kio raises several types on bad bytes
         raise MalformedRequestError(f"cannot parse api {api_key} v{api_version}: {exc}") from exc
-    if header_size + body_size != len(frame):
-        raise MalformedRequestError(
-            f"api {api_key} v{api_version}: {len(frame) - header_size - body_size} stray bytes")
-    return Request(api_key, api_version, correlation_id, header.client_id, body)
+    # Bytes past the fields the schema defines are ignored, as Kafka's own parser does:
+    # librdkafka 2.x's AdminClient sends Metadata v12 with three of them, and Kafka serves it.
+    return Request(api_key, api_version, correlation_id, header.client_id, body, listener)
 
 
 @cache
