@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from broker.listeners import KafkaEndpoint, ListenerConfigError, kafka_endpoints
 from cluster import topic_config
 
 # Kafka's broker config names -> field names.
@@ -45,6 +46,8 @@ KAFKA_ALIASES = {
     "group.consumer.heartbeat.interval.ms": "group_consumer_heartbeat_interval_ms",
     "offsets.topic.segment.bytes": "offsets_topic_segment_bytes",
     "group.initial.rebalance.delay.ms": "group_initial_rebalance_delay_ms",
+    "listeners": "kafka_listeners",
+    "advertised.listeners": "kafka_advertised_listeners",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -95,8 +98,13 @@ class BrokerConfig:
     raft_listen: str = ""
     # "1@host:port,..." Raft voters; default: this broker alone (a one-node cluster).
     voters: str = ""
-    # Kafka wire-protocol listener port; 0: none.
+    # Kafka wire-protocol listener port (a listener named PLAINTEXT on the listen host); 0: none.
     kafka_port: int = 0
+    # Kafka's `listeners` / `advertised.listeners` ("NAME://host:port,..."): several named Kafka
+    # listeners, each advertised at its own address (see broker/listeners.py). `listeners`
+    # replaces kafka_port.
+    kafka_listeners: str = ""
+    kafka_advertised_listeners: str = ""
     num_partitions: int = 1
     default_replication_factor: int = 1
     auto_create_topics_enable: bool = True
@@ -145,6 +153,22 @@ class BrokerConfig:
         return ("127.0.0.1" if host in ("0.0.0.0", "", "::") else host), port
 
     @property
+    def kafka_endpoints(self) -> list[KafkaEndpoint]:
+        """The Kafka listeners to open, first one first (its port is the broker's
+        `kafka_port` in metadata)."""
+        if self.kafka_listeners and self.kafka_port:
+            raise ConfigError("set kafka_port or listeners, not both")
+        listeners = self.kafka_listeners
+        if not listeners and self.kafka_port > 0:
+            host = self.listen_address[0]
+            listeners = f"PLAINTEXT://{f'[{host}]' if ':' in host else host}:{self.kafka_port}"
+        try:
+            return kafka_endpoints(listeners, self.kafka_advertised_listeners,
+                                   self.advertised[0])
+        except ListenerConfigError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
     def raft_address(self) -> str:
         if self.raft_listen:
             host, port = parse_address(self.raft_listen, "raft_listen")
@@ -184,6 +208,7 @@ class BrokerConfig:
         if not self.data_dir:
             raise ConfigError("data_dir is required")
         self.listen_address  # noqa: B018 - parses and raises ConfigError
+        self.kafka_endpoints  # noqa: B018
         voters = self.voter_map
         if self.voters and self.broker_id in voters and voters[self.broker_id] != self.raft_address:
             raise ConfigError(

@@ -14,11 +14,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 
+from broker.listeners import KafkaEndpoint
 from cluster.metadata_log import MetadataLog
 from cluster.quorum import ControllerTimeoutError, NotControllerError, QuorumController
 from proto.raftka.v1 import (
@@ -183,7 +184,8 @@ class BrokerLifecycle:
 
     @staticmethod
     def registration(
-        broker_id: int, incarnation_id: str, host: str, port: int, kafka_port: int, voter: bool
+        broker_id: int, incarnation_id: str, host: str, port: int, voter: bool,
+        kafka_endpoints: Sequence[KafkaEndpoint] = (),
     ) -> controller_pb2.RegisterBrokerRequest:
         return controller_pb2.RegisterBrokerRequest(
             broker_id=broker_id,
@@ -191,7 +193,10 @@ class BrokerLifecycle:
             voter=voter,
             pid=os.getpid(),
             endpoint=common_pb2.BrokerEndpoint(
-                broker_id=broker_id, host=host, port=port, kafka_port=kafka_port
+                broker_id=broker_id, host=host, port=port,
+                kafka_port=kafka_endpoints[0].port if kafka_endpoints else 0,
+                kafka_listeners=[common_pb2.KafkaListener(name=e.name, host=e.host, port=e.port)
+                                 for e in kafka_endpoints],
             ),
         )
 

@@ -17,7 +17,9 @@ Offsets = Callable[[str, int], tuple[int, int]]
 def _endpoint(image: MetadataImage, broker_id: int) -> common_pb2.BrokerEndpoint:
     b = image.brokers[broker_id]
     return common_pb2.BrokerEndpoint(
-        broker_id=b.broker_id, host=b.host, port=b.port, kafka_port=b.kafka_port
+        broker_id=b.broker_id, host=b.host, port=b.port, kafka_port=b.kafka_port,
+        kafka_listeners=[common_pb2.KafkaListener(name=n, host=h, port=p)
+                         for n, h, p in b.kafka_listeners],
     )
 
 

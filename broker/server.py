@@ -76,6 +76,7 @@ class BrokerServer:
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock_fd = -1
         self.grpc_server: grpc.aio.Server | None = None
+        self.kafka_listeners: list[KafkaListener] = []
         self.port = 0
 
     # ------------------------------------------------------------------------ wiring
@@ -130,8 +131,8 @@ class BrokerServer:
                 self.incarnation_id,
                 host,
                 port,
-                config.kafka_port,
                 config.is_voter,
+                config.kafka_endpoints,
             ),
             lambda: self.replica_manager.applied_offset,
             config.broker_heartbeat_interval_ms / 1000,
@@ -140,11 +141,10 @@ class BrokerServer:
         )
         self._wire_replication()
         await self._start_grpc()
-        self.kafka_listener: KafkaListener | None = None
-        if config.kafka_port > 0:
-            self.kafka_listener = KafkaListener(self, config.listen_address[0],
-                                                config.kafka_port, config.request_max_bytes)
-            await self.kafka_listener.start()
+        for endpoint in config.kafka_endpoints:
+            listener = KafkaListener(self, endpoint, config.request_max_bytes)
+            self.kafka_listeners.append(listener)
+            await listener.start()
         self.metadata_log.start()
         self._tasks = [
             asyncio.create_task(self._controller_ticks(), name="controller-ticks"),
@@ -383,8 +383,8 @@ class BrokerServer:
         for task in self._tasks:
             with suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.kafka_listener is not None:
-            await self.kafka_listener.stop()
+        for listener in self.kafka_listeners:
+            await listener.stop()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=1.0)
         await self.channels.close()

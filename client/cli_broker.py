@@ -22,6 +22,11 @@ def register(commands: Any) -> None:
     parser.add_argument("--voters", help="Raft voters ID@HOST:PORT,... (default: this broker)")
     parser.add_argument("--kafka-port", type=int,
                         help="Kafka wire-protocol listener port (default: none)")
+    parser.add_argument("--listeners", dest="kafka_listeners", metavar="NAME://HOST:PORT,...",
+                        help="named Kafka listeners instead of --kafka-port (Kafka's listeners)")
+    parser.add_argument("--advertised-listeners", dest="kafka_advertised_listeners",
+                        metavar="NAME://HOST:PORT,...",
+                        help="where clients reach each listener (advertised.listeners)")
     parser.add_argument("--config", dest="config_file", help="TOML file with broker settings")
     parser.add_argument(
         "--set",
@@ -48,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
                 "raft_listen": args.raft_listen,
                 "advertised_host": args.advertised_host,
                 "voters": args.voters,
-            "kafka_port": args.kafka_port,
+                "kafka_port": args.kafka_port,
+                "kafka_listeners": args.kafka_listeners,
+                "kafka_advertised_listeners": args.kafka_advertised_listeners,
             }
         )
         config = build_config(file_settings, overrides)

@@ -101,6 +101,7 @@ class MetadataDelta:
             host=endpoint.host,
             port=endpoint.port,
             kafka_port=endpoint.kafka_port,
+            kafka_listeners=tuple((k.name, k.host, k.port) for k in endpoint.kafka_listeners),
             voter=record.voter,
             pid=record.pid,
             fenced=record.fenced,
@@ -228,6 +229,7 @@ def image_to_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]:
             voter=broker.voter,
             pid=broker.pid,
             fenced=broker.fenced,
+            kafka_listeners=broker.kafka_listeners,
         )
         record.register_broker.broker_epoch = broker.epoch
         out.append(record)

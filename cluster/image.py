@@ -23,11 +23,23 @@ class BrokerRegistration:
     host: str
     port: int
     kafka_port: int
+    # (name, advertised host, port) of each Kafka listener; see broker/listeners.py.
+    kafka_listeners: tuple[tuple[str, str, int], ...]
     voter: bool
     pid: int
     fenced: bool
     # Metadata offset of the registration; heartbeats must carry it (stale ones are refused).
     epoch: int
+
+    def kafka_endpoint(self, listener: str) -> tuple[str, int] | None:
+        """Where a Kafka client that came in on `listener` reaches this broker; None when
+        the broker has no such listener (Kafka then leaves it out of Metadata)."""
+        for name, host, port in self.kafka_listeners:
+            if name == listener:
+                return host, port
+        if not self.kafka_listeners and self.kafka_port > 0 and listener == "PLAINTEXT":
+            return self.host, self.kafka_port
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,13 +57,16 @@ def register_broker(
     voter: bool,
     pid: int,
     fenced: bool = True,
+    kafka_listeners: Sequence[tuple[str, str, int]] = (),
 ) -> MetadataRecord:
     return MetadataRecord(
         register_broker=metadata_pb2.RegisterBrokerRecord(
             broker_id=broker_id,
             incarnation_id=incarnation_id,
             endpoint=common_pb2.BrokerEndpoint(
-                broker_id=broker_id, host=host, port=port, kafka_port=kafka_port
+                broker_id=broker_id, host=host, port=port, kafka_port=kafka_port,
+                kafka_listeners=[common_pb2.KafkaListener(name=name, host=h, port=p)
+                                 for name, h, p in kafka_listeners],
             ),
             voter=voter,
             pid=pid,

@@ -5,6 +5,10 @@
 #   RAFTKA_ADVERTISED host name other brokers and clients use; default: $HOSTNAME
 #   RAFTKA_DATA_DIR   default /var/lib/raftka
 #   RAFTKA_SETTINGS   extra "key=value key=value" broker settings (Kafka names allowed)
+#   RAFTKA_KAFKA_LISTENERS            Kafka's listeners, "NAME://host:port,..." (default: one
+#                                     listener, PLAINTEXT on 9092, advertised at the host above)
+#   RAFTKA_KAFKA_ADVERTISED_LISTENERS Kafka's advertised.listeners, e.g.
+#                                     "EXTERNAL://127.0.0.1:19092" for clients outside
 set -eu
 if [ -z "${RAFTKA_ID:-}" ]; then
   ordinal="${HOSTNAME##*-}"
@@ -16,6 +20,14 @@ fi
 host="${RAFTKA_ADVERTISED:-$HOSTNAME}"
 set -- raftka broker --id "$RAFTKA_ID" --data-dir "${RAFTKA_DATA_DIR:-/var/lib/raftka}" \
   --listen 0.0.0.0:9090 --advertised-host "$host" --raft-listen "$host:9091" "$@"
+if [ -n "${RAFTKA_KAFKA_LISTENERS:-}" ]; then
+  set -- "$@" --set "listeners=$RAFTKA_KAFKA_LISTENERS"
+  if [ -n "${RAFTKA_KAFKA_ADVERTISED_LISTENERS:-}" ]; then
+    set -- "$@" --set "advertised.listeners=$RAFTKA_KAFKA_ADVERTISED_LISTENERS"
+  fi
+else
+  set -- "$@" --kafka-port 9092
+fi
 if [ -n "${RAFTKA_VOTERS:-}" ]; then
   set -- "$@" --voters "$RAFTKA_VOTERS"
 fi

@@ -111,9 +111,9 @@ class BrokerProcess:
             self.address,
             "--raft-listen",
             f"127.0.0.1:{self.raft_port}",
-            "--kafka-port",
-            str(self.kafka_port),
         ]
+        if "listeners" not in self.settings:  # named Kafka listeners replace the port
+            command += ["--kafka-port", str(self.kafka_port)]
         if self.voters:
             command += ["--voters", self.voters]
         for key, value in self.settings.items():

@@ -38,11 +38,16 @@ def _timeout_ms(value: Any, default: int = 30_000) -> int:
     return int(value.total_seconds() * 1000) if hasattr(value, "total_seconds") else int(value)
 
 
-def kafka_brokers(image: MetadataImage) -> list[dict[str, Any]]:
-    return [{"node_id": b.broker_id, "broker_id": b.broker_id, "host": b.host,
-             "port": b.kafka_port, "rack": None}
-            for b in sorted(image.brokers.values(), key=lambda b: b.broker_id)
-            if not b.fenced and b.kafka_port > 0]
+def kafka_brokers(image: MetadataImage, listener: str) -> list[dict[str, Any]]:
+    """The live brokers at their addresses for `listener` (brokers without it are left out,
+    as in Kafka)."""
+    out = []
+    for b in sorted(image.brokers.values(), key=lambda b: b.broker_id):
+        endpoint = b.kafka_endpoint(listener)
+        if not b.fenced and endpoint is not None:
+            out.append({"node_id": b.broker_id, "broker_id": b.broker_id, "host": endpoint[0],
+                        "port": endpoint[1], "rack": None})
+    return out
 
 
 async def api_versions(server: BrokerServer, request: Request) -> dict[str, Any]:
@@ -72,7 +77,8 @@ async def metadata(server: BrokerServer, request: Request) -> dict[str, Any]:
         image = server.replica_manager.image
     controller = server.controller_id()
     return {
-        "throttle_time": 0, "brokers": kafka_brokers(image), "cluster_id": image.cluster_id,
+        "throttle_time": 0, "brokers": kafka_brokers(image, request.listener),
+        "cluster_id": image.cluster_id,
         "controller_id": controller if controller is not None else -1,
         "topics": [_topic_metadata(image, name) for name in names],
     }
@@ -217,4 +223,5 @@ async def describe_cluster(server: BrokerServer, request: Request) -> dict[str, 
     return {"throttle_time": 0, "error_code": 0, "error_message": None, "endpoint_type": 1,
             "cluster_id": image.cluster_id,
             "controller_id": controller if controller is not None else -1,
-            "brokers": kafka_brokers(image), "cluster_authorized_operations": -2147483648}
+            "brokers": kafka_brokers(image, request.listener),
+            "cluster_authorized_operations": -2147483648}

@@ -40,7 +40,7 @@ async def find_coordinator(server: BrokerServer, request: Request) -> dict[str, 
     if single is not None:
         keys = [single]
     key_type = int(field(body, "key_type", KEY_TYPE_GROUP) or 0)
-    found = [await _locate(server, key, key_type) for key in keys]
+    found = [await _locate(server, key, key_type, request.listener) for key in keys]
     if request.api_version >= 4:
         return {"throttle_time": 0, "coordinators": found}
     first = found[0] if found else {"error_code": Code.INVALID_REQUEST,
@@ -49,7 +49,8 @@ async def find_coordinator(server: BrokerServer, request: Request) -> dict[str, 
     return {"throttle_time": 0, **{k: v for k, v in first.items() if k != "key"}}
 
 
-async def _locate(server: BrokerServer, key: str, key_type: int) -> dict[str, Any]:
+async def _locate(server: BrokerServer, key: str, key_type: int,
+                  listener: str) -> dict[str, Any]:
     missing = {"key": key, "node_id": -1, "host": "", "port": -1}
     if key_type != KEY_TYPE_GROUP:
         return {**missing, "error_code": Code.COORDINATOR_NOT_AVAILABLE,
@@ -60,11 +61,12 @@ async def _locate(server: BrokerServer, key: str, key_type: int) -> dict[str, An
         return {**missing, "error_code": reply.error_code,
                 "error_message": reply.error_message}
     broker = server.replica_manager.image.brokers.get(reply.coordinator.broker_id)
-    if broker is None or broker.kafka_port <= 0:
+    endpoint = broker.kafka_endpoint(listener) if broker is not None else None
+    if broker is None or endpoint is None:
         return {**missing, "error_code": Code.COORDINATOR_NOT_AVAILABLE,
-                "error_message": "the coordinator has no Kafka listener"}
-    return {"key": key, "node_id": broker.broker_id, "host": broker.host,
-            "port": broker.kafka_port, "error_code": 0, "error_message": None}
+                "error_message": f"the coordinator has no Kafka listener {listener}"}
+    return {"key": key, "node_id": broker.broker_id, "host": endpoint[0],
+            "port": endpoint[1], "error_code": 0, "error_message": None}
 
 
 # ------------------------------------------------------------------------ membership

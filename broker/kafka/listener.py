@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from broker.kafka import codec, zero_copy
 from broker.kafka.codec import MalformedRequestError, Request, UnsupportedVersionError
 from broker.kafka.zero_copy import SplicedResponse
+from broker.listeners import KafkaEndpoint
 from broker.log.file_slice import FileSlice
 
 if TYPE_CHECKING:
@@ -75,11 +76,12 @@ def _handlers() -> dict[int, Handler]:
 
 
 class KafkaListener:
-    def __init__(self, server: BrokerServer, host: str, port: int,
+    def __init__(self, server: BrokerServer, endpoint: KafkaEndpoint,
                  request_max_bytes: int) -> None:
         self._broker = server
-        self._host = host
-        self._port = port
+        self._name = endpoint.name
+        self._host = endpoint.bind_host
+        self._port = endpoint.bind_port
         self._request_max_bytes = request_max_bytes
         self._handlers = _handlers()
         self._server: asyncio.base_events.Server | None = None
@@ -93,7 +95,7 @@ class KafkaListener:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self._host, self._port,
                                                   reuse_address=True)
-        log.info("Kafka protocol listener on %s:%d", self._host, self.port)
+        log.info("Kafka protocol listener %s on %s:%d", self._name, self._host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -159,7 +161,7 @@ class KafkaListener:
             raise MalformedRequestError(
                 f"api {api_key} v{api_version} is not supported (see ApiVersions)")
         try:
-            request = codec.decode_request(frame)
+            request = codec.decode_request(frame, listener=self._name)
         except UnsupportedVersionError as exc:
             raise MalformedRequestError(str(exc)) from exc
         values = await self._handlers[api_key](self._broker, request)

@@ -69,3 +69,21 @@ def test_compose_cluster_serves_the_cli():
         assert produced.returncode == 0, produced.stderr
         consumed = raftka("consume", "compose", "--from-beginning", "--max-messages", "3")
         assert sorted(consumed.stdout.split()) == ["a", "b", "c"]
+
+        # Kafka clients on the host use the EXTERNAL listener's published ports
+        from confluent_kafka import Consumer as KafkaConsumer
+
+        consumer = KafkaConsumer({"bootstrap.servers": "127.0.0.1:19092", "group.id": "host",
+                                  "auto.offset.reset": "earliest"})
+        consumer.subscribe(["compose"])
+        values: list[bytes] = []
+
+        def read_three() -> bool:
+            message = consumer.poll(1.0)
+            if message is not None and not message.error():
+                values.append(message.value())
+            return len(values) >= 3
+
+        wait_for(read_three, 60, "three records over the Kafka listener")
+        consumer.close()
+        assert sorted(values) == [b"a", b"b", b"c"]

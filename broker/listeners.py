@@ -1,0 +1,69 @@
+"""Named Kafka listeners (Kafka's `listeners` and `advertised.listeners`).
+
+Why: one advertised address is not enough once clients sit on both sides of a network
+boundary. In docker compose the brokers know each other as `raftka-1:9092`, but a NestJS app
+on the host must be told `127.0.0.1:19092`. As in Kafka, a broker can open several Kafka
+listeners, each with a name and the address it is advertised at; a client's Metadata and
+FindCoordinator answers name the other brokers' addresses *for the listener the client
+came in on*. Pure parsing here, so it is tested without sockets.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_LISTENER = "PLAINTEXT"
+_ENTRY = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_]*)://(?P<host>\[[^\]]*\]|[^:/]*):(?P<port>\d+)$")
+_WILDCARDS = ("", "0.0.0.0", "::", "[::]")
+
+
+class ListenerConfigError(ValueError):
+    """A listener setting that cannot be used; the message names the entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaEndpoint:
+    name: str
+    bind_host: str
+    bind_port: int
+    host: str  # advertised
+    port: int  # advertised
+
+
+def parse_entries(value: str, setting: str) -> dict[str, tuple[str, int]]:
+    """'NAME://host:port,...' -> {NAME: (host, port)}, in order, names unique."""
+    entries: dict[str, tuple[str, int]] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        match = _ENTRY.match(item)
+        if match is None:
+            raise ListenerConfigError(
+                f"{setting}: {item!r} must look like NAME://HOST:PORT (e.g. PLAINTEXT://:9092)")
+        name, port = match["name"].upper(), int(match["port"])
+        if not 0 < port < 65536:
+            raise ListenerConfigError(f"{setting}: {item!r} needs a port in 1..65535")
+        if name in entries:
+            raise ListenerConfigError(f"{setting}: listener {name} is named twice")
+        entries[name] = (match["host"].strip("[]"), port)
+    return entries
+
+
+def kafka_endpoints(listeners: str, advertised: str, default_host: str) -> list[KafkaEndpoint]:
+    """The Kafka listeners to open. An advertised entry is optional per listener; without
+    one a listener is advertised at its bind host, or at `default_host` (the broker's
+    advertised host) when it binds a wildcard address."""
+    bound = parse_entries(listeners, "listeners")
+    told = parse_entries(advertised, "advertised.listeners")
+    unknown = sorted(set(told) - set(bound))
+    if unknown:
+        raise ListenerConfigError(
+            f"advertised.listeners names {', '.join(unknown)}, which listeners does not open")
+    endpoints = []
+    for name, (bind_host, bind_port) in bound.items():
+        fallback = default_host if bind_host in _WILDCARDS else bind_host
+        host, port = told.get(name, (fallback, bind_port))
+        if host in _WILDCARDS:
+            raise ListenerConfigError(
+                f"advertised.listeners: {name} must name a host clients can reach, not {host!r}")
+        endpoints.append(KafkaEndpoint(name, bind_host or "0.0.0.0", bind_port, host, port))
+    return endpoints

@@ -1,0 +1,86 @@
+"""Named Kafka listeners: parsing `listeners` / `advertised.listeners`, the broker config that
+uses them, and which address a client is told for the listener it came in on."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.config import BrokerConfig, ConfigError
+from broker.listeners import KafkaEndpoint, ListenerConfigError, kafka_endpoints
+from cluster.image import BrokerRegistration
+
+
+def test_each_listener_is_advertised_at_its_own_address() -> None:
+    endpoints = kafka_endpoints(
+        "PLAINTEXT://0.0.0.0:9092,EXTERNAL://0.0.0.0:9094",
+        "PLAINTEXT://raftka-1:9092,EXTERNAL://127.0.0.1:19092",
+        default_host="raftka-1",
+    )
+    assert endpoints == [
+        KafkaEndpoint("PLAINTEXT", "0.0.0.0", 9092, "raftka-1", 9092),
+        KafkaEndpoint("EXTERNAL", "0.0.0.0", 9094, "127.0.0.1", 19092),
+    ]
+
+
+def test_without_an_advertised_entry_the_bind_or_broker_host_is_used() -> None:
+    endpoints = kafka_endpoints("internal://:9092,LOCAL://127.0.0.2:9093", "", "broker-1")
+    assert [(e.name, e.host, e.port) for e in endpoints] == [
+        ("INTERNAL", "broker-1", 9092), ("LOCAL", "127.0.0.2", 9093)]
+    assert endpoints[0].bind_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(("listeners", "advertised", "message"), [
+    ("PLAINTEXT:9092", "", "must look like NAME://HOST:PORT"),
+    ("PLAINTEXT://:0", "", "port in 1..65535"),
+    ("A://:9092,a://:9093", "", "listener A is named twice"),
+    ("A://:9092", "B://h:1", "advertised.listeners names B"),
+    ("A://:9092", "A://0.0.0.0:9092", "must name a host clients can reach"),
+])
+def test_bad_listener_settings_name_what_is_wrong(listeners: str, advertised: str,
+                                                   message: str) -> None:
+    with pytest.raises(ListenerConfigError, match=message):
+        kafka_endpoints(listeners, advertised, "h")
+
+
+def test_broker_config_kafka_port_is_a_plaintext_listener() -> None:
+    config = BrokerConfig(broker_id=1, data_dir="/d", listen="0.0.0.0:9090",
+                          advertised_host="raftka-1", kafka_port=9092).validate()
+    assert config.kafka_endpoints == [
+        KafkaEndpoint("PLAINTEXT", "0.0.0.0", 9092, "raftka-1", 9092)]
+    assert BrokerConfig(broker_id=1, data_dir="/d").kafka_endpoints == []
+
+
+def test_broker_config_takes_kafkas_setting_names_and_refuses_both_forms() -> None:
+    from broker.config import settings_from_mapping
+
+    values = settings_from_mapping({"listeners": "PLAINTEXT://:9092,EXTERNAL://:9094",
+                                    "advertised.listeners": "EXTERNAL://localhost:19092"})
+    config = BrokerConfig(broker_id=1, data_dir="/d", **values).validate()
+    assert [(e.name, e.host, e.port) for e in config.kafka_endpoints] == [
+        ("PLAINTEXT", "127.0.0.1", 9092), ("EXTERNAL", "localhost", 19092)]
+    with pytest.raises(ConfigError, match="kafka_port or listeners"):
+        BrokerConfig(broker_id=1, data_dir="/d", kafka_port=9092, **values).validate()
+    with pytest.raises(ConfigError, match=r"advertised\.listeners"):
+        BrokerConfig(broker_id=1, data_dir="/d", kafka_listeners="A://:1",
+                     kafka_advertised_listeners="A://:1").validate()
+
+
+def registration(kafka_port: int, listeners: tuple[tuple[str, str, int], ...]) -> (
+        BrokerRegistration):
+    return BrokerRegistration(broker_id=1, incarnation_id="i", host="grpc-host", port=9090,
+                              kafka_port=kafka_port, kafka_listeners=listeners, voter=True,
+                              pid=1, fenced=False, epoch=1)
+
+
+def test_clients_are_told_the_address_of_the_listener_they_came_in_on() -> None:
+    broker = registration(9092, (("PLAINTEXT", "raftka-1", 9092),
+                                 ("EXTERNAL", "127.0.0.1", 19092)))
+    assert broker.kafka_endpoint("PLAINTEXT") == ("raftka-1", 9092)
+    assert broker.kafka_endpoint("EXTERNAL") == ("127.0.0.1", 19092)
+    assert broker.kafka_endpoint("OTHER") is None
+
+
+def test_registrations_from_before_named_listeners_mean_one_plaintext_listener() -> None:
+    assert registration(9092, ()).kafka_endpoint("PLAINTEXT") == ("grpc-host", 9092)
+    assert registration(9092, ()).kafka_endpoint("EXTERNAL") is None
+    assert registration(0, ()).kafka_endpoint("PLAINTEXT") is None
