@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client.cli_common import CliError, parse_key_values
+
+if TYPE_CHECKING:
+    from broker.config import BrokerConfig
 
 
 def register(commands: Any) -> None:
@@ -38,27 +41,31 @@ def register(commands: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace) -> BrokerConfig:
+    """TOML file, then --set, then flags; a flag left out does not undo a --set."""
     from broker.config import ConfigError, build_config, load_toml, settings_from_mapping
-    from broker.main import run as run_broker
 
     try:
         file_settings = load_toml(args.config_file) if args.config_file else {}
         overrides = settings_from_mapping(parse_key_values(args.set, "--set"))
-        overrides.update(
-            {
-                "broker_id": args.broker_id,
-                "data_dir": args.data_dir,
-                "listen": args.listen,
-                "raft_listen": args.raft_listen,
-                "advertised_host": args.advertised_host,
-                "voters": args.voters,
-                "kafka_port": args.kafka_port,
-                "kafka_listeners": args.kafka_listeners,
-                "kafka_advertised_listeners": args.kafka_advertised_listeners,
-            }
-        )
-        config = build_config(file_settings, overrides)
+        flags = {
+            "broker_id": args.broker_id,
+            "data_dir": args.data_dir,
+            "listen": args.listen,
+            "raft_listen": args.raft_listen,
+            "advertised_host": args.advertised_host,
+            "voters": args.voters,
+            "kafka_port": args.kafka_port,
+            "kafka_listeners": args.kafka_listeners,
+            "kafka_advertised_listeners": args.kafka_advertised_listeners,
+        }
+        overrides.update({key: value for key, value in flags.items() if value is not None})
+        return build_config(file_settings, overrides)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    return run_broker(config, args.log_level)
+
+
+def run(args: argparse.Namespace) -> int:
+    from broker.main import run as run_broker
+
+    return run_broker(config_from_args(args), args.log_level)

@@ -183,8 +183,8 @@ class RaftMetadataLog:
         syncobj = self._syncobj
         if syncobj is None or not syncobj._isLeader():
             return False
-        answered = dict(getattr(syncobj, "_SyncObj__lastResponseTime", {}))
-        voters = list(getattr(syncobj, "_SyncObj__otherNodes", ()))
+        answered = dict(syncobj._SyncObj__lastResponseTime)
+        voters = list(syncobj._SyncObj__otherNodes)
         deadline = time.monotonic() - self.settings.leader_fallback_timeout_s
         heard = 1 + sum(1 for node in voters if answered.get(node, 0.0) > deadline)
         return heard * 2 > len(voters) + 1

@@ -59,3 +59,16 @@ def test_a_controller_without_its_majority_renews_no_lease_and_fences_no_one() -
         assert log.image.brokers[1].fenced and log.image.brokers[2].fenced
 
     asyncio.run(scenario())
+
+
+def test_the_pysyncobj_internals_has_quorum_contact_reads_exist() -> None:
+    """cluster/raft.py reads two private attributes of pysyncobj (pinned in pyproject); an
+    upgrade that renames them must fail here, not in the controller's tick."""
+    from pysyncobj import SyncObj, SyncObjConf
+
+    node = SyncObj("127.0.0.1:0", [], conf=SyncObjConf(autoTick=False))
+    try:
+        assert isinstance(node._SyncObj__lastResponseTime, dict)
+        assert isinstance(node._SyncObj__otherNodes, set)
+    finally:
+        node.destroy()

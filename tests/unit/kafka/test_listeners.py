@@ -84,3 +84,21 @@ def test_registrations_from_before_named_listeners_mean_one_plaintext_listener()
     assert registration(9092, ()).kafka_endpoint("PLAINTEXT") == ("grpc-host", 9092)
     assert registration(9092, ()).kafka_endpoint("EXTERNAL") is None
     assert registration(0, ()).kafka_endpoint("PLAINTEXT") is None
+
+
+def test_raftka_broker_takes_listeners_from_flags_or_set() -> None:
+    # Regression: flags left out (None) overwrote the same settings given with --set, so
+    # `--set listeners=...` opened no Kafka listener at all.
+    from client.cli import build_parser
+    from client.cli_broker import config_from_args
+
+    parser = build_parser()
+    by_set = config_from_args(parser.parse_args([
+        "broker", "--id", "1", "--data-dir", "/d", "--set", "listeners=A://:9092",
+        "--set", "advertised.listeners=A://a.example:19092"]))
+    assert [(e.name, e.host, e.port) for e in by_set.kafka_endpoints] == [
+        ("A", "a.example", 19092)]
+    by_flags = config_from_args(parser.parse_args([
+        "broker", "--id", "1", "--data-dir", "/d", "--listeners", "A://:9092",
+        "--advertised-listeners", "A://a.example:19092"]))
+    assert by_flags.kafka_endpoints == by_set.kafka_endpoints
