@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proto.raftka.v1 import admin_pb2, admin_pb2_grpc
 
@@ -154,6 +155,17 @@ class BrokerProcess:
             os.kill(self.pid, signal.SIGTERM)
         return self.process.wait(timeout_s)
 
+    def serving(self) -> bool:
+        """The broker's own health check: SERVING once this incarnation is unfenced."""
+        try:
+            with grpc.insecure_channel(self.address) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service="raftka.v1.BrokerService"), timeout=2
+                )
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -212,7 +224,10 @@ class LocalCluster:
         raise RuntimeError(f"no broker answered DescribeCluster: {last}")
 
     def wait_ready(self, ids: Iterable[int] | None = None, timeout_s: float = 30) -> None:
-        """Until the given brokers are registered and unfenced and a controller exists."""
+        """Until the given brokers are registered and unfenced and a controller exists, and
+        each broker says so itself (its health check). The metadata alone is not enough after
+        a restart: while the journal replays, the old incarnation shows as unfenced before
+        the rest of the metadata (its topics) is back."""
         wanted = set(ids or [i for i, b in self.brokers.items() if b.running])
 
         def ready() -> bool:
@@ -223,7 +238,9 @@ class LocalCluster:
                     )
             response = self.describe()
             unfenced = {b.endpoint.broker_id for b in response.brokers if not b.fenced}
-            return response.controller_id >= 0 and wanted <= unfenced
+            if response.controller_id < 0 or not wanted <= unfenced:
+                return False
+            return all(self.brokers[broker_id].serving() for broker_id in wanted)
 
         wait_for(ready, timeout_s, f"brokers {sorted(wanted)} to be ready")
 

@@ -245,8 +245,10 @@ def test_a_member_with_a_stale_epoch_cannot_commit(cluster):
         request = group_pb2.ConsumerGroupHeartbeatRequest(group_id="s", **fields)
         return wait_for(
             lambda: (
+                # retriable, as for Kafka clients: loading, or __consumer_offsets just made
+                # and not yet known to the coordinator's broker
                 (reply := stub.ConsumerGroupHeartbeat(request, timeout=5)).error_code
-                != Code.COORDINATOR_LOAD_IN_PROGRESS
+                not in (Code.COORDINATOR_LOAD_IN_PROGRESS, Code.COORDINATOR_NOT_AVAILABLE)
                 and reply
             ),
             20,
