@@ -16,6 +16,8 @@ string, nullable structs behind an int8 marker (KIP-893).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from kio.serial._introspect import (
@@ -86,21 +88,26 @@ def _uvarint_bytes(value: int) -> bytes:
 Edit = tuple[int, int, bytes]  # replace data[start:end] with bytes
 
 
-def _primitive(kafka_type: str, flexible: bool, cursor: _Cursor, what: str) -> None:
+Step = Callable[[_Cursor, list[Edit]], None]
+
+
+def _primitive_step(kafka_type: str, flexible: bool, what: str) -> Step:
     size = _FIXED_SIZES.get(kafka_type)
     if size is not None:
-        cursor.skip(size, what)
-        return
+        def fixed(cursor: _Cursor, edits: list[Edit]) -> None:
+            cursor.skip(size, what)
+        return fixed
     if kafka_type not in _VARIABLE:
         raise FrameError(f"{what}: no reader for kafka type {kafka_type!r}")
-    if flexible:
-        length = cursor.uvarint(what) - 1
-    else:
-        length = cursor.signed(2 if kafka_type == "string" else 4, what)
-    if length < -1:
-        raise FrameError(f"{what}: negative length {length}")
-    if length > 0:
-        cursor.skip(length, what)
+    width = 2 if kafka_type == "string" else 4
+
+    def variable(cursor: _Cursor, edits: list[Edit]) -> None:
+        length = cursor.uvarint(what) - 1 if flexible else cursor.signed(width, what)
+        if length < -1:
+            raise FrameError(f"{what}: negative length {length}")
+        if length > 0:
+            cursor.skip(length, what)
+    return variable
 
 
 def _array_count(flexible: bool, cursor: _Cursor, what: str) -> int:
@@ -112,48 +119,53 @@ def _array_count(flexible: bool, cursor: _Cursor, what: str) -> int:
     return count
 
 
-def _field(field: dataclasses.Field[Any], flexible: bool, cursor: _Cursor, edits: list[Edit],
-           *, in_header: bool = False, tagged: bool = False) -> None:
+def _field_step(field: dataclasses.Field[Any], flexible: bool, *, in_header: bool,
+                tagged: bool) -> Step:
     what = field.name
-    if in_header and field.name == "client_id":  # always a legacy string (Kafka's rule)
-        _primitive("string", False, cursor, what)
-        return
+    if in_header and what == "client_id":  # always a legacy string (Kafka's rule)
+        return _primitive_step("string", False, what)
     kind = classify_field(field)
-    if kind.is_array:
-        count = _array_count(flexible, cursor, what)
-        for _ in range(max(count, 0)):
-            _element(kind, field, flexible, cursor, edits, nullable=False)
-        return
-    _element(kind, field, flexible, cursor, edits,
-             nullable=not tagged and is_optional(field))
-
-
-def _element(kind: Any, field: dataclasses.Field[Any], flexible: bool, cursor: _Cursor,
-             edits: list[Edit], *, nullable: bool) -> None:
+    element: Step
     if isinstance(kind, EntityField | EntityTupleField):
-        entity(kind.type_, cursor, edits, nullable=nullable)
+        nullable = not kind.is_array and not tagged and is_optional(field)
+        element = _entity_step(kind.type_, nullable)
     else:
-        _primitive(get_schema_field_type(field), flexible, cursor, field.name)
+        element = _primitive_step(get_schema_field_type(field), flexible, what)
+    if not kind.is_array:
+        return element
+
+    def array(cursor: _Cursor, edits: list[Edit]) -> None:
+        for _ in range(_array_count(flexible, cursor, what)):
+            element(cursor, edits)
+    return array
 
 
-def entity(entity_type: type, cursor: _Cursor, edits: list[Edit], *, nullable: bool = False,
-           in_header: bool = False) -> None:
-    """Walk one struct of `entity_type` at the cursor, collecting tagged-field edits."""
-    if nullable and cursor.signed(1, entity_type.__name__) == -1:
-        return
+@cache
+def _entity_step(entity_type: type, nullable: bool = False, in_header: bool = False) -> Step:
+    """A walker for one struct of `entity_type`, built once per type from kio's metadata
+    (the introspection is the slow part; walking a Produce request takes microseconds)."""
     flexible = bool(entity_type.__flexible__)  # type: ignore[attr-defined]
-    tagged: dict[int, dataclasses.Field[Any]] = {}
+    name = entity_type.__name__
+    steps: list[Step] = []
+    tagged: dict[int, Step] = {}
     for field in dataclasses.fields(entity_type):
         tag = get_field_tag(field)
         if tag is not None:
-            tagged[int(tag)] = field
+            tagged[int(tag)] = _field_step(field, True, in_header=False, tagged=True)
         else:
-            _field(field, flexible, cursor, edits, in_header=in_header)
-    if flexible:
-        _tagged_section(entity_type.__name__, tagged, cursor, edits)
+            steps.append(_field_step(field, flexible, in_header=in_header, tagged=False))
+
+    def walk(cursor: _Cursor, edits: list[Edit]) -> None:
+        if nullable and cursor.signed(1, name) == -1:
+            return
+        for step in steps:
+            step(cursor, edits)
+        if flexible:
+            _tagged_section(name, tagged, cursor, edits)
+    return walk
 
 
-def _tagged_section(owner: str, known: dict[int, dataclasses.Field[Any]], cursor: _Cursor,
+def _tagged_section(owner: str, known: dict[int, Step], cursor: _Cursor,
                     edits: list[Edit]) -> None:
     start = cursor.pos
     what = f"{owner} tagged fields"
@@ -167,11 +179,11 @@ def _tagged_section(owner: str, known: dict[int, dataclasses.Field[Any]], cursor
         size = cursor.uvarint(what)
         body = cursor.pos
         cursor.skip(size, f"{what} (tag {tag})")
-        field = known.get(tag)
-        if field is None:
+        step = known.get(tag)
+        if step is None:
             continue  # unknown: dropped below, as KIP-482 says receivers must skip them
         # Nested tagged fields inside a tagged field are checked but not edited.
-        _field(field, True, _Cursor(cursor.data, body, cursor.pos), [], tagged=True)
+        step(_Cursor(cursor.data, body, cursor.pos), [])
         kept.append((entry, cursor.pos))
     if len(kept) < count:
         data = cursor.data
@@ -184,8 +196,8 @@ def checked_frame(header_type: type, body_type: type, frame: bytes) -> bytes:
     unknown tagged fields. Bytes after the body are left alone (Kafka ignores them too)."""
     cursor = _Cursor(frame, 0, len(frame))
     edits: list[Edit] = []
-    entity(header_type, cursor, edits, in_header=True)
-    entity(body_type, cursor, edits)
+    _entity_step(header_type, in_header=True)(cursor, edits)
+    _entity_step(body_type)(cursor, edits)
     if not edits:
         return frame
     pieces, position = [], 0
