@@ -146,12 +146,19 @@ def _entity_step(entity_type: type, nullable: bool = False, in_header: bool = Fa
     (the introspection is the slow part; walking a Produce request takes microseconds)."""
     flexible = bool(entity_type.__flexible__)  # type: ignore[attr-defined]
     name = entity_type.__name__
-    steps: list[Step] = []
+    steps: list[Step | int] = []  # an int: that many bytes of fixed-size fields in a row
     tagged: dict[int, Step] = {}
     for field in dataclasses.fields(entity_type):
         tag = get_field_tag(field)
         if tag is not None:
             tagged[int(tag)] = _field_step(field, True, in_header=False, tagged=True)
+            continue
+        fixed = _FIXED_SIZES.get(field.metadata.get("kafka_type", ""))
+        if fixed is not None and not classify_field(field).is_array:
+            if steps and isinstance(steps[-1], int):
+                steps[-1] += fixed
+            else:
+                steps.append(fixed)
         else:
             steps.append(_field_step(field, flexible, in_header=in_header, tagged=False))
 
@@ -159,7 +166,10 @@ def _entity_step(entity_type: type, nullable: bool = False, in_header: bool = Fa
         if nullable and cursor.signed(1, name) == -1:
             return
         for step in steps:
-            step(cursor, edits)
+            if isinstance(step, int):
+                cursor.skip(step, name)
+            else:
+                step(cursor, edits)
         if flexible:
             _tagged_section(name, tagged, cursor, edits)
     return walk
