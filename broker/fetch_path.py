@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
-from broker.errors import InvalidRequestError, fill_error
+from broker.errors import BrokerFencedError, InvalidRequestError, fill_error
 from broker.log.file_slice import FileSlice
 from broker.partition import Partition, TopicPartition
 from broker.replica_manager import ReplicaManager
@@ -29,9 +30,17 @@ LIST_OFFSETS_LATEST = -1
 
 class FetchPath:
     def __init__(
-        self, replicas: ReplicaManager, *, fetch_max_bytes: int, fetch_wait_max_ms: int
+        self,
+        replicas: ReplicaManager,
+        *,
+        fetch_max_bytes: int,
+        fetch_wait_max_ms: int,
+        lease_problem: Callable[[], str | None] | None = None,
     ) -> None:
         self._replicas = replicas
+        # A leader whose lease lapsed (paused, cut off) may have been replaced without knowing
+        # it yet; it serves no consumer reads then, so none sees a stale end of the log.
+        self._lease_problem = lease_problem
         self._fetch_max_bytes = fetch_max_bytes
         self._wait_max_ms = fetch_wait_max_ms
 
@@ -116,6 +125,10 @@ class FetchPath:
             )
             try:
                 partition = self._replicas.leader_partition(tp, asked.current_leader_epoch)
+                if request.replica_id < 0 and self._lease_problem is not None:
+                    problem = self._lease_problem()
+                    if problem is not None:
+                        raise BrokerFencedError(problem)
                 reply.leader_id = partition.leader_id
                 reply.leader_epoch = partition.leader_epoch
                 reply.log_start_offset = partition.log_start_offset

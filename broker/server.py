@@ -185,6 +185,7 @@ class BrokerServer:
             replicas,
             fetch_max_bytes=config.fetch_max_bytes,
             fetch_wait_max_ms=config.fetch_wait_max_ms,
+            lease_problem=self.lifecycle.lease_problem,
         )
         self.isr_updater = IsrUpdater(
             config.broker_id,

@@ -35,9 +35,17 @@ def start_cluster(cluster_factory, **overrides: str) -> LocalCluster:
 
 
 def partition_state(cluster: LocalCluster, topic: str, partition: int = 0):
-    for broker in cluster.brokers.values():
-        if not broker.running:
-            continue
+    """The partition as the most up-to-date broker sees it: a broker that was just paused
+    or cut off still describes the old leader and ISR until it has caught up."""
+    offsets: dict[int, int] = {}
+    for broker_id, broker in cluster.brokers.items():
+        if broker.running:
+            try:
+                offsets[broker_id] = cluster.describe(via=broker_id).metadata_offset
+            except RuntimeError:
+                continue
+    for broker_id in sorted(offsets, key=lambda b: -offsets[b]):
+        broker = cluster.brokers[broker_id]
         try:
             with Admin(broker.address, request_timeout_ms=3000) as admin:
                 return admin.describe_topic(topic).partitions[partition]
@@ -268,11 +276,32 @@ def test_paused_leader_accepts_nothing_that_survives_and_rejoins(cluster_factory
             timeout=90,
         )
         with Producer(cluster.bootstrap, acks="all") as producer:
-            for i in range(50, 100):
-                producer.send("paused", str(i).encode(), partition=partition)
+            sent = [producer.send("paused", str(i).encode(), partition=partition)
+                    for i in range(50, 100)]
             producer.flush()
+            assert all(future.get(30).offset >= 50 for future in sent)
+        # and a consumer's read, also waiting in the old leader's socket: it must not be
+        # served from the frozen broker's log as if it still led (it lacks 50..99)
+        stale_read = stub.Fetch.future(
+            broker_pb2.FetchRequest(
+                replica_id=-1,
+                max_wait_ms=0,
+                partitions=[
+                    broker_pb2.FetchPartition(
+                        topic="paused", partition=partition, fetch_offset=0,
+                        current_leader_epoch=-1,
+                    )
+                ],
+            ),
+            timeout=90,
+        )
     finally:
         cluster.brokers[old_leader].signal(signal.SIGCONT)
+    try:
+        read = stale_read.result().partitions[0]
+        assert read.error_code == Code.NOT_LEADER_OR_FOLLOWER and not read.record_batches, read
+    except grpc.RpcError as exc:
+        assert exc.code() != grpc.StatusCode.OK
     try:
         reply = stale.result().partitions[0]
     except grpc.RpcError as exc:  # a refusal at the transport level is a refusal too
