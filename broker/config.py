@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from broker.listeners import KafkaEndpoint, ListenerConfigError, kafka_endpoints
+from broker.listeners import (
+    DEFAULT_LISTENER,
+    ListenerConfigError,
+    ListenerEndpoint,
+    kafka_endpoints,
+)
 from cluster import topic_config
 
 # Kafka's broker config names -> field names.
@@ -48,6 +53,8 @@ KAFKA_ALIASES = {
     "group.initial.rebalance.delay.ms": "group_initial_rebalance_delay_ms",
     "listeners": "kafka_listeners",
     "advertised.listeners": "kafka_advertised_listeners",
+    "grpc.listeners": "grpc_listeners",
+    "grpc.advertised.listeners": "grpc_advertised_listeners",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -105,6 +112,10 @@ class BrokerConfig:
     # replaces kafka_port.
     kafka_listeners: str = ""
     kafka_advertised_listeners: str = ""
+    # Extra gRPC listeners besides `listen` (which is named PLAINTEXT), each advertised at its
+    # own address, e.g. for clients outside a container network. Same format.
+    grpc_listeners: str = ""
+    grpc_advertised_listeners: str = ""
     num_partitions: int = 1
     default_replication_factor: int = 1
     auto_create_topics_enable: bool = True
@@ -153,7 +164,7 @@ class BrokerConfig:
         return ("127.0.0.1" if host in ("0.0.0.0", "", "::") else host), port
 
     @property
-    def kafka_endpoints(self) -> list[KafkaEndpoint]:
+    def kafka_endpoints(self) -> list[ListenerEndpoint]:
         """The Kafka listeners to open, first one first (its port is the broker's
         `kafka_port` in metadata)."""
         if self.kafka_listeners and self.kafka_port:
@@ -167,6 +178,19 @@ class BrokerConfig:
                                    self.advertised[0])
         except ListenerConfigError as exc:
             raise ConfigError(str(exc)) from None
+
+    @property
+    def grpc_extra_endpoints(self) -> list[ListenerEndpoint]:
+        """The extra gRPC listeners to open (the main one is `listen`)."""
+        try:
+            endpoints = kafka_endpoints(self.grpc_listeners, self.grpc_advertised_listeners,
+                                        self.advertised[0], prefix="grpc.")
+        except ListenerConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        if any(e.name == DEFAULT_LISTENER for e in endpoints):
+            raise ConfigError(f"grpc.listeners: {DEFAULT_LISTENER} is the main listener "
+                              "(listen); name the extra ones otherwise")
+        return endpoints
 
     @property
     def raft_address(self) -> str:
@@ -209,6 +233,7 @@ class BrokerConfig:
             raise ConfigError("data_dir is required")
         self.listen_address  # noqa: B018 - parses and raises ConfigError
         self.kafka_endpoints  # noqa: B018
+        self.grpc_extra_endpoints  # noqa: B018
         voters = self.voter_map
         if self.voters and self.broker_id in voters and voters[self.broker_id] != self.raft_address:
             raise ConfigError(

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from broker.listeners import KafkaEndpoint
+from broker.listeners import ListenerEndpoint
 from cluster.metadata_log import MetadataLog
 from cluster.quorum import ControllerTimeoutError, NotControllerError, QuorumController
 from proto.raftka.v1 import (
@@ -185,7 +185,8 @@ class BrokerLifecycle:
     @staticmethod
     def registration(
         broker_id: int, incarnation_id: str, host: str, port: int, voter: bool,
-        kafka_endpoints: Sequence[KafkaEndpoint] = (),
+        kafka_endpoints: Sequence[ListenerEndpoint] = (),
+        grpc_endpoints: Sequence[ListenerEndpoint] = (),
     ) -> controller_pb2.RegisterBrokerRequest:
         return controller_pb2.RegisterBrokerRequest(
             broker_id=broker_id,
@@ -195,8 +196,10 @@ class BrokerLifecycle:
             endpoint=common_pb2.BrokerEndpoint(
                 broker_id=broker_id, host=host, port=port,
                 kafka_port=kafka_endpoints[0].port if kafka_endpoints else 0,
-                kafka_listeners=[common_pb2.KafkaListener(name=e.name, host=e.host, port=e.port)
+                kafka_listeners=[common_pb2.NamedEndpoint(name=e.name, host=e.host, port=e.port)
                                  for e in kafka_endpoints],
+                grpc_listeners=[common_pb2.NamedEndpoint(name=e.name, host=e.host, port=e.port)
+                                for e in grpc_endpoints],
             ),
         )
 

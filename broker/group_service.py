@@ -11,6 +11,7 @@ import grpc
 
 from broker.errors import to_error
 from broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
+from broker.listeners import DEFAULT_LISTENER
 from broker.service import guarded
 from proto.raftka.v1 import admin_pb2, common_pb2, group_pb2, group_pb2_grpc
 
@@ -32,8 +33,9 @@ def _failed(response: Any, exc: BaseException) -> Any:
 
 
 class GroupServicer(group_pb2_grpc.GroupServiceServicer):
-    def __init__(self, server: BrokerServer) -> None:
+    def __init__(self, server: BrokerServer, listener: str = DEFAULT_LISTENER) -> None:
         self._server = server
+        self._listener = listener  # whose address FindCoordinator answers with
         self._creating: asyncio.Lock = asyncio.Lock()
 
     @property
@@ -106,11 +108,12 @@ class GroupServicer(group_pb2_grpc.GroupServiceServicer):
             response.error_code = Code.COORDINATOR_NOT_AVAILABLE
             response.error_message = f"{OFFSETS_TOPIC}-{index} has no leader right now"
             return response
+        host, port = broker.grpc_endpoint(self._listener)
         response.coordinator.CopyFrom(
             common_pb2.BrokerEndpoint(
                 broker_id=broker.broker_id,
-                host=broker.host,
-                port=broker.port,
+                host=host,
+                port=port,
                 kafka_port=broker.kafka_port,
             )
         )

@@ -1,4 +1,5 @@
-"""Named Kafka listeners (Kafka's `listeners` and `advertised.listeners`).
+"""Named listeners (Kafka's `listeners` and `advertised.listeners`), for the Kafka protocol and,
+the same way, for extra gRPC listeners (`grpc.listeners`, `grpc.advertised.listeners`).
 
 Why: one advertised address is not enough once clients sit on both sides of a network
 boundary. In docker compose the brokers know each other as `raftka-1:9092`, but a NestJS app
@@ -23,7 +24,7 @@ class ListenerConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class KafkaEndpoint:
+class ListenerEndpoint:
     name: str
     bind_host: str
     bind_port: int
@@ -48,22 +49,25 @@ def parse_entries(value: str, setting: str) -> dict[str, tuple[str, int]]:
     return entries
 
 
-def kafka_endpoints(listeners: str, advertised: str, default_host: str) -> list[KafkaEndpoint]:
-    """The Kafka listeners to open. An advertised entry is optional per listener; without
-    one a listener is advertised at its bind host, or at `default_host` (the broker's
-    advertised host) when it binds a wildcard address."""
-    bound = parse_entries(listeners, "listeners")
-    told = parse_entries(advertised, "advertised.listeners")
+def kafka_endpoints(listeners: str, advertised: str, default_host: str, *,
+                    prefix: str = "") -> list[ListenerEndpoint]:
+    """The listeners to open. An advertised entry is optional per listener; without one a
+    listener is advertised at its bind host, or at `default_host` (the broker's advertised
+    host) when it binds a wildcard address. `prefix` names the settings in errors ("grpc.")."""
+    listeners_name, advertised_name = f"{prefix}listeners", f"{prefix}advertised.listeners"
+    bound = parse_entries(listeners, listeners_name)
+    told = parse_entries(advertised, advertised_name)
     unknown = sorted(set(told) - set(bound))
     if unknown:
         raise ListenerConfigError(
-            f"advertised.listeners names {', '.join(unknown)}, which listeners does not open")
+            f"{advertised_name} names {', '.join(unknown)}, which {listeners_name} does not "
+            "open")
     endpoints = []
     for name, (bind_host, bind_port) in bound.items():
         fallback = default_host if bind_host in _WILDCARDS else bind_host
         host, port = told.get(name, (fallback, bind_port))
         if host in _WILDCARDS:
             raise ListenerConfigError(
-                f"advertised.listeners: {name} must name a host clients can reach, not {host!r}")
-        endpoints.append(KafkaEndpoint(name, bind_host or "0.0.0.0", bind_port, host, port))
+                f"{advertised_name}: {name} must name a host clients can reach, not {host!r}")
+        endpoints.append(ListenerEndpoint(name, bind_host or "0.0.0.0", bind_port, host, port))
     return endpoints

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from broker.listeners import DEFAULT_LISTENER
 from cluster import topic_config
 from cluster.image import MetadataImage, TopicImage
 from cluster.naming import InvalidTopicNameError, validate_topic_name
@@ -14,17 +15,20 @@ Code = common_pb2.ErrorCode
 Offsets = Callable[[str, int], tuple[int, int]]
 
 
-def _endpoint(image: MetadataImage, broker_id: int) -> common_pb2.BrokerEndpoint:
+def _endpoint(image: MetadataImage, broker_id: int, listener: str) -> common_pb2.BrokerEndpoint:
+    """The broker's address for the gRPC listener the asking client came in on."""
     b = image.brokers[broker_id]
+    host, port = b.grpc_endpoint(listener)
     return common_pb2.BrokerEndpoint(
-        broker_id=b.broker_id, host=b.host, port=b.port, kafka_port=b.kafka_port,
-        kafka_listeners=[common_pb2.KafkaListener(name=n, host=h, port=p)
+        broker_id=b.broker_id, host=host, port=port, kafka_port=b.kafka_port,
+        kafka_listeners=[common_pb2.NamedEndpoint(name=n, host=h, port=p)
                          for n, h, p in b.kafka_listeners],
     )
 
 
 def metadata_response(
-    image: MetadataImage, topics: list[str], controller_id: int | None
+    image: MetadataImage, topics: list[str], controller_id: int | None,
+    listener: str = DEFAULT_LISTENER,
 ) -> broker_pb2.MetadataResponse:
     response = broker_pb2.MetadataResponse(
         cluster_id=image.cluster_id,
@@ -32,7 +36,7 @@ def metadata_response(
         metadata_offset=image.offset,
     )
     for broker_id in image.unfenced_broker_ids():
-        response.brokers.append(_endpoint(image, broker_id))
+        response.brokers.append(_endpoint(image, broker_id, listener))
     names = topics or sorted(image.topics)
     for name in names:
         item = response.topics.add(name=name)
@@ -117,7 +121,7 @@ def _describe(
 
 
 def describe_cluster(
-    image: MetadataImage, controller_id: int | None
+    image: MetadataImage, controller_id: int | None, listener: str = DEFAULT_LISTENER
 ) -> admin_pb2.DescribeClusterResponse:
     response = admin_pb2.DescribeClusterResponse(
         cluster_id=image.cluster_id,
@@ -127,7 +131,7 @@ def describe_cluster(
     for broker_id in sorted(image.brokers):
         b = image.brokers[broker_id]
         response.brokers.add(
-            endpoint=_endpoint(image, broker_id),
+            endpoint=_endpoint(image, broker_id, listener),
             fenced=b.fenced,
             incarnation_id=b.incarnation_id,
             voter=b.voter,

@@ -33,6 +33,7 @@ from broker.fetch_path import FetchPath
 from broker.group_service import GroupServicer
 from broker.groups.coordinator import ClassicProtocol, GroupCoordinator, GroupSettings
 from broker.kafka.listener import KafkaListener
+from broker.listeners import DEFAULT_LISTENER
 from broker.partition import TopicPartition
 from broker.produce_path import ProducePath
 from broker.producer_ids import ProducerIdManager
@@ -76,6 +77,7 @@ class BrokerServer:
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock_fd = -1
         self.grpc_server: grpc.aio.Server | None = None
+        self.extra_grpc_servers: list[grpc.aio.Server] = []
         self.kafka_listeners: list[KafkaListener] = []
         self.port = 0
 
@@ -133,6 +135,7 @@ class BrokerServer:
                 port,
                 config.is_voter,
                 config.kafka_endpoints,
+                config.grpc_extra_endpoints,
             ),
             lambda: self.replica_manager.applied_offset,
             config.broker_heartbeat_interval_ms / 1000,
@@ -247,7 +250,9 @@ class BrokerServer:
         os.ftruncate(self._lock_fd, 0)
         os.write(self._lock_fd, f"{os.getpid()}\n".encode())
 
-    async def _start_grpc(self) -> None:
+    def _grpc_server(self, listener: str) -> grpc.aio.Server:
+        """A gRPC server with every service; metadata answers name the brokers' addresses
+        for `listener` (see broker/listeners.py)."""
         message_max = max(self.config.request_max_bytes, GRPC_MESSAGE_MAX_BYTES)
         server = grpc.aio.server(
             options=[
@@ -256,15 +261,21 @@ class BrokerServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(self), server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self), server)
-        self.group_servicer = GroupServicer(self)
-        group_pb2_grpc.add_GroupServiceServicer_to_server(self.group_servicer, server)
+        broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(self, listener), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self, listener), server)
+        group_servicer = GroupServicer(self, listener)
+        if listener == DEFAULT_LISTENER:
+            self.group_servicer = group_servicer
+        group_pb2_grpc.add_GroupServiceServicer_to_server(group_servicer, server)
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
             ControllerServicer(self), server
         )
-        self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        return server
+
+    async def _start_grpc(self) -> None:
+        self.health = health.aio.HealthServicer()
+        server = self._grpc_server(DEFAULT_LISTENER)
         services = (
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
@@ -282,6 +293,16 @@ class BrokerServer:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(services[0], health_pb2.HealthCheckResponse.NOT_SERVING)
         self.grpc_server = server
+        for endpoint in self.config.grpc_extra_endpoints:
+            extra = self._grpc_server(endpoint.name)
+            reflection.enable_server_reflection(services, extra)
+            address = f"{endpoint.bind_host}:{endpoint.bind_port}"
+            if extra.add_insecure_port(address) == 0:
+                raise OSError(f"cannot listen on {address} (gRPC listener {endpoint.name})")
+            await extra.start()
+            self.extra_grpc_servers.append(extra)
+            log.info("gRPC listener %s on %s, advertised as %s:%d", endpoint.name, address,
+                     endpoint.host, endpoint.port)
 
     # ------------------------------------------------------------------------- loops
     async def _controller_ticks(self) -> None:
@@ -386,6 +407,8 @@ class BrokerServer:
                 await task
         for listener in self.kafka_listeners:
             await listener.stop()
+        for extra in self.extra_grpc_servers:
+            await extra.stop(grace=1.0)
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=1.0)
         await self.channels.close()

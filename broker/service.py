@@ -17,6 +17,7 @@ import grpc
 from broker import metadata_view
 from broker.controller_client import FORWARDED_HEADER
 from broker.errors import to_error
+from broker.listeners import DEFAULT_LISTENER
 from cluster.quorum import ControllerTimeoutError, NotControllerError
 from proto.raftka.v1 import (
     admin_pb2,
@@ -58,8 +59,9 @@ def _forwarded(context: grpc.aio.ServicerContext) -> bool:
 
 
 class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
-    def __init__(self, server: BrokerServer) -> None:
+    def __init__(self, server: BrokerServer, listener: str = DEFAULT_LISTENER) -> None:
         self._server = server
+        self._listener = listener  # whose addresses Metadata answers with
 
     @guarded
     async def Produce(
@@ -116,13 +118,15 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                     except Exception as exc:  # reported per topic below
                         log.info("auto-creating %s failed: %s", name, exc)
         return metadata_view.metadata_response(
-            server.replica_manager.image, list(request.topics), server.controller_id()
+            server.replica_manager.image, list(request.topics), server.controller_id(),
+            self._listener,
         )
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, server: BrokerServer) -> None:
+    def __init__(self, server: BrokerServer, listener: str = DEFAULT_LISTENER) -> None:
         self._server = server
+        self._listener = listener
 
     async def _controller(
         self,
@@ -199,7 +203,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.DescribeClusterRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DescribeClusterResponse:
         server = self._server
-        return metadata_view.describe_cluster(server.metadata_log.image, server.controller_id())
+        return metadata_view.describe_cluster(
+            server.metadata_log.image, server.controller_id(), self._listener
+        )
 
 
 class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):

@@ -229,6 +229,7 @@ def register_broker(
             pid=request.pid,
             fenced=True,
             kafka_listeners=[(k.name, k.host, k.port) for k in endpoint.kafka_listeners],
+            grpc_listeners=[(g.name, g.host, g.port) for g in endpoint.grpc_listeners],
         )
     )
     # The epoch is the offset of the registration record once applied.

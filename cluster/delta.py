@@ -102,6 +102,7 @@ class MetadataDelta:
             port=endpoint.port,
             kafka_port=endpoint.kafka_port,
             kafka_listeners=tuple((k.name, k.host, k.port) for k in endpoint.kafka_listeners),
+            grpc_listeners=tuple((g.name, g.host, g.port) for g in endpoint.grpc_listeners),
             voter=record.voter,
             pid=record.pid,
             fenced=record.fenced,
@@ -230,6 +231,7 @@ def image_to_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]:
             pid=broker.pid,
             fenced=broker.fenced,
             kafka_listeners=broker.kafka_listeners,
+            grpc_listeners=broker.grpc_listeners,
         )
         record.register_broker.broker_epoch = broker.epoch
         out.append(record)

@@ -25,6 +25,8 @@ class BrokerRegistration:
     kafka_port: int
     # (name, advertised host, port) of each Kafka listener; see broker/listeners.py.
     kafka_listeners: tuple[tuple[str, str, int], ...]
+    # (name, advertised host, port) of each extra gRPC listener; host:port is "PLAINTEXT".
+    grpc_listeners: tuple[tuple[str, str, int], ...]
     voter: bool
     pid: int
     fenced: bool
@@ -40,6 +42,14 @@ class BrokerRegistration:
         if not self.kafka_listeners and self.kafka_port > 0 and listener == "PLAINTEXT":
             return self.host, self.kafka_port
         return None
+
+    def grpc_endpoint(self, listener: str) -> tuple[str, int]:
+        """Where a gRPC client that came in on `listener` reaches this broker; the main
+        address when the broker has no such listener (every broker has that one)."""
+        for name, host, port in self.grpc_listeners:
+            if name == listener:
+                return host, port
+        return self.host, self.port
 
 
 @dataclass(frozen=True, slots=True)

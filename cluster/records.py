@@ -58,6 +58,7 @@ def register_broker(
     pid: int,
     fenced: bool = True,
     kafka_listeners: Sequence[tuple[str, str, int]] = (),
+    grpc_listeners: Sequence[tuple[str, str, int]] = (),
 ) -> MetadataRecord:
     return MetadataRecord(
         register_broker=metadata_pb2.RegisterBrokerRecord(
@@ -65,8 +66,10 @@ def register_broker(
             incarnation_id=incarnation_id,
             endpoint=common_pb2.BrokerEndpoint(
                 broker_id=broker_id, host=host, port=port, kafka_port=kafka_port,
-                kafka_listeners=[common_pb2.KafkaListener(name=name, host=h, port=p)
+                kafka_listeners=[common_pb2.NamedEndpoint(name=name, host=h, port=p)
                                  for name, h, p in kafka_listeners],
+                grpc_listeners=[common_pb2.NamedEndpoint(name=name, host=h, port=p)
+                                for name, h, p in grpc_listeners],
             ),
             voter=voter,
             pid=pid,

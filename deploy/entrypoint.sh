@@ -9,6 +9,8 @@
 #                                     listener, PLAINTEXT on 9092, advertised at the host above)
 #   RAFTKA_KAFKA_ADVERTISED_LISTENERS Kafka's advertised.listeners, e.g.
 #                                     "EXTERNAL://127.0.0.1:19092" for clients outside
+#   RAFTKA_GRPC_LISTENERS / RAFTKA_GRPC_ADVERTISED_LISTENERS  the same for extra gRPC
+#                                     listeners (grpc.listeners), besides the main one on 9090
 set -eu
 if [ -z "${RAFTKA_ID:-}" ]; then
   ordinal="${HOSTNAME##*-}"
@@ -27,6 +29,12 @@ if [ -n "${RAFTKA_KAFKA_LISTENERS:-}" ]; then
   fi
 else
   set -- "$@" --kafka-port 9092
+fi
+if [ -n "${RAFTKA_GRPC_LISTENERS:-}" ]; then
+  set -- "$@" --set "grpc.listeners=$RAFTKA_GRPC_LISTENERS"
+  if [ -n "${RAFTKA_GRPC_ADVERTISED_LISTENERS:-}" ]; then
+    set -- "$@" --set "grpc.advertised.listeners=$RAFTKA_GRPC_ADVERTISED_LISTENERS"
+  fi
 fi
 if [ -n "${RAFTKA_VOTERS:-}" ]; then
   set -- "$@" --voters "$RAFTKA_VOTERS"

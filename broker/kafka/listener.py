@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from broker.kafka import codec, zero_copy
 from broker.kafka.codec import MalformedRequestError, Request, UnsupportedVersionError
 from broker.kafka.zero_copy import SplicedResponse
-from broker.listeners import KafkaEndpoint
+from broker.listeners import ListenerEndpoint
 from broker.log.file_slice import FileSlice
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def _handlers() -> dict[int, Handler]:
 
 
 class KafkaListener:
-    def __init__(self, server: BrokerServer, endpoint: KafkaEndpoint,
+    def __init__(self, server: BrokerServer, endpoint: ListenerEndpoint,
                  request_max_bytes: int) -> None:
         self._broker = server
         self._name = endpoint.name

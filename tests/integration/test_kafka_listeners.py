@@ -1,11 +1,13 @@
-"""Named Kafka listeners advertised at other addresses, as behind docker compose's port
-mapping: a client that comes in through the mapped ports must be told the mapped ports for
-every broker (Metadata, FindCoordinator, DescribeCluster), while clients of the internal
-listener keep the internal addresses. A small TCP forwarder in the test plays Docker's part."""
+"""Named listeners advertised at other addresses, as behind docker compose's port mapping: a
+client that comes in through the mapped ports must be told the mapped ports for every broker
+(Metadata, FindCoordinator, DescribeCluster), while clients of the internal listener keep the
+internal addresses. Kafka listeners with confluent-kafka, extra gRPC listeners with the
+Raftka SDK. A small TCP forwarder in the test plays Docker's part."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 import time
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from client import Admin
+from client import Admin, Consumer, Producer
 from tests.harness import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -89,32 +91,78 @@ class PortMapper:
                              return_exceptions=True)
 
 
+@dataclasses.dataclass
+class MappedCluster:
+    cluster: LocalCluster
+    kafka_public: dict[int, int]  # broker id -> public port of its EXTERNAL Kafka listener
+    grpc_public: dict[int, int]   # broker id -> public port of its EXTERNAL gRPC listener
+    mapper: PortMapper
+
+    def assert_all_reached(self, public: dict[int, int]) -> None:
+        seen = self.mapper.connections
+        assert all(seen[port] > 0 for port in public.values()), (
+            f"a broker was never reached through its public port: {seen}")
+
+
 @pytest.fixture
-def mapped_cluster(cluster_factory) -> Iterator[tuple[LocalCluster, dict[int, int]]]:
-    """3 brokers with an INTERNAL listener (the cluster's Kafka port) and an EXTERNAL one
-    advertised at a public port that only the forwarder opens. Yields the cluster and
-    {broker id: public port}."""
+def mapped_cluster(cluster_factory) -> Iterator[MappedCluster]:
+    """3 brokers, each with an INTERNAL Kafka listener (the cluster's Kafka port) and an
+    EXTERNAL one, and an EXTERNAL gRPC listener besides the main one; the EXTERNAL ones are
+    advertised at public ports that only the forwarder opens."""
     cluster = cluster_factory(3, {"default.replication.factor": "3",
                                   "min.insync.replicas": "2",
                                   "offsets.topic.num.partitions": "3",
                                   "group.initial.rebalance.delay.ms": "300"})
-    public: dict[int, int] = {}
+    kafka_public: dict[int, int] = {}
+    grpc_public: dict[int, int] = {}
     mapping: dict[int, int] = {}
     for broker_id, broker in cluster.brokers.items():
-        private, public[broker_id] = free_port(), free_port()
-        mapping[public[broker_id]] = private
+        kafka_private, kafka_public[broker_id] = free_port(), free_port()
+        grpc_private, grpc_public[broker_id] = free_port(), free_port()
+        mapping[kafka_public[broker_id]] = kafka_private
+        mapping[grpc_public[broker_id]] = grpc_private
         broker.settings = {
             **broker.settings,
             "listeners": f"INTERNAL://127.0.0.1:{broker.kafka_port},"
-                         f"EXTERNAL://127.0.0.1:{private}",
-            "advertised.listeners": f"EXTERNAL://127.0.0.1:{public[broker_id]}",
+                         f"EXTERNAL://127.0.0.1:{kafka_private}",
+            "advertised.listeners": f"EXTERNAL://127.0.0.1:{kafka_public[broker_id]}",
+            "grpc.listeners": f"EXTERNAL://127.0.0.1:{grpc_private}",
+            "grpc.advertised.listeners": f"EXTERNAL://127.0.0.1:{grpc_public[broker_id]}",
         }
     with PortMapper(mapping) as mapper:
         cluster.start()
         cluster.wait_ready()
-        yield cluster, public
-        assert all(mapper.connections[port] > 0 for port in public.values()), (
-            f"a broker was never reached through its public port: {mapper.connections}")
+        yield MappedCluster(cluster, kafka_public, grpc_public, mapper)
+
+
+def test_grpc_clients_are_told_the_addresses_of_the_listener_they_came_in_on(mapped_cluster):
+    cluster, public = mapped_cluster.cluster, mapped_cluster.grpc_public
+    external = ",".join(f"127.0.0.1:{port}" for port in public.values())
+    with Admin(external) as admin:
+        seen = {b.endpoint.broker_id: b.endpoint.port
+                for b in admin.describe_cluster().brokers}
+        admin.create_topic("mapped-grpc", num_partitions=3)  # leaders on all three brokers
+    assert seen == public
+    with Admin(cluster.bootstrap) as admin:  # the main listener keeps the main addresses
+        assert {b.endpoint.broker_id: b.endpoint.port
+                for b in admin.describe_cluster().brokers} == {
+            i: b.port for i, b in cluster.brokers.items()}
+    with Producer(external, acks="all") as producer:
+        sent = [producer.send("mapped-grpc", str(i).encode(), key=str(i).encode())
+                for i in range(60)]
+        producer.flush()
+        assert all(future.get(30).offset >= 0 for future in sent)
+    consumer = Consumer(bootstrap_servers=external, group_id="mapped-grpc-group",
+                        auto_offset_reset="earliest")
+    consumer.subscribe(["mapped-grpc"])
+    values: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(values) < 60 and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            values.update(int(r.value) for r in records)
+    consumer.close()
+    assert values == set(range(60))
+    mapped_cluster.assert_all_reached(public)
 
 
 def test_clients_are_told_the_addresses_of_the_listener_they_came_in_on(mapped_cluster):
@@ -122,7 +170,7 @@ def test_clients_are_told_the_addresses_of_the_listener_they_came_in_on(mapped_c
     from confluent_kafka import Producer as KafkaProducer
     from confluent_kafka.admin import AdminClient
 
-    cluster, public = mapped_cluster
+    cluster, public = mapped_cluster.cluster, mapped_cluster.kafka_public
     external = ",".join(f"127.0.0.1:{port}" for port in public.values())
     internal = cluster.kafka_bootstrap
 
@@ -157,3 +205,4 @@ def test_clients_are_told_the_addresses_of_the_listener_they_came_in_on(mapped_c
     coordinator = admin.describe_consumer_groups(["mapped-group"])["mapped-group"].result(
         20).coordinator
     assert coordinator.port == public[coordinator.id]  # FindCoordinator names the mapped port
+    mapped_cluster.assert_all_reached(public)

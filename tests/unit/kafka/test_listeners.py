@@ -1,12 +1,13 @@
-"""Named Kafka listeners: parsing `listeners` / `advertised.listeners`, the broker config that
-uses them, and which address a client is told for the listener it came in on."""
+"""Named listeners: parsing `listeners` / `advertised.listeners` (and the grpc. ones), the
+broker config that uses them, and which address a client is told for the listener it came in
+on."""
 
 from __future__ import annotations
 
 import pytest
 
 from broker.config import BrokerConfig, ConfigError
-from broker.listeners import KafkaEndpoint, ListenerConfigError, kafka_endpoints
+from broker.listeners import ListenerConfigError, ListenerEndpoint, kafka_endpoints
 from cluster.image import BrokerRegistration
 
 
@@ -17,8 +18,8 @@ def test_each_listener_is_advertised_at_its_own_address() -> None:
         default_host="raftka-1",
     )
     assert endpoints == [
-        KafkaEndpoint("PLAINTEXT", "0.0.0.0", 9092, "raftka-1", 9092),
-        KafkaEndpoint("EXTERNAL", "0.0.0.0", 9094, "127.0.0.1", 19092),
+        ListenerEndpoint("PLAINTEXT", "0.0.0.0", 9092, "raftka-1", 9092),
+        ListenerEndpoint("EXTERNAL", "0.0.0.0", 9094, "127.0.0.1", 19092),
     ]
 
 
@@ -46,7 +47,7 @@ def test_broker_config_kafka_port_is_a_plaintext_listener() -> None:
     config = BrokerConfig(broker_id=1, data_dir="/d", listen="0.0.0.0:9090",
                           advertised_host="raftka-1", kafka_port=9092).validate()
     assert config.kafka_endpoints == [
-        KafkaEndpoint("PLAINTEXT", "0.0.0.0", 9092, "raftka-1", 9092)]
+        ListenerEndpoint("PLAINTEXT", "0.0.0.0", 9092, "raftka-1", 9092)]
     assert BrokerConfig(broker_id=1, data_dir="/d").kafka_endpoints == []
 
 
@@ -65,11 +66,12 @@ def test_broker_config_takes_kafkas_setting_names_and_refuses_both_forms() -> No
                      kafka_advertised_listeners="A://:1").validate()
 
 
-def registration(kafka_port: int, listeners: tuple[tuple[str, str, int], ...]) -> (
-        BrokerRegistration):
+def registration(kafka_port: int, listeners: tuple[tuple[str, str, int], ...],
+                 grpc_listeners: tuple[tuple[str, str, int], ...] = ()) -> BrokerRegistration:
     return BrokerRegistration(broker_id=1, incarnation_id="i", host="grpc-host", port=9090,
-                              kafka_port=kafka_port, kafka_listeners=listeners, voter=True,
-                              pid=1, fenced=False, epoch=1)
+                              kafka_port=kafka_port, kafka_listeners=listeners,
+                              grpc_listeners=grpc_listeners, voter=True, pid=1, fenced=False,
+                              epoch=1)
 
 
 def test_clients_are_told_the_address_of_the_listener_they_came_in_on() -> None:
@@ -102,3 +104,25 @@ def test_raftka_broker_takes_listeners_from_flags_or_set() -> None:
         "broker", "--id", "1", "--data-dir", "/d", "--listeners", "A://:9092",
         "--advertised-listeners", "A://a.example:19092"]))
     assert by_flags.kafka_endpoints == by_set.kafka_endpoints
+
+
+def test_grpc_clients_get_their_listeners_address_or_the_main_one() -> None:
+    broker = registration(0, (), (("EXTERNAL", "127.0.0.1", 19090),))
+    assert broker.grpc_endpoint("EXTERNAL") == ("127.0.0.1", 19090)
+    assert broker.grpc_endpoint("PLAINTEXT") == ("grpc-host", 9090)
+    assert broker.grpc_endpoint("OTHER") == ("grpc-host", 9090)
+
+
+def test_extra_grpc_listeners_are_configured_like_kafkas() -> None:
+    from broker.config import settings_from_mapping
+
+    values = settings_from_mapping({"grpc.listeners": "EXTERNAL://0.0.0.0:9095",
+                                    "grpc.advertised.listeners": "EXTERNAL://127.0.0.1:19090"})
+    config = BrokerConfig(broker_id=1, data_dir="/d", **values).validate()
+    assert config.grpc_extra_endpoints == [
+        ListenerEndpoint("EXTERNAL", "0.0.0.0", 9095, "127.0.0.1", 19090)]
+    with pytest.raises(ConfigError, match="PLAINTEXT is the main listener"):
+        BrokerConfig(broker_id=1, data_dir="/d", grpc_listeners="PLAINTEXT://:9095").validate()
+    with pytest.raises(ConfigError, match=r"grpc\.advertised\.listeners names B"):
+        BrokerConfig(broker_id=1, data_dir="/d", grpc_listeners="A://:9095",
+                     grpc_advertised_listeners="B://h:1").validate()
