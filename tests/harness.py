@@ -35,11 +35,24 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            low, high = (int(p) for p in ports.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
 def free_port_block(count: int) -> int:
-    """A base port such that base..base+count-1 are all free right now."""
+    """A base port such that base..base+count-1 are all free right now, chosen below the
+    kernel's ephemeral range when there is room: a port picked there can be taken by some
+    outgoing connection before the broker binds it."""
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    low, _ = _ephemeral_range()
+    top = low - count if low - count > 15_000 else 60_000 - count
     for _ in range(500):
-        base = rng.randrange(20_000, 60_000 - count)
+        base = rng.randrange(10_000, top)
         if all(_port_free(base + i) for i in range(count)):
             return base
     raise RuntimeError("no free port block found")

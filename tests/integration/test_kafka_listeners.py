@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import threading
 import time
 from collections import Counter
@@ -17,15 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from client import Admin, Consumer, Producer
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, free_port_block
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class PortMapper:
@@ -116,9 +109,17 @@ def mapped_cluster(cluster_factory) -> Iterator[MappedCluster]:
     kafka_public: dict[int, int] = {}
     grpc_public: dict[int, int] = {}
     mapping: dict[int, int] = {}
+    taken = {b.port + i for b in cluster.brokers.values() for i in range(3)}  # not bound yet
+    needed = 4 * len(cluster.brokers)
+    while True:
+        base = free_port_block(needed)
+        block = range(base, base + needed)
+        if not taken.intersection(block):
+            break
+    ports = iter(block)
     for broker_id, broker in cluster.brokers.items():
-        kafka_private, kafka_public[broker_id] = free_port(), free_port()
-        grpc_private, grpc_public[broker_id] = free_port(), free_port()
+        kafka_private, kafka_public[broker_id] = next(ports), next(ports)
+        grpc_private, grpc_public[broker_id] = next(ports), next(ports)
         mapping[kafka_public[broker_id]] = kafka_private
         mapping[grpc_public[broker_id]] = grpc_private
         broker.settings = {
