@@ -84,6 +84,14 @@ class ClassicGroup:
             return
         self.pending_ids.pop(member_id, None)
         member = self.members.get(member_id)
+        if member is not None and member.protocols == protocols and member.join_reply is None \
+                and (self.state == COMPLETING
+                     or (self.state == STABLE and member_id != self.leader)):
+            # As Kafka: a member that rejoins with unchanged metadata while nothing changed
+            # (it may have missed the answer) gets the current generation, no rebalance.
+            member.last_heartbeat_ms = now_ms
+            reply(self._join_answer(member))
+            return
         if member is None:
             member = ClassicMember(member_id, client_id, session_timeout_ms,
                                    rebalance_timeout_ms, protocol_type, protocols, now_ms)
@@ -165,18 +173,22 @@ class ClassicGroup:
         # the leader gets a whole rebalance timeout to sync, however long the joins took
         timeout = max(m.rebalance_timeout_ms for m in self.members.values())
         self.rebalance_deadline_ms = now_ms + timeout
-        metadata = [{"member_id": m.member_id, "group_instance_id": None,
-                     "metadata": dict(m.protocols)[self.protocol_name]}
-                    for m in self.members.values()]
         for member in self.members.values():
             reply, member.join_reply = member.join_reply, None
             member.assignment = b""
             if reply is not None:
-                reply({"error_code": 0, "generation_id": self.generation,
-                       "protocol_type": self.protocol_type,
-                       "protocol_name": self.protocol_name, "leader": self.leader,
-                       "member_id": member.member_id, "skip_assignment": False,
-                       "members": metadata if member.member_id == self.leader else []})
+                reply(self._join_answer(member))
+
+    def _join_answer(self, member: ClassicMember) -> dict:
+        """The JoinGroup answer of the current generation for `member` (the leader also gets
+        everyone's subscription metadata)."""
+        metadata = [{"member_id": m.member_id, "group_instance_id": None,
+                     "metadata": dict(m.protocols)[self.protocol_name]}
+                    for m in self.members.values()] if member.member_id == self.leader else []
+        return {"error_code": 0, "generation_id": self.generation,
+                "protocol_type": self.protocol_type, "protocol_name": self.protocol_name,
+                "leader": self.leader, "member_id": member.member_id,
+                "skip_assignment": False, "members": metadata}
 
     def _choose_protocol(self) -> str:
         candidates = set.intersection(*({n for n, _ in m.protocols}

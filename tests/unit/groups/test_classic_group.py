@@ -178,6 +178,36 @@ def test_a_new_member_makes_everyone_rejoin_and_the_generation_grow() -> None:
     assert group.heartbeat("a", generation + 1, 1_400) == "NONE"
 
 
+def test_a_follower_rejoining_with_the_same_metadata_gets_the_current_generation() -> None:
+    group = stable_group_of("a", "b")
+    generation = group.generation
+    again = join(group, "b", 1_000)  # e.g. it missed the answer
+    assert again.last["error_code"] == 0
+    assert again.last["generation_id"] == generation and again.last["members"] == []
+    assert group.state == STABLE
+    assert group.heartbeat("a", generation, 1_001) == "NONE"  # no rebalance for the others
+    assert sync(group, "b", 1_002).last["assignment"] == b"b"
+
+
+def test_the_leader_rejoining_in_a_stable_group_starts_a_rebalance() -> None:
+    group = stable_group_of("a", "b")
+    join(group, "a", 1_000)  # the leader may want to reassign (e.g. new topics matched)
+    assert group.state == PREPARING
+
+
+def test_a_rejoin_while_the_assignment_is_pending_repeats_the_answer() -> None:
+    group = ClassicGroup("g", initial_delay_ms=DELAY_MS)
+    group.pending_ids.update({"a": 0, "b": 0})
+    join(group, "a", 0)
+    join(group, "b", 0)
+    group.tick(DELAY_MS)
+    assert group.state == COMPLETING
+    again = join(group, "a", DELAY_MS + 5)
+    assert again.last["generation_id"] == group.generation == 1
+    assert {m["member_id"] for m in again.last["members"]} == {"a", "b"}  # a leads
+    assert group.state == COMPLETING
+
+
 def test_members_that_do_not_rejoin_within_the_rebalance_timeout_are_dropped() -> None:
     group = stable_group_of("a", "b")
     rejoin = join(group, "a", 1_000, protocols=["range", "roundrobin"])  # new metadata
