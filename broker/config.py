@@ -55,6 +55,9 @@ KAFKA_ALIASES = {
     "advertised.listeners": "kafka_advertised_listeners",
     "grpc.listeners": "grpc_listeners",
     "grpc.advertised.listeners": "grpc_advertised_listeners",
+    "cluster.secret.file": "cluster_secret_file",
+    "cluster.secret.rotation.file": "cluster_secret_rotation_file",
+    "raft.bind": "raft_bind",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -101,8 +104,23 @@ class BrokerConfig:
     listen: str = "127.0.0.1:9090"
     # Host that clients and other brokers should use; default: the listen host.
     advertised_host: str = ""
-    # Raft (metadata quorum) listener; default: listen port + 1.
+    # Raft (metadata quorum) listener; default: listen port + 1. It is also this voter's
+    # address in `voters`, and where the listener binds unless raft_bind says otherwise.
     raft_listen: str = ""
+    # Where the Raft listener binds when that differs from raft_listen (e.g. 0.0.0.0:9091 in
+    # a container whose voters name it raftka-1:9091). Default: raft_listen's host and port.
+    raft_bind: str = ""
+    # File holding the cluster secret shared by every broker (see broker/cluster_secret.py;
+    # also RAFTKA_CLUSTER_SECRET_FILE / RAFTKA_CLUSTER_SECRET).
+    cluster_secret_file: str = ""
+    # While rotating the secret: a second one that peers may use, accepted but never used to
+    # sign or encrypt (README "Rotating the cluster secret").
+    cluster_secret_rotation_file: str = ""
+    # Run a multi-broker cluster with no secret: Raft and internal RPCs unauthenticated, so
+    # anyone who reaches a port can run code here. For labs only; logged as a warning.
+    allow_no_cluster_secret: bool = False
+    # How far apart two brokers' clocks may be for internal-call tokens (ms).
+    internal_auth_max_clock_skew_ms: int = 120_000
     # "1@host:port,..." Raft voters; default: this broker alone (a one-node cluster).
     voters: str = ""
     # Kafka wire-protocol listener port (a listener named PLAINTEXT on the listen host); 0: none.
@@ -201,6 +219,25 @@ class BrokerConfig:
         return f"{host}:{port + 1}"
 
     @property
+    def raft_bind_address(self) -> str:
+        if self.raft_bind:
+            host, port = parse_address(self.raft_bind, "raft_bind")
+            return f"{host}:{port}"
+        return self.raft_address
+
+    @property
+    def is_single_node(self) -> bool:
+        """No other voter: nobody else needs to know this broker's secret to form a quorum."""
+        return set(self.voter_map) <= {self.broker_id}
+
+    def listen_hosts(self) -> list[str]:
+        """Every host this broker binds (gRPC, Raft, Kafka, extra gRPC listeners)."""
+        hosts = [self.listen_address[0], self.raft_bind_address.rpartition(":")[0]]
+        hosts += [e.bind_host for e in self.kafka_endpoints]
+        hosts += [e.bind_host for e in self.grpc_extra_endpoints]
+        return hosts
+
+    @property
     def voter_map(self) -> dict[int, str]:
         if self.voters:
             return parse_voters(self.voters)
@@ -234,6 +271,7 @@ class BrokerConfig:
         self.listen_address  # noqa: B018 - parses and raises ConfigError
         self.kafka_endpoints  # noqa: B018
         self.grpc_extra_endpoints  # noqa: B018
+        self.raft_bind_address  # noqa: B018
         voters = self.voter_map
         if self.voters and self.broker_id in voters and voters[self.broker_id] != self.raft_address:
             raise ConfigError(
@@ -263,6 +301,7 @@ class BrokerConfig:
             "group_consumer_heartbeat_interval_ms",
             "offsets_snapshot_every_records",
             "offsets_topic_segment_bytes",
+            "internal_auth_max_clock_skew_ms",
         ]
         for name in positive:
             if getattr(self, name) <= 0:

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from broker.internal_auth import CREATE_TOPICS, DELETE_TOPICS, InternalAuth, method_path
 from broker.listeners import ListenerEndpoint
 from cluster.metadata_log import MetadataLog
 from cluster.quorum import ControllerTimeoutError, NotControllerError, QuorumController
@@ -39,10 +40,12 @@ GRPC_MESSAGE_MAX_BYTES = 128 * 1024 * 1024
 
 
 class ChannelPool:
-    """One grpc.aio channel per target, shared by every caller on this event loop."""
+    """One grpc.aio channel per target, shared by every caller on this event loop, and the
+    credentials (`auth`) that this broker's internal calls on them carry."""
 
-    def __init__(self) -> None:
+    def __init__(self, auth: InternalAuth | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.auth = auth if auth is not None else InternalAuth(None, -1)
 
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._channels.get(target)
@@ -119,6 +122,9 @@ class ControllerClient:
                 last_problem = f"broker {controller_id} stopped being the controller"
             except grpc.aio.AioRpcError as exc:
                 last_problem = f"controller {controller_id} unreachable: {exc.code().name}"
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    last_problem = (f"controller {controller_id} refused our credentials "
+                                    f"(same cluster secret?): {exc.details()}")
             else:
                 if not _is_not_controller(response):
                     return response
@@ -128,7 +134,9 @@ class ControllerClient:
 
     async def _remote(self, target: str, method: str, request: Any, timeout_s: float) -> Any:
         channel = self._channels.get(target)
-        metadata = ((FORWARDED_HEADER, str(self.broker_id)),)
+        metadata = self._channels.auth.metadata(
+            _METHOD_PATHS[method], ((FORWARDED_HEADER, str(self.broker_id)),)
+        )
         controller = controller_pb2_grpc.ControllerServiceStub(channel)
         calls: dict[str, Callable[..., Awaitable[Any]]] = {
             "create_topics": admin_pb2_grpc.AdminServiceStub(channel).CreateTopics,
@@ -140,6 +148,17 @@ class ControllerClient:
             "allocate_producer_ids": controller.AllocateProducerIds,
         }
         return await calls[method](request, timeout=timeout_s, metadata=metadata)
+
+
+_METHOD_PATHS = {
+    "create_topics": CREATE_TOPICS,
+    "create_internal_topics": CREATE_TOPICS,
+    "delete_topics": DELETE_TOPICS,
+    "register_broker": method_path("ControllerService", "RegisterBroker"),
+    "broker_heartbeat": method_path("ControllerService", "BrokerHeartbeat"),
+    "alter_partition": method_path("ControllerService", "AlterPartition"),
+    "allocate_producer_ids": method_path("ControllerService", "AllocateProducerIds"),
+}
 
 
 class BrokerLifecycle:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
-from broker.config import BrokerConfig
+from broker.cluster_secret import ClusterSecret, resolve_cluster_secret
+from broker.config import BrokerConfig, ConfigError
 from broker.server import BrokerServer, DataDirLockedError
 
 log = logging.getLogger("raftka.broker")
@@ -23,8 +25,8 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("pysyncobj").setLevel(logging.ERROR)
 
 
-async def serve(config: BrokerConfig) -> None:
-    server = BrokerServer(config)
+async def serve(config: BrokerConfig, cluster_secret: ClusterSecret) -> None:
+    server = BrokerServer(config, cluster_secret.value, cluster_secret.also_accepted)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -39,7 +41,14 @@ async def serve(config: BrokerConfig) -> None:
 def run(config: BrokerConfig, log_level: str = "INFO") -> int:
     configure_logging(log_level)
     try:
-        asyncio.run(serve(config))
+        secret = resolve_cluster_secret(config, os.environ)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    if secret.value is not None:
+        log.info("cluster secret from %s", secret.source)
+    try:
+        asyncio.run(serve(config, secret))
     except DataDirLockedError as exc:
         log.error("%s", exc)
         return 2

@@ -32,6 +32,7 @@ from broker.controller_client import (
 from broker.fetch_path import FetchPath
 from broker.group_service import GroupServicer
 from broker.groups.coordinator import ClassicProtocol, GroupCoordinator, GroupSettings
+from broker.internal_auth import InternalAuth
 from broker.kafka.listener import KafkaListener
 from broker.listeners import DEFAULT_LISTENER
 from broker.partition import TopicPartition
@@ -41,6 +42,7 @@ from broker.replica_manager import ReplicaManager, ReplicaManagerSettings
 from broker.replication.fetcher import FetcherManager
 from broker.replication.isr_updater import IsrUpdater
 from broker.service import AdminServicer, BrokerServicer, ControllerServicer
+from cluster.cluster_auth import ClusterCredentials, raft_password
 from cluster.controller import ControllerSettings
 from cluster.quorum import ControllerTimeoutError, QuorumController
 from cluster.raft import RaftMetadataLog, RaftSettings
@@ -71,8 +73,25 @@ class DataDirLockedError(RuntimeError):
 
 
 class BrokerServer:
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        cluster_secret: bytes | None,
+        also_accepted: tuple[bytes, ...] = (),
+    ) -> None:
+        """`cluster_secret` authenticates Raft and internal RPCs (broker/cluster_secret.py);
+        None runs without (allow_no_cluster_secret). `also_accepted`: while rotating."""
         self.config = config
+        self._cluster_secret = cluster_secret
+        self._also_accepted = also_accepted
+        self.internal_auth = InternalAuth(
+            ClusterCredentials(
+                cluster_secret, config.internal_auth_max_clock_skew_ms, also_accepted
+            )
+            if cluster_secret is not None
+            else None,
+            config.broker_id,
+        )
         self.incarnation_id = uuid.uuid4().hex
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock_fd = -1
@@ -93,6 +112,13 @@ class BrokerServer:
                 voters=config.voter_map,
                 data_dir=config.metadata_dir,
                 compaction_entries_min=config.metadata_log_compaction_entries,
+                password=(
+                    raft_password(self._cluster_secret)
+                    if self._cluster_secret is not None
+                    else None
+                ),
+                accepted_passwords=tuple(raft_password(s) for s in self._also_accepted),
+                bind_address=config.raft_bind_address,
                 extra=dict(config.raft_options),
             ),
             loop,
@@ -121,7 +147,7 @@ class BrokerServer:
         )
         self.metadata_log.subscribe(self.replica_manager.on_metadata)
         self.replica_manager.start()
-        self.channels = ChannelPool()
+        self.channels = ChannelPool(self.internal_auth)
         self.controller_client = ControllerClient(
             config.broker_id, self.metadata_log, self.quorum, self.channels
         )

@@ -17,6 +17,7 @@ import grpc
 from broker import metadata_view
 from broker.controller_client import FORWARDED_HEADER
 from broker.errors import to_error
+from broker.internal_auth import CREATE_TOPICS, DELETE_TOPICS, FETCH, method_path
 from broker.listeners import DEFAULT_LISTENER
 from cluster.quorum import ControllerTimeoutError, NotControllerError
 from proto.raftka.v1 import (
@@ -73,6 +74,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     async def Fetch(
         self, request: broker_pb2.FetchRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.FetchResponse:
+        if request.replica_id >= 0:  # a follower's fetch moves the HW and the ISR
+            await self._server.internal_auth.require(context, FETCH)
         return await self._server.fetch_path.fetch(request)
 
     @guarded
@@ -137,8 +140,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         response_type: Callable[..., Any],
     ) -> Any:
         server = self._server
+        forwarded = _forwarded(context)
+        if forwarded:  # only brokers forward, and they may create internal topics
+            await server.internal_auth.require(
+                context, CREATE_TOPICS if method == "create_topics" else DELETE_TOPICS
+            )
         try:
-            if _forwarded(context):
+            if forwarded:
                 if method == "create_topics":  # brokers may create internal topics
                     return await server.quorum.create_topics(request, allow_internal=True)
                 return await getattr(server.quorum, method)(request)
@@ -214,7 +222,17 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
     def __init__(self, server: BrokerServer) -> None:
         self._server = server
 
-    async def _local(self, method: str, request: Any, response_type: Callable[..., Any]) -> Any:
+    async def _local(
+        self,
+        method: str,
+        request: Any,
+        response_type: Callable[..., Any],
+        context: grpc.aio.ServicerContext,
+    ) -> Any:
+        # Every controller call needs the cluster's credentials: without them anyone could
+        # re-register a broker id (fencing it) or change an ISR.
+        rpc = "".join(part.capitalize() for part in method.split("_"))
+        await self._server.internal_auth.require(context, method_path("ControllerService", rpc))
         try:
             return await getattr(self._server.quorum, method)(request)
         except NotControllerError as exc:
@@ -229,26 +247,30 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
     async def RegisterBroker(
         self, request: controller_pb2.RegisterBrokerRequest, context: grpc.aio.ServicerContext
     ) -> controller_pb2.RegisterBrokerResponse:
-        return await self._local("register_broker", request, controller_pb2.RegisterBrokerResponse)
+        return await self._local(
+            "register_broker", request, controller_pb2.RegisterBrokerResponse, context
+        )
 
     @guarded
     async def BrokerHeartbeat(
         self, request: controller_pb2.BrokerHeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> controller_pb2.BrokerHeartbeatResponse:
         return await self._local(
-            "broker_heartbeat", request, controller_pb2.BrokerHeartbeatResponse
+            "broker_heartbeat", request, controller_pb2.BrokerHeartbeatResponse, context
         )
 
     @guarded
     async def AlterPartition(
         self, request: controller_pb2.AlterPartitionRequest, context: grpc.aio.ServicerContext
     ) -> controller_pb2.AlterPartitionResponse:
-        return await self._local("alter_partition", request, controller_pb2.AlterPartitionResponse)
+        return await self._local(
+            "alter_partition", request, controller_pb2.AlterPartitionResponse, context
+        )
 
     @guarded
     async def AllocateProducerIds(
         self, request: controller_pb2.AllocateProducerIdsRequest, context: grpc.aio.ServicerContext
     ) -> controller_pb2.AllocateProducerIdsResponse:
         return await self._local(
-            "allocate_producer_ids", request, controller_pb2.AllocateProducerIdsResponse
+            "allocate_producer_ids", request, controller_pb2.AllocateProducerIdsResponse, context
         )

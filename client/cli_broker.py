@@ -30,6 +30,16 @@ def register(commands: Any) -> None:
     parser.add_argument("--advertised-listeners", dest="kafka_advertised_listeners",
                         metavar="NAME://HOST:PORT,...",
                         help="where clients reach each listener (advertised.listeners)")
+    parser.add_argument("--cluster-secret-file", metavar="FILE",
+                        help="the cluster's shared secret (or RAFTKA_CLUSTER_SECRET_FILE / "
+                             "RAFTKA_CLUSTER_SECRET); a lone broker makes DATA/cluster.secret")
+    parser.add_argument("--cluster-secret-rotation-file", metavar="FILE",
+                        help="while rotating: a second secret accepted from peers, never used "
+                             "to sign")
+    parser.add_argument("--allow-no-cluster-secret", action="store_true", default=None,
+                        help="labs only: run Raft and internal RPCs unauthenticated")
+    parser.add_argument("--raft-bind", help="HOST:PORT the Raft listener binds "
+                        "(default: --raft-listen)")
     parser.add_argument("--config", dest="config_file", help="TOML file with broker settings")
     parser.add_argument(
         "--set",
@@ -53,6 +63,10 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
             "data_dir": args.data_dir,
             "listen": args.listen,
             "raft_listen": args.raft_listen,
+            "raft_bind": args.raft_bind,
+            "cluster_secret_file": args.cluster_secret_file,
+            "cluster_secret_rotation_file": args.cluster_secret_rotation_file,
+            "allow_no_cluster_secret": args.allow_no_cluster_secret,
             "advertised_host": args.advertised_host,
             "voters": args.voters,
             "kafka_port": args.kafka_port,

@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from client.cli_common import (
@@ -76,6 +77,15 @@ def register(commands: Any) -> None:
     stop = actions.add_parser("stop", help="stop every broker of a local cluster (SIGTERM)")
     stop.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     stop.set_defaults(handler=run_stop)
+
+    secret = actions.add_parser(
+        "secret",
+        help="write a new cluster secret to FILE (mode 0600) unless it exists",
+        description="Make the secret every broker of a cluster shares (--cluster-secret-file, "
+        "RAFTKA_CLUSTER_SECRET_FILE): 64 random hex characters. An existing file is kept.",
+    )
+    secret.add_argument("file", help="where to write it, e.g. /run/raftka/cluster.secret")
+    secret.set_defaults(handler=run_secret)
 
     watch = commands.add_parser(
         "watch", help="live view of controller, brokers, leaders and ISR, with changes"
@@ -257,6 +267,15 @@ def _shutdown(local: LocalCluster, layout: ClusterLayout | None) -> None:
 
 
 # -------------------------------------------------------------------- kill / start
+def run_secret(args: argparse.Namespace) -> int:
+    from client.local_cluster import write_secret_file
+
+    path = Path(args.file)
+    written = write_secret_file(path)
+    print(f"{'wrote a new cluster secret to' if written else 'kept the existing'} {path}")
+    return 0
+
+
 def run_kill(args: argparse.Namespace) -> int:
     local = LocalCluster(args.data_dir)
     try:

@@ -4,6 +4,8 @@ Layout under the data directory (kept between runs, so `raftka cluster up` on th
 directory restarts the same cluster with its data):
 
     cluster.json        nodes, voters, ports and settings, written on the first run
+    cluster.secret      the brokers' shared secret (mode 0600, made on the first run): Raft
+                        and broker-to-broker calls are authenticated with it
     node-N/             broker N's data directory (logs/, metadata/)
     node-N.log          broker N's output
     node-N.pid          broker N's process id while it runs
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,6 +30,8 @@ DEFAULT_DATA_DIR = "raftka-data"
 DEFAULT_BASE_PORT = 9090
 PORT_STRIDE = 10
 LAYOUT_FILE = "cluster.json"
+SECRET_FILE = "cluster.secret"
+SECRET_BYTES = 32
 # What a local dev cluster runs with unless told otherwise: Kafka-safe replication.
 DEFAULT_SETTINGS = {
     "default.replication.factor": "3",
@@ -141,6 +146,15 @@ class LocalCluster:
         return layout
 
     # ------------------------------------------------------------------------ files
+    def secret_path(self) -> Path:
+        return self.root / SECRET_FILE
+
+    def ensure_secret(self) -> Path:
+        """The cluster secret file, made (mode 0600) if this cluster has none yet."""
+        path = self.secret_path()
+        write_secret_file(path)
+        return path
+
     def node_dir(self, broker_id: int) -> Path:
         return self.root / f"node-{broker_id}"
 
@@ -186,6 +200,8 @@ class LocalCluster:
             layout.voters_spec,
             "--kafka-port",
             str(node.kafka_port),
+            "--cluster-secret-file",
+            str(self.ensure_secret()),
         ]
         for key, value in layout.settings.items():
             command += ["--set", f"{key}={value}"]
@@ -234,6 +250,19 @@ class LocalCluster:
         for i in running:
             self.pid_path(i).unlink(missing_ok=True)
         return sorted(running)
+
+
+def write_secret_file(path: Path) -> bool:
+    """Write a new random cluster secret to `path` (mode 0600) unless the file exists;
+    True if it was written. Never overwrites: a changed secret locks brokers out."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(SECRET_BYTES) + "\n")
+    return True
 
 
 def reap_children() -> None:

@@ -16,6 +16,13 @@ Why this shape:
   metadata records, not pickled objects.
 - Voters are the first brokers (`voters`); any other broker runs as a pysyncobj read-only node:
   it receives and applies the log (an observer, in KRaft's words) but never votes.
+- Trust: pysyncobj unpickles every frame it reads, so a stranger who reaches the port could run
+  code. With a `password` (derived from the cluster secret, cluster/cluster_auth.py) every
+  frame is a Fernet token whose HMAC is checked before anything is decrypted or unpickled; a
+  forged frame is dropped, logged and its connection closed. Each connection also exchanges
+  random keys first, so frames cannot be replayed into another connection. The listener binds
+  `bind_address` (never pysyncobj's default 0.0.0.0), and pysyncobj's unauthenticated
+  "utility" commands (add/remove/set_version/transfer/status) are not served at all.
 """
 
 from __future__ import annotations
@@ -25,11 +32,14 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.encryptor import getEncryptor
+from pysyncobj.transport import TCPTransport
 
 from cluster.delta import apply_encoded_batch, decode_snapshot, encode_snapshot
 from cluster.image import EMPTY_IMAGE, MetadataImage
@@ -64,6 +74,12 @@ class RaftSettings:
     # Compact the Raft journal into a snapshot only past this many entries.
     compaction_entries_min: int = 20_000
     commands_queue_max: int = 10_000
+    # Derived from the cluster secret; None runs Raft unauthenticated (labs only).
+    password: str | None = None
+    # Passwords also accepted on incoming frames (never used to send): a secret rotation.
+    accepted_passwords: tuple[str, ...] = ()
+    # HOST:PORT the listener binds; default: this voter's own address in `voters`.
+    bind_address: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -81,6 +97,93 @@ class RaftSettings:
             raise ValueError("connection_timeout_s must be >= election_timeout_max_s")
         if self.compaction_entries_min < 2:
             raise ValueError("compaction_entries_min must be >= 2")
+
+
+# At most one "rejected a Raft frame" line per this many seconds (a port scan would flood it).
+REJECTED_FRAME_LOG_INTERVAL_S = 10.0
+
+
+class _AuditedFernet:
+    """pysyncobj's Fernet, except that a frame failing authentication is logged (pysyncobj
+    drops it silently) before pysyncobj closes the connection, and that frames made with an
+    `accepted` key (a secret being rotated) are taken too. Sending always uses the primary."""
+
+    _last_logged = 0.0
+    _suppressed = 0
+
+    def __init__(self, fernet: Any, peer: str, accepted: Sequence[Any] = ()) -> None:
+        self._fernet = fernet
+        self._keys = [fernet, *accepted]
+        self._peer = peer
+
+    def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
+        return bytes(self._fernet.encrypt_at_time(data, current_time))
+
+    def extract_timestamp(self, token: bytes) -> int:
+        for key in self._keys:  # each checks the HMAC before reading anything
+            with contextlib.suppress(Exception):
+                return int(key.extract_timestamp(token))
+        self._log_rejected(len(token))
+        raise InvalidToken
+
+    def decrypt(self, token: bytes) -> bytes:
+        for key in self._keys[:-1]:
+            with contextlib.suppress(Exception):
+                return bytes(key.decrypt(token))
+        return bytes(self._keys[-1].decrypt(token))
+
+    def _log_rejected(self, size: int) -> None:
+        now = time.monotonic()
+        cls = _AuditedFernet
+        if now - cls._last_logged < REJECTED_FRAME_LOG_INTERVAL_S:
+            cls._suppressed += 1
+            return
+        more = f" ({cls._suppressed} more since the last report)" if cls._suppressed else ""
+        cls._last_logged, cls._suppressed = now, 0
+        log.warning(
+            "rejected a Raft frame of %d bytes from %s: it failed authentication (a stranger, "
+            "or a broker with another cluster secret); connection closed%s", size, self._peer, more
+        )
+
+
+class _AuthenticatedTransport(TCPTransport):  # type: ignore[misc]
+    """pysyncobj's TCP transport without its utility commands, with rejected frames logged.
+    `accepted` is set per RaftMetadataLog (see _transport_class)."""
+
+    accepted: tuple[Any, ...] = ()
+
+    def setOnUtilityMessageCallback(self, message: str, callback: Any) -> None:
+        # 'add', 'remove', 'set_version', 'transfer' and 'status' are pysyncobj's admin
+        # commands; Raftka never uses them, so no connection, authenticated or not, gets them.
+        return None
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        super()._onNewIncomingConnection(conn)
+        if conn.encryptor is not None:
+            conn.encryptor = _AuditedFernet(conn.encryptor, _peer_of(conn), self.accepted)
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        conn = self._connections.get(node)
+        if conn is not None and conn.encryptor is not None:
+            conn.encryptor = _AuditedFernet(
+                conn.encryptor, str(getattr(node, "address", node)), self.accepted
+            )
+
+
+def _transport_class(accepted_passwords: Sequence[str]) -> type[_AuthenticatedTransport]:
+    """The transport, knowing the extra keys this node accepts (derived once, here)."""
+    accepted = tuple(getEncryptor(password) for password in accepted_passwords)
+    return type("RaftkaTransport", (_AuthenticatedTransport,), {"accepted": accepted})
+
+
+def _peer_of(conn: Any) -> str:
+    sock = getattr(conn, "_TcpConnection__socket", None)
+    try:
+        host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
+    except OSError:
+        return "an unknown peer"
+    return f"{host}:{port}"
 
 
 class _MetadataStateMachine(SyncObjConsumer):
@@ -148,15 +251,34 @@ class RaftMetadataLog:
             # Containers start in any order: do not remember "no such host" for 30 s.
             dnsFailCacheTime=1.0,
             dnsCacheTime=30.0,
+            password=self.settings.password,
+            bindAddress=self._bind_address(),
             **dict(self.settings.extra),
         )
         voters = list(self.settings.voters.values())
+        transport = _transport_class(self.settings.accepted_passwords)
         if self.settings.is_voter:
             own = self.settings.voters[self.settings.node_id]
             others = [address for address in voters if address != own]
-            self._syncobj = SyncObj(own, others, conf=conf, consumers=[self._machine])
+            self._syncobj = SyncObj(
+                own, others, conf=conf, consumers=[self._machine],
+                transportClass=transport,
+            )
         else:
-            self._syncobj = SyncObj(None, voters, conf=conf, consumers=[self._machine])
+            self._syncobj = SyncObj(
+                None, voters, conf=conf, consumers=[self._machine],
+                transportClass=transport,
+            )
+        if self.settings.password is None:
+            log.warning("Raft runs WITHOUT a cluster secret: anyone who reaches %s can run "
+                        "code in this broker", self._bind_address() or "its port")
+
+    def _bind_address(self) -> str | None:
+        """Where the listener binds: as configured, else the voter's own address (pysyncobj
+        would bind 0.0.0.0). Observers do not listen."""
+        if self.settings.bind_address:
+            return self.settings.bind_address
+        return self.settings.voters.get(self.settings.node_id)
 
     def close(self) -> None:
         if self._syncobj is not None:

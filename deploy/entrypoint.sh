@@ -11,7 +11,16 @@
 #                                     "EXTERNAL://127.0.0.1:19092" for clients outside
 #   RAFTKA_GRPC_LISTENERS / RAFTKA_GRPC_ADVERTISED_LISTENERS  the same for extra gRPC
 #                                     listeners (grpc.listeners), besides the main one on 9090
+#   RAFTKA_CLUSTER_SECRET_FILE / RAFTKA_CLUSTER_SECRET  the secret every broker of the cluster
+#                                     shares (read by the broker itself; required for >1 node)
+#   RAFTKA_RAFT_BIND  where the Raft listener binds; default 0.0.0.0:9091 (the container's
+#                     own network namespace; peers are authenticated with the secret)
+# `raftka-entrypoint make-secret FILE` writes a new secret to FILE unless it exists (compose's
+# one-shot raftka-secret service).
 set -eu
+if [ "${1:-}" = "make-secret" ]; then
+  exec raftka cluster secret "$2"
+fi
 if [ -z "${RAFTKA_ID:-}" ]; then
   ordinal="${HOSTNAME##*-}"
   case "$ordinal" in
@@ -21,7 +30,8 @@ if [ -z "${RAFTKA_ID:-}" ]; then
 fi
 host="${RAFTKA_ADVERTISED:-$HOSTNAME}"
 set -- raftka broker --id "$RAFTKA_ID" --data-dir "${RAFTKA_DATA_DIR:-/var/lib/raftka}" \
-  --listen 0.0.0.0:9090 --advertised-host "$host" --raft-listen "$host:9091" "$@"
+  --listen 0.0.0.0:9090 --advertised-host "$host" --raft-listen "$host:9091" \
+  --raft-bind "${RAFTKA_RAFT_BIND:-0.0.0.0:9091}" "$@"
 if [ -n "${RAFTKA_KAFKA_LISTENERS:-}" ]; then
   set -- "$@" --set "listeners=$RAFTKA_KAFKA_LISTENERS"
   if [ -n "${RAFTKA_KAFKA_ADVERTISED_LISTENERS:-}" ]; then

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cluster.cluster_auth import AUTH_HEADER, ClusterCredentials
 from proto.raftka.v1 import admin_pb2, admin_pb2_grpc
 
 PORTS_PER_BROKER = 3
@@ -58,6 +60,14 @@ def free_port_block(count: int) -> int:
     raise RuntimeError("no free port block found")
 
 
+def write_secret_file(path: Path, value: str | None = None) -> Path:
+    """A cluster secret file (mode 0600), random unless `value` is given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text((value or secrets.token_hex(32)) + "\n")
+    path.chmod(0o600)
+    return path
+
+
 class ProcessExitedError(RuntimeError):
     """A broker the test waits for has exited; waiting longer cannot help."""
 
@@ -91,8 +101,11 @@ class BrokerProcess:
         port: int,
         voters: str | None,
         settings: dict[str, str],
+        secret_file: Path | None = None,
     ) -> None:
         self.broker_id = broker_id
+        # The cluster's shared secret; None starts the broker without one.
+        self.secret_file = secret_file
         self.data_dir = data_dir
         self.port = port
         self.raft_port = port + 1
@@ -130,6 +143,8 @@ class BrokerProcess:
             command += ["--kafka-port", str(self.kafka_port)]
         if self.voters:
             command += ["--voters", self.voters]
+        if self.secret_file is not None:
+            command += ["--cluster-secret-file", str(self.secret_file)]
         for key, value in self.settings.items():
             command += ["--set", f"{key}={value}"]
         return command
@@ -203,14 +218,26 @@ class LocalCluster:
             "log.flush.check.interval.ms": "200",
         }
         defaults.update(settings or {})
+        self.secret_file = write_secret_file(root / "cluster.secret")
         self.brokers = {
-            i + 1: BrokerProcess(i + 1, root / f"broker-{i + 1}", ports[i], voters, defaults)
+            i + 1: BrokerProcess(
+                i + 1, root / f"broker-{i + 1}", ports[i], voters, defaults, self.secret_file
+            )
             for i in range(nodes)
         }
 
     @property
     def bootstrap(self) -> str:
         return ",".join(b.address for b in self.brokers.values())
+
+    def internal_metadata(
+        self, method: str, extra: tuple[tuple[str, str], ...] = (), broker_id: int = 0
+    ) -> tuple[tuple[str, str], ...]:
+        """gRPC metadata proving cluster membership for `method` (/raftka.v1.Service/Rpc), as
+        a broker of this cluster would send it: for tests that play a broker."""
+        credentials = ClusterCredentials(self.secret_file.read_bytes())
+        token = credentials.token(method, broker_id, int(time.time() * 1000))
+        return ((AUTH_HEADER, token), *extra)
 
     @property
     def kafka_bootstrap(self) -> str:

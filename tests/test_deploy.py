@@ -57,3 +57,23 @@ def test_compose_and_k8s_files_name_three_voters():
     k8s = (deploy / "k8s" / "raftka.yaml").read_text()
     assert "1@raftka-0.raftka:9091,2@raftka-1.raftka:9091,3@raftka-2.raftka:9091" in k8s
     assert "replicas: 3" in k8s
+
+
+def test_containers_bind_raft_as_told_and_share_a_secret(tmp_path):
+    result = run_entrypoint(tmp_path, {"HOSTNAME": "raftka-0"})
+    joined = " ".join(result.stdout.split("\n"))
+    assert "--raft-bind 0.0.0.0:9091" in joined
+    result = run_entrypoint(tmp_path, {"HOSTNAME": "raftka-0", "RAFTKA_RAFT_BIND": "10.1.2.3:9091"})
+    assert "--raft-bind 10.1.2.3:9091" in " ".join(result.stdout.split("\n"))
+    out = subprocess.run(  # compose's raftka-secret service
+        ["sh", str(ENTRYPOINT), "make-secret", str(tmp_path / "s")],
+        capture_output=True, text=True, timeout=10,
+        env={"PATH": f"{tmp_path}:{os.environ['PATH']}"},
+    )
+    assert out.stdout.split("\n")[:3] == ["cluster", "secret", str(tmp_path / "s")]
+    deploy = ENTRYPOINT.parent
+    compose = (deploy / "docker-compose.yml").read_text()
+    assert "RAFTKA_CLUSTER_SECRET_FILE: /run/raftka/cluster.secret" in compose
+    assert 'command: ["make-secret", "/run/raftka/cluster.secret"]' in compose
+    k8s = (deploy / "k8s" / "raftka.yaml").read_text()
+    assert "secretKeyRef: { name: raftka-cluster-secret, key: secret }" in k8s

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from broker.controller_client import ChannelPool
+from broker.internal_auth import FETCH
 from broker.partition import Partition, TopicPartition
 from broker.replication.follower_state import StartOver, TruncateTo, resolve_divergence
 from proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
@@ -49,6 +50,7 @@ class LeaderFetcher:
         self.partitions: dict[TopicPartition, Partition] = {}
         self.task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._refused = False  # the leader refused our credentials (and we said so)
 
     def add(self, partition: Partition) -> None:
         self.partitions[partition.tp] = partition
@@ -107,10 +109,20 @@ class LeaderFetcher:
         )
         stub = broker_pb2_grpc.BrokerServiceStub(manager.channels.get(target))
         try:
-            response = await stub.Fetch(request, timeout=FETCH_WAIT_MAX_MS / 1000 + 10)
+            response = await stub.Fetch(
+                request,
+                timeout=FETCH_WAIT_MAX_MS / 1000 + 10,
+                metadata=manager.channels.auth.metadata(FETCH),
+            )
         except grpc.aio.AioRpcError as exc:
-            log.debug("fetch from broker %d: %s", self.leader_id, exc.code().name)
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED and not self._refused:
+                self._refused = True  # said once, until a fetch goes through again
+                log.warning("broker %d refused our replica fetch: %s", self.leader_id,
+                            exc.details())
+            else:
+                log.debug("fetch from broker %d: %s", self.leader_id, exc.code().name)
             return False
+        self._refused = False
         healthy = True
         for reply in response.partitions:
             tp = TopicPartition(reply.topic, reply.partition)

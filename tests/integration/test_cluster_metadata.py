@@ -176,7 +176,11 @@ def test_a_stale_controller_cannot_write(cluster_factory):
     )
     with grpc.insecure_channel(cluster.brokers[old].address) as channel:
         reply = admin_pb2_grpc.AdminServiceStub(channel).CreateTopics(
-            request, timeout=15, metadata=(("x-raftka-forwarded", "test"),)
+            request,
+            timeout=15,
+            metadata=cluster.internal_metadata(
+                "/raftka.v1.AdminService/CreateTopics", (("x-raftka-forwarded", "test"),)
+            ),
         )
     codes = {t.name: t.error_code for t in reply.topics}
     assert codes["contested"] in (
