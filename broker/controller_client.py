@@ -37,6 +37,8 @@ Code = common_pb2.ErrorCode
 FORWARDED_HEADER = "x-raftka-forwarded"
 RETRY_BACKOFF_S = 0.05
 GRPC_MESSAGE_MAX_BYTES = 128 * 1024 * 1024
+# An unregistered broker that has found no controller this long says what to check (s).
+UNREGISTERED_HINT_S = 10.0
 
 
 class ChannelPool:
@@ -189,6 +191,8 @@ class BrokerLifecycle:
         self.fenced = True
         self._announced = False
         self._lease_until = 0.0
+        self._started = time.monotonic()
+        self._hinted = False
 
     def lease_problem(self) -> str | None:
         """Why this broker must not accept writes now, or None."""
@@ -230,9 +234,25 @@ class BrokerLifecycle:
                 await self._heartbeat()
             except ControllerTimeoutError as exc:
                 log.warning("%s", exc)
+                self._hint_if_alone(str(exc))
             except Exception:
                 log.exception("heartbeat loop error")
             await asyncio.sleep(self._interval_s)
+
+    def _hint_if_alone(self, problem: str) -> None:
+        """A broker whose cluster secret differs from the others' never hears of a
+        controller (its Raft frames are dropped); only the others' logs say why. Say once
+        what to check."""
+        alone_s = time.monotonic() - self._started
+        if (self.broker_epoch < 0 and not self._hinted and alone_s > UNREGISTERED_HINT_S
+                and "no controller elected yet" in problem):
+            self._hinted = True
+            log.warning(
+                "broker %d has found no controller for %.0f s: if the other voters are running, "
+                "check that this broker's cluster secret and --voters match theirs (their logs "
+                "say 'rejected a Raft frame' when the secret differs)",
+                self._request.broker_id, alone_s,
+            )
 
     async def _register(self) -> None:
         response = await self._client.call("register_broker", self._request, 5.0)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import grpc
 
-from cluster.cluster_auth import AUTH_HEADER, ClusterAuthError, ClusterCredentials
+from cluster.cluster_auth import AUTH_HEADER, ClusterAuthError, ClusterCredentials, ReportThrottle
 
 log = logging.getLogger("raftka.broker")
 
@@ -52,6 +52,7 @@ class InternalAuth:
         self._credentials = credentials
         self._broker_id = broker_id
         self._clock_ms = clock_ms
+        self._refusals = ReportThrottle()
 
     @property
     def enabled(self) -> bool:
@@ -79,7 +80,10 @@ class InternalAuth:
         try:
             self.check(context.invocation_metadata(), method)
         except ClusterAuthError as exc:
-            log.warning("refused %s from %s: %s", method, context.peer(), exc)
+            left_out = self._refusals.report(time.monotonic())
+            if left_out is not None:
+                more = f" ({left_out} more refused since the last report)" if left_out else ""
+                log.warning("refused %s from %s: %s%s", method, context.peer(), exc, more)
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, f"CLUSTER_AUTHORIZATION_FAILED: {exc}"
             )

@@ -111,3 +111,25 @@ class ClusterCredentials:
                 f"broker's clock (limit {self.max_skew_ms} ms)"
             )
         return broker_id
+
+
+# At most one "refused ..." log line per this many seconds, per kind (a scan would flood it).
+REFUSAL_LOG_INTERVAL_S = 10.0
+
+
+class ReportThrottle:
+    """Decides which refusals get a log line: the first, then one per `interval_s`, each
+    saying how many were left out since the last. Time is passed in."""
+
+    def __init__(self, interval_s: float = REFUSAL_LOG_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._last: float | None = None
+        self._left_out = 0
+
+    def report(self, now_s: float) -> int | None:
+        """None: stay quiet; else the count left out since the last line."""
+        if self._last is not None and now_s - self._last < self.interval_s:
+            self._left_out += 1
+            return None
+        left_out, self._last, self._left_out = self._left_out, now_s, 0
+        return left_out

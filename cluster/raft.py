@@ -27,10 +27,12 @@ Why this shape:
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,12 +43,17 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 from pysyncobj.encryptor import getEncryptor
 from pysyncobj.transport import TCPTransport
 
+from cluster.cluster_auth import ReportThrottle
 from cluster.delta import apply_encoded_batch, decode_snapshot, encode_snapshot
 from cluster.image import EMPTY_IMAGE, MetadataImage
 from cluster.metadata_log import ImageListener, ProposeError
 from cluster.records import MetadataFormatError
 
 log = logging.getLogger("raftka.raft")
+
+# pysyncobj's win_inet_pton module replaces socket.inet_ntop with a Windows-only version on
+# every platform (it raises SystemError elsewhere); put the real one back for the process.
+socket.inet_ntop = _socket.inet_ntop
 
 _FAIL_REASONS = {
     getattr(FAIL_REASON, name): name for name in dir(FAIL_REASON) if not name.startswith("_")
@@ -99,17 +106,12 @@ class RaftSettings:
             raise ValueError("compaction_entries_min must be >= 2")
 
 
-# At most one "rejected a Raft frame" line per this many seconds (a port scan would flood it).
-REJECTED_FRAME_LOG_INTERVAL_S = 10.0
-
-
 class _AuditedFernet:
     """pysyncobj's Fernet, except that a frame failing authentication is logged (pysyncobj
     drops it silently) before pysyncobj closes the connection, and that frames made with an
     `accepted` key (a secret being rotated) are taken too. Sending always uses the primary."""
 
-    _last_logged = 0.0
-    _suppressed = 0
+    _throttle = ReportThrottle()  # one for the process: every connection shares it
 
     def __init__(self, fernet: Any, peer: str, accepted: Sequence[Any] = ()) -> None:
         self._fernet = fernet
@@ -133,13 +135,10 @@ class _AuditedFernet:
         return bytes(self._keys[-1].decrypt(token))
 
     def _log_rejected(self, size: int) -> None:
-        now = time.monotonic()
-        cls = _AuditedFernet
-        if now - cls._last_logged < REJECTED_FRAME_LOG_INTERVAL_S:
-            cls._suppressed += 1
+        left_out = _AuditedFernet._throttle.report(time.monotonic())
+        if left_out is None:
             return
-        more = f" ({cls._suppressed} more since the last report)" if cls._suppressed else ""
-        cls._last_logged, cls._suppressed = now, 0
+        more = f" ({left_out} more since the last report)" if left_out else ""
         log.warning(
             "rejected a Raft frame of %d bytes from %s: it failed authentication (a stranger, "
             "or a broker with another cluster secret); connection closed%s", size, self._peer, more
@@ -156,6 +155,15 @@ class _AuthenticatedTransport(TCPTransport):  # type: ignore[misc]
         # 'add', 'remove', 'set_version', 'transfer' and 'status' are pysyncobj's admin
         # commands; Raftka never uses them, so no connection, authenticated or not, gets them.
         return None
+
+    def _onUtilityMessage(self, conn: Any, message: Any) -> bool:
+        """A utility command (only an authenticated peer gets this far): dropped with its
+        connection. (pysyncobj would go on to use the list as a dict key and fail its tick.)"""
+        log.warning("refused a pysyncobj utility command %r from %s: not served",
+                    str(message[0])[:20] if message else "", _peer_of(conn))
+        conn.disconnect()
+        self._unknownConnections.discard(conn)
+        return True
 
     def _onNewIncomingConnection(self, conn: Any) -> None:
         super()._onNewIncomingConnection(conn)

@@ -20,6 +20,7 @@ from cluster.cluster_auth import (
     CLUSTER_SECRET_MIN_BYTES,
     ClusterAuthError,
     ClusterCredentials,
+    ReportThrottle,
     raft_password,
 )
 
@@ -186,3 +187,11 @@ def test_a_rotation_secret_needs_a_primary_and_a_readable_file(tmp_path):
     rotating = _config(tmp_path, voters=voters, cluster_secret_rotation_file=str(rotation))
     resolved = resolve_cluster_secret(rotating, {ENV_SECRET: "env-secret-0123456789"})
     assert resolved.also_accepted == (b"the-next-secret-0123456789",)
+
+
+def test_refusals_are_reported_once_per_interval_with_a_count():
+    throttle = ReportThrottle(interval_s=10)
+    assert throttle.report(100.0) == 0
+    assert throttle.report(101.0) is None and throttle.report(109.9) is None
+    assert throttle.report(110.0) == 2
+    assert throttle.report(125.0) == 0

@@ -72,3 +72,13 @@ def test_the_pysyncobj_internals_has_quorum_contact_reads_exist() -> None:
         assert isinstance(node._SyncObj__otherNodes, set)
     finally:
         node.destroy()
+
+
+def test_importing_the_raft_module_leaves_socket_inet_ntop_working():
+    # pysyncobj's win_inet_pton replaces socket.inet_ntop with a Windows-only version on
+    # every platform; cluster/raft.py puts the real one back.
+    import socket
+
+    import cluster.raft  # noqa: F401
+
+    assert socket.inet_ntop(socket.AF_INET, b"\x7f\x00\x00\x01") == "127.0.0.1"
