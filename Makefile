@@ -39,7 +39,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 
 proto: $(BIN)/.installed
-	$(BIN)/python -m proto.generate
+	$(BIN)/python -m raftka.proto.generate
 
 bench: $(BIN)/.installed
 	$(BIN)/raftka bench produce

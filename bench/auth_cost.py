@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 
-from proto.raftka.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
+from raftka.proto.raftka.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
 from tests.harness import LocalCluster  # noqa: E402
 
 SETTINGS = {"default.replication.factor": "3", "min.insync.replicas": "2"}
@@ -62,7 +62,7 @@ def metadata_commit_ms(cluster: LocalCluster, topics: int, label: str) -> float:
 
 def replication_rec_s(cluster: LocalCluster, records: int, label: str) -> float:
     result = subprocess.run(
-        [sys.executable, "-m", "client", "bench", "produce", "--bootstrap", cluster.bootstrap,
+        [sys.executable, "-m", "raftka", "bench", "produce", "--bootstrap", cluster.bootstrap,
          "--topic", f"repl-{label}", "--records", str(records), "--acks", "all",
          "--partitions", "3", "--replication-factor", "3", "--mode", "batches", "--json"],
         capture_output=True, text=True, cwd=ROOT, timeout=600, check=True,

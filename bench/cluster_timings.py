@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import grpc
 
-from client.local_cluster import ClusterLayout, LocalCluster
-from proto.raftka.v1 import (
+from raftka.client.local_cluster import ClusterLayout, LocalCluster
+from raftka.proto.raftka.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     broker_pb2,

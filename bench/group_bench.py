@@ -26,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster_timings import Bench  # noqa: E402
-from client.admin import Admin  # noqa: E402
+from raftka.client.admin import Admin  # noqa: E402
 
 MEMBER = """
 import sys, time
-from client import Consumer
+from raftka import Consumer
 bootstrap, topic, group, quota = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 consumer = Consumer(bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
                     max_poll_records=10000)
@@ -105,7 +105,7 @@ def consume_throughput(bench: Bench, records: int) -> dict[str, object]:
         members = [spawn(bootstrap, "group-read", "readers") for _ in range(3)]
         wait_split(admin, "readers", [2, 2, 2])
     started = time.time()
-    subprocess.Popen([sys.executable, "-m", "client", "bench", "produce", "--bootstrap",
+    subprocess.Popen([sys.executable, "-m", "raftka", "bench", "produce", "--bootstrap",
                       bootstrap, "--topic", "group-read", "--records", str(records),
                       "--mode", "batches", "--partitions", "6", "--json"], cwd=ROOT,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster_timings import Bench  # noqa: E402
-from client.admin import Admin  # noqa: E402
+from raftka.client.admin import Admin  # noqa: E402
 
 
 def kafka_produce(bootstrap: str, topic: str, records: int, size: int) -> dict[str, object]:
@@ -99,7 +99,7 @@ def grpc_bench(bootstrap: str, topic: str, records: int, size: int,
                what: str) -> dict[str, object]:
     args = ["produce", "--acks", "all", "--mode", "sdk", "--size", str(size)] \
         if what == "produce" else ["consume", "--mode", "sdk"]
-    result = subprocess.run([sys.executable, "-m", "client", "bench", *args, "--bootstrap",
+    result = subprocess.run([sys.executable, "-m", "raftka", "bench", *args, "--bootstrap",
                              bootstrap, "--topic", topic, "--records", str(records),
                              "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 from kio.index import load_request_schema  # noqa: E402
 from kio.serial import entity_reader, entity_writer  # noqa: E402
 
-from broker.kafka import codec  # noqa: E402
-from broker.kafka.frame_guard import checked_frame  # noqa: E402
+from raftka.broker.kafka import codec  # noqa: E402
+from raftka.broker.kafka.frame_guard import checked_frame  # noqa: E402
 
 
 def element_type(entity: type, name: str) -> Any:

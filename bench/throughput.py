@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster_timings import free_base_port  # noqa: E402
-from client.local_cluster import LocalCluster  # noqa: E402
+from raftka.client.local_cluster import LocalCluster  # noqa: E402
 
 
 def raftka(*args: str) -> dict[str, object]:
     result = subprocess.run(
-        [sys.executable, "-m", "client", *args, "--json"],
+        [sys.executable, "-m", "raftka", *args, "--json"],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -23,8 +23,8 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from broker.config import BrokerConfig, ConfigError
-from cluster.cluster_auth import validate_secret
+from raftka.broker.config import BrokerConfig, ConfigError
+from raftka.cluster.cluster_auth import validate_secret
 
 log = logging.getLogger("raftka.broker")
 

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from broker.listeners import (
+from raftka.broker.listeners import (
     DEFAULT_LISTENER,
     ListenerConfigError,
     ListenerEndpoint,
     kafka_endpoints,
 )
-from cluster import topic_config
+from raftka.cluster import topic_config
 
 # Kafka's broker config names -> field names.
 KAFKA_ALIASES = {

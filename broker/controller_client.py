@@ -19,11 +19,11 @@ from typing import Any
 
 import grpc
 
-from broker.internal_auth import CREATE_TOPICS, DELETE_TOPICS, InternalAuth, method_path
-from broker.listeners import ListenerEndpoint
-from cluster.metadata_log import MetadataLog
-from cluster.quorum import ControllerTimeoutError, NotControllerError, QuorumController
-from proto.raftka.v1 import (
+from raftka.broker.internal_auth import CREATE_TOPICS, DELETE_TOPICS, InternalAuth, method_path
+from raftka.broker.listeners import ListenerEndpoint
+from raftka.cluster.metadata_log import MetadataLog
+from raftka.cluster.quorum import ControllerTimeoutError, NotControllerError, QuorumController
+from raftka.proto.raftka.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     common_pb2,

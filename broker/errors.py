@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from broker.log.log import OffsetOutOfRangeError, RecordTooLargeError
-from broker.producer_state import StoredBatch
-from client.records import CorruptBatchError
-from cluster.naming import InvalidTopicNameError
-from cluster.quorum import ControllerTimeoutError, NotControllerError
-from proto.raftka.v1 import common_pb2
+from raftka.broker.log.log import OffsetOutOfRangeError, RecordTooLargeError
+from raftka.broker.producer_state import StoredBatch
+from raftka.cluster.naming import InvalidTopicNameError
+from raftka.cluster.quorum import ControllerTimeoutError, NotControllerError
+from raftka.proto.raftka.v1 import common_pb2
+from raftka.records import CorruptBatchError
 
 Code = common_pb2.ErrorCode
 log = logging.getLogger("raftka.broker")

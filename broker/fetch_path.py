@@ -14,13 +14,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from broker.errors import BrokerFencedError, InvalidRequestError, fill_error
-from broker.log.file_slice import FileSlice
-from broker.partition import Partition, TopicPartition
-from broker.replica_manager import ReplicaManager
-from broker.replication.follower_state import leader_divergence
-from client.records import decode_batches
-from proto.raftka.v1 import broker_pb2, common_pb2
+from raftka.broker.errors import BrokerFencedError, InvalidRequestError, fill_error
+from raftka.broker.log.file_slice import FileSlice
+from raftka.broker.partition import Partition, TopicPartition
+from raftka.broker.replica_manager import ReplicaManager
+from raftka.broker.replication.follower_state import leader_divergence
+from raftka.proto.raftka.v1 import broker_pb2, common_pb2
+from raftka.records import decode_batches
 
 log = logging.getLogger("raftka.broker")
 DEFAULT_PARTITION_FETCH_BYTES = 1024 * 1024

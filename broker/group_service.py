@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from broker.errors import to_error
-from broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
-from broker.listeners import DEFAULT_LISTENER
-from broker.service import guarded
-from proto.raftka.v1 import admin_pb2, common_pb2, group_pb2, group_pb2_grpc
+from raftka.broker.errors import to_error
+from raftka.broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
+from raftka.broker.listeners import DEFAULT_LISTENER
+from raftka.broker.service import guarded
+from raftka.proto.raftka.v1 import admin_pb2, common_pb2, group_pb2, group_pb2_grpc
 
 if TYPE_CHECKING:
-    from broker.server import BrokerServer
+    from raftka.broker.server import BrokerServer
 
 log = logging.getLogger("raftka.groups")
 Code = common_pb2.ErrorCode

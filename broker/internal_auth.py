@@ -15,7 +15,12 @@ from collections.abc import Callable
 
 import grpc
 
-from cluster.cluster_auth import AUTH_HEADER, ClusterAuthError, ClusterCredentials, ReportThrottle
+from raftka.cluster.cluster_auth import (
+    AUTH_HEADER,
+    ClusterAuthError,
+    ClusterCredentials,
+    ReportThrottle,
+)
 
 log = logging.getLogger("raftka.broker")
 

@@ -8,9 +8,9 @@ import os
 import signal
 import sys
 
-from broker.cluster_secret import ClusterSecret, resolve_cluster_secret
-from broker.config import BrokerConfig, ConfigError
-from broker.server import BrokerServer, DataDirLockedError
+from raftka.broker.cluster_secret import ClusterSecret, resolve_cluster_secret
+from raftka.broker.config import BrokerConfig, ConfigError
+from raftka.broker.server import BrokerServer, DataDirLockedError
 
 log = logging.getLogger("raftka.broker")
 

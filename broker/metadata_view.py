@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from broker.listeners import DEFAULT_LISTENER
-from cluster import topic_config
-from cluster.image import MetadataImage, TopicImage
-from cluster.naming import InvalidTopicNameError, validate_topic_name
-from proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
+from raftka.broker.listeners import DEFAULT_LISTENER
+from raftka.cluster import topic_config
+from raftka.cluster.image import MetadataImage, TopicImage
+from raftka.cluster.naming import InvalidTopicNameError, validate_topic_name
+from raftka.proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
 
 Code = common_pb2.ErrorCode
 Offsets = Callable[[str, int], tuple[int, int]]

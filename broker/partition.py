@@ -18,7 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from broker.errors import (
+from raftka.broker.errors import (
     DuplicateSequenceError,
     FencedLeaderEpochError,
     InvalidProducerEpochError,
@@ -27,18 +27,18 @@ from broker.errors import (
     OutOfOrderSequenceError,
     UnknownLeaderEpochError,
 )
-from broker.log.log import AppendResult, PartitionLog
-from broker.producer_state import (
+from raftka.broker.log.log import AppendResult, PartitionLog
+from raftka.broker.producer_state import (
     OutOfOrderSequenceError as SequenceGap,
 )
-from broker.producer_state import (
+from raftka.broker.producer_state import (
     ProducerFencedError,
     ProducerStateManager,
     StoredBatch,
 )
-from broker.replication.leader_state import LeaderState
-from client.records import BatchHeader, iter_headers, read_header
-from cluster.image import NO_LEADER, PartitionRegistration
+from raftka.broker.replication.leader_state import LeaderState
+from raftka.cluster.image import NO_LEADER, PartitionRegistration
+from raftka.records import BatchHeader, iter_headers, read_header
 
 log = logging.getLogger("raftka.broker")
 NO_EPOCH = -1

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from broker.errors import (
+from raftka.broker.errors import (
     BrokerFencedError,
     DuplicateSequenceError,
     InvalidRequestError,
@@ -25,10 +25,11 @@ from broker.errors import (
     UnsupportedCompressionError,
     fill_error,
 )
-from broker.log.log import AppendResult
-from broker.partition import Partition, TopicPartition
-from broker.replica_manager import ReplicaManager
-from client.records import (
+from raftka.broker.log.log import AppendResult
+from raftka.broker.partition import Partition, TopicPartition
+from raftka.broker.replica_manager import ReplicaManager
+from raftka.proto.raftka.v1 import broker_pb2, common_pb2
+from raftka.records import (
     COMPRESSION_NAMES,
     BatchHeader,
     CorruptBatchError,
@@ -36,7 +37,6 @@ from client.records import (
     split_batches,
     validate_records,
 )
-from proto.raftka.v1 import broker_pb2, common_pb2
 
 log = logging.getLogger("raftka.broker")
 Code = common_pb2.ErrorCode

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from broker.errors import BrokerError
-from proto.raftka.v1 import controller_pb2
+from raftka.broker.errors import BrokerError
+from raftka.proto.raftka.v1 import controller_pb2
 
 Allocate = Callable[[], Awaitable[controller_pb2.AllocateProducerIdsResponse]]
 

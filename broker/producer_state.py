@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from client.records import NO_PRODUCER_ID, NO_SEQUENCE, BatchHeader
+from raftka.records import NO_PRODUCER_ID, NO_SEQUENCE, BatchHeader
 
 # Kafka keeps the last 5 batches per producer (max.in.flight.requests.per.connection <= 5).
 BATCHES_REMEMBERED = 5

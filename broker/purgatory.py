@@ -13,8 +13,8 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 
-from broker.errors import BrokerError
-from proto.raftka.v1 import common_pb2
+from raftka.broker.errors import BrokerError
+from raftka.proto.raftka.v1 import common_pb2
 
 
 class TooManyWaitersError(BrokerError):

@@ -23,22 +23,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from broker.errors import (
+from raftka.broker.errors import (
     LeaderNotAvailableError,
     NotLeaderError,
     UnknownTopicOrPartitionError,
 )
-from broker.log.checkpoint import write_json
-from broker.log.config import LogConfig
-from broker.log.log import PartitionLog
-from broker.partition import NO_EPOCH, Partition, TopicPartition
-from broker.purgatory import Purgatory
-from cluster import topic_config
-from cluster.image import NO_LEADER, MetadataImage
-from cluster.local_changes import HostedPartition, LocalChanges, local_changes
+from raftka.broker.log.checkpoint import write_json
+from raftka.broker.log.config import LogConfig
+from raftka.broker.log.log import PartitionLog
+from raftka.broker.partition import NO_EPOCH, Partition, TopicPartition
+from raftka.broker.purgatory import Purgatory
+from raftka.cluster import topic_config
+from raftka.cluster.image import NO_LEADER, MetadataImage
+from raftka.cluster.local_changes import HostedPartition, LocalChanges, local_changes
 
 if TYPE_CHECKING:
-    from broker.replication.fetcher import FetcherManager
+    from raftka.broker.replication.fetcher import FetcherManager
 
 log = logging.getLogger("raftka.broker")
 

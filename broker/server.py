@@ -22,31 +22,31 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from broker.config import BrokerConfig
-from broker.controller_client import (
+from raftka.broker.config import BrokerConfig
+from raftka.broker.controller_client import (
     GRPC_MESSAGE_MAX_BYTES,
     BrokerLifecycle,
     ChannelPool,
     ControllerClient,
 )
-from broker.fetch_path import FetchPath
-from broker.group_service import GroupServicer
-from broker.groups.coordinator import ClassicProtocol, GroupCoordinator, GroupSettings
-from broker.internal_auth import InternalAuth
-from broker.kafka.listener import KafkaListener
-from broker.listeners import DEFAULT_LISTENER
-from broker.partition import TopicPartition
-from broker.produce_path import ProducePath
-from broker.producer_ids import ProducerIdManager
-from broker.replica_manager import ReplicaManager, ReplicaManagerSettings
-from broker.replication.fetcher import FetcherManager
-from broker.replication.isr_updater import IsrUpdater
-from broker.service import AdminServicer, BrokerServicer, ControllerServicer
-from cluster.cluster_auth import ClusterCredentials, raft_password
-from cluster.controller import ControllerSettings
-from cluster.quorum import ControllerTimeoutError, QuorumController
-from cluster.raft import RaftMetadataLog, RaftSettings
-from proto.raftka.v1 import (
+from raftka.broker.fetch_path import FetchPath
+from raftka.broker.group_service import GroupServicer
+from raftka.broker.groups.coordinator import ClassicProtocol, GroupCoordinator, GroupSettings
+from raftka.broker.internal_auth import InternalAuth
+from raftka.broker.kafka.listener import KafkaListener
+from raftka.broker.listeners import DEFAULT_LISTENER
+from raftka.broker.partition import TopicPartition
+from raftka.broker.produce_path import ProducePath
+from raftka.broker.producer_ids import ProducerIdManager
+from raftka.broker.replica_manager import ReplicaManager, ReplicaManagerSettings
+from raftka.broker.replication.fetcher import FetcherManager
+from raftka.broker.replication.isr_updater import IsrUpdater
+from raftka.broker.service import AdminServicer, BrokerServicer, ControllerServicer
+from raftka.cluster.cluster_auth import ClusterCredentials, raft_password
+from raftka.cluster.controller import ControllerSettings
+from raftka.cluster.quorum import ControllerTimeoutError, QuorumController
+from raftka.cluster.raft import RaftMetadataLog, RaftSettings
+from raftka.proto.raftka.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     broker_pb2,
@@ -400,7 +400,7 @@ class BrokerServer:
         )
         result = response.topics[0]
         if result.error_code not in (Code.NONE, Code.TOPIC_ALREADY_EXISTS):
-            from broker.errors import BrokerError
+            from raftka.broker.errors import BrokerError
 
             error = BrokerError(result.error_message)
             error.code = result.error_code

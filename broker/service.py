@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from broker import metadata_view
-from broker.controller_client import FORWARDED_HEADER
-from broker.errors import to_error
-from broker.internal_auth import CREATE_TOPICS, DELETE_TOPICS, FETCH, method_path
-from broker.listeners import DEFAULT_LISTENER
-from cluster.quorum import ControllerTimeoutError, NotControllerError
-from proto.raftka.v1 import (
+from raftka.broker import metadata_view
+from raftka.broker.controller_client import FORWARDED_HEADER
+from raftka.broker.errors import to_error
+from raftka.broker.internal_auth import CREATE_TOPICS, DELETE_TOPICS, FETCH, method_path
+from raftka.broker.listeners import DEFAULT_LISTENER
+from raftka.cluster.quorum import ControllerTimeoutError, NotControllerError
+from raftka.proto.raftka.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     broker_pb2,
@@ -31,7 +31,7 @@ from proto.raftka.v1 import (
 )
 
 if TYPE_CHECKING:
-    from broker.server import BrokerServer
+    from raftka.broker.server import BrokerServer
 
 log = logging.getLogger("raftka.broker")
 Code = common_pb2.ErrorCode

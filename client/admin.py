@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 import grpc
 
-from client.errors import BrokerNotAvailableError, RaftkaError, error_for
-from client.group_admin import GroupAdmin
-from client.metadata import ClusterMetadata
-from client.transport import Connections, bootstrap_list, translate_rpc_error
-from proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
+from raftka.client.errors import BrokerNotAvailableError, RaftkaError, error_for
+from raftka.client.group_admin import GroupAdmin
+from raftka.client.metadata import ClusterMetadata
+from raftka.client.transport import Connections, bootstrap_list, translate_rpc_error
+from raftka.proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
 
 Code = common_pb2.ErrorCode
 T = TypeVar("T")

@@ -20,8 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from client.cli_common import EXIT_OK, CliError, add_bootstrap, add_json
-from client.errors import TopicAlreadyExistsError, error_for
+from raftka.client.cli_common import EXIT_OK, CliError, add_bootstrap, add_json
+from raftka.client.errors import TopicAlreadyExistsError, error_for
 
 PROGRESS_INTERVAL_S = 2.0
 
@@ -111,7 +111,7 @@ class _Progress:
 
 
 def _ensure_topic(args: argparse.Namespace) -> None:
-    from client.admin import Admin
+    from raftka.client.admin import Admin
 
     with Admin(args.bootstrap) as admin, contextlib.suppress(TopicAlreadyExistsError):
         admin.create_topic(args.topic, args.partitions, args.replication_factor)
@@ -135,7 +135,7 @@ def run_produce(args: argparse.Namespace) -> int:
 
 
 def _produce_sdk(args: argparse.Namespace) -> float:
-    from client.producer import Producer
+    from raftka.client.producer import Producer
 
     value = os.urandom(args.size)
     progress = _Progress("produce", args.records, args.json)
@@ -161,10 +161,10 @@ def _produce_sdk(args: argparse.Namespace) -> float:
 
 
 def _produce_batches(args: argparse.Namespace) -> float:
-    from client.metadata import ClusterMetadata
-    from client.records import encode_batch
-    from client.transport import Connections, bootstrap_list
-    from proto.raftka.v1 import broker_pb2
+    from raftka.client.metadata import ClusterMetadata
+    from raftka.client.transport import Connections, bootstrap_list
+    from raftka.proto.raftka.v1 import broker_pb2
+    from raftka.records import encode_batch
 
     acks = -1 if args.acks == "all" else int(args.acks)
     per_batch = max(1, args.batch_size // (args.size + 10))
@@ -225,7 +225,7 @@ def run_consume(args: argparse.Namespace) -> int:
 
 
 def _consume_sdk(args: argparse.Namespace) -> tuple[int, int, float]:
-    from client.consumer import Consumer
+    from raftka.client.consumer import Consumer
 
     consumer = Consumer(
         args.topic,
@@ -256,10 +256,10 @@ def _consume_sdk(args: argparse.Namespace) -> tuple[int, int, float]:
 
 def _consume_raw(args: argparse.Namespace) -> tuple[int, int, float]:
     """Fetch stored batches without decoding them: what the broker moves per second."""
-    from client.metadata import ClusterMetadata
-    from client.records import iter_headers
-    from client.transport import Connections, bootstrap_list
-    from proto.raftka.v1 import broker_pb2
+    from raftka.client.metadata import ClusterMetadata
+    from raftka.client.transport import Connections, bootstrap_list
+    from raftka.proto.raftka.v1 import broker_pb2
+    from raftka.records import iter_headers
 
     connections = Connections()
     metadata = ClusterMetadata(bootstrap_list(args.bootstrap), connections)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from client.cli_common import (  # noqa: F401 - re-exported for the cli_* modules
+from raftka.client.cli_common import (  # noqa: F401 - re-exported for the cli_* modules
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -24,7 +24,7 @@ from client.cli_common import (  # noqa: F401 - re-exported for the cli_* module
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from client import bench, cli_broker, cli_cluster, cli_groups, cli_io, cli_topics
+    from raftka.client import bench, cli_broker, cli_cluster, cli_groups, cli_io, cli_topics
 
     parser = argparse.ArgumentParser(
         prog="raftka",
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"raftka: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:
-        from client.errors import RaftkaError
+        from raftka.client.errors import RaftkaError
 
         if isinstance(exc, RaftkaError):
             print(f"raftka: error: {exc}", file=sys.stderr)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from client.cli_common import CliError, parse_key_values
+from raftka.client.cli_common import CliError, parse_key_values
 
 if TYPE_CHECKING:
-    from broker.config import BrokerConfig
+    from raftka.broker.config import BrokerConfig
 
 
 def register(commands: Any) -> None:
@@ -53,7 +53,7 @@ def register(commands: Any) -> None:
 
 def config_from_args(args: argparse.Namespace) -> BrokerConfig:
     """TOML file, then --set, then flags; a flag left out does not undo a --set."""
-    from broker.config import ConfigError, build_config, load_toml, settings_from_mapping
+    from raftka.broker.config import ConfigError, build_config, load_toml, settings_from_mapping
 
     try:
         file_settings = load_toml(args.config_file) if args.config_file else {}
@@ -80,6 +80,6 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from broker.main import run as run_broker
+    from raftka.broker.main import run as run_broker
 
     return run_broker(config_from_args(args), args.log_level)

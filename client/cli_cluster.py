@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from client.cli_common import (
+from raftka.client.cli_common import (
     EXIT_FAILED,
     EXIT_OK,
     CliError,
@@ -19,8 +19,8 @@ from client.cli_common import (
     add_json,
     parse_key_values,
 )
-from client.cluster_view import ClusterSnapshot, diff, render, snapshot_from
-from client.local_cluster import (
+from raftka.client.cluster_view import ClusterSnapshot, diff, render, snapshot_from
+from raftka.client.local_cluster import (
     DEFAULT_DATA_DIR,
     ClusterLayout,
     LocalCluster,
@@ -121,8 +121,8 @@ def fetch_snapshot(
     restarted answers from an old image until it has caught up with the Raft log."""
     import grpc
 
-    from client.transport import Connections, bootstrap_list
-    from proto.raftka.v1 import admin_pb2, broker_pb2
+    from raftka.client.transport import Connections, bootstrap_list
+    from raftka.proto.raftka.v1 import admin_pb2, broker_pb2
 
     connections = Connections()
     try:
@@ -268,7 +268,7 @@ def _shutdown(local: LocalCluster, layout: ClusterLayout | None) -> None:
 
 # -------------------------------------------------------------------- kill / start
 def run_secret(args: argparse.Namespace) -> int:
-    from client.local_cluster import write_secret_file
+    from raftka.client.local_cluster import write_secret_file
 
     path = Path(args.file)
     written = write_secret_file(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from client.transport import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP
+from raftka.client.transport import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP
 
 EXIT_OK = 0
 EXIT_FAILED = 1

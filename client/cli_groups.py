@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from client.cli_common import EXIT_OK, CliError, add_bootstrap, add_json
+from raftka.client.cli_common import EXIT_OK, CliError, add_bootstrap, add_json
 
 
 def register(commands: Any) -> None:
@@ -43,7 +43,7 @@ def register(commands: Any) -> None:
 
 
 def _admin(args: argparse.Namespace) -> Any:
-    from client.admin import Admin
+    from raftka.client.admin import Admin
 
     return Admin(args.bootstrap)
 

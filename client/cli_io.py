@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from client.cli_common import EXIT_FAILED, EXIT_OK, CliError, add_bootstrap, add_json
+from raftka.client.cli_common import EXIT_FAILED, EXIT_OK, CliError, add_bootstrap, add_json
 
 PROGRESS_INTERVAL_S = 5.0
 
@@ -89,7 +89,7 @@ def _records_from_stdin(separator: str | None) -> Any:
 
 
 def run_produce(args: argparse.Namespace) -> int:
-    from client.producer import Producer
+    from raftka.client.producer import Producer
 
     producer = Producer(
         args.bootstrap,
@@ -189,7 +189,7 @@ def _format(record: Any, args: argparse.Namespace) -> str:
 
 
 def _start_group_consumer(args: argparse.Namespace) -> Any:
-    from client.consumer import Consumer
+    from raftka.client.consumer import Consumer
 
     if args.partition is not None or args.offset is not None:
         raise CliError(
@@ -208,7 +208,7 @@ def _start_group_consumer(args: argparse.Namespace) -> Any:
 
 
 def _start_consumer(args: argparse.Namespace) -> Any:
-    from client.consumer import Consumer, TopicPartition
+    from raftka.client.consumer import Consumer, TopicPartition
 
     if args.group:
         return _start_group_consumer(args)

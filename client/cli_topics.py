@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from client.cli_common import EXIT_OK, add_bootstrap, add_json, parse_key_values
-from client.errors import TopicAlreadyExistsError
+from raftka.client.cli_common import EXIT_OK, add_bootstrap, add_json, parse_key_values
+from raftka.client.errors import TopicAlreadyExistsError
 
 
 def register(commands: Any) -> None:
@@ -61,7 +61,7 @@ def register(commands: Any) -> None:
 
 
 def _admin(args: argparse.Namespace) -> Any:
-    from client.admin import Admin
+    from raftka.client.admin import Admin
 
     return Admin(args.bootstrap)
 

@@ -21,19 +21,19 @@ from typing import Any
 
 import grpc
 
-from client.errors import (
+from raftka.client.errors import (
     OffsetOutOfRangeError,
     RaftkaError,
     UnknownTopicOrPartitionError,
     error_for,
 )
-from client.group_member import CommitFailedError, GroupMembership  # noqa: F401 - re-export
-from client.metadata import ClusterMetadata
-from client.records import decode_batches, iter_headers
-from client.serialization import Deserializer, resolve_deserializer
-from client.transport import Connections, bootstrap_list, translate_rpc_error
-from client.types import TopicPartition
-from proto.raftka.v1 import broker_pb2, common_pb2
+from raftka.client.group_member import CommitFailedError, GroupMembership  # noqa: F401 - re-export
+from raftka.client.metadata import ClusterMetadata
+from raftka.client.serialization import Deserializer, resolve_deserializer
+from raftka.client.transport import Connections, bootstrap_list, translate_rpc_error
+from raftka.client.types import TopicPartition
+from raftka.proto.raftka.v1 import broker_pb2, common_pb2
+from raftka.records import decode_batches, iter_headers
 
 log = logging.getLogger("raftka.client")
 Code = common_pb2.ErrorCode

@@ -22,7 +22,7 @@ time ran out.
 
 from __future__ import annotations
 
-from proto.raftka.v1 import common_pb2
+from raftka.proto.raftka.v1 import common_pb2
 
 Code = common_pb2.ErrorCode
 

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from client.errors import RaftkaError, error_for
-from client.metadata import ClusterMetadata
-from client.transport import Connections, translate_rpc_error
-from proto.raftka.v1 import broker_pb2, common_pb2, group_pb2, group_pb2_grpc
+from raftka.client.errors import RaftkaError, error_for
+from raftka.client.metadata import ClusterMetadata
+from raftka.client.transport import Connections, translate_rpc_error
+from raftka.proto.raftka.v1 import broker_pb2, common_pb2, group_pb2, group_pb2_grpc
 
 Code = common_pb2.ErrorCode
 T = TypeVar("T")

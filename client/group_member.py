@@ -21,11 +21,11 @@ from typing import Any
 
 import grpc
 
-from client.errors import RaftkaError, error_for
-from client.metadata import ClusterMetadata
-from client.transport import Connections, translate_rpc_error
-from client.types import TopicPartition
-from proto.raftka.v1 import common_pb2, group_pb2, group_pb2_grpc
+from raftka.client.errors import RaftkaError, error_for
+from raftka.client.metadata import ClusterMetadata
+from raftka.client.transport import Connections, translate_rpc_error
+from raftka.client.types import TopicPartition
+from raftka.proto.raftka.v1 import common_pb2, group_pb2, group_pb2_grpc
 
 log = logging.getLogger("raftka.client")
 Code = common_pb2.ErrorCode

@@ -11,7 +11,7 @@ Used by the producer's sender thread only.
 
 from __future__ import annotations
 
-from client.accumulator import ProducerBatch
+from raftka.client.accumulator import ProducerBatch
 
 SEQUENCE_MAX = 0x7FFFFFFF
 

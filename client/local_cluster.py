@@ -186,7 +186,7 @@ class LocalCluster:
         command = [
             sys.executable,
             "-m",
-            "client",
+            "raftka",
             "broker",
             "--id",
             str(broker_id),

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from client.errors import BrokerNotAvailableError, error_for
-from client.transport import Connections, translate_rpc_error
-from proto.raftka.v1 import broker_pb2, common_pb2
+from raftka.client.errors import BrokerNotAvailableError, error_for
+from raftka.client.transport import Connections, translate_rpc_error
+from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 
 Code = common_pb2.ErrorCode
 

@@ -21,14 +21,14 @@ from typing import Any
 
 import grpc
 
-from client.accumulator import (
+from raftka.client.accumulator import (
     PendingRecord,
     ProducerBatch,
     RecordAccumulator,
     RecordFuture,
     record_size,
 )
-from client.errors import (
+from raftka.client.errors import (
     BrokerNotAvailableError,
     InvalidRequestError,
     MessageTooLargeError,
@@ -36,13 +36,13 @@ from client.errors import (
     RequestTimedOutError,
     error_for,
 )
-from client.idempotence import ProducerIdentity
-from client.metadata import ClusterMetadata
-from client.partitioner import StickyPartitioner, partition_for_key
-from client.records import encode_batch
-from client.serialization import Serializer, resolve_serializer
-from client.transport import Connections, bootstrap_list, translate_rpc_error
-from proto.raftka.v1 import broker_pb2
+from raftka.client.idempotence import ProducerIdentity
+from raftka.client.metadata import ClusterMetadata
+from raftka.client.partitioner import StickyPartitioner, partition_for_key
+from raftka.client.serialization import Serializer, resolve_serializer
+from raftka.client.transport import Connections, bootstrap_list, translate_rpc_error
+from raftka.proto.raftka.v1 import broker_pb2
+from raftka.records import encode_batch
 
 log = logging.getLogger("raftka.client")
 

@@ -11,8 +11,8 @@ import threading
 
 import grpc
 
-from client.errors import BrokerNotAvailableError, RequestTimedOutError
-from proto.raftka.v1 import admin_pb2_grpc, broker_pb2_grpc
+from raftka.client.errors import BrokerNotAvailableError, RequestTimedOutError
+from raftka.proto.raftka.v1 import admin_pb2_grpc, broker_pb2_grpc
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9090"
 BOOTSTRAP_ENV = "RAFTKA_BOOTSTRAP"
@@ -82,7 +82,7 @@ def translate_rpc_error(exc: grpc.RpcError, address: str) -> Exception:
         return RequestTimedOutError(f"broker {address} did not answer in time")
     if code == grpc.StatusCode.UNAVAILABLE:
         return BrokerNotAvailableError(f"broker {address} is not reachable ({details})")
-    from client.errors import InvalidRequestError, RaftkaError
+    from raftka.client.errors import InvalidRequestError, RaftkaError
 
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
         return InvalidRequestError(f"broker {address} refused the request: {details}")

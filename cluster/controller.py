@@ -13,18 +13,18 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from cluster import records, topic_config
-from cluster.delta import MetadataDelta
-from cluster.image import (
+from raftka.cluster import records, topic_config
+from raftka.cluster.delta import MetadataDelta
+from raftka.cluster.image import (
     CONSUMER_OFFSETS_TOPIC,
     NO_LEADER,
     MetadataImage,
     PartitionRegistration,
 )
-from cluster.naming import InvalidTopicNameError, collides, validate_topic_name
-from cluster.partition_change import build_change
-from cluster.placement import PlacementError, ReplicaPlacer
-from proto.raftka.v1 import admin_pb2, common_pb2, controller_pb2
+from raftka.cluster.naming import InvalidTopicNameError, collides, validate_topic_name
+from raftka.cluster.partition_change import build_change
+from raftka.cluster.placement import PlacementError, ReplicaPlacer
+from raftka.proto.raftka.v1 import admin_pb2, common_pb2, controller_pb2
 
 R = TypeVar("R")
 Code = common_pb2.ErrorCode

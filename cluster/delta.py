@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from types import MappingProxyType
 
-from cluster.image import (
+from raftka.cluster.image import (
     EMPTY_IMAGE,
     NO_LEADER,
     BrokerRegistration,
@@ -25,11 +25,11 @@ from cluster.image import (
     PartitionRegistration,
     TopicImage,
 )
-from cluster.records import SNAPSHOT_FORMAT_VERSION, MetadataFormatError, decode_batch
-from cluster.records import partition as partition_record
-from cluster.records import register_broker as register_broker_record
-from cluster.records import topic as topic_record
-from proto.raftka.v1 import metadata_pb2
+from raftka.cluster.records import SNAPSHOT_FORMAT_VERSION, MetadataFormatError, decode_batch
+from raftka.cluster.records import partition as partition_record
+from raftka.cluster.records import register_broker as register_broker_record
+from raftka.cluster.records import topic as topic_record
+from raftka.proto.raftka.v1 import metadata_pb2
 
 log = logging.getLogger("raftka.metadata")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cluster.image import MetadataImage, PartitionRegistration
+from raftka.cluster.image import MetadataImage, PartitionRegistration
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-from cluster.delta import apply_encoded_batch
-from cluster.image import EMPTY_IMAGE, MetadataImage
+from raftka.cluster.delta import apply_encoded_batch
+from raftka.cluster.image import EMPTY_IMAGE, MetadataImage
 
 ImageListener = Callable[[MetadataImage, MetadataImage], None]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from cluster.image import NO_LEADER, PartitionRegistration
-from cluster.records import MetadataRecord, partition_change
+from raftka.cluster.image import NO_LEADER, PartitionRegistration
+from raftka.cluster.records import MetadataRecord, partition_change
 
 
 def surviving_isr(current: PartitionRegistration, live: Collection[int]) -> tuple[int, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from cluster.image import MetadataImage
+from raftka.cluster.image import MetadataImage
 
 
 class PlacementError(ValueError):

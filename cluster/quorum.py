@@ -17,12 +17,12 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from cluster import controller, records
-from cluster.controller import ControllerResult, ControllerSettings
-from cluster.heartbeats import BrokerHeartbeatTracker
-from cluster.image import MetadataImage
-from cluster.metadata_log import MetadataLog, ProposeError
-from proto.raftka.v1 import admin_pb2, controller_pb2
+from raftka.cluster import controller, records
+from raftka.cluster.controller import ControllerResult, ControllerSettings
+from raftka.cluster.heartbeats import BrokerHeartbeatTracker
+from raftka.cluster.image import MetadataImage
+from raftka.cluster.metadata_log import MetadataLog, ProposeError
+from raftka.proto.raftka.v1 import admin_pb2, controller_pb2
 
 log = logging.getLogger("raftka.controller")
 

@@ -43,11 +43,11 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 from pysyncobj.encryptor import getEncryptor
 from pysyncobj.transport import TCPTransport
 
-from cluster.cluster_auth import ReportThrottle
-from cluster.delta import apply_encoded_batch, decode_snapshot, encode_snapshot
-from cluster.image import EMPTY_IMAGE, MetadataImage
-from cluster.metadata_log import ImageListener, ProposeError
-from cluster.records import MetadataFormatError
+from raftka.cluster.cluster_auth import ReportThrottle
+from raftka.cluster.delta import apply_encoded_batch, decode_snapshot, encode_snapshot
+from raftka.cluster.image import EMPTY_IMAGE, MetadataImage
+from raftka.cluster.metadata_log import ImageListener, ProposeError
+from raftka.cluster.records import MetadataFormatError
 
 log = logging.getLogger("raftka.raft")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from proto.raftka.v1 import common_pb2, metadata_pb2
+from raftka.proto.raftka.v1 import common_pb2, metadata_pb2
 
 BATCH_FORMAT_VERSION = 1
 SNAPSHOT_FORMAT_VERSION = 1

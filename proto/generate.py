@@ -2,7 +2,12 @@
 
 The only way stubs are produced, so generated files always match one grpcio-tools run;
 tests/test_proto_generated.py fails when a .proto changed without running this.
-Usage: python -m proto.generate
+Usage: python -m raftka.proto.generate
+
+The .proto files import each other as "proto/raftka/v1/...", so protoc writes imports of
+`proto.raftka.v1`; the package is installed as `raftka.proto`, so those lines are rewritten
+to `raftka.proto.raftka.v1` (the descriptors keep their file names, which other languages'
+clients load the .proto files by).
 """
 
 from __future__ import annotations
@@ -45,6 +50,15 @@ def generate(out_dir: pathlib.Path = REPO_ROOT) -> None:
         os.chdir(previous)
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
+    for path in (out_dir / PROTO_DIR).glob("*_pb2*.py*"):
+        text = path.read_text()
+        fixed = text.replace(_GENERATED_IMPORT, _PACKAGE_IMPORT)
+        if fixed != text:
+            path.write_text(fixed)
+
+
+_GENERATED_IMPORT = "from proto.raftka.v1 import "
+_PACKAGE_IMPORT = "from raftka.proto.raftka.v1 import "
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Real broker processes on 127.0.0.1 for integration tests.
 
-Every broker is a `python -m client.cli broker` child process with its own data directory
+Every broker is a `python -m raftka broker` child process with its own data directory
 under the test's tmp_path and ports no other run holds (each broker takes a block of three:
 gRPC, Raft, spare). Processes are stopped by PID when the test ends, pass or fail.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cluster.cluster_auth import AUTH_HEADER, ClusterCredentials
-from proto.raftka.v1 import admin_pb2, admin_pb2_grpc
+from raftka.cluster.cluster_auth import AUTH_HEADER, ClusterCredentials
+from raftka.proto.raftka.v1 import admin_pb2, admin_pb2_grpc
 
 PORTS_PER_BROKER = 3
 
@@ -128,7 +128,7 @@ class BrokerProcess:
         command = [
             sys.executable,
             "-m",
-            "client",
+            "raftka",
             "broker",
             "--id",
             str(self.broker_id),

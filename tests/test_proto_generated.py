@@ -1,4 +1,4 @@
-"""The committed protobuf/gRPC code must be exactly what `python -m proto.generate` makes."""
+"""The committed protobuf/gRPC code must be exactly what `python -m raftka.proto.generate` makes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import filecmp
 import shutil
 from pathlib import Path
 
-from proto.generate import REPO_ROOT, generate
+from raftka.proto.generate import REPO_ROOT, generate
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
@@ -24,4 +24,4 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
         for p in generated
         if not filecmp.cmp(p, REPO_ROOT / "proto" / "raftka" / "v1" / p.name, shallow=False)
     ]
-    assert not stale, f"run `python -m proto.generate`: stale generated files {stale}"
+    assert not stale, f"run `python -m raftka.proto.generate`: stale generated files {stale}"

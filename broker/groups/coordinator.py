@@ -20,15 +20,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from broker.errors import BrokerError
-from broker.groups import offsets_log
-from broker.groups.classic import ClassicGroup, assigned_partitions, subscribed_topics
-from broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
-from broker.groups.state import CommittedOffset, ConsumerGroup, GroupError
-from broker.partition import TopicPartition
-from broker.produce_path import ProducePath
-from broker.replica_manager import ReplicaManager
-from proto.raftka.v1 import common_pb2, group_pb2
+from raftka.broker.errors import BrokerError
+from raftka.broker.groups import offsets_log
+from raftka.broker.groups.classic import ClassicGroup, assigned_partitions, subscribed_topics
+from raftka.broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
+from raftka.broker.groups.state import CommittedOffset, ConsumerGroup, GroupError
+from raftka.broker.partition import TopicPartition
+from raftka.broker.produce_path import ProducePath
+from raftka.broker.replica_manager import ReplicaManager
+from raftka.proto.raftka.v1 import common_pb2, group_pb2
 
 log = logging.getLogger("raftka.groups")
 Code = common_pb2.ErrorCode

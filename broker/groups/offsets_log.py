@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
-from broker.groups.state import CommittedOffset, ConsumerGroup
-from client.records import decode_batches, encode_batch
-from proto.raftka.v1 import group_pb2
+from raftka.broker.groups.state import CommittedOffset, ConsumerGroup
+from raftka.proto.raftka.v1 import group_pb2
+from raftka.records import decode_batches, encode_batch
 
 OFFSETS_TOPIC = "__consumer_offsets"
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from broker.groups.assignors import ASSIGNORS, assign
+from raftka.broker.groups.assignors import ASSIGNORS, assign
 
 TopicPartition = tuple[str, int]
 JOIN_EPOCH = 0

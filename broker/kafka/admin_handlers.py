@@ -7,14 +7,14 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from broker.kafka.codec import Request, field
-from cluster import topic_config
-from cluster.image import MetadataImage
-from cluster.naming import InvalidTopicNameError, validate_topic_name
-from proto.raftka.v1 import admin_pb2, common_pb2
+from raftka.broker.kafka.codec import Request, field
+from raftka.cluster import topic_config
+from raftka.cluster.image import MetadataImage
+from raftka.cluster.naming import InvalidTopicNameError, validate_topic_name
+from raftka.proto.raftka.v1 import admin_pb2, common_pb2
 
 if TYPE_CHECKING:
-    from broker.server import BrokerServer
+    from raftka.broker.server import BrokerServer
 
 Code = common_pb2.ErrorCode
 RESOURCE_TOPIC = 2
@@ -51,7 +51,7 @@ def kafka_brokers(image: MetadataImage, listener: str) -> list[dict[str, Any]]:
 
 
 async def api_versions(server: BrokerServer, request: Request) -> dict[str, Any]:
-    from broker.kafka.listener import api_versions_table
+    from raftka.broker.kafka.listener import api_versions_table
 
     return {"error_code": 0, "api_keys": api_versions_table(), "throttle_time": 0}
 

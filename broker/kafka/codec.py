@@ -26,7 +26,7 @@ from kio.schema.errors import ErrorCode as KafkaErrorCode
 from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import Records
 
-from broker.kafka.frame_guard import FrameError, checked_frame
+from raftka.broker.kafka.frame_guard import FrameError, checked_frame
 
 _API_VERSION_HEAD = struct.Struct(">hhi")
 _SIZE = struct.Struct(">i")

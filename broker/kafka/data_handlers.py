@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from broker.errors import to_error
-from broker.fetch_path import close_slices
-from broker.kafka.admin_handlers import _timeout_ms
-from broker.kafka.codec import Request, field
-from broker.kafka.zero_copy import SplicedResponse, records_value
-from proto.raftka.v1 import broker_pb2, common_pb2
+from raftka.broker.errors import to_error
+from raftka.broker.fetch_path import close_slices
+from raftka.broker.kafka.admin_handlers import _timeout_ms
+from raftka.broker.kafka.codec import Request, field
+from raftka.broker.kafka.zero_copy import SplicedResponse, records_value
+from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 
 if TYPE_CHECKING:
-    from broker.server import BrokerServer
+    from raftka.broker.server import BrokerServer
 
 Code = common_pb2.ErrorCode
 
@@ -113,7 +113,7 @@ async def list_offsets(server: BrokerServer, request: Request) -> dict[str, Any]
 
 
 def _tp(topic: str, partition: int) -> Any:
-    from broker.partition import TopicPartition
+    from raftka.broker.partition import TopicPartition
 
     return TopicPartition(topic, partition)
 

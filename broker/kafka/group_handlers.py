@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from broker.errors import to_error
-from broker.groups.coordinator import ClassicProtocol
-from broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
-from broker.kafka.admin_handlers import _timeout_ms
-from broker.kafka.codec import Request, field
-from proto.raftka.v1 import common_pb2, group_pb2
+from raftka.broker.errors import to_error
+from raftka.broker.groups.coordinator import ClassicProtocol
+from raftka.broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
+from raftka.broker.kafka.admin_handlers import _timeout_ms
+from raftka.broker.kafka.codec import Request, field
+from raftka.proto.raftka.v1 import common_pb2, group_pb2
 
 if TYPE_CHECKING:
-    from broker.server import BrokerServer
+    from raftka.broker.server import BrokerServer
 
 Code = common_pb2.ErrorCode
 KEY_TYPE_GROUP = 0

@@ -17,14 +17,14 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from broker.kafka import codec, zero_copy
-from broker.kafka.codec import MalformedRequestError, Request, UnsupportedVersionError
-from broker.kafka.zero_copy import SplicedResponse
-from broker.listeners import ListenerEndpoint
-from broker.log.file_slice import FileSlice
+from raftka.broker.kafka import codec, zero_copy
+from raftka.broker.kafka.codec import MalformedRequestError, Request, UnsupportedVersionError
+from raftka.broker.kafka.zero_copy import SplicedResponse
+from raftka.broker.listeners import ListenerEndpoint
+from raftka.broker.log.file_slice import FileSlice
 
 if TYPE_CHECKING:
-    from broker.server import BrokerServer
+    from raftka.broker.server import BrokerServer
 
 log = logging.getLogger("raftka.kafka")
 _SIZE = struct.Struct(">i")
@@ -59,7 +59,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
 
 
 def _handlers() -> dict[int, Handler]:
-    from broker.kafka import admin_handlers, data_handlers, group_handlers
+    from raftka.broker.kafka import admin_handlers, data_handlers, group_handlers
 
     return {
         0: data_handlers.produce, 1: data_handlers.fetch, 2: data_handlers.list_offsets,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.log.file_slice import FileSlice
+from raftka.broker.log.file_slice import FileSlice
 
 # Below this, a slice is read into the response: a sendfile call costs more than the copy.
 SENDFILE_MIN_BYTES = 32 * 1024

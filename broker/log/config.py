@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from cluster import topic_config
+from raftka.cluster import topic_config
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from broker.log.checkpoint import read_json, write_json
-from broker.log.config import LogConfig
-from broker.log.epoch_cache import LeaderEpochCache
-from broker.log.file_slice import FileSlice
-from broker.log.segment import LOG_SUFFIX, LogSegment
-from client.records import (
+from raftka.broker.log.checkpoint import read_json, write_json
+from raftka.broker.log.config import LogConfig
+from raftka.broker.log.epoch_cache import LeaderEpochCache
+from raftka.broker.log.file_slice import FileSlice
+from raftka.broker.log.segment import LOG_SUFFIX, LogSegment
+from raftka.records import (
     ATTR_TIMESTAMP_LOG_APPEND,
     BatchHeader,
     CorruptBatchError,

@@ -17,8 +17,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from broker.log.index import IndexCorruptError, SparseIndex, open_offset_index, open_time_index
-from client.records import (
+from raftka.broker.log.index import (
+    IndexCorruptError,
+    SparseIndex,
+    open_offset_index,
+    open_time_index,
+)
+from raftka.records import (
     HEADER_SIZE,
     BatchHeader,
     CorruptBatchError,

@@ -19,11 +19,11 @@ from typing import Any
 
 import grpc
 
-from broker.controller_client import ChannelPool
-from broker.internal_auth import FETCH
-from broker.partition import Partition, TopicPartition
-from broker.replication.follower_state import StartOver, TruncateTo, resolve_divergence
-from proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from raftka.broker.controller_client import ChannelPool
+from raftka.broker.internal_auth import FETCH
+from raftka.broker.partition import Partition, TopicPartition
+from raftka.broker.replication.follower_state import StartOver, TruncateTo, resolve_divergence
+from raftka.proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 log = logging.getLogger("raftka.replication")
 Code = common_pb2.ErrorCode

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker.log.epoch_cache import UNDEFINED_EPOCH, LeaderEpochCache
+from raftka.broker.log.epoch_cache import UNDEFINED_EPOCH, LeaderEpochCache
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
-from broker.partition import Partition
-from proto.raftka.v1 import common_pb2, controller_pb2
+from raftka.broker.partition import Partition
+from raftka.proto.raftka.v1 import common_pb2, controller_pb2
 
 log = logging.getLogger("raftka.replication")
 Code = common_pb2.ErrorCode

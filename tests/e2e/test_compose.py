@@ -47,7 +47,7 @@ def test_compose_cluster_serves_the_cli():
 
         def raftka(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "client", *args],
+                [sys.executable, "-m", "raftka", *args],
                 capture_output=True,
                 text=True,
                 env=env,
@@ -58,7 +58,7 @@ def test_compose_cluster_serves_the_cli():
         wait_for(lambda: raftka("cluster", "status").returncode == 0, 120, "the cluster")
         assert raftka("topics", "create", "compose", "--partitions", "3").returncode == 0
         produced = subprocess.run(
-            [sys.executable, "-m", "client", "produce", "compose"],
+            [sys.executable, "-m", "raftka", "produce", "compose"],
             input="a\nb\nc\n",
             capture_output=True,
             text=True,

@@ -24,7 +24,7 @@ def raftka(
     *args: str, stdin: str | None = None, timeout: float = 60, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "client", *args],
+        [sys.executable, "-m", "raftka", *args],
         input=stdin,
         text=True,
         capture_output=True,
@@ -44,7 +44,7 @@ def running_cluster(tmp_path):
         [
             sys.executable,
             "-m",
-            "client",
+            "raftka",
             "cluster",
             "up",
             "--nodes",

@@ -27,9 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pysyncobj.encryptor import getEncryptor
 from pysyncobj.utility import TcpUtility, UtilityException
 
-from client import Admin, Producer
-from cluster.cluster_auth import AUTH_HEADER, ClusterCredentials, raft_password
-from proto.raftka.v1 import (
+from raftka import Admin, Producer
+from raftka.cluster.cluster_auth import AUTH_HEADER, ClusterCredentials, raft_password
+from raftka.proto.raftka.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     broker_pb2,
@@ -653,7 +653,7 @@ def test_every_listener_binds_the_configured_host_only(cluster_factory):
 # ------------------------------------------------------------------------ start-up
 def broker_command(data_dir: Path, base: int, *extra: str, voters: bool = True) -> list[str]:
     command = [
-        sys.executable, "-m", "client", "broker", "--id", "1", "--data-dir", str(data_dir),
+        sys.executable, "-m", "raftka", "broker", "--id", "1", "--data-dir", str(data_dir),
         "--listen", f"127.0.0.1:{base}", "--raft-listen", f"127.0.0.1:{base + 1}",
         "--kafka-port", str(base + 2),
     ]

@@ -10,9 +10,15 @@ import time
 import grpc
 import pytest
 
-from client import Admin
-from client.admin import NewTopic
-from proto.raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
+from raftka import Admin
+from raftka.client.admin import NewTopic
+from raftka.proto.raftka.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    broker_pb2,
+    broker_pb2_grpc,
+    common_pb2,
+)
 from tests.harness import LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import Admin, Consumer, Producer
-from client.consumer import TopicPartition
-from proto.raftka.v1 import common_pb2, group_pb2, group_pb2_grpc
+from raftka import Admin, Consumer, Producer
+from raftka.client.consumer import TopicPartition
+from raftka.proto.raftka.v1 import common_pb2, group_pb2, group_pb2_grpc
 from tests.harness import LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration
@@ -302,7 +302,7 @@ def test_groups_cli_describe_reset_and_delete(cluster, members):
 
     def raftka(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "client", *args, "--bootstrap", cluster.bootstrap],
+            [sys.executable, "-m", "raftka", *args, "--bootstrap", cluster.bootstrap],
             capture_output=True,
             text=True,
             cwd=REPO,
@@ -342,7 +342,7 @@ def test_groups_cli_describe_reset_and_delete(cluster, members):
 
 
 def test_offsets_log_stays_small_and_forgets_deleted_topics(cluster_factory):
-    from broker.groups.offsets_log import partition_for_group
+    from raftka.broker.groups.offsets_log import partition_for_group
 
     cluster = cluster_factory(
         3,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from client import Admin, Consumer, Producer
-from client.consumer import TopicPartition
+from raftka import Admin, Consumer, Producer
+from raftka.client.consumer import TopicPartition
 from tests.harness import LocalCluster, wait_for
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from client import Admin, Consumer, Producer
+from raftka import Admin, Consumer, Producer
 from tests.harness import LocalCluster, free_port_block
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from client import Admin, Consumer
-from client.consumer import TopicPartition
+from raftka import Admin, Consumer
+from raftka.client.consumer import TopicPartition
 from tests.harness import LocalCluster, ProcessExitedError, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.node]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from client import Consumer, Producer
-from client.consumer import TopicPartition
+from raftka import Consumer, Producer
+from raftka.client.consumer import TopicPartition
 
 pytestmark = [pytest.mark.integration, pytest.mark.node]
 

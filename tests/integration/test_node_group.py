@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from client import Admin, Consumer, Producer
+from raftka import Admin, Consumer, Producer
 from tests.harness import LocalCluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.node]

@@ -10,10 +10,10 @@ import time
 import grpc
 import pytest
 
-from client import Admin, Consumer, Producer
-from client.consumer import TopicPartition
-from client.errors import RaftkaError
-from proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from raftka import Admin, Consumer, Producer
+from raftka.client.consumer import TopicPartition
+from raftka.client.errors import RaftkaError
+from raftka.proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 from tests.harness import LocalCluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -432,7 +432,7 @@ def test_cli_produce_with_acks_all_keeps_going_through_a_leader_kill(cluster_fac
         [
             sys.executable,
             "-m",
-            "client",
+            "raftka",
             "produce",
             "drill",
             "--acks",

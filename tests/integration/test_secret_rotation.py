@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from client import Admin, Producer
+from raftka import Admin, Producer
 from tests.harness import LocalCluster, wait_for, write_secret_file
 from tests.integration.test_replication import SETTINGS, read_partition
 

@@ -12,12 +12,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client import Admin, Consumer, Producer
-from client.consumer import TopicPartition
-from client.errors import MessageTooLargeError, UnknownTopicOrPartitionError
-from client.partitioner import partition_for_key
-from client.records import decode_batches, encode_batch
-from proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from raftka import Admin, Consumer, Producer
+from raftka.client.consumer import TopicPartition
+from raftka.client.errors import MessageTooLargeError, UnknownTopicOrPartitionError
+from raftka.client.partitioner import partition_for_key
+from raftka.proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from raftka.records import decode_batches, encode_batch
 from tests.harness import wait_for
 
 pytestmark = pytest.mark.integration
@@ -310,7 +310,7 @@ def test_second_broker_on_the_same_data_dir_is_refused(broker):
         [
             sys.executable,
             "-m",
-            "client",
+            "raftka",
             "broker",
             "--id",
             "1",

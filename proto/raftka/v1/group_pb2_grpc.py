@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto.raftka.v1 import group_pb2 as proto_dot_raftka_dot_v1_dot_group__pb2
+from raftka.proto.raftka.v1 import group_pb2 as proto_dot_raftka_dot_v1_dot_group__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

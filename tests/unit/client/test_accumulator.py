@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.accumulator import BufferFullError, PendingRecord, RecordAccumulator
+from raftka.client.accumulator import BufferFullError, PendingRecord, RecordAccumulator
 
 
 def record(value: bytes = b"v", ts: int = 1) -> PendingRecord:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client.cluster_view import BrokerView, ClusterSnapshot, PartitionView, diff, render
+from raftka.client.cluster_view import BrokerView, ClusterSnapshot, PartitionView, diff, render
 
 
 def snapshot(controller=1, fenced=(), leader=1, isr=(1, 2, 3), topics=("orders",)):

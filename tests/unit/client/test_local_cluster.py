@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.local_cluster import LocalCluster, LocalClusterError
+from raftka.client.local_cluster import LocalCluster, LocalClusterError
 
 
 def test_port_layout_and_voters(tmp_path):

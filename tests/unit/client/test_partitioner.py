@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pytest
 
-from client.partitioner import StickyPartitioner, murmur2, partition_for_key, to_positive
+from raftka.client.partitioner import StickyPartitioner, murmur2, partition_for_key, to_positive
 
 # Verbatim from Apache Kafka's UtilsTest.testMurmur2
 # (apache/kafka, clients/src/test/java/org/apache/kafka/common/utils/UtilsTest.java).

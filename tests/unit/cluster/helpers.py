@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 
-from cluster import controller, records
-from cluster.controller import ControllerSettings
-from cluster.delta import apply_batch
-from cluster.image import EMPTY_IMAGE, MetadataImage
-from cluster.records import MetadataBatch
-from proto.raftka.v1 import admin_pb2
+from raftka.cluster import controller, records
+from raftka.cluster.controller import ControllerSettings
+from raftka.cluster.delta import apply_batch
+from raftka.cluster.image import EMPTY_IMAGE, MetadataImage
+from raftka.cluster.records import MetadataBatch
+from raftka.proto.raftka.v1 import admin_pb2
 
 
 def apply_records(image: MetadataImage, recs) -> MetadataImage:

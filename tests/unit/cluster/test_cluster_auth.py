@@ -7,15 +7,15 @@ import stat
 
 import pytest
 
-from broker.cluster_secret import (
+from raftka.broker.cluster_secret import (
     ENV_SECRET,
     ENV_SECRET_FILE,
     SECRET_FILE_NAME,
     resolve_cluster_secret,
 )
-from broker.config import BrokerConfig, ConfigError
-from broker.internal_auth import InternalAuth
-from cluster.cluster_auth import (
+from raftka.broker.config import BrokerConfig, ConfigError
+from raftka.broker.internal_auth import InternalAuth
+from raftka.cluster.cluster_auth import (
     AUTH_HEADER,
     CLUSTER_SECRET_MIN_BYTES,
     ClusterAuthError,

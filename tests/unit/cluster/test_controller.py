@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from cluster import controller
-from cluster.controller import ControllerSettings
-from cluster.image import NO_LEADER
-from proto.raftka.v1 import admin_pb2, common_pb2, controller_pb2
+from raftka.cluster import controller
+from raftka.cluster.controller import ControllerSettings
+from raftka.cluster.image import NO_LEADER
+from raftka.proto.raftka.v1 import admin_pb2, common_pb2, controller_pb2
 from tests.unit.cluster.helpers import apply_records, create, image_with_brokers
 
 Code = common_pb2.ErrorCode
@@ -187,7 +187,7 @@ def test_same_incarnation_registers_idempotently_and_stale_epochs_are_refused():
 
 
 def test_bootstrap_writes_a_cluster_id_once():
-    from cluster.image import EMPTY_IMAGE
+    from raftka.cluster.image import EMPTY_IMAGE
 
     first = controller.bootstrap(EMPTY_IMAGE, lambda: "cid")
     image = apply_records(EMPTY_IMAGE, first)

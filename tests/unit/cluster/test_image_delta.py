@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cluster import records
-from cluster.delta import MetadataDelta, decode_snapshot, encode_snapshot
-from cluster.image import EMPTY_IMAGE
+from raftka.cluster import records
+from raftka.cluster.delta import MetadataDelta, decode_snapshot, encode_snapshot
+from raftka.cluster.image import EMPTY_IMAGE
 from tests.unit.cluster.helpers import apply_records, create, image_with_brokers
 
 

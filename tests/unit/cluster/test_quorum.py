@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from cluster.controller import ControllerSettings
-from cluster.metadata_log import InMemoryMetadataLog
-from cluster.quorum import NotControllerError, QuorumController
-from proto.raftka.v1 import common_pb2, controller_pb2
+from raftka.cluster.controller import ControllerSettings
+from raftka.cluster.metadata_log import InMemoryMetadataLog
+from raftka.cluster.quorum import NotControllerError, QuorumController
+from raftka.proto.raftka.v1 import common_pb2, controller_pb2
 
 
 class Clock:
@@ -79,6 +79,6 @@ def test_importing_the_raft_module_leaves_socket_inet_ntop_working():
     # every platform; cluster/raft.py puts the real one back.
     import socket
 
-    import cluster.raft  # noqa: F401
+    import raftka.cluster.raft  # noqa: F401
 
     assert socket.inet_ntop(socket.AF_INET, b"\x7f\x00\x00\x01") == "127.0.0.1"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.groups.assignors import range_assign, uniform_assign
+from raftka.broker.groups.assignors import range_assign, uniform_assign
 
 ALL = frozenset({"orders"})
 

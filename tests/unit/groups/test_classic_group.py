@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from broker.groups.classic import (
+from raftka.broker.groups.classic import (
     COMPLETING,
     EMPTY,
     PREPARING,

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from broker.groups.state import ConsumerGroup, GroupError
+from raftka.broker.groups.state import ConsumerGroup, GroupError
 
 COUNTS = {"orders": 6, "audit": 2}
 _ids = itertools.count(1)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from broker.groups import offsets_log
-from broker.groups.state import CommittedOffset, ConsumerGroup
+from raftka.broker.groups import offsets_log
+from raftka.broker.groups.state import CommittedOffset, ConsumerGroup
 
 
 def test_group_to_partition_follows_java_string_hash_code():

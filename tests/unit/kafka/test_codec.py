@@ -25,9 +25,9 @@ from kio.schema.response_header.v1.header import ResponseHeader as ResponseHeade
 from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import DecodeError
 
-from broker.kafka import codec
-from broker.kafka.codec import MalformedRequestError, UnsupportedVersionError
-from broker.kafka.listener import SUPPORTED, KafkaListener, api_versions_table
+from raftka.broker.kafka import codec
+from raftka.broker.kafka.codec import MalformedRequestError, UnsupportedVersionError
+from raftka.broker.kafka.listener import SUPPORTED, KafkaListener, api_versions_table
 
 PRODUCE, METADATA, API_VERSIONS = 0, 3, 18
 

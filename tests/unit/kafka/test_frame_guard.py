@@ -13,9 +13,9 @@ import pytest
 from kio.index import load_request_schema
 from kio.serial import entity_writer
 
-from broker.kafka import codec
-from broker.kafka.frame_guard import KNOWN_TYPES, FrameError, checked_frame
-from broker.kafka.listener import SUPPORTED
+from raftka.broker.kafka import codec
+from raftka.broker.kafka.frame_guard import KNOWN_TYPES, FrameError, checked_frame
+from raftka.broker.kafka.listener import SUPPORTED
 
 
 def field_types(entity_type: type, seen: set[type] | None = None) -> set[str]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from broker.config import BrokerConfig, ConfigError
-from broker.listeners import ListenerConfigError, ListenerEndpoint, kafka_endpoints
-from cluster.image import BrokerRegistration
+from raftka.broker.config import BrokerConfig, ConfigError
+from raftka.broker.listeners import ListenerConfigError, ListenerEndpoint, kafka_endpoints
+from raftka.cluster.image import BrokerRegistration
 
 
 def test_each_listener_is_advertised_at_its_own_address() -> None:
@@ -52,7 +52,7 @@ def test_broker_config_kafka_port_is_a_plaintext_listener() -> None:
 
 
 def test_broker_config_takes_kafkas_setting_names_and_refuses_both_forms() -> None:
-    from broker.config import settings_from_mapping
+    from raftka.broker.config import settings_from_mapping
 
     values = settings_from_mapping({"listeners": "PLAINTEXT://:9092,EXTERNAL://:9094",
                                     "advertised.listeners": "EXTERNAL://localhost:19092"})
@@ -91,8 +91,8 @@ def test_registrations_from_before_named_listeners_mean_one_plaintext_listener()
 def test_raftka_broker_takes_listeners_from_flags_or_set() -> None:
     # Regression: flags left out (None) overwrote the same settings given with --set, so
     # `--set listeners=...` opened no Kafka listener at all.
-    from client.cli import build_parser
-    from client.cli_broker import config_from_args
+    from raftka.client.cli import build_parser
+    from raftka.client.cli_broker import config_from_args
 
     parser = build_parser()
     by_set = config_from_args(parser.parse_args([
@@ -114,7 +114,7 @@ def test_grpc_clients_get_their_listeners_address_or_the_main_one() -> None:
 
 
 def test_extra_grpc_listeners_are_configured_like_kafkas() -> None:
-    from broker.config import settings_from_mapping
+    from raftka.broker.config import settings_from_mapping
 
     values = settings_from_mapping({"grpc.listeners": "EXTERNAL://0.0.0.0:9095",
                                     "grpc.advertised.listeners": "EXTERNAL://127.0.0.1:19090"})

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from broker.kafka import codec, zero_copy
-from broker.kafka.zero_copy import SliceChangedError, SplicedResponse
-from broker.log.file_slice import FileSlice
+from raftka.broker.kafka import codec, zero_copy
+from raftka.broker.kafka.zero_copy import SliceChangedError, SplicedResponse
+from raftka.broker.log.file_slice import FileSlice
 
 FETCH = 1
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from broker.log.config import LogConfig
-from broker.log.log import AppendResult, PartitionLog
-from client.records import encode_batch, split_batches
+from raftka.broker.log.config import LogConfig
+from raftka.broker.log.log import AppendResult, PartitionLog
+from raftka.records import encode_batch, split_batches
 
 
 def make_batch(values: list[bytes], timestamp_ms: int = 1_700_000_000_000) -> bytearray:

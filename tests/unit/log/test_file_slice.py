@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from broker.log.log import OffsetOutOfRangeError, PartitionLog
-from client.records import decode_batches
+from raftka.broker.log.log import OffsetOutOfRangeError, PartitionLog
+from raftka.records import decode_batches
 from tests.unit.log.helpers import append_values, small_config
 
 NOW = 1_700_000_000_000

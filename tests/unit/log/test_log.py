@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from broker.log.log import OffsetOutOfRangeError, PartitionLog, RecordTooLargeError
-from client.records import decode_batches
+from raftka.broker.log.log import OffsetOutOfRangeError, PartitionLog, RecordTooLargeError
+from raftka.records import decode_batches
 from tests.unit.log.helpers import append_values, make_batch, small_config
 
 NOW = 1_700_000_000_000
@@ -247,7 +247,7 @@ def test_follower_append_requires_contiguous_offsets(tmp_path):
     follower.append_as_follower(data, NOW)
     assert follower.log_end_offset == 3
     assert follower.epochs.entries() == [(4, 0), (5, 2)]
-    from client.records import CorruptBatchError
+    from raftka.records import CorruptBatchError
 
     with pytest.raises(CorruptBatchError, match="expected 3"):
         follower.append_as_follower(data, NOW)

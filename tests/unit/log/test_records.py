@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from client.records import (
+from raftka.records import (
     HEADER_SIZE,
     CorruptBatchError,
     decode_batches,
@@ -83,7 +83,7 @@ def test_iter_headers_stops_at_a_partial_tail():
 def test_validate_records_catches_a_count_that_lies():
     batch = bytearray(encode_batch([(None, b"a", [], 1), (None, b"b", [], 1)]))
     struct.pack_into(">i", batch, 57, 3)  # recordsCount, inside the CRC: recompute it
-    from client.records import crc_of
+    from raftka.records import crc_of
 
     struct.pack_into(">I", batch, 17, crc_of(batch, 0, len(batch)))
     validate_batch(batch)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from broker.log.epoch_cache import LeaderEpochCache
-from broker.replication.follower_state import (
+from raftka.broker.log.epoch_cache import LeaderEpochCache
+from raftka.broker.replication.follower_state import (
     StartOver,
     TruncateTo,
     leader_divergence,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.replication.leader_state import LeaderState
+from raftka.broker.replication.leader_state import LeaderState
 
 
 def leader(isr=(1, 2, 3), hw=0, epoch_start=0, now=0) -> LeaderState:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from broker.producer_state import (
+from raftka.broker.producer_state import (
     OutOfOrderSequenceError,
     ProducerFencedError,
     ProducerStateManager,
 )
-from client.records import encode_batch, patch_offsets, read_header
+from raftka.records import encode_batch, patch_offsets, read_header
 
 
 def header(pid=7, epoch=0, seq=0, count=2, base_offset=0):

@@ -1,7 +1,0 @@
-"""`python -m client ...` is the `raftka` command."""
-
-import sys
-
-from client.cli import main
-
-sys.exit(main())
