@@ -19,7 +19,15 @@ from typing import Any
 
 import grpc
 
-from raftka.broker.internal_auth import CREATE_TOPICS, DELETE_TOPICS, InternalAuth, method_path
+from raftka.broker.internal_auth import (
+    ALLOCATE_PRODUCER_IDS,
+    ALTER_PARTITION,
+    BROKER_HEARTBEAT,
+    CREATE_TOPICS,
+    DELETE_TOPICS,
+    REGISTER_BROKER,
+    InternalAuth,
+)
 from raftka.broker.listeners import ListenerEndpoint
 from raftka.cluster.metadata_log import MetadataLog
 from raftka.cluster.quorum import ControllerTimeoutError, NotControllerError, QuorumController
@@ -35,6 +43,8 @@ log = logging.getLogger("raftka.broker")
 
 Code = common_pb2.ErrorCode
 FORWARDED_HEADER = "x-raftka-forwarded"
+# Set (with FORWARDED_HEADER) only by a broker creating an internal topic (__consumer_offsets).
+INTERNAL_TOPICS_HEADER = "x-raftka-internal-topics"
 RETRY_BACKOFF_S = 0.05
 GRPC_MESSAGE_MAX_BYTES = 128 * 1024 * 1024
 # An unregistered broker that has found no controller this long says what to check (s).
@@ -96,27 +106,112 @@ class ControllerClient:
             return None
         return f"{registration.host}:{registration.port}"
 
-    async def call(self, method: str, request: Any, timeout_s: float) -> Any:
-        """Run a controller method (create_topics, delete_topics, register_broker,
-        broker_heartbeat) on the active controller, wherever it is."""
+    # One typed method per controller call; each runs on the active controller, wherever
+    # it is: in-process here, or over gRPC (signed, marked forwarded) on the broker leading
+    # the Raft group.
+    async def create_topics(
+        self, request: admin_pb2.CreateTopicsRequest, timeout_s: float
+    ) -> admin_pb2.CreateTopicsResponse:
+        return await self._call(
+            "create_topics", self._quorum.create_topics,
+            lambda channel: admin_pb2_grpc.AdminServiceStub(channel).CreateTopics,
+            CREATE_TOPICS, request, timeout_s,
+        )
+
+    async def create_internal_topics(
+        self, request: admin_pb2.CreateTopicsRequest, timeout_s: float
+    ) -> admin_pb2.CreateTopicsResponse:
+        """CreateTopics that may name internal topics (__consumer_offsets): brokers only."""
+
+        async def local(request: admin_pb2.CreateTopicsRequest) -> Any:
+            return await self._quorum.create_topics(request, allow_internal=True)
+
+        return await self._call(
+            "create_internal_topics", local,
+            lambda channel: admin_pb2_grpc.AdminServiceStub(channel).CreateTopics,
+            CREATE_TOPICS, request, timeout_s, ((INTERNAL_TOPICS_HEADER, "1"),),
+        )
+
+    async def delete_topics(
+        self, request: admin_pb2.DeleteTopicsRequest, timeout_s: float
+    ) -> admin_pb2.DeleteTopicsResponse:
+        return await self._call(
+            "delete_topics", self._quorum.delete_topics,
+            lambda channel: admin_pb2_grpc.AdminServiceStub(channel).DeleteTopics,
+            DELETE_TOPICS, request, timeout_s,
+        )
+
+    async def register_broker(
+        self, request: controller_pb2.RegisterBrokerRequest, timeout_s: float
+    ) -> controller_pb2.RegisterBrokerResponse:
+        return await self._call(
+            "register_broker", self._quorum.register_broker,
+            lambda channel: controller_pb2_grpc.ControllerServiceStub(channel).RegisterBroker,
+            REGISTER_BROKER, request, timeout_s,
+        )
+
+    async def broker_heartbeat(
+        self, request: controller_pb2.BrokerHeartbeatRequest, timeout_s: float
+    ) -> controller_pb2.BrokerHeartbeatResponse:
+        return await self._call(
+            "broker_heartbeat", self._quorum.broker_heartbeat,
+            lambda channel: controller_pb2_grpc.ControllerServiceStub(channel).BrokerHeartbeat,
+            BROKER_HEARTBEAT, request, timeout_s,
+        )
+
+    async def alter_partition(
+        self, request: controller_pb2.AlterPartitionRequest, timeout_s: float
+    ) -> controller_pb2.AlterPartitionResponse:
+        return await self._call(
+            "alter_partition", self._quorum.alter_partition,
+            lambda channel: controller_pb2_grpc.ControllerServiceStub(channel).AlterPartition,
+            ALTER_PARTITION, request, timeout_s,
+        )
+
+    async def allocate_producer_ids(
+        self, request: controller_pb2.AllocateProducerIdsRequest, timeout_s: float
+    ) -> controller_pb2.AllocateProducerIdsResponse:
+        return await self._call(
+            "allocate_producer_ids", self._quorum.allocate_producer_ids,
+            lambda channel: (
+                controller_pb2_grpc.ControllerServiceStub(channel).AllocateProducerIds
+            ),
+            ALLOCATE_PRODUCER_IDS, request, timeout_s,
+        )
+
+    async def _call(
+        self,
+        name: str,
+        local: Callable[[Any], Awaitable[Any]],
+        remote: Callable[[grpc.aio.Channel], Callable[..., Awaitable[Any]]],
+        path: str,
+        request: Any,
+        timeout_s: float,
+        extra_metadata: tuple[tuple[str, str], ...] = (),
+    ) -> Any:
+        """NOT_CONTROLLER or an unreachable controller: wait a moment, look again, retry,
+        until the deadline; then ControllerTimeoutError."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         last_problem = "no controller elected yet"
         while loop.time() < deadline:
             controller_id = self.controller_id()
             try:
-                if controller_id == self.broker_id and method == "create_internal_topics":
-                    response = await self._quorum.create_topics(request, allow_internal=True)
-                elif controller_id == self.broker_id:
-                    response = await getattr(self._quorum, method)(request)
+                if controller_id == self.broker_id:
+                    response = await local(request)
                 elif controller_id is not None:
                     target = self._controller_target(controller_id)
                     if target is None:
                         last_problem = f"controller {controller_id} has not registered yet"
                         await asyncio.sleep(RETRY_BACKOFF_S)
                         continue
-                    remaining = max(0.1, deadline - loop.time())
-                    response = await self._remote(target, method, request, remaining)
+                    channel = self._channels.get(target)
+                    metadata = self._channels.auth.metadata(
+                        path, ((FORWARDED_HEADER, str(self.broker_id)), *extra_metadata)
+                    )
+                    response = await remote(channel)(
+                        request, timeout=max(0.1, deadline - loop.time()), metadata=metadata
+                    )
                 else:
                     await asyncio.sleep(RETRY_BACKOFF_S)
                     continue
@@ -132,35 +227,7 @@ class ControllerClient:
                     return response
                 last_problem = f"broker {controller_id} is not the controller yet"
             await asyncio.sleep(RETRY_BACKOFF_S)
-        raise ControllerTimeoutError(f"controller call {method} timed out: {last_problem}")
-
-    async def _remote(self, target: str, method: str, request: Any, timeout_s: float) -> Any:
-        channel = self._channels.get(target)
-        metadata = self._channels.auth.metadata(
-            _METHOD_PATHS[method], ((FORWARDED_HEADER, str(self.broker_id)),)
-        )
-        controller = controller_pb2_grpc.ControllerServiceStub(channel)
-        calls: dict[str, Callable[..., Awaitable[Any]]] = {
-            "create_topics": admin_pb2_grpc.AdminServiceStub(channel).CreateTopics,
-            "create_internal_topics": admin_pb2_grpc.AdminServiceStub(channel).CreateTopics,
-            "delete_topics": admin_pb2_grpc.AdminServiceStub(channel).DeleteTopics,
-            "register_broker": controller.RegisterBroker,
-            "broker_heartbeat": controller.BrokerHeartbeat,
-            "alter_partition": controller.AlterPartition,
-            "allocate_producer_ids": controller.AllocateProducerIds,
-        }
-        return await calls[method](request, timeout=timeout_s, metadata=metadata)
-
-
-_METHOD_PATHS = {
-    "create_topics": CREATE_TOPICS,
-    "create_internal_topics": CREATE_TOPICS,
-    "delete_topics": DELETE_TOPICS,
-    "register_broker": method_path("ControllerService", "RegisterBroker"),
-    "broker_heartbeat": method_path("ControllerService", "BrokerHeartbeat"),
-    "alter_partition": method_path("ControllerService", "AlterPartition"),
-    "allocate_producer_ids": method_path("ControllerService", "AllocateProducerIds"),
-}
+        raise ControllerTimeoutError(f"controller call {name} timed out: {last_problem}")
 
 
 class BrokerLifecycle:
@@ -255,7 +322,7 @@ class BrokerLifecycle:
             )
 
     async def _register(self) -> None:
-        response = await self._client.call("register_broker", self._request, 5.0)
+        response = await self._client.register_broker(self._request, 5.0)
         if response.error_code:
             log.error("registration refused: %s", response.error_message)
             return
@@ -271,9 +338,7 @@ class BrokerLifecycle:
             metadata_offset=self._applied_offset(),
         )
         sent_at = time.monotonic()
-        response = await self._client.call(
-            "broker_heartbeat", request, max(1.0, self._interval_s * 2)
-        )
+        response = await self._client.broker_heartbeat(request, max(1.0, self._interval_s * 2))
         if response.error_code == Code.STALE_BROKER_EPOCH:
             log.warning("controller says: %s", response.error_message)
             self.broker_epoch = -1

@@ -35,6 +35,10 @@ def method_path(service: str, method: str) -> str:
 FETCH = method_path("BrokerService", "Fetch")
 CREATE_TOPICS = method_path("AdminService", "CreateTopics")
 DELETE_TOPICS = method_path("AdminService", "DeleteTopics")
+REGISTER_BROKER = method_path("ControllerService", "RegisterBroker")
+BROKER_HEARTBEAT = method_path("ControllerService", "BrokerHeartbeat")
+ALTER_PARTITION = method_path("ControllerService", "AlterPartition")
+ALLOCATE_PRODUCER_IDS = method_path("ControllerService", "AllocateProducerIds")
 
 
 def _wall_clock_ms() -> int:

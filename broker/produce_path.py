@@ -111,7 +111,7 @@ class ProducePath:
             topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1
         )
         try:
-            data, batches = parse_produce_data(item)
+            data, batches = parse_produce_data(item, self._replicas.clock_ms())
             topic = self._replicas.image.topics.get(item.topic)
             if topic is not None and topic.internal and not internal:
                 raise InvalidTopicError(f"'{item.topic}' is internal; clients cannot write it")
@@ -199,9 +199,10 @@ class ProducePath:
 
 
 def parse_produce_data(
-    item: broker_pb2.PartitionProduceData,
+    item: broker_pb2.PartitionProduceData, now_ms: int
 ) -> tuple[bytearray, list[tuple[int, BatchHeader]]]:
-    """The request's batches, validated, as one mutable buffer (offsets get patched in)."""
+    """The request's batches, validated, as one mutable buffer (offsets get patched in).
+    Plain `records` without a timestamp are stamped `now_ms`."""
     if item.record_batches and item.records:
         raise InvalidRequestError("set either record_batches or records, not both")
     if item.records:
@@ -215,7 +216,8 @@ def parse_produce_data(
                         record.timestamp_ms,
                     )
                     for record in item.records
-                ]
+                ],
+                now_ms=now_ms,
             )
         )
     elif item.record_batches:

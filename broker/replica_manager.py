@@ -19,9 +19,8 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from raftka.broker.errors import (
     LeaderNotAvailableError,
@@ -31,14 +30,13 @@ from raftka.broker.errors import (
 from raftka.broker.log.checkpoint import write_json
 from raftka.broker.log.config import LogConfig
 from raftka.broker.log.log import PartitionLog
+from raftka.broker.log_writer import LogWriter
 from raftka.broker.partition import NO_EPOCH, Partition, TopicPartition
 from raftka.broker.purgatory import Purgatory
+from raftka.broker.replication.fetcher import FetcherManager
 from raftka.cluster import topic_config
 from raftka.cluster.image import NO_LEADER, MetadataImage
 from raftka.cluster.local_changes import HostedPartition, LocalChanges, local_changes
-
-if TYPE_CHECKING:
-    from raftka.broker.replication.fetcher import FetcherManager
 
 log = logging.getLogger("raftka.broker")
 
@@ -56,19 +54,29 @@ class ReplicaManagerSettings:
 
 
 class ReplicaManager:
-    def __init__(self, settings: ReplicaManagerSettings, clock_ms: Clock) -> None:
+    """`writer`, `purgatory` and `fetchers` are shared with the produce path and the follower
+    fetch loops, so they are built first (broker/server.py) and handed in."""
+
+    def __init__(
+        self,
+        settings: ReplicaManagerSettings,
+        clock_ms: Clock,
+        writer: LogWriter,
+        purgatory: Purgatory,
+        fetchers: FetcherManager,
+    ) -> None:
         self.settings = settings
         self.broker_id = settings.broker_id
         self._clock_ms = clock_ms
         self.partitions: dict[TopicPartition, Partition] = {}
-        self.purgatory = Purgatory()
+        self.purgatory = purgatory
         self.image = MetadataImage()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raftka-log-writer")
+        self._writer = writer
         self._changes: asyncio.Queue[tuple[MetadataImage, MetadataImage]] = asyncio.Queue()
         self._applied_offset = 0
         self._applied = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        self.fetchers: FetcherManager | None = None
+        self.fetchers = fetchers
         os.makedirs(settings.log_dir, exist_ok=True)
 
     # ------------------------------------------------------------------------- lifecycle
@@ -78,17 +86,15 @@ class ReplicaManager:
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-        if self.fetchers is not None:
-            await self.fetchers.close()
-        loop = asyncio.get_running_loop()
+        await self.fetchers.close()
         now_ms = self._clock_ms()
         for partition in list(self.partitions.values()):
-            await loop.run_in_executor(self._writer, partition.log.close, now_ms)
-        self._writer.shutdown(wait=True)
+            await self._writer.run(partition.log.close, now_ms)
+        self._writer.shutdown()
 
     async def on_writer(self, function: Callable[..., T], *args: object) -> T:
         """Run `function(*args)` on the log directory's writer thread, in submission order."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, function, *args)
+        return await self._writer.run(function, *args)
 
     def clock_ms(self) -> int:
         return self._clock_ms()
@@ -135,8 +141,7 @@ class ReplicaManager:
         for removed in changes.removed:
             tp = TopicPartition(removed.topic, removed.partition)
             partition = self.partitions.pop(tp, None)
-            if self.fetchers is not None:
-                self.fetchers.unfollow(tp)
+            self.fetchers.unfollow(tp)
             if partition is not None:
                 await self.on_writer(partition.log.delete)
                 log.info("deleted partition %s (topic id %s)", tp, removed.topic_id)
@@ -158,11 +163,10 @@ class ReplicaManager:
                     partition.leader_epoch,
                     list(partition.isr),
                 )
-            if self.fetchers is not None:
-                if partition.is_leader:
-                    self.fetchers.unfollow(tp)
-                elif change == "follower" or tp not in self.fetchers.following():
-                    self.fetchers.follow(partition, partition.leader_id)
+            if partition.is_leader:
+                self.fetchers.unfollow(tp)
+            elif change == "follower" or tp not in self.fetchers.following():
+                self.fetchers.follow(partition, partition.leader_id)
             self.purgatory.notify(tp)
 
     async def _open_partition(self, tp: TopicPartition, hosted: HostedPartition) -> Partition:

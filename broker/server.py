@@ -29,19 +29,23 @@ from raftka.broker.controller_client import (
     ChannelPool,
     ControllerClient,
 )
+from raftka.broker.core import BrokerCore
 from raftka.broker.fetch_path import FetchPath
 from raftka.broker.group_service import GroupServicer
 from raftka.broker.groups.coordinator import ClassicProtocol, GroupCoordinator, GroupSettings
+from raftka.broker.groups.directory import GroupDirectory
 from raftka.broker.internal_auth import InternalAuth
 from raftka.broker.kafka.listener import KafkaListener
 from raftka.broker.listeners import DEFAULT_LISTENER
-from raftka.broker.partition import TopicPartition
+from raftka.broker.log_writer import LogWriter
 from raftka.broker.produce_path import ProducePath
 from raftka.broker.producer_ids import ProducerIdManager
+from raftka.broker.purgatory import Purgatory
 from raftka.broker.replica_manager import ReplicaManager, ReplicaManagerSettings
 from raftka.broker.replication.fetcher import FetcherManager
 from raftka.broker.replication.isr_updater import IsrUpdater
 from raftka.broker.service import AdminServicer, BrokerServicer, ControllerServicer
+from raftka.broker.topic_admin import TopicAdmin
 from raftka.cluster.cluster_auth import ClusterCredentials, raft_password
 from raftka.cluster.controller import ControllerSettings
 from raftka.cluster.quorum import ControllerTimeoutError, QuorumController
@@ -136,7 +140,53 @@ class BrokerServer:
                 else 0
             ),
         )
-        self.replica_manager = ReplicaManager(
+        self.channels = ChannelPool(self.internal_auth)
+        self.controller_client = ControllerClient(
+            config.broker_id, self.metadata_log, self.quorum, self.channels
+        )
+        self.core = self._build_core()
+        self.replica_manager = self.core.replica_manager
+        self.metadata_log.subscribe(self.replica_manager.on_metadata)
+        self.replica_manager.start()
+        await self._start_grpc()
+        for endpoint in config.kafka_endpoints:
+            listener = KafkaListener(self.core, endpoint, config.request_max_bytes)
+            self.kafka_listeners.append(listener)
+            await listener.start()
+        self.metadata_log.start()
+        self._tasks = [
+            asyncio.create_task(self._controller_ticks(), name="controller-ticks"),
+            asyncio.create_task(self.lifecycle.run(), name="heartbeats"),
+            asyncio.create_task(self._maintenance(), name="log-maintenance"),
+            asyncio.create_task(self._isr_rounds(), name="isr-updates"),
+            asyncio.create_task(self._group_rounds(), name="group-coordinator"),
+        ]
+        host = config.advertised[0]
+        log.info(
+            "broker %d listening on %s:%d (raft %s, voters %s)",
+            config.broker_id,
+            host,
+            self.port,
+            config.raft_address,
+            config.voter_map,
+        )
+
+    def _build_core(self) -> BrokerCore:
+        """Every collaborator the adapters need, in dependency order, before any adapter
+        exists (so no adapter sees a half-built broker)."""
+        config = self.config
+        timeout_s = config.metadata_write_timeout_ms / 1000
+        writer, purgatory = LogWriter(), Purgatory()
+        fetchers = FetcherManager(
+            config.broker_id,
+            self.channels,
+            self._endpoint_of,
+            writer.run,
+            now_ms,
+            lambda: self.lifecycle.broker_epoch,
+            purgatory.notify,
+        )
+        replicas = ReplicaManager(
             ReplicaManagerSettings(
                 broker_id=config.broker_id,
                 log_dir=config.log_dir,
@@ -144,12 +194,9 @@ class BrokerServer:
                 replica_lag_time_max_ms=config.replica_lag_time_max_ms,
             ),
             now_ms,
-        )
-        self.metadata_log.subscribe(self.replica_manager.on_metadata)
-        self.replica_manager.start()
-        self.channels = ChannelPool(self.internal_auth)
-        self.controller_client = ControllerClient(
-            config.broker_id, self.metadata_log, self.quorum, self.channels
+            writer,
+            purgatory,
+            fetchers,
         )
         host, port = config.advertised
         self.lifecycle = BrokerLifecycle(
@@ -163,54 +210,19 @@ class BrokerServer:
                 config.kafka_endpoints,
                 config.grpc_extra_endpoints,
             ),
-            lambda: self.replica_manager.applied_offset,
+            lambda: replicas.applied_offset,
             config.broker_heartbeat_interval_ms / 1000,
             config.broker_session_timeout_ms / 1000,
             self._on_first_unfenced,
         )
-        self._wire_replication()
-        await self._start_grpc()
-        for endpoint in config.kafka_endpoints:
-            listener = KafkaListener(self, endpoint, config.request_max_bytes)
-            self.kafka_listeners.append(listener)
-            await listener.start()
-        self.metadata_log.start()
-        self._tasks = [
-            asyncio.create_task(self._controller_ticks(), name="controller-ticks"),
-            asyncio.create_task(self.lifecycle.run(), name="heartbeats"),
-            asyncio.create_task(self._maintenance(), name="log-maintenance"),
-            asyncio.create_task(self._isr_rounds(), name="isr-updates"),
-            asyncio.create_task(self._group_rounds(), name="group-coordinator"),
-        ]
-        log.info(
-            "broker %d listening on %s:%d (raft %s, voters %s)",
-            config.broker_id,
-            host,
-            self.port,
-            config.raft_address,
-            config.voter_map,
-        )
-
-    def _wire_replication(self) -> None:
-        config = self.config
-        replicas = self.replica_manager
-        replicas.fetchers = FetcherManager(
-            config.broker_id,
-            self.channels,
-            self._endpoint_of,
-            replicas.on_writer,
-            now_ms,
-            lambda: self.lifecycle.broker_epoch,
-            replicas.purgatory.notify,
-        )
-        auto_create = self.auto_create if config.auto_create_topics_enable else None
-        self.produce_path = ProducePath(
+        topics = TopicAdmin(config, self.controller_client, self.quorum, replicas)
+        produce_path = ProducePath(
             replicas,
             produce_timeout_max_ms=config.produce_timeout_max_ms,
-            auto_create=auto_create,
+            auto_create=topics.auto_create if config.auto_create_topics_enable else None,
             lease_problem=self.lifecycle.lease_problem,
         )
-        self.fetch_path = FetchPath(
+        fetch_path = FetchPath(
             replicas,
             fetch_max_bytes=config.fetch_max_bytes,
             fetch_wait_max_ms=config.fetch_wait_max_ms,
@@ -218,16 +230,14 @@ class BrokerServer:
         )
         self.isr_updater = IsrUpdater(
             config.broker_id,
-            lambda request: self.controller_client.call(
-                "alter_partition", request, config.metadata_write_timeout_ms / 1000
-            ),
+            lambda request: self.controller_client.alter_partition(request, timeout_s),
             lambda: self.lifecycle.broker_epoch,
             now_ms,
             config.replica_lag_time_max_ms,
         )
-        self.group_coordinator = GroupCoordinator(
+        groups = GroupCoordinator(
             replicas,
-            self.produce_path,
+            produce_path,
             now_ms,
             GroupSettings(
                 session_timeout_ms=config.group_consumer_session_timeout_ms,
@@ -236,15 +246,28 @@ class BrokerServer:
                 classic_initial_delay_ms=config.group_initial_rebalance_delay_ms,
             ),
         )
-        self.classic_groups = ClassicProtocol(self.group_coordinator)
-        self.producer_ids = ProducerIdManager(
-            lambda: self.controller_client.call(
-                "allocate_producer_ids",
+        producer_ids = ProducerIdManager(
+            lambda: self.controller_client.allocate_producer_ids(
                 controller_pb2.AllocateProducerIdsRequest(
                     broker_id=config.broker_id, broker_epoch=self.lifecycle.broker_epoch
                 ),
-                config.metadata_write_timeout_ms / 1000,
+                timeout_s,
             )
+        )
+        return BrokerCore(
+            config=config,
+            replica_manager=replicas,
+            produce_path=produce_path,
+            fetch_path=fetch_path,
+            producer_ids=producer_ids,
+            topics=topics,
+            group_coordinator=groups,
+            classic_groups=ClassicProtocol(groups),
+            group_directory=GroupDirectory(config, topics, groups, self.channels),
+            quorum=self.quorum,
+            internal_auth=self.internal_auth,
+            controller_id=self.metadata_log.leader_id,
+            raft_image=lambda: self.metadata_log.image,
         )
 
     def _endpoint_of(self, broker_id: int) -> str | None:
@@ -287,14 +310,12 @@ class BrokerServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(self, listener), server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(self, listener), server)
-        group_servicer = GroupServicer(self, listener)
-        if listener == DEFAULT_LISTENER:
-            self.group_servicer = group_servicer
-        group_pb2_grpc.add_GroupServiceServicer_to_server(group_servicer, server)
+        core = self.core
+        broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(core, listener), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(core, listener), server)
+        group_pb2_grpc.add_GroupServiceServicer_to_server(GroupServicer(core, listener), server)
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
-            ControllerServicer(self), server
+            ControllerServicer(core), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         return server
@@ -369,8 +390,8 @@ class BrokerServer:
         while True:
             await asyncio.sleep(GROUP_TICK_S)
             try:
-                self.group_coordinator.refresh()
-                self.group_coordinator.expire_members()
+                self.core.group_coordinator.refresh()
+                self.core.group_coordinator.expire_members()
             except Exception:
                 log.exception("group coordinator round failed")
 
@@ -380,48 +401,6 @@ class BrokerServer:
             broker_pb2.DESCRIPTOR.services_by_name["BrokerService"].full_name,
             health_pb2.HealthCheckResponse.SERVING,
         )
-
-    # ---------------------------------------------------------------------- helpers
-    def controller_id(self) -> int | None:
-        return self.metadata_log.leader_id()
-
-    def local_offsets(self, topic: str, partition: int) -> tuple[int, int]:
-        hosted = self.replica_manager.partitions.get(TopicPartition(topic, partition))
-        if hosted is None or not hosted.is_leader:
-            return -1, -1
-        return hosted.log_start_offset, hosted.high_watermark
-
-    async def auto_create(self, topic: str) -> None:
-        """Create `topic` with the broker defaults (auto.create.topics.enable) and wait until
-        this broker's metadata has it with leaders."""
-        request = admin_pb2.CreateTopicsRequest(topics=[admin_pb2.NewTopic(name=topic)])
-        response = await self.controller_client.call(
-            "create_topics", request, self.config.metadata_write_timeout_ms / 1000
-        )
-        result = response.topics[0]
-        if result.error_code not in (Code.NONE, Code.TOPIC_ALREADY_EXISTS):
-            from raftka.broker.errors import BrokerError
-
-            error = BrokerError(result.error_message)
-            error.code = result.error_code
-            raise error
-        log.info("auto-created topic %s", topic)
-        await self.wait_for_local_metadata(response)
-
-    async def wait_for_local_metadata(self, response: Any) -> None:
-        """After a controller change, wait (briefly) until this broker has applied it, so a
-        Metadata call right after CreateTopics/DeleteTopics sees the result."""
-        names = [t.name for t in getattr(response, "topics", []) if t.error_code == Code.NONE]
-        if not names:
-            return
-        deleting = isinstance(response, admin_pb2.DeleteTopicsResponse)
-
-        def applied(image: Any) -> bool:
-            if deleting:
-                return all(name not in image.topics for name in names)
-            return all(name in image.topics for name in names)
-
-        await self.replica_manager.wait_for_metadata(applied, 5.0)
 
     # --------------------------------------------------------------------- shutdown
     async def stop(self) -> None:

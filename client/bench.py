@@ -169,7 +169,7 @@ def _produce_batches(args: argparse.Namespace) -> float:
     acks = -1 if args.acks == "all" else int(args.acks)
     per_batch = max(1, args.batch_size // (args.size + 10))
     value = os.urandom(args.size)
-    batch = encode_batch([(None, value, [], 0)] * per_batch)
+    batch = encode_batch([(None, value, [], 0)] * per_batch, now_ms=int(time.time() * 1000))
     connections = Connections()
     metadata = ClusterMetadata(bootstrap_list(args.bootstrap), connections)
     partitions = metadata.ensure_topic(args.topic, allow_auto_create=False)

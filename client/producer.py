@@ -258,6 +258,7 @@ class Producer:
     def _encode(batch: ProducerBatch) -> bytes:
         return encode_batch(
             [(r.key, r.value, r.headers, r.timestamp_ms) for r in batch.records],
+            now_ms=int(time.time() * 1000),  # for records sent with timestamp_ms=0
             producer_id=batch.producer_id,
             producer_epoch=batch.producer_epoch,
             base_sequence=batch.base_sequence,

@@ -19,7 +19,6 @@ decoding of the records themselves use aiokafka's compiled codec (see BENCHMARKS
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -243,6 +242,7 @@ def patch_offsets(
 def encode_batch(
     records: Sequence[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]], int]],
     *,
+    now_ms: int | None = None,
     base_offset: int = 0,
     producer_id: int = NO_PRODUCER_ID,
     producer_epoch: int = NO_PRODUCER_EPOCH,
@@ -250,18 +250,21 @@ def encode_batch(
 ) -> bytes:
     """Build one uncompressed batch from (key, value, headers, timestamp_ms) tuples.
 
-    A timestamp of 0 or less means "now". Offsets are deltas 0..n-1 from `base_offset`.
+    A record timestamp of 0 or less takes `now_ms`, the caller's clock (this module reads
+    none); such a record without `now_ms` is a ValueError. Offsets are deltas 0..n-1 from
+    `base_offset`.
     """
     if not records:
         raise ValueError("a record batch needs at least one record")
     builder = DefaultRecordBatchBuilder(
         MAGIC_V2, COMPRESSION_NONE, 0, producer_id, producer_epoch, base_sequence, 2**31 - 1
     )
-    now_ms = int(time.time() * 1000)
     for delta, (key, value, headers, timestamp_ms) in enumerate(records):
-        builder.append(
-            delta, timestamp_ms if timestamp_ms > 0 else now_ms, key, value, list(headers)
-        )
+        if timestamp_ms <= 0:
+            if now_ms is None:
+                raise ValueError(f"record {delta} has no timestamp and no now_ms was given")
+            timestamp_ms = now_ms
+        builder.append(delta, timestamp_ms, key, value, list(headers))
     encoded = builder.build()
     if base_offset:
         patch_offsets(encoded, 0, base_offset, NO_PARTITION_LEADER_EPOCH)

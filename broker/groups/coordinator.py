@@ -274,7 +274,10 @@ class GroupCoordinator:
     ) -> int:
         async with loaded.write_lock:
             reply = await self._produce.append_internal(
-                OFFSETS_TOPIC, index, offsets_log.encode(records), self.settings.commit_timeout_ms
+                OFFSETS_TOPIC,
+                index,
+                offsets_log.encode(records, self._clock_ms()),
+                self.settings.commit_timeout_ms,
             )
         if reply.error_code:
             code = Code.Name(reply.error_code)

@@ -68,13 +68,13 @@ def snapshot_record(
     return group_pb2.GroupLogRecord(snapshot=snapshot)
 
 
-def encode(records: Iterable[group_pb2.GroupLogRecord]) -> bytes:
+def encode(records: Iterable[group_pb2.GroupLogRecord], now_ms: int) -> bytes:
     items: list[tuple[bytes, bytes, list[tuple[str, bytes | None]], int]] = []
     for record in records:
         kind = record.WhichOneof("record")
         key = getattr(record, kind).group_id.encode() if kind != "snapshot" else b""
         items.append((key, record.SerializeToString(), [], 0))
-    return encode_batch(items)
+    return encode_batch(items, now_ms=now_ms)
 
 
 def decode(data: bytes, from_offset: int = 0) -> Iterator[tuple[int, group_pb2.GroupLogRecord]]:

@@ -5,16 +5,15 @@ the response fields."""
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from raftka.broker.kafka.codec import Request, field
+from raftka.broker.core import BrokerCore
+from raftka.broker.kafka import api_table
+from raftka.broker.kafka.codec import Request, field, timeout_ms
 from raftka.cluster import topic_config
 from raftka.cluster.image import MetadataImage
 from raftka.cluster.naming import InvalidTopicNameError, validate_topic_name
 from raftka.proto.raftka.v1 import admin_pb2, common_pb2
-
-if TYPE_CHECKING:
-    from raftka.broker.server import BrokerServer
 
 Code = common_pb2.ErrorCode
 RESOURCE_TOPIC = 2
@@ -32,12 +31,6 @@ def topic_uuid(topic_id: str) -> uuid.UUID:
         return uuid.uuid5(uuid.NAMESPACE_OID, topic_id)
 
 
-def _timeout_ms(value: Any, default: int = 30_000) -> int:
-    if value is None:
-        return default
-    return int(value.total_seconds() * 1000) if hasattr(value, "total_seconds") else int(value)
-
-
 def kafka_brokers(image: MetadataImage, listener: str) -> list[dict[str, Any]]:
     """The live brokers at their addresses for `listener` (brokers without it are left out,
     as in Kafka)."""
@@ -50,32 +43,22 @@ def kafka_brokers(image: MetadataImage, listener: str) -> list[dict[str, Any]]:
     return out
 
 
-async def api_versions(server: BrokerServer, request: Request) -> dict[str, Any]:
-    from raftka.broker.kafka.listener import api_versions_table
-
-    return {"error_code": 0, "api_keys": api_versions_table(), "throttle_time": 0}
+async def api_versions(core: BrokerCore, request: Request) -> dict[str, Any]:
+    return {"error_code": 0, "api_keys": api_table.api_versions(), "throttle_time": 0}
 
 
-async def metadata(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def metadata(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     asked = field(body, "topics")
-    image = server.replica_manager.image
+    image = core.image
     if asked is None or (request.api_version == 0 and not asked):
         names = sorted(image.topics)
     else:
         names = [t.name for t in asked if t.name]
-    allow = field(body, "allow_auto_topic_creation", True) and \
-        server.config.auto_create_topics_enable
-    if allow:
-        for name in names:
-            if name not in image.topics:
-                try:
-                    validate_topic_name(name)
-                    await server.auto_create(name)
-                except Exception:  # reported per topic below
-                    pass
-        image = server.replica_manager.image
-    controller = server.controller_id()
+    if field(body, "allow_auto_topic_creation", True):
+        await core.topics.auto_create_missing(names)  # failures: reported per topic below
+        image = core.image
+    controller = core.controller_id()
     return {
         "throttle_time": 0, "brokers": kafka_brokers(image, request.listener),
         "cluster_id": image.cluster_id,
@@ -107,7 +90,7 @@ def _topic_metadata(image: MetadataImage, name: str) -> dict[str, Any]:
     }
 
 
-async def create_topics(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def create_topics(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     results: list[dict[str, Any]] = []
     new_topics = []
@@ -124,16 +107,14 @@ async def create_topics(server: BrokerServer, request: Request) -> dict[str, Any
     if new_topics:
         proto_request = admin_pb2.CreateTopicsRequest(
             topics=new_topics, validate_only=bool(field(body, "validate_only", False)))
-        timeout_s = max(1.0, _timeout_ms(field(body, "timeout")) / 1000)
+        timeout_s = max(1.0, timeout_ms(field(body, "timeout")) / 1000)
         try:
-            response = await server.controller_client.call("create_topics", proto_request,
-                                                           timeout_s)
+            response = await core.topics.create_topics(proto_request, timeout_s=timeout_s)
         except Exception as exc:
             return {"throttle_time": 0, "topics": results + [
                 {"name": t.name, "error_code": Code.REQUEST_TIMED_OUT,
                  "error_message": str(exc), "topic_id": uuid.UUID(int=0), "configs": None}
                 for t in new_topics]}
-        await server.wait_for_local_metadata(response)
         for result in response.topics:
             results.append({
                 "name": result.name, "error_code": result.error_code,
@@ -145,24 +126,23 @@ async def create_topics(server: BrokerServer, request: Request) -> dict[str, Any
     return {"throttle_time": 0, "topics": results}
 
 
-async def delete_topics(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def delete_topics(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     names = list(field(body, "topic_names", None) or [])
     for state in field(body, "topics", None) or []:
         if state.name:
             names.append(state.name)
     proto_request = admin_pb2.DeleteTopicsRequest(names=names)
-    response = await server.controller_client.call(
-        "delete_topics", proto_request, max(1.0, _timeout_ms(field(body, "timeout")) / 1000))
-    await server.wait_for_local_metadata(response)
+    response = await core.topics.delete_topics(
+        proto_request, timeout_s=max(1.0, timeout_ms(field(body, "timeout")) / 1000))
     return {"throttle_time": 0, "responses": [
         {"name": r.name, "topic_id": uuid.UUID(int=0), "error_code": r.error_code,
          "error_message": r.error_message or None} for r in response.topics]}
 
 
-async def describe_configs(server: BrokerServer, request: Request) -> dict[str, Any]:
-    image = server.replica_manager.image
-    defaults = server.config.topic_config_defaults()
+async def describe_configs(core: BrokerCore, request: Request) -> dict[str, Any]:
+    image = core.image
+    defaults = core.config.topic_config_defaults()
     results = []
     for resource in request.body.resources:
         keys = field(resource, "configuration_keys")
@@ -185,7 +165,7 @@ async def describe_configs(server: BrokerServer, request: Request) -> dict[str, 
         elif resource.resource_type == RESOURCE_BROKER:
             result["configs"] = [
                 _config_entry(name, value, SOURCE_STATIC_BROKER, read_only=True)
-                for name, value in sorted(_broker_configs(server).items())
+                for name, value in sorted(_broker_configs(core).items())
                 if wanted is None or name in wanted]
         else:
             result.update(error_code=Code.INVALID_REQUEST,
@@ -202,8 +182,8 @@ def _config_entry(name: str, value: str, source: int, read_only: bool = False
             "documentation": None}
 
 
-def _broker_configs(server: BrokerServer) -> dict[str, str]:
-    config = server.config
+def _broker_configs(core: BrokerCore) -> dict[str, str]:
+    config = core.config
     return {
         "broker.id": str(config.broker_id), "node.id": str(config.broker_id),
         "num.partitions": str(config.num_partitions),
@@ -217,9 +197,9 @@ def _broker_configs(server: BrokerServer) -> dict[str, str]:
     }
 
 
-async def describe_cluster(server: BrokerServer, request: Request) -> dict[str, Any]:
-    image = server.replica_manager.image
-    controller = server.controller_id()
+async def describe_cluster(core: BrokerCore, request: Request) -> dict[str, Any]:
+    image = core.image
+    controller = core.controller_id()
     return {"throttle_time": 0, "error_code": 0, "error_message": None, "endpoint_type": 1,
             "cluster_id": image.cluster_id,
             "controller_id": controller if controller is not None else -1,

@@ -53,6 +53,13 @@ class Request:
     listener: str = "PLAINTEXT"
 
 
+def timeout_ms(value: Any, default: int = 30_000) -> int:
+    """A request's timeout field in ms: kio gives a timedelta (or an int), None -> default."""
+    if value is None:
+        return default
+    return int(value.total_seconds() * 1000) if hasattr(value, "total_seconds") else int(value)
+
+
 def peek_header(frame: bytes) -> tuple[int, int, int]:
     """(api_key, api_version, correlation_id) without parsing the rest."""
     if len(frame) < _API_VERSION_HEAD.size:

@@ -9,32 +9,29 @@ returns the stored bytes untouched: large ones straight from the segment files b
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from raftka.broker.core import BrokerCore
 from raftka.broker.errors import to_error
 from raftka.broker.fetch_path import close_slices
-from raftka.broker.kafka.admin_handlers import _timeout_ms
-from raftka.broker.kafka.codec import Request, field
+from raftka.broker.kafka.codec import Request, field, timeout_ms
 from raftka.broker.kafka.zero_copy import SplicedResponse, records_value
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
-
-if TYPE_CHECKING:
-    from raftka.broker.server import BrokerServer
 
 Code = common_pb2.ErrorCode
 
 
-async def produce(server: BrokerServer, request: Request) -> dict[str, Any] | None:
+async def produce(core: BrokerCore, request: Request) -> dict[str, Any] | None:
     body = request.body
     if field(body, "transactional_id"):
         return _produce_refused(body, Code.UNSUPPORTED_VERSION,
                                 "transactions are not supported")
     acks = int(body.acks)
-    timeout_ms = _timeout_ms(field(body, "timeout"))
+    produce_timeout_ms = timeout_ms(field(body, "timeout"))
     items = [broker_pb2.PartitionProduceData(topic=topic.name, partition=p.index,
                                              record_batches=bytes(p.records or b""))
              for topic in body.topic_data for p in topic.partition_data]
-    replies = await asyncio.gather(*(server.produce_path.produce_one(item, acks, timeout_ms)
+    replies = await asyncio.gather(*(core.produce_path.produce_one(item, acks, produce_timeout_ms)
                                      for item in items))
     if acks == 0:
         return None
@@ -56,14 +53,14 @@ def _produce_refused(body: Any, code: int, message: str) -> dict[str, Any]:
         for topic in body.topic_data]}
 
 
-async def fetch(server: BrokerServer, request: Request) -> SplicedResponse:
+async def fetch(core: BrokerCore, request: Request) -> SplicedResponse:
     body = request.body
     replica_id = int(field(body, "replica_id", -1) if field(body, "replica_id") is not None
                      else -1)
     if replica_id >= 0:  # brokers replicate over gRPC; this door is for clients
         replica_id = -1
     proto_request = broker_pb2.FetchRequest(
-        replica_id=-1, max_wait_ms=_timeout_ms(field(body, "max_wait"), 500),
+        replica_id=-1, max_wait_ms=timeout_ms(field(body, "max_wait"), 500),
         min_bytes=int(body.min_bytes), max_bytes=int(field(body, "max_bytes", 52428800)),
         partitions=[broker_pb2.FetchPartition(
             topic=topic.topic, partition=p.partition, fetch_offset=p.fetch_offset,
@@ -71,7 +68,7 @@ async def fetch(server: BrokerServer, request: Request) -> SplicedResponse:
             current_leader_epoch=int(field(p, "current_leader_epoch", -1)),
             last_fetched_epoch=-1)
             for topic in body.topics for p in topic.partitions])
-    response, slices = await server.fetch_path.fetch_slices(proto_request)
+    response, slices = await core.fetch_path.fetch_slices(proto_request)
     spliced = SplicedResponse({})
     try:
         by_topic: dict[str, list[dict[str, Any]]] = {}
@@ -94,15 +91,15 @@ async def fetch(server: BrokerServer, request: Request) -> SplicedResponse:
     return spliced
 
 
-async def list_offsets(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def list_offsets(core: BrokerCore, request: Request) -> dict[str, Any]:
     proto_request = broker_pb2.ListOffsetsRequest(partitions=[
         broker_pb2.ListOffsetsPartition(topic=topic.name, partition=p.partition_index,
                                         timestamp_ms=p.timestamp)
         for topic in request.body.topics for p in topic.partitions])
-    response = server.fetch_path.list_offsets(proto_request)
+    response = core.fetch_path.list_offsets(proto_request)
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for item in response.partitions:
-        partition = server.replica_manager.partitions.get(
+        partition = core.replica_manager.partitions.get(
             _tp(item.topic, item.partition))
         by_topic.setdefault(item.topic, []).append({
             "partition_index": item.partition, "error_code": item.error_code,
@@ -118,14 +115,14 @@ def _tp(topic: str, partition: int) -> Any:
     return TopicPartition(topic, partition)
 
 
-async def offset_for_leader_epoch(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def offset_for_leader_epoch(core: BrokerCore, request: Request) -> dict[str, Any]:
     proto_request = broker_pb2.OffsetForLeaderEpochRequest(partitions=[
         broker_pb2.OffsetForLeaderEpochPartition(
             topic=topic.topic, partition=p.partition,
             current_leader_epoch=int(field(p, "current_leader_epoch", -1)),
             leader_epoch=p.leader_epoch)
         for topic in request.body.topics for p in topic.partitions])
-    response = server.fetch_path.offset_for_leader_epoch(proto_request)
+    response = core.fetch_path.offset_for_leader_epoch(proto_request)
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for item in response.partitions:
         by_topic.setdefault(item.topic, []).append({
@@ -135,12 +132,12 @@ async def offset_for_leader_epoch(server: BrokerServer, request: Request) -> dic
         {"topic": name, "partitions": parts} for name, parts in by_topic.items()]}
 
 
-async def init_producer_id(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def init_producer_id(core: BrokerCore, request: Request) -> dict[str, Any]:
     if field(request.body, "transactional_id"):
         return {"throttle_time": 0, "error_code": Code.UNSUPPORTED_VERSION,
                 "producer_id": -1, "producer_epoch": -1}
     try:
-        producer_id = await server.producer_ids.next_id()
+        producer_id = await core.producer_ids.next_id()
     except Exception as exc:
         code, _ = to_error(exc)
         return {"throttle_time": 0, "error_code": code, "producer_id": -1,

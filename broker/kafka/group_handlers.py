@@ -8,17 +8,14 @@ shows, and the reverse.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from raftka.broker.core import BrokerCore
 from raftka.broker.errors import to_error
 from raftka.broker.groups.coordinator import ClassicProtocol
 from raftka.broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
-from raftka.broker.kafka.admin_handlers import _timeout_ms
-from raftka.broker.kafka.codec import Request, field
+from raftka.broker.kafka.codec import Request, field, timeout_ms
 from raftka.proto.raftka.v1 import common_pb2, group_pb2
-
-if TYPE_CHECKING:
-    from raftka.broker.server import BrokerServer
 
 Code = common_pb2.ErrorCode
 KEY_TYPE_GROUP = 0
@@ -28,19 +25,19 @@ def _code(name_or_number: Any) -> int:
     return Code.Value(name_or_number) if isinstance(name_or_number, str) else int(name_or_number)
 
 
-def _classic(server: BrokerServer) -> ClassicProtocol:
-    return server.classic_groups
+def _classic(core: BrokerCore) -> ClassicProtocol:
+    return core.classic_groups
 
 
 # ----------------------------------------------------------------------- coordinator
-async def find_coordinator(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def find_coordinator(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     keys = list(field(body, "coordinator_keys", None) or [])
     single = field(body, "key")
     if single is not None:
         keys = [single]
     key_type = int(field(body, "key_type", KEY_TYPE_GROUP) or 0)
-    found = [await _locate(server, key, key_type, request.listener) for key in keys]
+    found = [await _locate(core, key, key_type, request.listener) for key in keys]
     if request.api_version >= 4:
         return {"throttle_time": 0, "coordinators": found}
     first = found[0] if found else {"error_code": Code.INVALID_REQUEST,
@@ -49,18 +46,17 @@ async def find_coordinator(server: BrokerServer, request: Request) -> dict[str, 
     return {"throttle_time": 0, **{k: v for k, v in first.items() if k != "key"}}
 
 
-async def _locate(server: BrokerServer, key: str, key_type: int,
+async def _locate(core: BrokerCore, key: str, key_type: int,
                   listener: str) -> dict[str, Any]:
     missing = {"key": key, "node_id": -1, "host": "", "port": -1}
     if key_type != KEY_TYPE_GROUP:
         return {**missing, "error_code": Code.COORDINATOR_NOT_AVAILABLE,
                 "error_message": "transactions are not supported"}
-    reply = await server.group_servicer.find_coordinator(
-        group_pb2.FindCoordinatorRequest(group_id=key))
+    reply = await core.group_directory.find_coordinator(key, listener)
     if reply.error_code:
         return {**missing, "error_code": reply.error_code,
                 "error_message": reply.error_message}
-    broker = server.replica_manager.image.brokers.get(reply.coordinator.broker_id)
+    broker = core.group_directory.coordinator_of(reply.coordinator.broker_id)
     endpoint = broker.kafka_endpoint(listener) if broker is not None else None
     if broker is None or endpoint is None:
         return {**missing, "error_code": Code.COORDINATOR_NOT_AVAILABLE,
@@ -70,12 +66,12 @@ async def _locate(server: BrokerServer, key: str, key_type: int,
 
 
 # ------------------------------------------------------------------------ membership
-async def join_group(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def join_group(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
-    session_ms = _timeout_ms(body.session_timeout)
-    rebalance_ms = _timeout_ms(field(body, "rebalance_timeout"), session_ms)
+    session_ms = timeout_ms(body.session_timeout)
+    rebalance_ms = timeout_ms(field(body, "rebalance_timeout"), session_ms)
     try:
-        result = await _classic(server).join(
+        result = await _classic(core).join(
             body.group_id, body.member_id, request.client_id or "", body.protocol_type,
             [(p.name, bytes(p.metadata)) for p in body.protocols], session_ms, rebalance_ms,
             require_known_member_id=request.api_version >= 4)
@@ -86,10 +82,10 @@ async def join_group(server: BrokerServer, request: Request) -> dict[str, Any]:
     return {"throttle_time": 0, **result, "error_code": _code(result["error_code"])}
 
 
-async def sync_group(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def sync_group(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     try:
-        result = await _classic(server).sync(
+        result = await _classic(core).sync(
             body.group_id, body.member_id, body.generation_id,
             {a.member_id: bytes(a.assignment) for a in body.assignments})
     except Exception as exc:
@@ -98,24 +94,24 @@ async def sync_group(server: BrokerServer, request: Request) -> dict[str, Any]:
     return {"throttle_time": 0, **result, "error_code": _code(result["error_code"])}
 
 
-async def heartbeat(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def heartbeat(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     try:
-        code: Any = _classic(server).heartbeat(body.group_id, body.member_id,
+        code: Any = _classic(core).heartbeat(body.group_id, body.member_id,
                                                body.generation_id)
     except Exception as exc:
         code, _ = to_error(exc)
     return {"throttle_time": 0, "error_code": _code(code)}
 
 
-async def leave_group(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def leave_group(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     members = [m.member_id for m in field(body, "members", None) or []]
     single = field(body, "member_id")
     if single:
         members = [single]
     try:
-        results = _classic(server).leave(body.group_id, members)
+        results = _classic(core).leave(body.group_id, members)
     except Exception as exc:
         code, _ = to_error(exc)
         return {"throttle_time": 0, "error_code": code, "members": []}
@@ -125,7 +121,7 @@ async def leave_group(server: BrokerServer, request: Request) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- offsets
-async def offset_commit(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def offset_commit(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     offsets = {(t.name, p.partition_index): (int(p.committed_offset),
                                              p.committed_metadata or "")
@@ -133,7 +129,7 @@ async def offset_commit(server: BrokerServer, request: Request) -> dict[str, Any
     generation = int(field(body, "generation_id_or_member_epoch", -1))
     results: dict[tuple[str, int], Any]
     try:
-        results = dict(await _classic(server).commit(body.group_id, body.member_id or "",
+        results = dict(await _classic(core).commit(body.group_id, body.member_id or "",
                                                      generation, offsets))
     except Exception as exc:
         failure, _ = to_error(exc)
@@ -146,7 +142,7 @@ async def offset_commit(server: BrokerServer, request: Request) -> dict[str, Any
         {"name": name, "partitions": parts} for name, parts in by_topic.items()]}
 
 
-async def offset_fetch(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def offset_fetch(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     topics = field(body, "topics")
     proto_request = group_pb2.OffsetFetchRequest(group_id=body.group_id)
@@ -155,7 +151,7 @@ async def offset_fetch(server: BrokerServer, request: Request) -> dict[str, Any]
             group_pb2.TopicPartitions(topic=t.name, partitions=list(t.partition_indexes))
             for t in topics)
     try:
-        reply = server.group_coordinator.fetch_offsets(proto_request)
+        reply = core.group_coordinator.fetch_offsets(proto_request)
         error = 0
     except Exception as exc:
         error, _ = to_error(exc)
@@ -178,24 +174,23 @@ def _offsets_by_topic(rows: list[tuple[str, int, int, str, int]]) -> list[dict[s
 
 
 # ----------------------------------------------------------------------------- admin
-async def list_groups(server: BrokerServer, request: Request) -> dict[str, Any]:
-    reply = await server.group_servicer.list_groups(
-        group_pb2.ListGroupsRequest(local_only=False))
+async def list_groups(core: BrokerCore, request: Request) -> dict[str, Any]:
+    reply = await core.group_directory.list_groups(local_only=False)
     return {"throttle_time": 0, "error_code": 0, "groups": [
         {"group_id": g.group_id, "protocol_type": "consumer", "group_state": g.state,
          "group_type": "consumer"} for g in reply.groups]}
 
 
-async def describe_groups(server: BrokerServer, request: Request) -> dict[str, Any]:
+async def describe_groups(core: BrokerCore, request: Request) -> dict[str, Any]:
     groups = []
     for group_id in request.body.groups:
         entry: dict[str, Any] = {"error_code": 0, "group_id": group_id, "group_state": "Dead",
                                  "protocol_type": "", "protocol_data": "", "members": [],
                                  "authorized_operations": -2147483648}
-        count = server.group_coordinator.offsets_partitions()
+        count = core.group_coordinator.offsets_partitions()
         index = partition_for_group(group_id, count) if count else -1
         try:
-            described = _classic(server).describe(group_id)
+            described = _classic(core).describe(group_id)
         except Exception as exc:
             code, _ = to_error(exc)
             entry["error_code"] = code

@@ -14,76 +14,29 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from raftka.broker.core import BrokerCore
 from raftka.broker.kafka import codec, zero_copy
-from raftka.broker.kafka.codec import MalformedRequestError, Request, UnsupportedVersionError
+from raftka.broker.kafka.api_table import SUPPORTED, api_versions
+from raftka.broker.kafka.codec import MalformedRequestError, UnsupportedVersionError
+from raftka.broker.kafka.dispatch import HANDLERS
 from raftka.broker.kafka.zero_copy import SplicedResponse
 from raftka.broker.listeners import ListenerEndpoint
 from raftka.broker.log.file_slice import FileSlice
-
-if TYPE_CHECKING:
-    from raftka.broker.server import BrokerServer
 
 log = logging.getLogger("raftka.kafka")
 _SIZE = struct.Struct(">i")
 UNSUPPORTED_VERSION = 35
 
-Handler = Callable[["BrokerServer", Request], Awaitable[dict[str, Any] | SplicedResponse | None]]
-
-# api key -> (min version, max version) this broker serves. Maxima stay below versions that
-# address topics by id only (Fetch 13+, Produce 13+), so name-based clients keep working.
-SUPPORTED: dict[int, tuple[int, int]] = {
-    0: (3, 9),     # Produce
-    1: (4, 12),    # Fetch
-    2: (1, 7),     # ListOffsets
-    3: (0, 12),    # Metadata
-    8: (2, 8),     # OffsetCommit
-    9: (1, 7),     # OffsetFetch
-    10: (0, 4),    # FindCoordinator
-    11: (0, 9),    # JoinGroup
-    12: (0, 4),    # Heartbeat
-    13: (0, 5),    # LeaveGroup
-    14: (0, 5),    # SyncGroup
-    15: (0, 5),    # DescribeGroups
-    16: (0, 4),    # ListGroups
-    18: (0, 3),    # ApiVersions
-    19: (2, 7),    # CreateTopics
-    20: (1, 6),    # DeleteTopics
-    22: (0, 4),    # InitProducerId
-    23: (2, 4),    # OffsetForLeaderEpoch
-    32: (1, 4),    # DescribeConfigs
-    60: (0, 1),    # DescribeCluster
-}
-
-
-def _handlers() -> dict[int, Handler]:
-    from raftka.broker.kafka import admin_handlers, data_handlers, group_handlers
-
-    return {
-        0: data_handlers.produce, 1: data_handlers.fetch, 2: data_handlers.list_offsets,
-        22: data_handlers.init_producer_id, 23: data_handlers.offset_for_leader_epoch,
-        3: admin_handlers.metadata, 18: admin_handlers.api_versions,
-        19: admin_handlers.create_topics, 20: admin_handlers.delete_topics,
-        32: admin_handlers.describe_configs, 60: admin_handlers.describe_cluster,
-        8: group_handlers.offset_commit, 9: group_handlers.offset_fetch,
-        10: group_handlers.find_coordinator, 11: group_handlers.join_group,
-        12: group_handlers.heartbeat, 13: group_handlers.leave_group,
-        14: group_handlers.sync_group, 15: group_handlers.describe_groups,
-        16: group_handlers.list_groups,
-    }
-
-
 class KafkaListener:
-    def __init__(self, server: BrokerServer, endpoint: ListenerEndpoint,
+    def __init__(self, core: BrokerCore, endpoint: ListenerEndpoint,
                  request_max_bytes: int) -> None:
-        self._broker = server
+        self._core = core
         self._name = endpoint.name
         self._host = endpoint.bind_host
         self._port = endpoint.bind_port
         self._request_max_bytes = request_max_bytes
-        self._handlers = _handlers()
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -156,7 +109,7 @@ class KafkaListener:
             # Kafka's rule: answer an unknown ApiVersions version at v0, with the error and
             # the versions this broker has, so the client can retry with one of them.
             return codec.encode_response(api_key, 0, correlation_id, {
-                "error_code": UNSUPPORTED_VERSION, "api_keys": _api_versions()})
+                "error_code": UNSUPPORTED_VERSION, "api_keys": api_versions()})
         if supported is None or not supported[0] <= api_version <= supported[1]:
             raise MalformedRequestError(
                 f"api {api_key} v{api_version} is not supported (see ApiVersions)")
@@ -164,7 +117,7 @@ class KafkaListener:
             request = codec.decode_request(frame, listener=self._name)
         except UnsupportedVersionError as exc:
             raise MalformedRequestError(str(exc)) from exc
-        values = await self._handlers[api_key](self._broker, request)
+        values = await HANDLERS[api_key](self._core, request)
         if values is None:
             return None
         if not isinstance(values, SplicedResponse):
@@ -176,11 +129,3 @@ class KafkaListener:
         except BaseException:
             values.close()
             raise
-
-
-def _api_versions() -> list[dict[str, int]]:
-    return [{"api_key": key, "min_version": low, "max_version": high}
-            for key, (low, high) in sorted(SUPPORTED.items())]
-
-
-api_versions_table = _api_versions

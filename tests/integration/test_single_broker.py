@@ -24,6 +24,10 @@ pytestmark = pytest.mark.integration
 Code = common_pb2.ErrorCode
 
 
+def now() -> int:
+    return int(time.time() * 1000)
+
+
 def stub(cluster) -> broker_pb2_grpc.BrokerServiceStub:
     return broker_pb2_grpc.BrokerServiceStub(grpc.insecure_channel(cluster.brokers[1].address))
 
@@ -133,7 +137,7 @@ def test_sigterm_flushes_and_exits_cleanly(broker):
 def test_oversized_batch_is_refused_with_its_size_and_the_limit(broker):
     with Admin(broker.bootstrap) as admin:
         admin.create_topic("small", configs={"max.message.bytes": "1000"})
-    reply = produce_raw(broker, "small", encode_batch([(None, b"x" * 5000, [], 0)]))
+    reply = produce_raw(broker, "small", encode_batch([(None, b"x" * 5000, [], 0)], now_ms=now()))
     assert reply.error_code == Code.MESSAGE_TOO_LARGE
     assert "exceeds max.message.bytes (1000)" in reply.error_message
     assert "5" in reply.error_message.split("bytes")[0]
@@ -145,7 +149,7 @@ def test_oversized_batch_is_refused_with_its_size_and_the_limit(broker):
 
 def test_corrupt_and_malformed_produce_requests_store_nothing(broker):
     produce_raw(broker, "strict", records=[common_pb2.Record(value=b"first")])
-    batch = bytearray(encode_batch([(None, b"payload", [], 0)]))
+    batch = bytearray(encode_batch([(None, b"payload", [], 0)], now_ms=now()))
     batch[-2] ^= 0xFF
     reply = produce_raw(broker, "strict", bytes(batch))
     assert reply.error_code == Code.CORRUPT_MESSAGE and "CRC32C" in reply.error_message
@@ -154,7 +158,7 @@ def test_corrupt_and_malformed_produce_requests_store_nothing(broker):
     both = produce_raw(
         broker,
         "strict",
-        encode_batch([(None, b"a", [], 0)]),
+        encode_batch([(None, b"a", [], 0)], now_ms=now()),
         records=[common_pb2.Record(value=b"b")],
     )
     assert both.error_code == Code.INVALID_REQUEST and "not both" in both.error_message

@@ -14,6 +14,8 @@ def test_group_to_partition_follows_java_string_hash_code():
     assert offsets_log.partition_for_group("test", 50) == 3556498 % 50
     assert offsets_log.partition_for_group("a-much-longer-group-name", 50) == 1917502871 % 50
 
+NOW = 1_700_000_000_000
+
 
 def replay_all(data: bytes) -> dict[str, ConsumerGroup]:
     groups: dict[str, ConsumerGroup] = {}
@@ -28,16 +30,18 @@ def test_commits_tombstones_and_snapshots_replay_to_the_same_state():
             offsets_log.commit_record("g", "t", 0, CommittedOffset(10, "m", 1)),
             offsets_log.commit_record("h", "t", 1, CommittedOffset(5, "", 2)),
             offsets_log.commit_record("g", "gone", 0, CommittedOffset(3, "", 3)),
-        ]
+        ],
+        NOW,
     )
     groups = replay_all(first)
     assert groups["g"].offsets[("t", 0)].offset == 10
-    snapshot = offsets_log.encode([offsets_log.snapshot_record(groups, ["t"])])
+    snapshot = offsets_log.encode([offsets_log.snapshot_record(groups, ["t"])], NOW)
     after = offsets_log.encode(
         [
             offsets_log.tombstone_record("h"),
             offsets_log.commit_record("g", "t", 0, CommittedOffset(12, "", 4)),
-        ]
+        ],
+        NOW,
     )
     # replaying from the snapshot alone (older log dropped) gives the full state
     rebuilt = replay_all(snapshot + after)

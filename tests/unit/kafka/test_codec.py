@@ -26,8 +26,9 @@ from kio.serial import entity_reader, entity_writer
 from kio.serial.errors import DecodeError
 
 from raftka.broker.kafka import codec
+from raftka.broker.kafka.api_table import SUPPORTED, api_versions
 from raftka.broker.kafka.codec import MalformedRequestError, UnsupportedVersionError
-from raftka.broker.kafka.listener import SUPPORTED, KafkaListener, api_versions_table
+from raftka.broker.kafka.listener import KafkaListener
 
 PRODUCE, METADATA, API_VERSIONS = 0, 3, 18
 
@@ -491,7 +492,7 @@ def expected_fallback(correlation_id: int) -> bytes:
 
 def test_the_fallback_response_is_api_versions_v0_with_unsupported_version() -> None:
     frame = codec.encode_response(API_VERSIONS, 0, 77, {"error_code": 35,
-                                                        "api_keys": api_versions_table()})
+                                                        "api_keys": api_versions()})
 
     assert frame == expected_fallback(77)
     correlation_id, body = read_response(frame, API_VERSIONS, 0)

@@ -1,0 +1,34 @@
+"""Which Kafka APIs and versions this broker serves (what ApiVersions answers)."""
+
+from __future__ import annotations
+
+# api key -> (min version, max version) this broker serves. Maxima stay below versions that
+# address topics by id only (Fetch 13+, Produce 13+), so name-based clients keep working.
+SUPPORTED: dict[int, tuple[int, int]] = {
+    0: (3, 9),     # Produce
+    1: (4, 12),    # Fetch
+    2: (1, 7),     # ListOffsets
+    3: (0, 12),    # Metadata
+    8: (2, 8),     # OffsetCommit
+    9: (1, 7),     # OffsetFetch
+    10: (0, 4),    # FindCoordinator
+    11: (0, 9),    # JoinGroup
+    12: (0, 4),    # Heartbeat
+    13: (0, 5),    # LeaveGroup
+    14: (0, 5),    # SyncGroup
+    15: (0, 5),    # DescribeGroups
+    16: (0, 4),    # ListGroups
+    18: (0, 3),    # ApiVersions
+    19: (2, 7),    # CreateTopics
+    20: (1, 6),    # DeleteTopics
+    22: (0, 4),    # InitProducerId
+    23: (2, 4),    # OffsetForLeaderEpoch
+    32: (1, 4),    # DescribeConfigs
+    60: (0, 1),    # DescribeCluster
+}
+
+
+def api_versions() -> list[dict[str, int]]:
+    """ApiVersions' api_keys field."""
+    return [{"api_key": key, "min_version": low, "max_version": high}
+            for key, (low, high) in sorted(SUPPORTED.items())]

@@ -1,0 +1,27 @@
+"""Kafka api key -> the handler that answers it. Handlers are plain functions of
+(BrokerCore, Request) returning the response's fields (or None when no reply is due)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from raftka.broker.core import BrokerCore
+from raftka.broker.kafka import admin_handlers, data_handlers, group_handlers
+from raftka.broker.kafka.codec import Request
+from raftka.broker.kafka.zero_copy import SplicedResponse
+
+Handler = Callable[[BrokerCore, Request], Awaitable[dict[str, Any] | SplicedResponse | None]]
+
+HANDLERS: dict[int, Handler] = {
+    0: data_handlers.produce, 1: data_handlers.fetch, 2: data_handlers.list_offsets,
+    22: data_handlers.init_producer_id, 23: data_handlers.offset_for_leader_epoch,
+    3: admin_handlers.metadata, 18: admin_handlers.api_versions,
+    19: admin_handlers.create_topics, 20: admin_handlers.delete_topics,
+    32: admin_handlers.describe_configs, 60: admin_handlers.describe_cluster,
+    8: group_handlers.offset_commit, 9: group_handlers.offset_fetch,
+    10: group_handlers.find_coordinator, 11: group_handlers.join_group,
+    12: group_handlers.heartbeat, 13: group_handlers.leave_group,
+    14: group_handlers.sync_group, 15: group_handlers.describe_groups,
+    16: group_handlers.list_groups,
+}
