@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from raftka.broker.errors import to_error
-from raftka.broker.groups.coordinator import ClassicProtocol
+from raftka.broker.groups.classic_protocol import ClassicProtocol
 from raftka.broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
 from raftka.broker.kafka.admin_handlers import _timeout_ms
 from raftka.broker.kafka.codec import Request, field
