@@ -14,10 +14,8 @@ from dataclasses import dataclass
 
 from raftka.broker.config import BrokerConfig
 from raftka.broker.fetch_path import FetchPath
-from raftka.broker.groups.coordinator import (
-    ClassicProtocol,  # TODO: classic_protocol
-    GroupCoordinator,
-)
+from raftka.broker.groups.classic_protocol import ClassicProtocol
+from raftka.broker.groups.coordinator import GroupCoordinator
 from raftka.broker.groups.directory import GroupDirectory
 from raftka.broker.internal_auth import InternalAuth
 from raftka.broker.partition import TopicPartition

@@ -32,7 +32,8 @@ from raftka.broker.controller_client import (
 from raftka.broker.core import BrokerCore
 from raftka.broker.fetch_path import FetchPath
 from raftka.broker.group_service import GroupServicer
-from raftka.broker.groups.coordinator import ClassicProtocol, GroupCoordinator, GroupSettings
+from raftka.broker.groups.classic_protocol import ClassicProtocol
+from raftka.broker.groups.coordinator import GroupCoordinator, GroupSettings
 from raftka.broker.groups.directory import GroupDirectory
 from raftka.broker.internal_auth import InternalAuth
 from raftka.broker.kafka.listener import KafkaListener

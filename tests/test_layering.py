@@ -60,7 +60,7 @@ ALLOWED = {
     ("raftka.client.partitioner", "random"),
 }
 _CALLS_ITSELF_PURE = re.compile(
-    r"(^|[.:] )Pure\b|\bis pure\b|\bpure (decisions|diff|parsing|functions)\b|here is pure",
+    r"(^|[.:] )Pure\b|\bpure (decisions|diff|parsing|functions)\b|here is pure",
     re.M,
 )
 

@@ -18,7 +18,6 @@ A member joining with an empty id first gets a generated one back (KIP-394).
 from __future__ import annotations
 
 import struct
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -64,8 +63,9 @@ class ClassicGroup:
     def join(self, *, member_id: str, client_id: str, protocol_type: str,
              protocols: list[tuple[str, bytes]], session_timeout_ms: int,
              rebalance_timeout_ms: int, require_known_member_id: bool, now_ms: int,
-             reply: JoinReply) -> None:
-        """Handle JoinGroup; `reply` is called with the response fields, now or later."""
+             new_member_id: str, reply: JoinReply) -> None:
+        """Handle JoinGroup; `reply` is called with the response fields, now or later.
+        `new_member_id` is the id a member joining without one gets (the caller makes ids)."""
         if self.members and protocol_type != self.protocol_type:
             reply(_join_error("INCONSISTENT_GROUP_PROTOCOL", member_id))
             return
@@ -73,7 +73,7 @@ class ClassicGroup:
             reply(_join_error("INCONSISTENT_GROUP_PROTOCOL", member_id))
             return
         if not member_id:
-            new_id = f"{client_id or 'member'}-{uuid.uuid4()}"
+            new_id = new_member_id
             if require_known_member_id:
                 self.pending_ids[new_id] = now_ms
                 reply(_join_error("MEMBER_ID_REQUIRED", new_id))

@@ -10,6 +10,10 @@ the coordinator fails over with ordinary partition failover and nothing acknowle
 Every `snapshot_every_records` writes, the live offsets are written as one snapshot record and
 the log before it is dropped (followers follow the leader's log start), so the topic stays
 small. Event-loop only.
+
+The classic protocol of unmodified Kafka clients (JoinGroup/SyncGroup) is driven from
+classic_protocol.py through the public methods under "for protocol drivers" below; it shares
+this coordinator's groups, offsets and failover, and never touches its private state.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from raftka.broker.errors import BrokerError
@@ -165,12 +169,60 @@ class GroupCoordinator:
             )
         return index, loaded
 
-    def _partition_counts(self) -> dict[str, int]:
+    # -------------------------------------------------------- for protocol drivers
+    # What a protocol driver outside this module (classic_protocol.py) needs: the clock, the
+    # topics, a group's classic state, and durable offset commits.
+    def now_ms(self) -> int:
+        """The coordinator's clock, in milliseconds (what session timeouts are measured in)."""
+        return self._clock_ms()
+
+    def partition_counts(self) -> dict[str, int]:
+        """Partition count of every topic a group can consume (internal topics left out)."""
         return {
             name: len(t.partitions)
             for name, t in self._replicas.image.topics.items()
             if not t.internal
         }
+
+    def classic_group(self, group_id: str) -> ClassicGroup:
+        """The classic-protocol state of a group this broker coordinates, created on first use.
+
+        Raises CoordinatorError: INVALID_GROUP_ID, COORDINATOR_NOT_AVAILABLE,
+        COORDINATOR_LOAD_IN_PROGRESS or NOT_COORDINATOR as for any group request, and
+        INCONSISTENT_GROUP_PROTOCOL while the group has members of the gRPC protocol (a group id
+        is used by one protocol at a time).
+        """
+        _, loaded = self._groups_for(group_id)
+        modern = loaded.groups.get(group_id)
+        if modern is not None and modern.members:
+            raise _error("INCONSISTENT_GROUP_PROTOCOL",
+                         f"group {group_id} has members using the gRPC group protocol")
+        group = loaded.classic.get(group_id)
+        if group is None:
+            group = ClassicGroup(group_id, initial_delay_ms=self.settings.classic_initial_delay_ms)
+            loaded.classic[group_id] = group
+        return group
+
+    def find_classic_group(self, group_id: str) -> ClassicGroup | None:
+        """The classic-protocol state of a group this broker coordinates, or None if it has
+        none; creates nothing. Raises CoordinatorError when this broker cannot answer for the
+        group (not its coordinator, still loading, ...)."""
+        _, loaded = self._groups_for(group_id)
+        return loaded.classic.get(group_id)
+
+    async def store_offsets(
+        self, group_id: str, offsets: Mapping[tuple[str, int], CommittedOffset]
+    ) -> None:
+        """Commit offsets of a group this broker coordinates, without a generation check (the
+        caller has done its protocol's): written to the group's __consumer_offsets partition
+        with acks=all, then applied, then snapshotted when due. Raises CoordinatorError if this
+        broker is not the coordinator or storing fails (then nothing is applied)."""
+        index, loaded = self._groups_for(group_id)
+        records = [offsets_log.commit_record(group_id, t, p, o) for (t, p), o in offsets.items()]
+        await self._write(index, loaded, records)
+        stored = loaded.groups.setdefault(group_id, ConsumerGroup(group_id))
+        stored.commit(offsets)
+        await self._maybe_snapshot(index, loaded)
 
     # ----------------------------------------------------------------- heartbeats
     def heartbeat(
@@ -199,7 +251,7 @@ class GroupCoordinator:
                 assignor=request.server_assignor,
                 owned=owned,
                 session_timeout_ms=session,
-                partition_counts=self._partition_counts(),
+                partition_counts=self.partition_counts(),
                 now_ms=self._clock_ms(),
                 new_member_id=uuid.uuid4().hex,
                 hold_until_ms=loaded.hold_assignments_until_ms,
@@ -218,7 +270,7 @@ class GroupCoordinator:
 
     def expire_members(self) -> None:
         now_ms = self._clock_ms()
-        counts = self._partition_counts()
+        counts = self.partition_counts()
         for loaded in self._loaded.values():
             for classic in loaded.classic.values():
                 gone = classic.tick(now_ms)
@@ -244,7 +296,7 @@ class GroupCoordinator:
         except GroupError as exc:
             raise _error(exc.code, str(exc)) from None
         now_ms = self._clock_ms()
-        existing = self._partition_counts()
+        existing = self.partition_counts()
         response = group_pb2.OffsetCommitResponse()
         accepted: dict[tuple[str, int], CommittedOffset] = {}
         for item in request.partitions:
@@ -290,7 +342,7 @@ class GroupCoordinator:
     async def _maybe_snapshot(self, index: int, loaded: _Loaded) -> None:
         if loaded.records_since_snapshot < self.settings.snapshot_every_records:
             return
-        record = offsets_log.snapshot_record(loaded.groups, self._partition_counts())
+        record = offsets_log.snapshot_record(loaded.groups, self.partition_counts())
         base = await self._write(index, loaded, [record])
         loaded.records_since_snapshot = 0
         partition = self._replicas.partitions.get(TopicPartition(OFFSETS_TOPIC, index))
@@ -300,7 +352,7 @@ class GroupCoordinator:
     def fetch_offsets(self, request: group_pb2.OffsetFetchRequest) -> group_pb2.OffsetFetchResponse:
         _, loaded = self._groups_for(request.group_id)
         group = loaded.groups.get(request.group_id)
-        live = self._partition_counts()
+        live = self.partition_counts()
         stored = group.offsets if group is not None else {}
         wanted = [(t.topic, p) for t in request.partitions for p in t.partitions] or sorted(
             tp for tp in stored if tp[0] in live
@@ -383,7 +435,7 @@ class GroupCoordinator:
 
     def _add_offsets(self, response: group_pb2.DescribeGroupResponse,
                      group: ConsumerGroup) -> None:
-        live = self._partition_counts()
+        live = self.partition_counts()
         for (topic, partition), offset in sorted(group.offsets.items()):
             if topic in live:
                 response.offsets.add(
@@ -417,117 +469,3 @@ def _grouped(partitions: frozenset[tuple[str, int]]) -> list[group_pb2.TopicPart
         group_pb2.TopicPartitions(topic=t, partitions=sorted(ps))
         for t, ps in sorted(by_topic.items())
     ]
-
-
-class ClassicProtocol:
-    """The coordinator's side of Kafka's classic group protocol (JoinGroup, SyncGroup,
-    Heartbeat, LeaveGroup, OffsetCommit with generations) for unmodified Kafka clients. Group
-    offsets are shared with the gRPC groups; a group id is used by one protocol at a time."""
-
-    def __init__(self, coordinator: GroupCoordinator) -> None:
-        self._coordinator = coordinator
-
-    def _group(self, group_id: str) -> tuple[int, _Loaded, ClassicGroup]:
-        index, loaded = self._coordinator._groups_for(group_id)
-        modern = loaded.groups.get(group_id)
-        if modern is not None and modern.members:
-            raise _error("INCONSISTENT_GROUP_PROTOCOL",
-                         f"group {group_id} has members using the gRPC group protocol")
-        group = loaded.classic.get(group_id)
-        if group is None:
-            group = ClassicGroup(group_id,
-                                 initial_delay_ms=self._coordinator.settings.classic_initial_delay_ms)
-            loaded.classic[group_id] = group
-        return index, loaded, group
-
-    async def join(self, group_id: str, member_id: str, client_id: str, protocol_type: str,
-                   protocols: list[tuple[str, bytes]], session_timeout_ms: int,
-                   rebalance_timeout_ms: int, require_known_member_id: bool) -> dict:
-        _, _, group = self._group(group_id)
-        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-
-        def reply(values: dict) -> None:
-            if not future.done():
-                future.set_result(values)
-
-        group.join(member_id=member_id, client_id=client_id, protocol_type=protocol_type,
-                   protocols=protocols, session_timeout_ms=session_timeout_ms,
-                   rebalance_timeout_ms=rebalance_timeout_ms,
-                   require_known_member_id=require_known_member_id,
-                   now_ms=self._coordinator._clock_ms(), reply=reply)
-        try:
-            return await asyncio.wait_for(future, rebalance_timeout_ms / 1000 + 5)
-        except TimeoutError:
-            return {"error_code": "REBALANCE_IN_PROGRESS", "member_id": member_id,
-                    "generation_id": -1, "protocol_name": "", "leader": "", "members": []}
-
-    async def sync(self, group_id: str, member_id: str, generation: int,
-                   assignments: dict[str, bytes]) -> dict:
-        _, _, group = self._group(group_id)
-        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-
-        def reply(values: dict) -> None:
-            if not future.done():
-                future.set_result(values)
-
-        group.sync(member_id=member_id, generation=generation, assignments=assignments,
-                   now_ms=self._coordinator._clock_ms(), reply=reply)
-        member = group.members.get(member_id)
-        timeout_s = (member.rebalance_timeout_ms if member else 30_000) / 1000 + 5
-        try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            return {"error_code": "REBALANCE_IN_PROGRESS", "assignment": b""}
-
-    def heartbeat(self, group_id: str, member_id: str, generation: int) -> str:
-        _, _, group = self._group(group_id)
-        return group.heartbeat(member_id, generation, self._coordinator._clock_ms())
-
-    def leave(self, group_id: str, member_ids: list[str]) -> list[tuple[str, str]]:
-        _, _, group = self._group(group_id)
-        now_ms = self._coordinator._clock_ms()
-        return [(m, "NONE" if group.remove(m, now_ms) else "UNKNOWN_MEMBER_ID")
-                for m in member_ids]
-
-    async def commit(self, group_id: str, member_id: str, generation: int,
-                     offsets: dict[tuple[str, int], tuple[int, str]]) -> dict[tuple[str, int], str]:
-        """Error name per partition for an OffsetCommit from a Kafka client."""
-        index, loaded, group = self._group(group_id)
-        verdict = group.check_commit(member_id, generation)
-        if verdict != "NONE":
-            return dict.fromkeys(offsets, verdict)
-        existing = self._coordinator._partition_counts()
-        now_ms = self._coordinator._clock_ms()
-        result: dict[tuple[str, int], str] = {}
-        accepted: dict[tuple[str, int], CommittedOffset] = {}
-        for (topic, partition), (offset, metadata) in offsets.items():
-            if not 0 <= partition < existing.get(topic, 0):
-                result[(topic, partition)] = "UNKNOWN_TOPIC_OR_PARTITION"
-            else:
-                accepted[(topic, partition)] = CommittedOffset(offset, metadata, now_ms)
-                result[(topic, partition)] = "NONE"
-        if accepted:
-            records = [offsets_log.commit_record(group_id, t, p, o)
-                       for (t, p), o in accepted.items()]
-            await self._coordinator._write(index, loaded, records)
-            stored = loaded.groups.setdefault(group_id, ConsumerGroup(group_id))
-            stored.commit(accepted)
-            await self._coordinator._maybe_snapshot(index, loaded)
-        return result
-
-    def describe(self, group_id: str) -> dict | None:
-        _, loaded = self._coordinator._groups_for(group_id)
-        group = loaded.classic.get(group_id)
-        if group is None:
-            return None
-        return {
-            "state": group.state, "protocol_type": group.protocol_type,
-            "protocol_name": group.protocol_name, "generation": group.generation,
-            "members": [{"member_id": m.member_id, "client_id": m.client_id,
-                         "metadata": dict(m.protocols).get(group.protocol_name, b""),
-                         "assignment": m.assignment,
-                         "topics": subscribed_topics(dict(m.protocols).get(
-                             group.protocol_name, b"")),
-                         "partitions": assigned_partitions(m.assignment)}
-                        for m in group.members.values()],
-        }

@@ -12,7 +12,7 @@ from typing import Any
 
 from raftka.broker.core import BrokerCore
 from raftka.broker.errors import to_error
-from raftka.broker.groups.coordinator import ClassicProtocol
+from raftka.broker.groups.classic_protocol import ClassicProtocol
 from raftka.broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
 from raftka.broker.kafka.codec import Request, field, timeout_ms
 from raftka.proto.raftka.v1 import common_pb2, group_pb2

@@ -4,6 +4,7 @@ on commits and heartbeats. Times are plain integers (milliseconds)."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 from raftka.broker.groups.classic import (
@@ -35,6 +36,9 @@ class Replies:
         return self.items[-1]
 
 
+_NEW_IDS = itertools.count(1)
+
+
 def join(group: ClassicGroup, member_id: str, now_ms: int, *, protocols: list[str] | None = None,
          protocol_type: str = "consumer", require_known: bool = False,
          rebalance_ms: int = REBALANCE_MS) -> Replies:
@@ -42,7 +46,8 @@ def join(group: ClassicGroup, member_id: str, now_ms: int, *, protocols: list[st
     group.join(member_id=member_id, client_id="app", protocol_type=protocol_type,
                protocols=[(name, f"meta-{name}".encode()) for name in protocols or ["range"]],
                session_timeout_ms=SESSION_MS, rebalance_timeout_ms=rebalance_ms,
-               require_known_member_id=require_known, now_ms=now_ms, reply=replies)
+               require_known_member_id=require_known, now_ms=now_ms,
+               new_member_id=f"app-{next(_NEW_IDS)}", reply=replies)
     return replies
 
 
