@@ -24,6 +24,7 @@ PURE_MODULES = [
     "cluster/naming.py",
     "cluster/records.py",
     "broker/log/epoch_cache.py",
+    "broker/log/retention.py",
     "broker/replication/leader_state.py",
     "broker/replication/follower_state.py",
     "broker/producer_state.py",

@@ -1,7 +1,9 @@
 """Small state files written atomically: write a temp file, fsync it, rename it over the old.
 
 A crash leaves either the old or the new file, never a torn one. Used for the partition's
-offsets (high watermark, recovery point, log start offset) and its leader-epoch cache.
+offsets (high watermark, recovery point, log start offset) and its leader-epoch cache. Their
+names and the epoch file's format live here because two modules share them: the loader reads
+them when a log opens, the log writes them while it runs.
 """
 
 from __future__ import annotations
@@ -9,6 +11,11 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+
+# Beside the segments in a partition directory: {"high_watermark", "recovery_point",
+# "log_start_offset"} and {"entries": [[leader epoch, start offset], ...]}.
+CHECKPOINT_FILE = "partition.checkpoint"
+EPOCH_CHECKPOINT_FILE = "leader-epoch-checkpoint"
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -39,3 +46,16 @@ def read_json(path: str) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def read_epoch_checkpoint(directory: str) -> list[tuple[int, int]]:
+    """(leader epoch, start offset) entries stored in `directory`; none when missing."""
+    stored = read_json(os.path.join(directory, EPOCH_CHECKPOINT_FILE)) or {}
+    return [(int(epoch), int(offset)) for epoch, offset in stored.get("entries", [])]
+
+
+def write_epoch_checkpoint(directory: str, entries: list[tuple[int, int]]) -> None:
+    write_json(
+        os.path.join(directory, EPOCH_CHECKPOINT_FILE),
+        {"entries": [list(entry) for entry in entries]},
+    )

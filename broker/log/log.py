@@ -3,8 +3,13 @@
 How it works: the last segment is the active one; appends go there until it reaches
 segment.bytes or segment.ms, then a new segment starts at the next offset (the old one is
 flushed, which advances the recovery point). Retention deletes whole segments from the front,
-never the active one and never past the high watermark. On open, segments after the recovery
-point are scanned and a torn or corrupt tail is cut off (and logged) before anything is served.
+never past the high watermark. On open, segments after the recovery point are scanned and a
+torn or corrupt tail is cut off (and logged) before anything is served.
+
+This module serves the running log (append, read, truncate, flush). Two jobs live beside it
+so that each can be read and tested alone: loader.py opens and recovers the directory (Kafka's
+LogLoader), and retention.py decides, without I/O, which old segments retention deletes;
+PartitionLog carries out that decision.
 
 Offsets of the log:
     log_start_offset <= high_watermark <= log_end_offset
@@ -23,11 +28,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from raftka.broker.log.checkpoint import read_json, write_json
+from raftka.broker.log.checkpoint import CHECKPOINT_FILE, write_epoch_checkpoint, write_json
 from raftka.broker.log.config import LogConfig
 from raftka.broker.log.epoch_cache import LeaderEpochCache
 from raftka.broker.log.file_slice import FileSlice
-from raftka.broker.log.segment import LOG_SUFFIX, LogSegment
+from raftka.broker.log.loader import load_log
+from raftka.broker.log.retention import SegmentSummary, plan_retention
+from raftka.broker.log.segment import LogSegment
 from raftka.records import (
     ATTR_TIMESTAMP_LOG_APPEND,
     BatchHeader,
@@ -41,8 +48,6 @@ from raftka.records import (
 
 log = logging.getLogger("raftka.log")
 
-CHECKPOINT_FILE = "partition.checkpoint"
-EPOCH_CHECKPOINT_FILE = "leader-epoch-checkpoint"
 _ATTRIBUTES = struct.Struct(">h")
 _TIMESTAMP = struct.Struct(">q")
 _CRC = struct.Struct(">I")
@@ -93,76 +98,12 @@ class PartitionLog:
         return partition_log
 
     def _load(self, now_ms: int) -> None:
-        checkpoint = read_json(os.path.join(self.directory, CHECKPOINT_FILE)) or {}
-        self.recovery_point = int(checkpoint.get("recovery_point", 0))
-        bases = sorted(
-            int(name[: -len(LOG_SUFFIX)])
-            for name in os.listdir(self.directory)
-            if name.endswith(LOG_SUFFIX) and name[: -len(LOG_SUFFIX)].isdigit()
-        )
-        self._remove_orphan_files(set(bases))
-        corrupt_at: int | None = None
-        for i, base in enumerate(bases):
-            segment = LogSegment(self.directory, base, self.config.index_interval_bytes)
-            if corrupt_at is not None:
-                log.warning(
-                    "deleting %s: it follows corrupt data at offset %d",
-                    segment.log_path,
-                    corrupt_at,
-                )
-                segment.delete_files()
-                continue
-            upper = bases[i + 1] if i + 1 < len(bases) else None
-            if upper is not None and upper <= self.recovery_point:
-                segment.load()
-            else:
-                result = segment.recover()
-                if result.truncated_bytes:
-                    corrupt_at = segment.next_offset
-                    log.warning(
-                        "%s: cut %d bytes of torn or corrupt data at offset %d (%s)",
-                        segment.log_path,
-                        result.truncated_bytes,
-                        corrupt_at,
-                        result.reason,
-                    )
-            if self._segments and segment.base_offset < self._segments[-1].next_offset:
-                log.warning("deleting %s: it overlaps the previous segment", segment.log_path)
-                segment.delete_files()
-                continue
-            self._segments.append(segment)
-        if not self._segments:
-            start = int(checkpoint.get("log_start_offset", 0))
-            self._segments.append(
-                LogSegment(self.directory, start, self.config.index_interval_bytes)
-            )
-        active = self._segments[-1]
-        if active.first_append_ms is None and not active.is_empty:
-            active.first_append_ms = now_ms
-        leo = self.log_end_offset
-        self.log_start_offset = min(
-            max(int(checkpoint.get("log_start_offset", 0)), self._segments[0].base_offset), leo
-        )
-        self.high_watermark = max(
-            min(int(checkpoint.get("high_watermark", 0)), leo), self.log_start_offset
-        )
-        self.recovery_point = min(self.recovery_point, leo)
-        self._load_epochs()
-
-    def _remove_orphan_files(self, bases: set[int]) -> None:
-        for name in os.listdir(self.directory):
-            stem, _, suffix = name.partition(".")
-            orphan_index = suffix in ("index", "timeindex") and stem.isdigit()
-            if (orphan_index and int(stem) not in bases) or name.endswith(".tmp"):
-                os.unlink(os.path.join(self.directory, name))
-
-    def _load_epochs(self) -> None:
-        stored = read_json(os.path.join(self.directory, EPOCH_CHECKPOINT_FILE)) or {}
-        self.epochs = LeaderEpochCache([(int(e), int(o)) for e, o in stored.get("entries", [])])
-        changed = self.epochs.truncate_from_end(self.log_end_offset)
-        changed |= self.epochs.truncate_from_start(self.log_start_offset)
-        if changed:
-            self._write_epochs()
+        loaded = load_log(self.directory, self.config, now_ms)
+        self._segments = loaded.segments
+        self.log_start_offset = loaded.log_start_offset
+        self.high_watermark = loaded.high_watermark
+        self.recovery_point = loaded.recovery_point
+        self.epochs = loaded.epochs
 
     # -------------------------------------------------------------------------- offsets
     @property
@@ -449,49 +390,40 @@ class PartitionLog:
         """Delete segments past retention.ms or beyond retention.bytes; return how many.
 
         Only whole segments entirely below the high watermark go, and never the active one
-        unless it is expired too (then it is rolled first, as Kafka does).
+        unless it is expired too (then it is rolled first, as Kafka does). retention.py
+        decides which; this carries it out.
         """
         with self._lock:
             if self._closed:
                 return 0
-            deleted = 0
-            while len(self._segments) > 1 or self._active_expired(now_ms):
-                oldest = self._segments[0]
-                if not (self._expired(oldest, now_ms) or self._over_size(oldest)):
-                    break
-                if oldest.next_offset > self.high_watermark or oldest.is_empty:
-                    break
-                if len(self._segments) == 1:
-                    self._roll(now_ms)
-                self._segments.pop(0).delete_files()
-                deleted += 1
-                self.log_start_offset = max(self.log_start_offset, self._segments[0].base_offset)
-            if deleted:
-                log.info(
-                    "%s: retention deleted %d segment(s); log start offset is now %d",
-                    self.directory,
-                    deleted,
-                    self.log_start_offset,
-                )
-                if self.epochs.truncate_from_start(self.log_start_offset):
-                    self._write_epochs()
-                self.write_checkpoint()
+            plan = plan_retention(
+                [_summary(segment) for segment in self._segments],
+                retention_ms=self.config.retention_ms,
+                retention_bytes=self.config.retention_bytes,
+                high_watermark=self.high_watermark,
+                log_start_offset=self.log_start_offset,
+                now_ms=now_ms,
+            )
+            deleted = len(plan.delete_base_offsets)
+            if not deleted:
+                return 0
+            if plan.roll_active:
+                self._roll(now_ms)
+            for base_offset in plan.delete_base_offsets:
+                oldest = self._segments.pop(0)
+                assert oldest.base_offset == base_offset, "retention planned other segments"
+                oldest.delete_files()
+            self.log_start_offset = plan.log_start_offset
+            log.info(
+                "%s: retention deleted %d segment(s); log start offset is now %d",
+                self.directory,
+                deleted,
+                self.log_start_offset,
+            )
+            if self.epochs.truncate_from_start(self.log_start_offset):
+                self._write_epochs()
+            self.write_checkpoint()
             return deleted
-
-    def _expired(self, segment: LogSegment, now_ms: int) -> bool:
-        retention_ms = self.config.retention_ms
-        if retention_ms < 0 or segment.is_empty:
-            return False
-        return now_ms - segment.max_timestamp_ms > retention_ms
-
-    def _active_expired(self, now_ms: int) -> bool:
-        return self._expired(self._segments[-1], now_ms)
-
-    def _over_size(self, oldest: LogSegment) -> bool:
-        limit = self.config.retention_bytes
-        if limit < 0:
-            return False
-        return self.size_bytes - oldest.size_bytes >= limit
 
     # --------------------------------------------------------------------- durability
     def flush(self, now_ms: int) -> None:
@@ -555,10 +487,7 @@ class PartitionLog:
             self._checkpointed = state
 
     def _write_epochs(self) -> None:
-        write_json(
-            os.path.join(self.directory, EPOCH_CHECKPOINT_FILE),
-            {"entries": [list(entry) for entry in self.epochs.entries()]},
-        )
+        write_epoch_checkpoint(self.directory, self.epochs.entries())
 
     # ---------------------------------------------------------------------- lifecycle
     def close(self, now_ms: int | None = None) -> None:
@@ -586,6 +515,15 @@ class PartitionLog:
     def _check_open(self) -> None:
         if self._closed:
             raise OSError(f"log {self.directory} is closed")
+
+
+def _summary(segment: LogSegment) -> SegmentSummary:
+    return SegmentSummary(
+        base_offset=segment.base_offset,
+        next_offset=segment.next_offset,
+        size_bytes=segment.size_bytes,
+        max_timestamp_ms=segment.max_timestamp_ms,
+    )
 
 
 def _stamp_log_append_time(
