@@ -36,6 +36,7 @@ PURE_MODULES = {
     "raftka.broker.listeners",
     "raftka.broker.metadata_view",
     "raftka.broker.log.epoch_cache",
+    "raftka.broker.log.retention",
     "raftka.broker.replication.leader_state",
     "raftka.broker.replication.follower_state",
     "raftka.broker.producer_state",
