@@ -19,6 +19,7 @@ from raftka.broker.errors import (
     DuplicateSequenceError,
     InvalidRequestError,
     InvalidTopicError,
+    NotEnoughReplicasAfterAppendError,
     NotLeaderError,
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
@@ -185,6 +186,15 @@ class ProducePath:
 
         await self._replicas.purgatory.wait_until([partition.tp], settled, timeout_ms / 1000)
         if partition.high_watermark > last_offset and partition.leader_epoch == epoch:
+            # The high watermark is the smallest end offset over the ISR, so it also passes
+            # the records when the ISR has shrunk to fewer than min.insync.replicas: then
+            # they are not on enough copies to acknowledge (Kafka's check).
+            isr = partition.isr
+            if len(isr) < partition.min_insync_replicas:
+                raise NotEnoughReplicasAfterAppendError(
+                    f"{partition.tp}: offset {last_offset} is on the ISR {sorted(isr)} only; "
+                    f"min.insync.replicas is {partition.min_insync_replicas}"
+                )
             return
         if not partition.is_leader or partition.leader_epoch != epoch:
             raise NotLeaderError(
