@@ -32,7 +32,7 @@ from raftka.broker.groups.state import CommittedOffset, ConsumerGroup, GroupErro
 from raftka.broker.partition import TopicPartition
 from raftka.broker.produce_path import ProducePath
 from raftka.broker.replica_manager import ReplicaManager
-from raftka.proto.raftka.v1 import common_pb2, group_pb2
+from raftka.proto.raftka.v1 import broker_pb2, common_pb2, group_pb2
 
 log = logging.getLogger("raftka.groups")
 Code = common_pb2.ErrorCode
@@ -219,9 +219,11 @@ class GroupCoordinator:
         broker is not the coordinator or storing fails (then nothing is applied)."""
         index, loaded = self._groups_for(group_id)
         records = [offsets_log.commit_record(group_id, t, p, o) for (t, p), o in offsets.items()]
-        await self._write(index, loaded, records)
-        stored = loaded.groups.setdefault(group_id, ConsumerGroup(group_id))
-        stored.commit(offsets)
+
+        def apply() -> None:
+            loaded.groups.setdefault(group_id, ConsumerGroup(group_id)).commit(offsets)
+
+        await self._write(index, loaded, records, apply)
         await self._maybe_snapshot(index, loaded)
 
     # ----------------------------------------------------------------- heartbeats
@@ -316,37 +318,56 @@ class GroupCoordinator:
                 offsets_log.commit_record(request.group_id, t, p, o)
                 for (t, p), o in accepted.items()
             ]
-            await self._write(index, loaded, records)
-            group.commit(accepted)
+            await self._write(index, loaded, records, lambda: group.commit(accepted))
             await self._maybe_snapshot(index, loaded)
         return response
 
     async def _write(
-        self, index: int, loaded: _Loaded, records: list[group_pb2.GroupLogRecord]
+        self,
+        index: int,
+        loaded: _Loaded,
+        records: list[group_pb2.GroupLogRecord],
+        apply: Callable[[], object],
     ) -> int:
+        """Append `records` with acks=all and, once they are replicated, `apply` them to
+        memory, both under the partition's write lock: a snapshot (taken under the same
+        lock) then holds every record stored before it, so dropping the log before the
+        snapshot loses nothing that was acknowledged."""
         async with loaded.write_lock:
-            reply = await self._produce.append_internal(
-                OFFSETS_TOPIC,
-                index,
-                offsets_log.encode(records, self._clock_ms()),
-                self.settings.commit_timeout_ms,
-            )
+            reply = await self._append(index, records)
+            apply()
+            loaded.records_since_snapshot += len(records)
+        return reply.base_offset
+
+    async def _append(
+        self, index: int, records: list[group_pb2.GroupLogRecord]
+    ) -> broker_pb2.PartitionProduceResponse:
+        reply = await self._produce.append_internal(
+            OFFSETS_TOPIC,
+            index,
+            offsets_log.encode(records, self._clock_ms()),
+            self.settings.commit_timeout_ms,
+        )
         if reply.error_code:
             code = Code.Name(reply.error_code)
             if code in ("NOT_LEADER_OR_FOLLOWER", "LEADER_NOT_AVAILABLE"):
                 code = "NOT_COORDINATOR"
             raise _error(code, f"storing the commit failed: {reply.error_message}")
-        loaded.records_since_snapshot += len(records)
-        return reply.base_offset
+        return reply
 
     async def _maybe_snapshot(self, index: int, loaded: _Loaded) -> None:
         if loaded.records_since_snapshot < self.settings.snapshot_every_records:
             return
-        record = offsets_log.snapshot_record(loaded.groups, self.partition_counts())
-        base = await self._write(index, loaded, [record])
-        loaded.records_since_snapshot = 0
+        async with loaded.write_lock:
+            if loaded.records_since_snapshot < self.settings.snapshot_every_records:
+                return  # another commit's snapshot came first
+            # Built under the lock: every commit stored so far is applied, none is halfway.
+            record = offsets_log.snapshot_record(loaded.groups, self.partition_counts())
+            base = (await self._append(index, [record])).base_offset
+            loaded.records_since_snapshot = 0
         partition = self._replicas.partitions.get(TopicPartition(OFFSETS_TOPIC, index))
         if partition is not None:
+            # Everything after `base` was written after the snapshot: only older log goes.
             await self._replicas.on_writer(partition.log.advance_start_offset, base)
 
     def fetch_offsets(self, request: group_pb2.OffsetFetchRequest) -> group_pb2.OffsetFetchResponse:
@@ -457,8 +478,8 @@ class GroupCoordinator:
                 "NON_EMPTY_GROUP",
                 f"group {group_id} has {len(group.members)} member(s); stop them first",
             )
-        await self._write(index, loaded, [offsets_log.tombstone_record(group_id)])
-        loaded.groups.pop(group_id, None)
+        await self._write(index, loaded, [offsets_log.tombstone_record(group_id)],
+                          lambda: loaded.groups.pop(group_id, None))
 
 
 def _grouped(partitions: frozenset[tuple[str, int]]) -> list[group_pb2.TopicPartitions]:
