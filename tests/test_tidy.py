@@ -30,6 +30,7 @@ PURE_MODULES = [
     "client/accumulator.py",
     "client/partitioner.py",
     "client/cluster_view.py",
+    "client/subscription.py",
 ]
 FORBIDDEN = {"grpc", "pysyncobj", "asyncio", "socket", "time", "random", "threading", "subprocess"}
 # accumulator: a Condition guards it for the sender thread; cluster_view formats timestamps

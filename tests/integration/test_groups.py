@@ -49,7 +49,7 @@ class MemberProcess:
             [
                 sys.executable,
                 "-m",
-                "client",
+                "raftka",
                 "consume",
                 topic,
                 "--group",
