@@ -1,11 +1,17 @@
 """Consumer: reads partitions in offset order from their leaders.
 
 How it works: each assigned partition has a position (the next offset to read). `poll()`
-sends one Fetch per leader broker for the partitions it leads (long-polling up to
-`fetch_max_wait_ms`), checks each returned batch's CRC and decodes it here — the broker sent
-the stored bytes untouched — then advances the positions. A partition without a position
-starts at the earliest or latest offset (`auto_offset_reset`, the seed notes' fromBeginning).
-Leader changes and unreachable brokers refresh the metadata and retry.
+has the Fetcher (client/fetcher.py) send one Fetch per leader broker for the partitions it
+leads (long-polling up to `fetch_max_wait_ms`) and decode the batches, then hands out the
+buffered records and advances the positions, which SubscriptionState (client/subscription.py)
+keeps. A partition without a position starts at the earliest or latest offset
+(`auto_offset_reset`, the seed notes' fromBeginning). Leader changes and unreachable brokers
+refresh the metadata and retry. With a group id, GroupMembership (client/group_member.py)
+says which partitions this consumer reads and stores its commits.
+
+This module is the public face only — the API and its orchestration (polling loop, group
+rebalances, commits); the bookkeeping and the network live in the two modules above so each
+can be read, and the bookkeeping tested, on its own.
 """
 
 from __future__ import annotations
@@ -13,43 +19,28 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
-import grpc
-
-from raftka.client.errors import (
-    OffsetOutOfRangeError,
-    RaftkaError,
-    UnknownTopicOrPartitionError,
-    error_for,
-)
-from raftka.client.group_member import CommitFailedError, GroupMembership  # noqa: F401 - re-export
+from raftka.client.errors import RaftkaError
+from raftka.client.fetcher import ConsumerRecord, Fetcher
+from raftka.client.group_member import CommitFailedError, GroupMembership
 from raftka.client.metadata import ClusterMetadata
 from raftka.client.serialization import Deserializer, resolve_deserializer
-from raftka.client.transport import Connections, bootstrap_list, translate_rpc_error
+from raftka.client.subscription import EARLIEST, LATEST, SubscriptionState
+from raftka.client.transport import Connections, bootstrap_list
 from raftka.client.types import TopicPartition
-from raftka.proto.raftka.v1 import broker_pb2, common_pb2
-from raftka.records import decode_batches, iter_headers
+
+__all__ = [
+    "EARLIEST",
+    "LATEST",
+    "CommitFailedError",
+    "Consumer",
+    "ConsumerRecord",
+    "TopicPartition",
+]
 
 log = logging.getLogger("raftka.client")
-Code = common_pb2.ErrorCode
-EARLIEST = -2
-LATEST = -1
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerRecord:
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: Any
-    value: Any
-    headers: tuple[tuple[str, bytes | None], ...]
 
 
 class Consumer:
@@ -76,30 +67,26 @@ class Consumer:
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
     ) -> None:
-        if auto_offset_reset not in ("earliest", "latest", "none"):
-            raise ValueError("auto_offset_reset must be 'earliest', 'latest' or 'none'")
+        self._state: SubscriptionState[ConsumerRecord] = SubscriptionState(auto_offset_reset)
         self.client_id = client_id
-        self.auto_offset_reset = auto_offset_reset
-        self.fetch_min_bytes = fetch_min_bytes
         self.fetch_max_wait_ms = fetch_max_wait_ms
-        self.fetch_max_bytes = fetch_max_bytes
-        self.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.max_poll_records = max_poll_records
-        self.request_timeout_s = request_timeout_ms / 1000
         self.consumer_timeout_ms = consumer_timeout_ms
-        self._key_deserializer = resolve_deserializer(key_deserializer)
-        self._value_deserializer = resolve_deserializer(value_deserializer)
         self._connections = Connections()
         self.metadata = ClusterMetadata(
-            bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
+            bootstrap_list(bootstrap_servers), self._connections, request_timeout_ms / 1000
         )
-        # Next offset poll() hands out (what position() reports, as in Kafka) ...
-        self._positions: dict[TopicPartition, int | None] = {}
-        # ... and next offset to fetch; records in between wait in the buffer.
-        self._fetch_positions: dict[TopicPartition, int] = {}
-        self._subscription: list[str] = []
-        self._buffer: deque[ConsumerRecord] = deque()
-        self._paused: set[TopicPartition] = set()
+        self._fetcher = Fetcher(
+            self._state,
+            self._connections,
+            self.metadata,
+            key_deserializer=resolve_deserializer(key_deserializer),
+            value_deserializer=resolve_deserializer(value_deserializer),
+            fetch_min_bytes=fetch_min_bytes,
+            fetch_max_bytes=fetch_max_bytes,
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
+            request_timeout_s=request_timeout_ms / 1000,
+        )
         self._closed = False
         self.group_id = group_id
         self._auto_commit_requested = enable_auto_commit
@@ -116,6 +103,47 @@ class Consumer:
         if topics:
             self.subscribe(list(topics))
 
+    # Settings that the state and the fetcher read, kept readable and writable here.
+    @property
+    def auto_offset_reset(self) -> str:
+        return self._state.auto_offset_reset
+
+    @auto_offset_reset.setter
+    def auto_offset_reset(self, value: str) -> None:
+        self._state.auto_offset_reset = value
+
+    @property
+    def fetch_min_bytes(self) -> int:
+        return self._fetcher.fetch_min_bytes
+
+    @fetch_min_bytes.setter
+    def fetch_min_bytes(self, value: int) -> None:
+        self._fetcher.fetch_min_bytes = value
+
+    @property
+    def fetch_max_bytes(self) -> int:
+        return self._fetcher.fetch_max_bytes
+
+    @fetch_max_bytes.setter
+    def fetch_max_bytes(self, value: int) -> None:
+        self._fetcher.fetch_max_bytes = value
+
+    @property
+    def max_partition_fetch_bytes(self) -> int:
+        return self._fetcher.max_partition_fetch_bytes
+
+    @max_partition_fetch_bytes.setter
+    def max_partition_fetch_bytes(self, value: int) -> None:
+        self._fetcher.max_partition_fetch_bytes = value
+
+    @property
+    def request_timeout_s(self) -> float:
+        return self._fetcher.request_timeout_s
+
+    @request_timeout_s.setter
+    def request_timeout_s(self, value: float) -> None:
+        self._fetcher.request_timeout_s = value
+
     # ------------------------------------------------------------------- assignment
     def subscribe(self, topics: list[str] | None = None, group_id: str | None = None,
                   pattern: str = "") -> None:
@@ -128,20 +156,21 @@ class Consumer:
             if self.group_id is None and self._auto_commit_requested:
                 self.enable_auto_commit = True
             self.group_id = group_id
-        self._subscription = list(topics or [])
+        self._state.subscribe(topics or [])
         if self.group_id is None:
             if pattern:
                 self.metadata.refresh()
                 regex = re.compile(pattern)
-                self._subscription += [t for t in self.metadata.topics if regex.fullmatch(t)]
+                matching = [t for t in self.metadata.topics if regex.fullmatch(t)]
+                self._state.subscribe(self._state.topics + matching)
             self._assign_subscription()
             return
         if self._membership is not None:
             self._membership.close(leave=True)
-        self._set_assignment([])
+        self._state.assign_from_subscription([])
         self._membership = GroupMembership(
             self.group_id,
-            self._subscription,
+            self._state.topics,
             pattern,
             connections=self._connections,
             metadata=self.metadata,
@@ -154,149 +183,60 @@ class Consumer:
 
     def _assign_subscription(self) -> None:
         wanted: list[TopicPartition] = []
-        for topic in self._subscription:
+        for topic in self._state.topics:
             infos = self.metadata.ensure_topic(topic, allow_auto_create=False)
             wanted.extend(TopicPartition(topic, i.partition) for i in infos)
-        self._set_assignment(wanted)
+        self._state.assign_from_subscription(wanted)
 
     def assign(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> None:
         """Read exactly these partitions (manual assignment; no group membership)."""
         if self._membership is not None:
             self._membership.close(leave=True)
             self._membership = None
-        self._subscription = []
-        self._set_assignment([TopicPartition(*tp) for tp in partitions])
-
-    def _set_assignment(self, partitions: list[TopicPartition]) -> None:
-        self._positions = {tp: self._positions.get(tp) for tp in partitions}
-        self._fetch_positions = {
-            tp: offset for tp, offset in self._fetch_positions.items() if tp in self._positions
-        }
-        self._buffer = deque(
-            r for r in self._buffer if TopicPartition(r.topic, r.partition) in self._positions
-        )
+        self._state.assign_from_user([TopicPartition(*tp) for tp in partitions])
 
     def assignment(self) -> set[TopicPartition]:
-        return set(self._positions)
+        return self._state.assignment()
 
     def pause(self, *partitions: TopicPartition) -> None:
-        self._paused.update(partitions)
+        self._state.pause(*partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
-        self._paused.difference_update(partitions)
+        self._state.resume(*partitions)
 
     # -------------------------------------------------------------------- positions
     def seek(self, tp: TopicPartition, offset: int) -> None:
         tp = TopicPartition(*tp)
-        if tp not in self._positions:
+        if not self._state.is_assigned(tp):
             raise ValueError(f"{tp.topic}-{tp.partition} is not assigned to this consumer")
         if offset < 0:
             raise ValueError(f"offset must be >= 0, got {offset}")
-        self._move_to(tp, offset)
+        self._state.seek(tp, offset)
 
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
-        self._seek_to(partitions or tuple(self._positions), EARLIEST)
+        self._seek_to(partitions or tuple(self._state.assigned()), EARLIEST)
 
     def seek_to_end(self, *partitions: TopicPartition) -> None:
-        self._seek_to(partitions or tuple(self._positions), LATEST)
+        self._seek_to(partitions or tuple(self._state.assigned()), LATEST)
 
     def _seek_to(self, partitions: Iterable[TopicPartition], spec: int) -> None:
-        offsets = self._list_offsets([TopicPartition(*tp) for tp in partitions], spec)
+        offsets = self._fetcher.list_offsets([TopicPartition(*tp) for tp in partitions], spec)
         for tp, offset in offsets.items():
-            self._move_to(tp, offset)
+            self._state.seek(tp, offset)
 
     def position(self, tp: TopicPartition) -> int:
         tp = TopicPartition(*tp)
-        if self._positions.get(tp) is None:
-            self._reset_positions([tp])
-        position = self._positions[tp]
+        if self._state.position(tp) is None:
+            self._fetcher.reset_positions([tp])
+        position = self._state.position(tp)
         assert position is not None
         return position
 
     def beginning_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        return self._list_offsets([TopicPartition(*tp) for tp in partitions], EARLIEST)
+        return self._fetcher.list_offsets([TopicPartition(*tp) for tp in partitions], EARLIEST)
 
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        return self._list_offsets([TopicPartition(*tp) for tp in partitions], LATEST)
-
-    def _move_to(self, tp: TopicPartition, offset: int) -> None:
-        self._positions[tp] = offset
-        self._fetch_positions[tp] = offset
-        self._drop_buffered(tp)
-
-    def _drop_buffered(self, tp: TopicPartition) -> None:
-        self._buffer = deque(
-            r for r in self._buffer if (r.topic, r.partition) != (tp.topic, tp.partition)
-        )
-
-    def _reset_positions(self, partitions: list[TopicPartition]) -> None:
-        if self.auto_offset_reset == "none":
-            raise OffsetOutOfRangeError(
-                f"no position for {partitions} and auto_offset_reset is 'none'"
-            )
-        spec = EARLIEST if self.auto_offset_reset == "earliest" else LATEST
-        for tp, offset in self._list_offsets(partitions, spec).items():
-            self._move_to(tp, offset)
-
-    def _list_offsets(
-        self, partitions: list[TopicPartition], spec: int
-    ) -> dict[TopicPartition, int]:
-        result: dict[TopicPartition, int] = {}
-        deadline = time.monotonic() + self.request_timeout_s
-        pending = list(partitions)
-        while pending:
-            by_leader = self._group_by_leader(pending)
-            retry: list[TopicPartition] = []
-            for address, group in by_leader.items():
-                request = broker_pb2.ListOffsetsRequest(
-                    partitions=[
-                        broker_pb2.ListOffsetsPartition(
-                            topic=tp.topic, partition=tp.partition, timestamp_ms=spec
-                        )
-                        for tp in group
-                    ]
-                )
-                try:
-                    response = self._connections.broker(address).ListOffsets(
-                        request, timeout=self.request_timeout_s
-                    )
-                except grpc.RpcError as exc:
-                    self._give_up_if_late(deadline, translate_rpc_error(exc, address))
-                    retry.extend(group)
-                    continue
-                for reply in response.partitions:
-                    tp = TopicPartition(reply.topic, reply.partition)
-                    if reply.error_code:
-                        error = error_for(reply.error_code, reply.error_message)
-                        if not error.retriable:
-                            raise error
-                        self._give_up_if_late(deadline, error)
-                        retry.append(tp)
-                    else:
-                        result[tp] = reply.offset
-            grouped = {tp for group in by_leader.values() for tp in group}
-            retry.extend(tp for tp in pending if tp not in grouped)
-            pending = retry
-            if pending:
-                time.sleep(0.1)
-                self.metadata.refresh()
-        return result
-
-    @staticmethod
-    def _give_up_if_late(deadline: float, error: Exception) -> None:
-        if time.monotonic() > deadline:
-            raise error
-
-    def _group_by_leader(self, partitions: list[TopicPartition]) -> dict[str, list[TopicPartition]]:
-        groups: dict[str, list[TopicPartition]] = {}
-        for tp in partitions:
-            address = self.metadata.leader_address(tp.topic, tp.partition)
-            if address is None:
-                self.metadata.ensure_topic(tp.topic, allow_auto_create=False)
-                address = self.metadata.leader_address(tp.topic, tp.partition)
-            if address is not None:
-                groups.setdefault(address, []).append(tp)
-        return groups
+        return self._fetcher.list_offsets([TopicPartition(*tp) for tp in partitions], LATEST)
 
     # ------------------------------------------------------------------------ polling
     def poll(
@@ -308,29 +248,13 @@ class Consumer:
         limit = max_records or self.max_poll_records
         deadline = time.monotonic() + timeout_ms / 1000
         self._maybe_auto_commit()
-        while not self._buffer:
+        while not self._state.has_buffered():
             self._sync_group()
             remaining_ms = int((deadline - time.monotonic()) * 1000)
-            self._fetch_once(max(0, min(remaining_ms, self.fetch_max_wait_ms)))
-            if self._buffer or time.monotonic() >= deadline:
+            self._fetcher.fetch_once(max(0, min(remaining_ms, self.fetch_max_wait_ms)))
+            if self._state.has_buffered() or time.monotonic() >= deadline:
                 break
-        out: dict[TopicPartition, list[ConsumerRecord]] = {}
-        while self._buffer and limit > 0:
-            record = self._buffer.popleft()
-            tp = TopicPartition(record.topic, record.partition)
-            out.setdefault(tp, []).append(record)
-            self._positions[tp] = record.offset + 1
-            limit -= 1
-        self._catch_up_positions()
-        return out
-
-    def _catch_up_positions(self) -> None:
-        """A partition with nothing left in the buffer is consumed up to its fetch position
-        (which may skip control batches and gaps that held no user records)."""
-        buffered = {(r.topic, r.partition) for r in self._buffer}
-        for tp, fetch_position in self._fetch_positions.items():
-            if tp not in buffered and self._positions.get(tp) is not None:
-                self._positions[tp] = max(self._positions[tp] or 0, fetch_position)
+        return self._state.drain(limit)
 
     def __iter__(self) -> Iterator[ConsumerRecord]:
         idle_since = time.monotonic()
@@ -346,106 +270,6 @@ class Consumer:
             ):
                 return
 
-    def _fetch_once(self, wait_ms: int) -> None:
-        active = [tp for tp in self._positions if tp not in self._paused]
-        missing = [tp for tp in active if self._positions[tp] is None]
-        if missing:
-            self._reset_positions(missing)
-        if not active:
-            time.sleep(wait_ms / 1000)
-            return
-        by_leader = self._group_by_leader(active)
-        if not by_leader:
-            time.sleep(min(wait_ms, 100) / 1000)
-            self.metadata.refresh()
-            return
-        calls = []
-        for address, group in by_leader.items():
-            request = broker_pb2.FetchRequest(
-                replica_id=-1,
-                max_wait_ms=wait_ms,
-                min_bytes=self.fetch_min_bytes,
-                max_bytes=self.fetch_max_bytes,
-                partitions=[
-                    broker_pb2.FetchPartition(
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        fetch_offset=self._fetch_positions[tp],
-                        partition_max_bytes=self.max_partition_fetch_bytes,
-                        current_leader_epoch=-1,
-                        last_fetched_epoch=-1,
-                    )
-                    for tp in group
-                ],
-            )
-            future = self._connections.broker(address).Fetch.future(
-                request, timeout=wait_ms / 1000 + self.request_timeout_s
-            )
-            calls.append((address, future))
-        refresh = False
-        for address, future in calls:
-            try:
-                response = future.result()
-            except grpc.RpcError as exc:
-                log.debug("fetch from %s failed: %s", address, translate_rpc_error(exc, address))
-                refresh = True
-                continue
-            refresh |= self._absorb(response)
-        if refresh:
-            try:
-                self.metadata.refresh()
-            except RaftkaError as exc:
-                log.debug("metadata refresh failed: %s", exc)
-            time.sleep(0.05)
-
-    def _absorb(self, response: broker_pb2.FetchResponse) -> bool:
-        refresh = False
-        for reply in response.partitions:
-            tp = TopicPartition(reply.topic, reply.partition)
-            position = self._fetch_positions.get(tp)
-            if position is None or self._positions.get(tp) is None:
-                continue
-            if reply.error_code == Code.OFFSET_OUT_OF_RANGE:
-                log.warning(
-                    "%s-%d: offset %d out of range; resetting (%s)",
-                    tp.topic,
-                    tp.partition,
-                    position,
-                    self.auto_offset_reset,
-                )
-                self._reset_positions([tp])
-                continue
-            if reply.error_code:
-                error = error_for(reply.error_code, reply.error_message)
-                if not error.retriable and not isinstance(error, UnknownTopicOrPartitionError):
-                    raise error
-                refresh = True
-                continue
-            if reply.record_batches:
-                self._fetch_positions[tp] = self._decode_into_buffer(
-                    tp, reply.record_batches, position
-                )
-        return refresh
-
-    def _decode_into_buffer(self, tp: TopicPartition, data: bytes, position: int) -> int:
-        next_position = position
-        for record in decode_batches(data, from_offset=position, verify_crc=True):
-            self._buffer.append(
-                ConsumerRecord(
-                    tp.topic,
-                    tp.partition,
-                    record.offset,
-                    record.timestamp_ms,
-                    self._key_deserializer(record.key),
-                    self._value_deserializer(record.value),
-                    record.headers,
-                )
-            )
-            next_position = record.offset + 1
-        for _, header in iter_headers(data):  # control batches and gaps move us on too
-            next_position = max(next_position, header.next_offset)
-        return next_position
-
     # ------------------------------------------------------------------------ groups
     def _sync_group(self) -> None:
         """Take the coordinator's newest assignment: commit and drop revoked partitions
@@ -456,7 +280,7 @@ class Consumer:
         target = membership.take_assignment()
         if target is None:
             return
-        current = set(self._positions)
+        current = self._state.assignment()
         revoked = sorted(current - target)
         added = sorted(target - current)
         if revoked:
@@ -464,11 +288,11 @@ class Consumer:
                 self._commit_quietly(revoked)
             if self._on_revoke is not None:
                 self._on_revoke(revoked)
-        self._set_assignment(sorted(target))
+        self._state.assign_from_subscription(sorted(target))
         if added:
             for tp, offset in membership.committed(added).items():
-                if offset >= 0 and tp in self._positions:
-                    self._move_to(tp, offset)
+                if offset >= 0 and self._state.is_assigned(tp):
+                    self._state.seek(tp, offset)
             if self._on_assign is not None:
                 self._on_assign(added)
         membership.report_owned(target)
@@ -483,10 +307,7 @@ class Consumer:
     def _current_offsets(
         self, partitions: Iterable[TopicPartition] | None = None
     ) -> dict[TopicPartition, tuple[int, str]]:
-        wanted = self._positions if partitions is None else partitions
-        return {
-            tp: (offset, "") for tp in wanted if (offset := self._positions.get(tp)) is not None
-        }
+        return {tp: (offset, "") for tp, offset in self._state.consumed_offsets(partitions).items()}
 
     def _maybe_auto_commit(self) -> None:
         if not self.enable_auto_commit or self._membership is None:

@@ -45,6 +45,7 @@ PURE_MODULES = {
     "raftka.broker.groups.offsets_log",
     "raftka.broker.groups.state",
     "raftka.client.accumulator",
+    "raftka.client.subscription",
     "raftka.client.partitioner",
     "raftka.client.cluster_view",
 }

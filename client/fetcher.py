@@ -1,0 +1,249 @@
+"""Fetcher: the network side of consuming, an I/O shell around SubscriptionState.
+
+Split out of the Consumer, as Kafka's Java client keeps its Fetcher apart from its
+SubscriptionState, so that talking to brokers is one module and the bookkeeping it feeds is
+another (client/subscription.py, pure and unit-tested). The Fetcher asks the state what to
+fetch and from which offset, sends one Fetch per leader broker for the partitions it leads
+(long-polling up to the wait it is given), checks each returned batch's CRC and decodes it
+here — the broker sent the stored bytes untouched — and hands the records to the state.
+NOT_LEADER, unknown partitions and unreachable brokers refresh the metadata and the next
+fetch retries; OFFSET_OUT_OF_RANGE resets the position per auto_offset_reset. It also lists
+offsets (ListOffsets), for resets and for the Consumer's seek_to_*() and *_offsets().
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from raftka.client.errors import RaftkaError, UnknownTopicOrPartitionError, error_for
+from raftka.client.metadata import ClusterMetadata
+from raftka.client.serialization import Deserializer
+from raftka.client.subscription import SubscriptionState
+from raftka.client.transport import Connections, translate_rpc_error
+from raftka.client.types import TopicPartition
+from raftka.proto.raftka.v1 import broker_pb2, common_pb2
+from raftka.records import decode_batches, iter_headers
+
+log = logging.getLogger("raftka.client")
+Code = common_pb2.ErrorCode
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: Any
+    value: Any
+    headers: tuple[tuple[str, bytes | None], ...]
+
+
+class Fetcher:
+    """Fetches the records of a SubscriptionState's partitions from their leaders."""
+
+    def __init__(
+        self,
+        state: SubscriptionState[ConsumerRecord],
+        connections: Connections,
+        metadata: ClusterMetadata,
+        *,
+        key_deserializer: Deserializer,
+        value_deserializer: Deserializer,
+        fetch_min_bytes: int = 1,
+        fetch_max_bytes: int = 52_428_800,
+        max_partition_fetch_bytes: int = 1_048_576,
+        request_timeout_s: float = 30.0,
+    ) -> None:
+        self.state = state
+        self.metadata = metadata
+        self._connections = connections
+        self._key_deserializer = key_deserializer
+        self._value_deserializer = value_deserializer
+        self.fetch_min_bytes = fetch_min_bytes
+        self.fetch_max_bytes = fetch_max_bytes
+        self.max_partition_fetch_bytes = max_partition_fetch_bytes
+        self.request_timeout_s = request_timeout_s
+
+    # --------------------------------------------------------------------- offsets
+    def reset_positions(self, partitions: list[TopicPartition]) -> None:
+        """Move `partitions` to their earliest or latest offset, per auto_offset_reset."""
+        spec = self.state.reset_spec(partitions)
+        for tp, offset in self.list_offsets(partitions, spec).items():
+            self.state.seek(tp, offset)
+
+    def list_offsets(
+        self, partitions: list[TopicPartition], spec: int
+    ) -> dict[TopicPartition, int]:
+        """The offset at `spec` (EARLIEST, LATEST or a timestamp) of each partition, asking
+        the leaders and retrying retriable failures until the request timeout."""
+        result: dict[TopicPartition, int] = {}
+        deadline = time.monotonic() + self.request_timeout_s
+        pending = list(partitions)
+        while pending:
+            by_leader = self._group_by_leader(pending)
+            retry: list[TopicPartition] = []
+            for address, group in by_leader.items():
+                request = broker_pb2.ListOffsetsRequest(
+                    partitions=[
+                        broker_pb2.ListOffsetsPartition(
+                            topic=tp.topic, partition=tp.partition, timestamp_ms=spec
+                        )
+                        for tp in group
+                    ]
+                )
+                try:
+                    response = self._connections.broker(address).ListOffsets(
+                        request, timeout=self.request_timeout_s
+                    )
+                except grpc.RpcError as exc:
+                    self._give_up_if_late(deadline, translate_rpc_error(exc, address))
+                    retry.extend(group)
+                    continue
+                for reply in response.partitions:
+                    tp = TopicPartition(reply.topic, reply.partition)
+                    if reply.error_code:
+                        error = error_for(reply.error_code, reply.error_message)
+                        if not error.retriable:
+                            raise error
+                        self._give_up_if_late(deadline, error)
+                        retry.append(tp)
+                    else:
+                        result[tp] = reply.offset
+            grouped = {tp for group in by_leader.values() for tp in group}
+            retry.extend(tp for tp in pending if tp not in grouped)
+            pending = retry
+            if pending:
+                time.sleep(0.1)
+                self.metadata.refresh()
+        return result
+
+    @staticmethod
+    def _give_up_if_late(deadline: float, error: Exception) -> None:
+        if time.monotonic() > deadline:
+            raise error
+
+    def _group_by_leader(self, partitions: list[TopicPartition]) -> dict[str, list[TopicPartition]]:
+        groups: dict[str, list[TopicPartition]] = {}
+        for tp in partitions:
+            address = self.metadata.leader_address(tp.topic, tp.partition)
+            if address is None:
+                self.metadata.ensure_topic(tp.topic, allow_auto_create=False)
+                address = self.metadata.leader_address(tp.topic, tp.partition)
+            if address is not None:
+                groups.setdefault(address, []).append(tp)
+        return groups
+
+    # -------------------------------------------------------------------- fetching
+    def fetch_once(self, wait_ms: int) -> None:
+        """One round: reset partitions without a position, then one Fetch per leader of
+        the fetchable partitions (each waiting up to `wait_ms` for data); the records land in
+        the state's buffer. Sleeps instead when there is nothing to fetch."""
+        if not self.state.fetchable():
+            time.sleep(wait_ms / 1000)
+            return
+        missing = self.state.needing_reset()
+        if missing:
+            self.reset_positions(missing)
+        offsets = self.state.fetch_offsets()
+        by_leader = self._group_by_leader(list(offsets))
+        if not by_leader:
+            time.sleep(min(wait_ms, 100) / 1000)
+            self.metadata.refresh()
+            return
+        calls = []
+        for address, group in by_leader.items():
+            request = broker_pb2.FetchRequest(
+                replica_id=-1,
+                max_wait_ms=wait_ms,
+                min_bytes=self.fetch_min_bytes,
+                max_bytes=self.fetch_max_bytes,
+                partitions=[
+                    broker_pb2.FetchPartition(
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        fetch_offset=offsets[tp],
+                        partition_max_bytes=self.max_partition_fetch_bytes,
+                        current_leader_epoch=-1,
+                        last_fetched_epoch=-1,
+                    )
+                    for tp in group
+                ],
+            )
+            future = self._connections.broker(address).Fetch.future(
+                request, timeout=wait_ms / 1000 + self.request_timeout_s
+            )
+            calls.append((address, future))
+        refresh = False
+        for address, future in calls:
+            try:
+                response = future.result()
+            except grpc.RpcError as exc:
+                log.debug("fetch from %s failed: %s", address, translate_rpc_error(exc, address))
+                refresh = True
+                continue
+            refresh |= self._absorb(response)
+        if refresh:
+            try:
+                self.metadata.refresh()
+            except RaftkaError as exc:
+                log.debug("metadata refresh failed: %s", exc)
+            time.sleep(0.05)
+
+    def _absorb(self, response: broker_pb2.FetchResponse) -> bool:
+        """Take one Fetch reply into the state; True when the metadata needs a refresh."""
+        refresh = False
+        for reply in response.partitions:
+            tp = TopicPartition(reply.topic, reply.partition)
+            position = self.state.next_fetch_offset(tp)
+            if position is None:  # unassigned or reset since the request went out
+                continue
+            if reply.error_code == Code.OFFSET_OUT_OF_RANGE:
+                log.warning(
+                    "%s-%d: offset %d out of range; resetting (%s)",
+                    tp.topic,
+                    tp.partition,
+                    position,
+                    self.state.auto_offset_reset,
+                )
+                self.reset_positions([tp])
+                continue
+            if reply.error_code:
+                error = error_for(reply.error_code, reply.error_message)
+                if not error.retriable and not isinstance(error, UnknownTopicOrPartitionError):
+                    raise error
+                refresh = True
+                continue
+            if reply.record_batches:
+                records, next_position = self._decode(tp, reply.record_batches, position)
+                self.state.add_fetched(tp, records, next_position)
+        return refresh
+
+    def _decode(
+        self, tp: TopicPartition, data: bytes, position: int
+    ) -> tuple[list[ConsumerRecord], int]:
+        """The records of `data` from `position` on (CRC-checked), and the offset to fetch
+        next: past the last record, or past control batches and gaps that held none."""
+        records: list[ConsumerRecord] = []
+        next_position = position
+        for record in decode_batches(data, from_offset=position, verify_crc=True):
+            records.append(
+                ConsumerRecord(
+                    tp.topic,
+                    tp.partition,
+                    record.offset,
+                    record.timestamp_ms,
+                    self._key_deserializer(record.key),
+                    self._value_deserializer(record.value),
+                    record.headers,
+                )
+            )
+            next_position = record.offset + 1
+        for _, header in iter_headers(data):  # control batches and gaps move us on too
+            next_position = max(next_position, header.next_offset)
+        return records, next_position

@@ -1,0 +1,261 @@
+"""Fetcher against fake brokers: requests per leader, decoding, resets, refresh triggers."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from raftka.client.errors import InvalidRequestError, OffsetOutOfRangeError
+from raftka.client.fetcher import ConsumerRecord, Fetcher
+from raftka.client.subscription import EARLIEST, SubscriptionState
+from raftka.client.types import TopicPartition
+from raftka.proto.raftka.v1 import broker_pb2, common_pb2
+from raftka.records import CorruptBatchError, encode_batch
+
+Code = common_pb2.ErrorCode
+A0, A1 = TopicPartition("a", 0), TopicPartition("a", 1)
+
+
+def batch(base_offset: int, *values: bytes) -> bytes:
+    return encode_batch([(None, v, [], 1000) for v in values], base_offset=base_offset)
+
+
+class Unavailable(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self):
+        return "down"
+
+
+class Done:
+    def __init__(self, outcome):
+        self._outcome = outcome
+
+    def result(self):
+        if isinstance(self._outcome, Exception):
+            raise self._outcome
+        return self._outcome
+
+
+class Broker:
+    """Answers Fetch and ListOffsets from scripted replies, recording the requests."""
+
+    def __init__(self):
+        self.fetches: list[broker_pb2.FetchRequest] = []
+        self.fetch_replies: list = []
+        self.offsets: dict[TopicPartition, int] = {}
+        self.offset_requests: list[broker_pb2.ListOffsetsRequest] = []
+        self.Fetch = self
+
+    def future(self, request, timeout):
+        self.fetches.append(request)
+        return Done(self.fetch_replies.pop(0))
+
+    def ListOffsets(self, request, timeout):
+        self.offset_requests.append(request)
+        return broker_pb2.ListOffsetsResponse(
+            partitions=[
+                broker_pb2.ListOffsetsPartitionResponse(
+                    topic=p.topic,
+                    partition=p.partition,
+                    offset=self.offsets[TopicPartition(p.topic, p.partition)],
+                )
+                for p in request.partitions
+            ]
+        )
+
+
+class Connections:
+    def __init__(self, brokers):
+        self.brokers = brokers
+
+    def broker(self, address):
+        return self.brokers[address]
+
+
+class Metadata:
+    def __init__(self, leaders):
+        self.leaders = leaders
+        self.refreshes = 0
+
+    def leader_address(self, topic, partition):
+        return self.leaders.get(TopicPartition(topic, partition))
+
+    def ensure_topic(self, topic, allow_auto_create):
+        return []
+
+    def refresh(self, topics=None, allow_auto_create=False):
+        self.refreshes += 1
+
+
+def reply(tp, data=b"", error=0):
+    return broker_pb2.FetchPartitionResponse(
+        topic=tp.topic, partition=tp.partition, error_code=error, record_batches=data
+    )
+
+
+def setup(reset="earliest", leaders=None, **kwargs):
+    brokers = {"b1": Broker(), "b2": Broker()}
+    metadata = Metadata(leaders if leaders is not None else {A0: "b1", A1: "b2"})
+    state: SubscriptionState[ConsumerRecord] = SubscriptionState(reset)
+    fetcher = Fetcher(
+        state,
+        Connections(brokers),
+        metadata,
+        key_deserializer=lambda b: b,
+        value_deserializer=lambda b: b.decode() if b is not None else None,
+        **kwargs,
+    )
+    return fetcher, state, brokers, metadata
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch):
+    monkeypatch.setattr("raftka.client.fetcher.time.sleep", lambda s: None)
+
+
+def test_one_fetch_per_leader_and_the_records_land_in_the_state():
+    fetcher, state, brokers, _ = setup(fetch_min_bytes=7, max_partition_fetch_bytes=99)
+    state.assign_from_user([A0, A1])
+    state.seek(A0, 0)
+    state.seek(A1, 5)
+    brokers["b1"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A0, batch(0, b"x", b"y"))])
+    )
+    brokers["b2"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A1, batch(5, b"z"))])
+    )
+    fetcher.fetch_once(250)
+    (request,) = brokers["b1"].fetches
+    assert request.max_wait_ms == 250 and request.min_bytes == 7
+    assert [
+        (p.topic, p.partition, p.fetch_offset, p.partition_max_bytes) for p in request.partitions
+    ] == [("a", 0, 0, 99)]
+    assert brokers["b2"].fetches[0].partitions[0].fetch_offset == 5
+    out = state.drain(10)
+    assert [(r.offset, r.value) for r in out[A0]] == [(0, "x"), (1, "y")]
+    assert [(r.topic, r.partition, r.offset, r.value, r.timestamp_ms) for r in out[A1]] == [
+        ("a", 1, 5, "z", 1000)
+    ]
+    assert state.fetch_offsets() == {A0: 2, A1: 6}
+
+
+def test_records_before_the_fetch_offset_are_skipped_and_gaps_move_it_on():
+    fetcher, state, brokers, _ = setup(leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    state.seek(A0, 1)
+    data = batch(0, b"old", b"new") + batch(7, b"later")  # offsets 2..6 compacted away
+    brokers["b1"].fetch_replies.append(broker_pb2.FetchResponse(partitions=[reply(A0, data)]))
+    fetcher.fetch_once(0)
+    assert [r.offset for r in state.drain(10)[A0]] == [1, 7]
+    assert state.position(A0) == 8
+
+
+def test_partitions_without_a_position_are_reset_before_the_fetch():
+    fetcher, state, brokers, _ = setup(leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    brokers["b1"].offsets[A0] = 40
+    brokers["b1"].fetch_replies.append(broker_pb2.FetchResponse(partitions=[reply(A0)]))
+    fetcher.fetch_once(0)
+    assert brokers["b1"].offset_requests[0].partitions[0].timestamp_ms == EARLIEST
+    assert brokers["b1"].fetches[0].partitions[0].fetch_offset == 40
+    assert state.position(A0) == 40
+
+
+def test_out_of_range_resets_per_the_policy():
+    fetcher, state, brokers, _ = setup(leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    state.seek(A0, 3)
+    state.add_fetched(A0, [], 9)
+    brokers["b1"].offsets[A0] = 20
+    brokers["b1"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A0, error=Code.OFFSET_OUT_OF_RANGE)])
+    )
+    fetcher.fetch_once(0)
+    assert state.position(A0) == 20 and state.fetch_offsets() == {A0: 20}
+
+
+def test_out_of_range_without_a_policy_raises():
+    fetcher, state, brokers, _ = setup(reset="none", leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    state.seek(A0, 3)
+    brokers["b1"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A0, error=Code.OFFSET_OUT_OF_RANGE)])
+    )
+    with pytest.raises(OffsetOutOfRangeError, match="auto_offset_reset is 'none'"):
+        fetcher.fetch_once(0)
+
+
+@pytest.mark.parametrize("error", [Code.NOT_LEADER_OR_FOLLOWER, Code.UNKNOWN_TOPIC_OR_PARTITION])
+def test_leader_changes_and_unknown_partitions_refresh_the_metadata(error):
+    fetcher, state, brokers, metadata = setup(leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    state.seek(A0, 3)
+    brokers["b1"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A0, error=error)])
+    )
+    fetcher.fetch_once(0)
+    assert metadata.refreshes == 1 and state.fetch_offsets() == {A0: 3}
+
+
+def test_an_unreachable_leader_refreshes_the_metadata():
+    fetcher, state, brokers, metadata = setup(leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    state.seek(A0, 3)
+    brokers["b1"].fetch_replies.append(Unavailable())
+    fetcher.fetch_once(0)
+    assert metadata.refreshes == 1
+
+
+def test_no_known_leader_refreshes_without_fetching():
+    fetcher, state, brokers, metadata = setup(leaders={})
+    state.assign_from_user([A0])
+    state.seek(A0, 0)
+    fetcher.fetch_once(0)
+    assert metadata.refreshes == 1 and not brokers["b1"].fetches
+
+
+def test_a_non_retriable_error_is_raised():
+    fetcher, state, brokers, _ = setup(leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    state.seek(A0, 0)
+    brokers["b1"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A0, error=Code.INVALID_REQUEST)])
+    )
+    with pytest.raises(InvalidRequestError):
+        fetcher.fetch_once(0)
+
+
+def test_a_corrupt_batch_is_refused_and_nothing_is_buffered():
+    fetcher, state, brokers, _ = setup(leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    state.seek(A0, 0)
+    data = bytearray(batch(0, b"x"))
+    data[-1] ^= 0xFF
+    brokers["b1"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A0, bytes(data))])
+    )
+    with pytest.raises(CorruptBatchError):
+        fetcher.fetch_once(0)
+    assert not state.has_buffered() and state.fetch_offsets() == {A0: 0}
+
+
+def test_replies_for_partitions_no_longer_assigned_are_ignored():
+    fetcher, state, brokers, _ = setup(leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    state.seek(A0, 0)
+    brokers["b1"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A1, batch(0, b"x"))])
+    )
+    fetcher.fetch_once(0)
+    assert not state.has_buffered()
+
+
+def test_nothing_to_fetch_sleeps_instead():
+    fetcher, state, brokers, metadata = setup()
+    state.assign_from_user([A0])
+    state.pause(A0)
+    fetcher.fetch_once(0)
+    assert not brokers["b1"].fetches and not brokers["b1"].offset_requests
+    assert metadata.refreshes == 0
