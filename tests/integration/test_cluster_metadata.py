@@ -235,3 +235,15 @@ def test_a_fourth_broker_joins_as_an_observer_and_hosts_partitions(cluster_facto
     assert "wide" in converged(cluster)
     cluster.brokers[4].kill()  # losing an observer costs the quorum nothing
     assert create_via(cluster, 1, "still-fine").error_code == Code.NONE
+
+
+def test_clients_cannot_create_internal_topics_through_a_forwarding_broker(cluster_factory):
+    # Before: a broker forwarding a client's CreateTopics to the controller marked it
+    # forwarded, and the controller let forwarded calls name internal topics.
+    cluster = three_nodes(cluster_factory)
+    controller = cluster.describe().controller_id
+    for broker_id in (1, 2, 3):
+        result = create_via(cluster, broker_id, "__consumer_offsets", num_partitions=1)
+        assert result.error_code == Code.INVALID_REQUEST, (broker_id, broker_id == controller)
+        assert "internal" in result.error_message
+    assert "__consumer_offsets" not in topics_seen_by(cluster, controller)
