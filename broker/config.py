@@ -167,6 +167,9 @@ class BrokerConfig:
     group_initial_rebalance_delay_ms: int = 300
     # Compact the Raft journal into a snapshot past this many entries (see cluster/raft.py).
     metadata_log_compaction_entries: int = 20_000
+    # Sync the Raft journal to disk before a metadata change counts (off: power loss on a
+    # majority can undo committed metadata; for measuring only).
+    metadata_log_fsync: bool = True
     raft_options: Mapping[str, Any] = field(default_factory=dict)
 
     # -------------------------------------------------------------------- derived

@@ -117,6 +117,7 @@ class BrokerServer:
                 voters=config.voter_map,
                 data_dir=config.metadata_dir,
                 compaction_entries_min=config.metadata_log_compaction_entries,
+                journal_fsync=config.metadata_log_fsync,
                 password=(
                     raft_password(self._cluster_secret)
                     if self._cluster_secret is not None

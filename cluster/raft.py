@@ -14,6 +14,8 @@ Why this shape:
   compaction only after many entries (the controller writes few, batched entries) and without
   fork() (the broker process has gRPC threads); compaction snapshots are the image written as
   metadata records, not pickled objects.
+- Durability: the journal and the term/vote are synced to disk before Raft counts on them
+  (cluster/raft_journal.py); pysyncobj alone never syncs its mmap'd journal.
 - Voters are the first brokers (`voters`); any other broker runs as a pysyncobj read-only node:
   it receives and applies the log (an observer, in KRaft's words) but never votes.
 - Trust: pysyncobj unpickles every frame it reads, so a stranger who reaches the port could run
@@ -43,6 +45,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replic
 from pysyncobj.encryptor import getEncryptor
 from pysyncobj.transport import TCPTransport
 
+from raftka.cluster import raft_journal
 from raftka.cluster.cluster_auth import ReportThrottle
 from raftka.cluster.delta import apply_encoded_batch, decode_snapshot, encode_snapshot
 from raftka.cluster.image import EMPTY_IMAGE, MetadataImage
@@ -81,6 +84,9 @@ class RaftSettings:
     # Compact the Raft journal into a snapshot only past this many entries.
     compaction_entries_min: int = 20_000
     commands_queue_max: int = 10_000
+    # Sync every journal change and the term/vote to disk before Raft relies on it
+    # (cluster/raft_journal.py); off only for benchmarks of what it costs.
+    journal_fsync: bool = True
     # Derived from the cluster secret; None runs Raft unauthenticated (labs only).
     password: str | None = None
     # Passwords also accepted on incoming frames (never used to send): a secret rotation.
@@ -240,6 +246,8 @@ class RaftMetadataLog:
     # ----------------------------------------------------------------------- lifecycle
     def start(self) -> None:
         os.makedirs(self.settings.data_dir, exist_ok=True)
+        if self.settings.journal_fsync:
+            raft_journal.install()
         conf = SyncObjConf(
             appendEntriesUseBatch=False,
             appendEntriesPeriod=self.settings.heartbeat_interval_s,
