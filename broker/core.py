@@ -42,6 +42,13 @@ class BrokerCore:
     internal_auth: InternalAuth  # checks broker-to-broker calls
     controller_id: Callable[[], int | None]
     raft_image: Callable[[], MetadataImage]  # the newest committed image (DescribeCluster)
+    # Why this broker may lead nothing right now (fenced, just restarted, lease lapsed).
+    lease_problem: Callable[[], str | None]
+
+    @property
+    def not_leading(self) -> int | None:
+        """This broker's id while it must not claim leadership in Metadata answers."""
+        return self.config.broker_id if self.lease_problem() is not None else None
 
     @property
     def image(self) -> MetadataImage:

@@ -89,6 +89,13 @@ class DuplicateSequenceError(BrokerError):
         self.stored = stored
 
 
+class StaleBrokerEpochError(BrokerError):
+    """A follower fetched with a broker epoch older than its registration (KIP-903): a
+    process from before its last restart, or one not registered yet."""
+
+    code = Code.STALE_BROKER_EPOCH
+
+
 class BrokerFencedError(BrokerError):
     """This broker lost its lease with the controller: it must not accept writes."""
 

@@ -14,7 +14,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from raftka.broker.errors import BrokerFencedError, InvalidRequestError, fill_error
+from raftka.broker.errors import (
+    BrokerFencedError,
+    InvalidRequestError,
+    StaleBrokerEpochError,
+    fill_error,
+)
 from raftka.broker.log.file_slice import FileSlice
 from raftka.broker.partition import Partition, TopicPartition
 from raftka.broker.replica_manager import ReplicaManager
@@ -125,7 +130,10 @@ class FetchPath:
             )
             try:
                 partition = self._replicas.leader_partition(tp, asked.current_leader_epoch)
-                if request.replica_id < 0 and self._lease_problem is not None:
+                # Consumers and followers alike: a leader whose lease lapsed, or a broker
+                # just restarted and not yet registered, may lead nothing any more (its
+                # followers must not copy, or truncate to, a log that lost its tail).
+                if self._lease_problem is not None:
                     problem = self._lease_problem()
                     if problem is not None:
                         raise BrokerFencedError(problem)
@@ -134,7 +142,7 @@ class FetchPath:
                 reply.log_start_offset = partition.log_start_offset
                 reply.log_end_offset = partition.log_end_offset
                 if request.replica_id >= 0 and not self._follower_fetch(
-                    partition, request.replica_id, asked, reply
+                    partition, request.replica_id, request.replica_broker_epoch, asked, reply
                 ):
                     continue
                 reply.high_watermark = partition.high_watermark
@@ -163,6 +171,7 @@ class FetchPath:
         self,
         partition: Partition,
         replica_id: int,
+        replica_broker_epoch: int,
         asked: broker_pb2.FetchPartition,
         reply: broker_pb2.FetchPartitionResponse,
     ) -> bool:
@@ -171,6 +180,14 @@ class FetchPath:
         state = partition.check_leader()
         if not state.is_replica(replica_id):
             raise InvalidRequestError(f"broker {replica_id} is not a replica of {partition.tp}")
+        registered = self._replicas.image.brokers.get(replica_id)
+        if registered is not None and replica_broker_epoch < registered.epoch:
+            # KIP-903: only the follower's current incarnation may count for the ISR and
+            # the high watermark.
+            raise StaleBrokerEpochError(
+                f"broker {replica_id} fetched with broker epoch {replica_broker_epoch}; "
+                f"its registration is at {registered.epoch}"
+            )
         divergence = leader_divergence(
             partition.log.epochs,
             partition.log_end_offset,

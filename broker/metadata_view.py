@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from raftka.broker.listeners import DEFAULT_LISTENER
 from raftka.cluster import topic_config
-from raftka.cluster.image import MetadataImage, TopicImage
+from raftka.cluster.image import NO_LEADER, MetadataImage, TopicImage
 from raftka.cluster.naming import InvalidTopicNameError, validate_topic_name
 from raftka.proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
 
@@ -28,8 +28,11 @@ def _endpoint(image: MetadataImage, broker_id: int, listener: str) -> common_pb2
 
 def metadata_response(
     image: MetadataImage, topics: list[str], controller_id: int | None,
-    listener: str = DEFAULT_LISTENER,
+    listener: str = DEFAULT_LISTENER, not_leading: int | None = None,
 ) -> broker_pb2.MetadataResponse:
+    """`not_leading`: this broker's id while it is fenced (just restarted, or its lease
+    lapsed): its image may be old, so partitions it shows itself leading are answered as
+    LEADER_NOT_AVAILABLE (clients ask again, or ask another broker) instead."""
     response = broker_pb2.MetadataResponse(
         cluster_id=image.cluster_id,
         controller_id=controller_id if controller_id is not None else -1,
@@ -53,14 +56,15 @@ def metadata_response(
         item.topic_id = topic.topic_id
         item.internal = topic.internal
         for index, p in enumerate(topic.partitions):
+            leader = NO_LEADER if p.leader == not_leading else p.leader
             entry = item.partitions.add(
                 partition=index,
-                leader_id=p.leader,
+                leader_id=leader,
                 leader_epoch=p.leader_epoch,
                 replicas=p.replicas,
                 isr=p.isr,
             )
-            if p.leader < 0:
+            if leader < 0:
                 entry.error_code = Code.LEADER_NOT_AVAILABLE
     return response
 

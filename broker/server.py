@@ -270,6 +270,7 @@ class BrokerServer:
             internal_auth=self.internal_auth,
             controller_id=self.metadata_log.leader_id,
             raft_image=lambda: self.metadata_log.image,
+            lease_problem=self.lifecycle.lease_problem,
         )
 
     def _endpoint_of(self, broker_id: int) -> str | None:
@@ -383,6 +384,8 @@ class BrokerServer:
         interval_s = min(0.25, self.config.replica_lag_time_max_ms / 4000)
         while True:
             await asyncio.sleep(interval_s)
+            if self.lifecycle.lease_problem() is not None:
+                continue  # fenced or cut off: this broker's view of its ISRs is not current
             try:
                 self.isr_updater.run_once(self.replica_manager.partitions.values())
             except Exception:

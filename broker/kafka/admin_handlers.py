@@ -63,11 +63,13 @@ async def metadata(core: BrokerCore, request: Request) -> dict[str, Any]:
         "throttle_time": 0, "brokers": kafka_brokers(image, request.listener),
         "cluster_id": image.cluster_id,
         "controller_id": controller if controller is not None else -1,
-        "topics": [_topic_metadata(image, name) for name in names],
+        "topics": [_topic_metadata(image, name, core.not_leading) for name in names],
     }
 
 
-def _topic_metadata(image: MetadataImage, name: str) -> dict[str, Any]:
+def _topic_metadata(image: MetadataImage, name: str, not_leading: int | None
+                    ) -> dict[str, Any]:
+    """`not_leading`: see metadata_view.metadata_response."""
     topic = image.topics.get(name)
     if topic is None:
         try:
@@ -81,13 +83,19 @@ def _topic_metadata(image: MetadataImage, name: str) -> dict[str, Any]:
         "error_code": 0, "name": name, "topic_id": topic_uuid(topic.topic_id),
         "is_internal": topic.internal,
         "partitions": [{
-            "error_code": 0 if p.leader >= 0 else Code.LEADER_NOT_AVAILABLE,
-            "partition_index": index, "leader_id": p.leader, "leader_epoch": p.leader_epoch,
+            "error_code": 0 if _leader(p.leader, not_leading) >= 0
+            else Code.LEADER_NOT_AVAILABLE,
+            "partition_index": index, "leader_id": _leader(p.leader, not_leading),
+            "leader_epoch": p.leader_epoch,
             "replica_nodes": list(p.replicas), "isr_nodes": list(p.isr),
             "offline_replicas": [r for r in p.replicas
                                  if r not in image.brokers or image.brokers[r].fenced],
         } for index, p in enumerate(topic.partitions)],
     }
+
+
+def _leader(leader: int, not_leading: int | None) -> int:
+    return -1 if leader == not_leading else leader
 
 
 async def create_topics(core: BrokerCore, request: Request) -> dict[str, Any]:
