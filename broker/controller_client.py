@@ -346,7 +346,10 @@ class BrokerLifecycle:
             return
         was_fenced, self.fenced = self.fenced, response.fenced
         if not response.fenced and not response.error_code:
-            self._lease_until = sent_at + self._session_timeout_s
+            # From when the controller last heard a majority, not from when we asked: a
+            # controller cut off from it answers for a while after the others moved on.
+            granted_at = sent_at - response.quorum_contact_age_ms / 1000
+            self._lease_until = max(self._lease_until, granted_at + self._session_timeout_s)
         if was_fenced and not self.fenced:
             log.info("broker %d is unfenced", self._request.broker_id)
             if not self._announced:

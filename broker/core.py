@@ -42,13 +42,15 @@ class BrokerCore:
     internal_auth: InternalAuth  # checks broker-to-broker calls
     controller_id: Callable[[], int | None]
     raft_image: Callable[[], MetadataImage]  # the newest committed image (DescribeCluster)
-    # Why this broker may lead nothing right now (fenced, just restarted, lease lapsed).
-    lease_problem: Callable[[], str | None]
+    # Whether this incarnation is not (yet, or no longer) unfenced by the controller: just
+    # restarted, its saved metadata may name it leader of partitions it lost meanwhile.
+    fenced: Callable[[], bool]
 
     @property
     def not_leading(self) -> int | None:
-        """This broker's id while it must not claim leadership in Metadata answers."""
-        return self.config.broker_id if self.lease_problem() is not None else None
+        """This broker's id while it must not claim leadership in Metadata answers. (A
+        leader whose lease merely lapsed still shows: its produce/fetch answers say why.)"""
+        return self.config.broker_id if self.fenced() else None
 
     @property
     def image(self) -> MetadataImage:

@@ -222,6 +222,9 @@ class FetchPath:
                 partition = self._replicas.leader_partition(
                     TopicPartition(asked.topic, asked.partition)
                 )
+                problem = self._lease_problem() if self._lease_problem is not None else None
+                if problem is not None:  # a replaced leader's end offset may be stale
+                    raise BrokerFencedError(problem)
                 reply.leader_id = partition.leader_id
                 if asked.timestamp_ms == LIST_OFFSETS_EARLIEST:
                     reply.offset = partition.log_start_offset

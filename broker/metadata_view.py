@@ -30,8 +30,8 @@ def metadata_response(
     image: MetadataImage, topics: list[str], controller_id: int | None,
     listener: str = DEFAULT_LISTENER, not_leading: int | None = None,
 ) -> broker_pb2.MetadataResponse:
-    """`not_leading`: this broker's id while it is fenced (just restarted, or its lease
-    lapsed): its image may be old, so partitions it shows itself leading are answered as
+    """`not_leading`: this broker's id while it is fenced (e.g. just restarted, not yet
+    registered): its image may be old, so partitions it shows itself leading are answered as
     LEADER_NOT_AVAILABLE (clients ask again, or ask another broker) instead."""
     response = broker_pb2.MetadataResponse(
         cluster_id=image.cluster_id,

@@ -247,6 +247,7 @@ class BrokerServer:
                 snapshot_every_records=config.offsets_snapshot_every_records,
                 classic_initial_delay_ms=config.group_initial_rebalance_delay_ms,
             ),
+            self.lifecycle.lease_problem,
         )
         producer_ids = ProducerIdManager(
             lambda: self.controller_client.allocate_producer_ids(
@@ -270,7 +271,7 @@ class BrokerServer:
             internal_auth=self.internal_auth,
             controller_id=self.metadata_log.leader_id,
             raft_image=lambda: self.metadata_log.image,
-            lease_problem=self.lifecycle.lease_problem,
+            fenced=lambda: self.lifecycle.fenced,
         )
 
     def _endpoint_of(self, broker_id: int) -> str | None:

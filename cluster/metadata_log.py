@@ -38,6 +38,11 @@ class MetadataLog(Protocol):
         (so no other leader can have been elected meanwhile). What grants leases checks this."""
         ...
 
+    def quorum_contact_age_s(self) -> float:
+        """Seconds since a majority of the voters last answered this leader (0 for a lone
+        voter). Leases granted now count from then."""
+        ...
+
     def leader_id(self) -> int | None:
         """Node id of the current Raft leader (the controller), if known."""
         ...
@@ -58,6 +63,7 @@ class InMemoryMetadataLog:
         self.node_id = node_id
         self._leader = leader
         self.quorum_contact = True  # tests cut it to play a leader that lost its majority
+        self.contact_age_s = 0.0  # tests set how long ago the majority last answered
         self._image = EMPTY_IMAGE
         self._listeners: list[ImageListener] = []
         self.batches: list[bytes] = []
@@ -71,6 +77,10 @@ class InMemoryMetadataLog:
 
     def has_quorum_contact(self) -> bool:
         return self._leader and self.quorum_contact
+
+    def quorum_contact_age_s(self) -> float:
+        return self.contact_age_s
+
 
     def set_leader(self, leader: bool) -> None:
         self._leader = leader

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
@@ -27,6 +28,8 @@ from raftka.proto.raftka.v1 import admin_pb2, controller_pb2
 log = logging.getLogger("raftka.controller")
 
 R = TypeVar("R")
+# quorum_contact_age_ms meaning "no majority known": the broker's lease is not extended.
+NO_LEASE_MS = 2**31 - 1
 Clock = Callable[[], int]
 
 
@@ -217,8 +220,16 @@ class QuorumController:
         if broker is not None and broker.epoch == request.broker_epoch:
             self.heartbeats.touch(request.broker_id, self._clock_ms())
         if broker is not None and not broker.fenced and broker.epoch == request.broker_epoch:
-            return controller_pb2.BrokerHeartbeatResponse(fenced=False)
-        return await self._run(lambda img: controller.broker_heartbeat(img, request, self.settings))
+            response = controller_pb2.BrokerHeartbeatResponse(fenced=False)
+        else:
+            response = await self._run(
+                lambda img: controller.broker_heartbeat(img, request, self.settings)
+            )
+        age_s = self.log.quorum_contact_age_s()
+        response.quorum_contact_age_ms = (
+            min(NO_LEASE_MS, int(age_s * 1000) + 1) if math.isfinite(age_s) else NO_LEASE_MS
+        )
+        return response
 
     async def alter_partition(
         self, request: controller_pb2.AlterPartitionRequest

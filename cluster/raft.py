@@ -321,11 +321,21 @@ class RaftMetadataLog:
         syncobj = self._syncobj
         if syncobj is None or not syncobj._isLeader():
             return False
+        return self.quorum_contact_age_s() < self.settings.leader_fallback_timeout_s
+
+    def quorum_contact_age_s(self) -> float:
+        """Seconds since a majority (this leader included) last answered: the age of the
+        answer that completed the majority. Infinite when not the leader."""
+        syncobj = self._syncobj
+        if syncobj is None or not syncobj._isLeader():
+            return float("inf")
         answered = dict(syncobj._SyncObj__lastResponseTime)
-        voters = list(syncobj._SyncObj__otherNodes)
-        deadline = time.monotonic() - self.settings.leader_fallback_timeout_s
-        heard = 1 + sum(1 for node in voters if answered.get(node, 0.0) > deadline)
-        return heard * 2 > len(voters) + 1
+        others = list(syncobj._SyncObj__otherNodes)
+        needed = (len(others) + 1) // 2  # answers from others that make a majority with us
+        if needed == 0:
+            return 0.0
+        newest_first = sorted((answered.get(node, 0.0) for node in others), reverse=True)
+        return max(0.0, time.monotonic() - newest_first[needed - 1])
 
     def leader_id(self) -> int | None:
         if self._syncobj is None:

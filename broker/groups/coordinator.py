@@ -83,11 +83,16 @@ class GroupCoordinator:
         produce: ProducePath,
         clock_ms: Callable[[], int],
         settings: GroupSettings,
+        lease_problem: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """`lease_problem`: why this broker may lead nothing now (fenced, lease lapsed); a
+        coordinator that may have been replaced answers NOT_COORDINATOR instead of handing
+        out partitions a new coordinator may hand to someone else."""
         self._replicas = replicas
         self._produce = produce
         self._clock_ms = clock_ms
         self.settings = settings
+        self._lease_problem = lease_problem
         self._loaded: dict[int, _Loaded] = {}
         self._loading: dict[int, asyncio.Task[None]] = {}
 
@@ -151,6 +156,9 @@ class GroupCoordinator:
     def _groups_for(self, group_id: str) -> tuple[int, _Loaded]:
         if not group_id:
             raise _error("INVALID_GROUP_ID", "the group id is empty")
+        problem = self._lease_problem()
+        if problem is not None:
+            raise _error("NOT_COORDINATOR", problem)
         count = self.offsets_partitions()
         if count == 0:
             raise _error("COORDINATOR_NOT_AVAILABLE", f"{OFFSETS_TOPIC} does not exist yet")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from raftka.proto.raftka.v1 import common_pb2 as proto_dot_raftka_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n proto/raftka/v1/controller.proto\x12\traftka.v1\x1a\x1cproto/raftka/v1/common.proto\"\x8b\x01\n\x15RegisterBrokerRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12+\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x19.raftka.v1.BrokerEndpoint\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0b\n\x03pid\x18\x05 \x01(\x05\"\x86\x01\n\x16RegisterBrokerResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x14\n\x0c\x62roker_epoch\x18\x03 \x01(\x03\x12\x15\n\rcontroller_id\x18\x04 \x01(\x05\"Z\n\x16\x42rokerHeartbeatRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x17\n\x0fmetadata_offset\x18\x03 \x01(\x03\"\x81\x01\n\x17\x42rokerHeartbeatResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x65nced\x18\x03 \x01(\x08\x12\x15\n\rcontroller_id\x18\x04 \x01(\x05\"\xa2\x01\n\x15\x41lterPartitionRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x06 \x01(\x05\x12\x0f\n\x07new_isr\x18\x07 \x03(\x05\"\xa8\x01\n\x16\x41lterPartitionResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x05 \x01(\x05\x12\x0b\n\x03isr\x18\x06 \x03(\x05\"E\n\x1a\x41llocateProducerIdsRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"\x88\x01\n\x1b\x41llocateProducerIdsResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x19\n\x11\x66irst_producer_id\x18\x03 \x01(\x03\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x32\x81\x03\n\x11\x43ontrollerService\x12U\n\x0eRegisterBroker\x12 .raftka.v1.RegisterBrokerRequest\x1a!.raftka.v1.RegisterBrokerResponse\x12X\n\x0f\x42rokerHeartbeat\x12!.raftka.v1.BrokerHeartbeatRequest\x1a\".raftka.v1.BrokerHeartbeatResponse\x12U\n\x0e\x41lterPartition\x12 .raftka.v1.AlterPartitionRequest\x1a!.raftka.v1.AlterPartitionResponse\x12\x64\n\x13\x41llocateProducerIds\x12%.raftka.v1.AllocateProducerIdsRequest\x1a&.raftka.v1.AllocateProducerIdsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n proto/raftka/v1/controller.proto\x12\traftka.v1\x1a\x1cproto/raftka/v1/common.proto\"\x8b\x01\n\x15RegisterBrokerRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12+\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x19.raftka.v1.BrokerEndpoint\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0b\n\x03pid\x18\x05 \x01(\x05\"\x86\x01\n\x16RegisterBrokerResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x14\n\x0c\x62roker_epoch\x18\x03 \x01(\x03\x12\x15\n\rcontroller_id\x18\x04 \x01(\x05\"Z\n\x16\x42rokerHeartbeatRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x17\n\x0fmetadata_offset\x18\x03 \x01(\x03\"\xa0\x01\n\x17\x42rokerHeartbeatResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x65nced\x18\x03 \x01(\x08\x12\x15\n\rcontroller_id\x18\x04 \x01(\x05\x12\x1d\n\x15quorum_contact_age_ms\x18\x05 \x01(\x05\"\xa2\x01\n\x15\x41lterPartitionRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x06 \x01(\x05\x12\x0f\n\x07new_isr\x18\x07 \x03(\x05\"\xa8\x01\n\x16\x41lterPartitionResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x05 \x01(\x05\x12\x0b\n\x03isr\x18\x06 \x03(\x05\"E\n\x1a\x41llocateProducerIdsRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"\x88\x01\n\x1b\x41llocateProducerIdsResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x19\n\x11\x66irst_producer_id\x18\x03 \x01(\x03\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\x32\x81\x03\n\x11\x43ontrollerService\x12U\n\x0eRegisterBroker\x12 .raftka.v1.RegisterBrokerRequest\x1a!.raftka.v1.RegisterBrokerResponse\x12X\n\x0f\x42rokerHeartbeat\x12!.raftka.v1.BrokerHeartbeatRequest\x1a\".raftka.v1.BrokerHeartbeatResponse\x12U\n\x0e\x41lterPartition\x12 .raftka.v1.AlterPartitionRequest\x1a!.raftka.v1.AlterPartitionResponse\x12\x64\n\x13\x41llocateProducerIds\x12%.raftka.v1.AllocateProducerIdsRequest\x1a&.raftka.v1.AllocateProducerIdsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BROKERHEARTBEATREQUEST']._serialized_start=356
   _globals['_BROKERHEARTBEATREQUEST']._serialized_end=446
   _globals['_BROKERHEARTBEATRESPONSE']._serialized_start=449
-  _globals['_BROKERHEARTBEATRESPONSE']._serialized_end=578
-  _globals['_ALTERPARTITIONREQUEST']._serialized_start=581
-  _globals['_ALTERPARTITIONREQUEST']._serialized_end=743
-  _globals['_ALTERPARTITIONRESPONSE']._serialized_start=746
-  _globals['_ALTERPARTITIONRESPONSE']._serialized_end=914
-  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_start=916
-  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_end=985
-  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_start=988
-  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_end=1124
-  _globals['_CONTROLLERSERVICE']._serialized_start=1127
-  _globals['_CONTROLLERSERVICE']._serialized_end=1512
+  _globals['_BROKERHEARTBEATRESPONSE']._serialized_end=609
+  _globals['_ALTERPARTITIONREQUEST']._serialized_start=612
+  _globals['_ALTERPARTITIONREQUEST']._serialized_end=774
+  _globals['_ALTERPARTITIONRESPONSE']._serialized_start=777
+  _globals['_ALTERPARTITIONRESPONSE']._serialized_end=945
+  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_start=947
+  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_end=1016
+  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_start=1019
+  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_end=1155
+  _globals['_CONTROLLERSERVICE']._serialized_start=1158
+  _globals['_CONTROLLERSERVICE']._serialized_end=1543
 # @@protoc_insertion_point(module_scope)

@@ -82,3 +82,43 @@ def test_importing_the_raft_module_leaves_socket_inet_ntop_working():
     import raftka.cluster.raft  # noqa: F401
 
     assert socket.inet_ntop(socket.AF_INET, b"\x7f\x00\x00\x01") == "127.0.0.1"
+
+
+def test_a_heartbeat_answer_says_how_old_the_controllers_majority_contact_is() -> None:
+    # A controller cut off from the majority still answers heartbeats until the Raft
+    # fallback timeout, while the others can elect a new controller sooner: the lease it
+    # grants must count from when it last heard the majority.
+    async def scenario() -> None:
+        quorum, log, _ = await running_controller()
+        log.contact_age_s = 0.75
+        response = await quorum.broker_heartbeat(controller_pb2.BrokerHeartbeatRequest(
+            broker_id=2, broker_epoch=log.image.brokers[2].epoch,
+            metadata_offset=log.image.offset))
+        assert not response.fenced and 750 <= response.quorum_contact_age_ms <= 760
+
+    asyncio.run(scenario())
+
+
+def test_a_brokers_lease_counts_from_the_controllers_majority_contact() -> None:
+    import time
+
+    from raftka.broker.controller_client import BrokerLifecycle
+
+    class Client:
+        async def broker_heartbeat(self, request, timeout_s):
+            return controller_pb2.BrokerHeartbeatResponse(fenced=False, quorum_contact_age_ms=800)
+
+    async def unfenced() -> None:
+        return None
+
+    lifecycle = BrokerLifecycle(
+        Client(),  # type: ignore[arg-type]
+        BrokerLifecycle.registration(2, "i2", "h", 2, True),
+        lambda: 0, 0.5, 3.0, unfenced,
+    )
+    lifecycle.broker_epoch = 5
+    before = time.monotonic()
+    asyncio.run(lifecycle._heartbeat())
+    after = time.monotonic()
+    assert lifecycle.lease_problem() is None
+    assert before - 0.8 + 3.0 <= lifecycle._lease_until <= after - 0.8 + 3.0
