@@ -522,7 +522,9 @@ def _summary(segment: LogSegment) -> SegmentSummary:
         base_offset=segment.base_offset,
         next_offset=segment.next_offset,
         size_bytes=segment.size_bytes,
-        max_timestamp_ms=segment.max_timestamp_ms,
+        # Not max_timestamp_ms: -1 when no record carries a timestamp, which retention would
+        # take for 1970; Kafka's rule falls back to the file's last-modified time.
+        max_timestamp_ms=segment.largest_timestamp_ms(),
     )
 
 

@@ -7,7 +7,10 @@ segments, asks plan_retention, and does the rolling and deleting; the time is it
 `now_ms`, never read from a clock here.
 
 How it decides, oldest segment first, stopping at the first one that stays:
-    - it goes when retention.ms is breached: now_ms - its largest timestamp > retention.ms;
+    - it goes when retention.ms is breached: now_ms - its largest timestamp > retention.ms
+      (Kafka's LogSegment.largestTimestamp: the largest record timestamp, or the file's
+      last-modified time when no record carries one; a segment whose age is still unknown (a
+      negative largest timestamp) is never expired by time);
     - or when retention.bytes is breached: the log without it still holds >= retention.bytes;
     - but it stays when it holds offsets at or above the high watermark, or is empty;
     - and the active (last) segment goes only when it breaches retention.ms; the log then
@@ -34,7 +37,8 @@ class SegmentSummary:
     # One past the last offset held (== base_offset when empty).
     next_offset: int
     size_bytes: int
-    # Largest record timestamp held (meaningless when size_bytes is 0).
+    # What retention.ms measures: the largest record timestamp held, or when none carries
+    # one the file's last-modified time; below zero when unknown (meaningless when empty).
     max_timestamp_ms: int
 
     @property
@@ -92,8 +96,9 @@ def plan_retention(
 
 
 def breaches_retention_ms(segment: SegmentSummary, retention_ms: int, now_ms: int) -> bool:
-    """Its newest record is older than retention.ms at `now_ms` (empty segments never are)."""
-    if retention_ms < 0 or segment.is_empty:
+    """Its newest record is older than retention.ms at `now_ms` (empty segments never are,
+    nor are segments of unknown age: -1 is no timestamp, not one from 1970)."""
+    if retention_ms < 0 or segment.is_empty or segment.max_timestamp_ms < 0:
         return False
     return now_ms - segment.max_timestamp_ms > retention_ms
 

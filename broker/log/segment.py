@@ -6,6 +6,11 @@ base, file position), and the time index gets (largest timestamp so far, its off
 an offset, take the floor entry of the offset index and walk batch headers from there. The
 indexes are caches: recovery rebuilds them from the log.
 
+Timestamps: a batch is dated by its header's maxTimestamp, except one whose records carry no
+timestamp (see batch_max_timestamp), which dates nothing. The segment's largest timestamp,
+which retention.ms measures, is the largest of those, or the log file's last-modified time
+when no batch carries one (Kafka's LogSegment.largestTimestamp).
+
 Not thread-safe: the owning PartitionLog serialises access.
 """
 
@@ -46,6 +51,24 @@ def segment_file_name(base_offset: int, suffix: str) -> str:
     return f"{base_offset:020d}{suffix}"
 
 
+def batch_max_timestamp(header: BatchHeader) -> int:
+    """The largest record timestamp the batch holds, or NO_TIMESTAMP when its records carry
+    none.
+
+    A header's maxTimestamp below zero means none. So does 0 with a baseTimestamp of -1:
+    that is how librdkafka sends messages produced with timestamp -1 (records at -1, and a
+    maxTimestamp whose running maximum starts at 0), which Kafka's broker stores as -1 after
+    taking the maximum over the records. Read as the epoch, it dated records written a
+    moment ago to 1970, and retention deleted them at once. The broker does not decode
+    records to take that maximum (compressed batches stay compressed); the header tells.
+    """
+    if header.max_timestamp < 0:
+        return NO_TIMESTAMP
+    if header.max_timestamp == 0 and header.base_timestamp < 0:
+        return NO_TIMESTAMP
+    return header.max_timestamp
+
+
 @dataclass(frozen=True, slots=True)
 class RecoveryResult:
     valid_bytes: int
@@ -81,6 +104,14 @@ class LogSegment:
     def is_empty(self) -> bool:
         return self.size_bytes == 0
 
+    def largest_timestamp_ms(self) -> int:
+        """What retention.ms measures: the largest record timestamp held or, when no record
+        carries one, the log file's last-modified time (as Kafka's LogSegment does), so that
+        untimestamped data expires retention.ms after it was last written, not at once."""
+        if self.max_timestamp_ms >= 0:
+            return self.max_timestamp_ms
+        return os.fstat(self._fd).st_mtime_ns // 1_000_000
+
     # ----------------------------------------------------------------------------- write
     def append(
         self,
@@ -101,10 +132,14 @@ class LogSegment:
         if self.first_append_ms is None:
             self.first_append_ms = now_ms
 
-    def _index_batch(self, position: int, header: BatchHeader) -> None:
-        if header.max_timestamp > self.max_timestamp_ms:
-            self.max_timestamp_ms = header.max_timestamp
+    def _track_max_timestamp(self, header: BatchHeader) -> None:
+        timestamp = batch_max_timestamp(header)
+        if timestamp > self.max_timestamp_ms:
+            self.max_timestamp_ms = timestamp
             self._offset_of_max_timestamp = header.last_offset
+
+    def _index_batch(self, position: int, header: BatchHeader) -> None:
+        self._track_max_timestamp(header)
         if self._bytes_since_index_entry >= self.index_interval_bytes or position == 0:
             self.offset_index.append(header.base_offset - self.base_offset, position)
             self._maybe_append_time_entry()
@@ -188,7 +223,7 @@ class LogSegment:
         position = found[0]
         while position < self.size_bytes:
             header = read_header(os.pread(self._fd, HEADER_SIZE, position))
-            if header.max_timestamp >= timestamp_ms:
+            if batch_max_timestamp(header) >= timestamp_ms:
                 return position, header
             position += header.size_bytes
         return None
@@ -226,26 +261,50 @@ class LogSegment:
             log.warning("index of %s points past the end of the log; rebuilding", self.log_path)
             self.recover()
             return
-        time_last = self.time_index.last()
-        if time_last is not None:
-            self.max_timestamp_ms = time_last[0]
-            self._offset_of_max_timestamp = self.base_offset + time_last[1]
         position = last[1] if last else 0
         self._bytes_since_index_entry = 0
         self.next_offset = self.base_offset + (last[0] if last else 0)
-        while position < self.size_bytes:
-            try:
+        try:
+            self._restore_max_timestamp(position)
+            while position < self.size_bytes:
                 header = read_header(os.pread(self._fd, HEADER_SIZE, position))
                 validate_header(header, self.size_bytes - position)
-            except CorruptBatchError as exc:
-                log.warning("tail of %s is damaged (%s); recovering it", self.log_path, exc)
-                self.recover()
-                return
-            if header.max_timestamp > self.max_timestamp_ms:
-                self.max_timestamp_ms = header.max_timestamp
-                self._offset_of_max_timestamp = header.last_offset
-            self._bytes_since_index_entry += header.size_bytes
-            self.next_offset = header.next_offset
+                self._track_max_timestamp(header)
+                self._bytes_since_index_entry += header.size_bytes
+                self.next_offset = header.next_offset
+                position += header.size_bytes
+        except CorruptBatchError as exc:
+            log.warning("%s is damaged (%s); recovering it", self.log_path, exc)
+            self.recover()
+            return
+        if self.max_timestamp_ms >= 0 and self._offset_of_max_timestamp >= self.next_offset:
+            log.warning(
+                "time index of %s points past the end of the log; rebuilding", self.log_path
+            )
+            self.recover()
+
+    def _restore_max_timestamp(self, tail_position: int) -> None:
+        """Set the largest timestamp of the batches before `tail_position` (where the caller
+        starts reading headers): the time index's last entry, when it holds a timestamp.
+
+        When it holds none, the headers before `tail_position` are read instead: the index
+        file may have been lost (it is reopened empty), or written by a version that took
+        librdkafka's maxTimestamp 0 for a timestamp. Either way, trusting it made fresh data
+        look expired after a restart. (A segment whose batches all lack timestamps is read
+        through on each open: such segments are rare, and only headers are read.)
+        """
+        time_last = self.time_index.last()
+        if time_last is not None and time_last[0] > 0:
+            self.max_timestamp_ms = time_last[0]
+            self._offset_of_max_timestamp = self.base_offset + time_last[1]
+            return
+        self.max_timestamp_ms = NO_TIMESTAMP
+        self._offset_of_max_timestamp = self.base_offset
+        position = 0
+        while position < tail_position:
+            header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+            validate_header(header, self.size_bytes - position)
+            self._track_max_timestamp(header)
             position += header.size_bytes
 
     def recover(self, max_batch_bytes: int | None = None) -> RecoveryResult:
@@ -305,19 +364,13 @@ class LogSegment:
         return removed
 
     def _recompute_tail_state(self) -> None:
-        time_last = self.time_index.last()
-        self.max_timestamp_ms = time_last[0] if time_last else NO_TIMESTAMP
-        self._offset_of_max_timestamp = (
-            self.base_offset + time_last[1] if time_last else self.base_offset
-        )
         last = self.offset_index.last()
         position = last[1] if last else 0
         self._bytes_since_index_entry = 0
+        self._restore_max_timestamp(position)
         while position < self.size_bytes:
             header = read_header(os.pread(self._fd, HEADER_SIZE, position))
-            if header.max_timestamp > self.max_timestamp_ms:
-                self.max_timestamp_ms = header.max_timestamp
-                self._offset_of_max_timestamp = header.last_offset
+            self._track_max_timestamp(header)
             self._bytes_since_index_entry += header.size_bytes
             position += header.size_bytes
 

@@ -114,6 +114,17 @@ def test_an_empty_active_segment_never_expires():
     assert (result.delete_base_offsets, result.log_start_offset) == ((), 7)
 
 
+def test_a_segment_of_unknown_age_is_never_expired_by_time():
+    # -1 (no record carries a timestamp) is not "the epoch": taken as a timestamp it made
+    # records written a moment ago look 54 years old. PartitionLog passes the file's
+    # last-modified time instead, as Kafka does; the plan never deletes by age what it
+    # cannot date. retention.bytes still applies.
+    segs = segments((10, 100, -1), (5, 50, -1))
+    assert plan(segs, retention_ms=1000).delete_base_offsets == ()
+    assert plan(segs, retention_ms=0, now=NOW * 2).delete_base_offsets == ()
+    assert plan(segs, retention_bytes=50).delete_base_offsets == (0,)
+
+
 def test_the_log_start_offset_never_moves_back():
     # DeleteRecords moved the start inside the second segment already
     segs = segments((10, 100, NOW - 5000), (10, 100, NOW), (5, 50, NOW))
