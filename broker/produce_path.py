@@ -160,11 +160,18 @@ class ProducePath:
         result = await replicas.on_writer(
             partition.append_as_leader, data, batches, acks, replicas.clock_ms()
         )
-        replicas.purgatory.notify(partition.tp)
         if partition.log.flush_due_by_count():
-            task = asyncio.create_task(replicas.on_writer(partition.log.flush, replicas.clock_ms()))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            # flush.messages reached (flush.messages=1: fsync before acknowledging, as in
+            # Kafka). Flushes run on the writer after the appends queued before them, and one
+            # with nothing new to sync returns at once: concurrent producers share an fsync.
+            flushing = replicas.on_writer(partition.log.flush, replicas.clock_ms())
+            if acks == 0:
+                task = asyncio.create_task(flushing)
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            else:
+                await flushing
+        replicas.purgatory.notify(partition.tp)
         return result
 
     async def _append_quietly(

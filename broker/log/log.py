@@ -436,6 +436,8 @@ class PartitionLog:
             if self._closed:
                 return
             target = self.log_end_offset
+            if self._unflushed_records == 0 and self.recovery_point >= target:
+                return  # nothing new since the last flush (a group-committed producer)
             active = self._segments[-1]
             descriptors = [
                 os.dup(fd)

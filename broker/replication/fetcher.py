@@ -151,6 +151,10 @@ class LeaderFetcher:
                 reply.high_watermark,
                 self.manager.clock_ms(),
             )
+            if partition.log.flush_due_by_count():
+                # Synced before the next fetch reports this position to the leader, so the
+                # high watermark (and acks=all) only passes records on disk everywhere.
+                await on_writer(partition.log.flush, self.manager.clock_ms())
             if result is not None:
                 self.manager.notify(partition.tp)
             if reply.log_start_offset > partition.log_start_offset:  # leader trimmed its log

@@ -1,0 +1,35 @@
+"""flush.messages=1 (Kafka's topic config) means fsync before acknowledging: an acks=all
+write is acknowledged only once every in-sync replica has synced it to disk, so it survives
+power loss of all of them. Seen before: the leader flushed in the background after
+answering and followers never flushed by count, so their recovery points lagged the acks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from raftka import Admin, Producer
+from tests.integration.test_replication import SETTINGS, partition_state
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def recovery_point(cluster, broker_id: int, topic: str, partition: int) -> int:
+    path = cluster.brokers[broker_id].data_dir / "logs" / f"{topic}-{partition}"
+    return int(json.loads((path / "partition.checkpoint").read_text())["recovery_point"])
+
+
+def test_acks_all_waits_for_every_replica_to_sync(cluster_factory):
+    cluster = cluster_factory(3, SETTINGS)
+    cluster.start()
+    cluster.wait_ready()
+    with Admin(cluster.bootstrap) as admin:
+        admin.create_topic("durable", num_partitions=1, configs={"flush.messages": "1"})
+    state = partition_state(cluster, "durable", 0)
+    with Producer(cluster.bootstrap, acks="all", linger_ms=0) as producer:
+        for i in range(20):
+            acked = producer.send("durable", str(i).encode(), partition=0).get(30)
+            for broker_id in state.isr:  # synced everywhere before the answer came
+                assert recovery_point(cluster, broker_id, "durable", 0) > acked.offset, (
+                    broker_id, acked.offset)
