@@ -44,3 +44,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Which suites ran and which were skipped, and why (CI prints this last)."""
+    suites: dict[str, dict[str, int]] = {}
+    reasons: dict[str, set[str]] = {}
+    for outcome in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if not nodeid.startswith("tests/"):
+                continue
+            parts = nodeid.split("/")
+            suite = "/".join(parts[:2]) if len(parts) > 2 else "tests (top level)"
+            counts = suites.setdefault(suite, {})
+            counts[outcome] = counts.get(outcome, 0) + 1
+            if outcome == "skipped" and isinstance(report.longrepr, tuple):
+                reasons.setdefault(suite, set()).add(str(report.longrepr[2]))
+    if not suites:
+        return
+    terminalreporter.section("suites")
+    for suite in sorted(suites):
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(suites[suite].items()))
+        terminalreporter.write_line(f"{suite:28} {counts}")
+        for reason in sorted(reasons.get(suite, ())):
+            terminalreporter.write_line(f"{'':28}   skipped: {reason}")
