@@ -32,6 +32,8 @@ PORT_STRIDE = 10
 LAYOUT_FILE = "cluster.json"
 SECRET_FILE = "cluster.secret"
 SECRET_BYTES = 32
+# How long pid_of waits for a just-started child to finish exec (s).
+EXEC_SETTLE_S = 1.0
 # What a local dev cluster runs with unless told otherwise: Kafka-safe replication.
 DEFAULT_SETTINGS = {
     "default.replication.factor": "3",
@@ -170,10 +172,18 @@ class LocalCluster:
             pid = int(self.pid_path(broker_id).read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (FileNotFoundError, PermissionError):
-            return None
+        deadline = time.monotonic() + EXEC_SETTLE_S
+        while True:
+            try:
+                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (FileNotFoundError, PermissionError):
+                return None
+            # Right after start the child can still be in exec, with an empty cmdline:
+            # that is a broker starting, not one that exited.
+            if raw or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        cmdline = raw.split(b"\0")
         expected = str(self.node_dir(broker_id)).encode()
         if expected not in cmdline:
             return None
