@@ -201,6 +201,10 @@ class MetadataDelta:
 
 
 def apply_batch(image: MetadataImage, batch: metadata_pb2.MetadataBatch) -> MetadataImage:
+    """The image after `batch`; the same image object when the batch is stale (built on an
+    older image by a controller replaced meanwhile), so every node skips it alike."""
+    if batch.base_offset and batch.base_offset != image.offset + 1:
+        return image
     delta = MetadataDelta(image)
     delta.replay_batch(batch)
     return delta.apply()

@@ -108,8 +108,11 @@ class QuorumController:
             async with self._lock:
                 if not self.log.is_leader():
                     return
-                batch = controller.bootstrap(self.log.image, self._new_id)
-                await self._propose(batch)
+                image = self.log.image
+                batch = controller.bootstrap(image, self._new_id)
+                # Skipped (and retried on the next tick) if entries committed before this
+                # term were not all applied here yet: the image it was built on was behind.
+                await self._propose(batch, image.offset)
                 self.heartbeats.activate(self._clock_ms())
                 self._active = True
                 log.info(
@@ -117,7 +120,7 @@ class QuorumController:
                     self.node_id,
                     self.log.image.offset,
                 )
-        except (ProposeError, ControllerTimeoutError) as exc:
+        except (ProposeError, ControllerTimeoutError, NotControllerError) as exc:
             log.warning("could not become the active controller: %s", exc)
         finally:
             self._activating = None
@@ -167,22 +170,32 @@ class QuorumController:
         async with self._lock:
             if not self.active:
                 raise NotControllerError(self.leader_hint())
-            result = handler(self.log.image)
+            image = self.log.image
+            result = handler(image)
             if result.records:
-                await self._propose(result.records)
+                await self._propose(result.records, image.offset)
             return result.response
 
-    async def _propose(self, batch: tuple[records.MetadataRecord, ...]) -> int:
+    async def _propose(self, batch: tuple[records.MetadataRecord, ...], built_on: int) -> int:
+        """Commit `batch`, built on the image at offset `built_on`. Replay skips it if the
+        log moved on meanwhile (another controller wrote): then this one was deposed."""
         encoded = records.encode_batch(
-            batch, timestamp_ms=self._clock_ms(), controller_id=self.node_id
+            batch, timestamp_ms=self._clock_ms(), controller_id=self.node_id,
+            base_offset=built_on + 1,
         )
         try:
-            return await self.log.propose(encoded, self._write_timeout_s)
+            offset = await self.log.propose(encoded, self._write_timeout_s)
         except ProposeError as exc:
             if exc.not_leader:
                 self._active = False
                 raise NotControllerError(self.leader_hint()) from exc
             raise ControllerTimeoutError(str(exc)) from exc
+        if offset != built_on + len(batch):
+            self._active = False
+            log.warning("a metadata batch built at offset %d was skipped: another controller "
+                        "wrote first; this node is no longer the controller", built_on)
+            raise NotControllerError(self.leader_hint())
+        return offset
 
     async def create_topics(
         self, request: admin_pb2.CreateTopicsRequest, *, allow_internal: bool = False

@@ -218,6 +218,9 @@ class _MetadataStateMachine(SyncObjConsumer):
                 "cannot apply a committed metadata batch; this broker is too old", exc_info=True
             )
             raise
+        if self.image is old:
+            log.warning("skipped a metadata batch built on an older image (by a controller "
+                        "that had been replaced); offset stays %d", old.offset)
         self._on_image(old, self.image)
         return self.image.offset
 

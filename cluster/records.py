@@ -18,13 +18,17 @@ class MetadataFormatError(ValueError):
 
 
 def encode_batch(
-    records: Iterable[MetadataRecord], *, timestamp_ms: int, controller_id: int
+    records: Iterable[MetadataRecord], *, timestamp_ms: int, controller_id: int,
+    base_offset: int = 0,
 ) -> bytes:
+    """`base_offset`: the offset its first record must get (built on an image at
+    base_offset - 1); 0 applies the batch wherever it lands."""
     batch = MetadataBatch(
         version=BATCH_FORMAT_VERSION,
         timestamp_ms=timestamp_ms,
         controller_id=controller_id,
         records=list(records),
+        base_offset=base_offset,
     )
     return batch.SerializeToString()
 

@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class MetadataBatch(_message.Message):
-    __slots__ = ("version", "timestamp_ms", "controller_id", "records")
+    __slots__ = ("version", "timestamp_ms", "controller_id", "records", "base_offset")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_ID_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BASE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     version: int
     timestamp_ms: int
     controller_id: int
     records: _containers.RepeatedCompositeFieldContainer[MetadataRecord]
-    def __init__(self, version: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., controller_id: _Optional[int] = ..., records: _Optional[_Iterable[_Union[MetadataRecord, _Mapping]]] = ...) -> None: ...
+    base_offset: int
+    def __init__(self, version: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., controller_id: _Optional[int] = ..., records: _Optional[_Iterable[_Union[MetadataRecord, _Mapping]]] = ..., base_offset: _Optional[int] = ...) -> None: ...
 
 class MetadataSnapshot(_message.Message):
     __slots__ = ("version", "offset", "records", "timestamp_ms")

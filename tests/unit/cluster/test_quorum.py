@@ -122,3 +122,40 @@ def test_a_brokers_lease_counts_from_the_controllers_majority_contact() -> None:
     after = time.monotonic()
     assert lifecycle.lease_problem() is None
     assert before - 0.8 + 3.0 <= lifecycle._lease_until <= after - 0.8 + 3.0
+
+
+def test_a_batch_built_on_an_image_that_moved_on_changes_nothing() -> None:
+    # Seen in test_a_stale_controller_cannot_write: a controller paused for less than the
+    # Raft fallback timeout wakes, still believes it leads, and builds a batch on its old
+    # image; pysyncobj hands a non-leader's proposal to the new leader, which committed it
+    # (a second "contested" topic record, and a created "sneaky" topic).
+    from raftka.cluster import records
+    from raftka.cluster.delta import apply_encoded_batch
+    from raftka.proto.raftka.v1 import admin_pb2
+
+    async def scenario() -> None:
+        quorum, log, _ = await running_controller()
+        real = log.propose
+
+        async def another_controller_first(batch: bytes, timeout_s: float) -> int:
+            log.apply(records.encode_batch(
+                [records.cluster_id("other")], timestamp_ms=1, controller_id=9,
+                base_offset=log.image.offset + 1))
+            return await real(batch, timeout_s)
+
+        log.propose = another_controller_first  # type: ignore[method-assign]
+        with pytest.raises(NotControllerError):
+            await quorum.create_topics(
+                admin_pb2.CreateTopicsRequest(topics=[admin_pb2.NewTopic(name="late")])
+            )
+        assert "late" not in log.image.topics
+        assert not quorum.active
+
+    asyncio.run(scenario())
+    image = InMemoryMetadataLog(1).image
+    stale = records.encode_batch([records.cluster_id("x")], timestamp_ms=1, controller_id=1,
+                                 base_offset=image.offset + 2)
+    assert apply_encoded_batch(image, stale) is image
+    unconditional = records.encode_batch([records.cluster_id("x")], timestamp_ms=1,
+                                         controller_id=1)
+    assert apply_encoded_batch(image, unconditional).cluster_id == "x"
