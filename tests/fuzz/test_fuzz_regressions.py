@@ -1,0 +1,63 @@
+"""Regressions the fuzzers found (tests/fuzz, bench/fuzz_long.py): each bug as the failure
+the fuzzer reported, and the smallest inputs that show it."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from raftka.broker.kafka import codec
+from raftka.broker.kafka.codec import MalformedRequestError
+
+NOW_MS = 1_700_000_000_000
+
+
+def legacy_string(value: str) -> bytes:
+    return struct.pack(">h", len(value)) + value.encode()
+
+
+# ------------------------------------------------- non-nullable arrays decoded as None
+# Found as "decoded a null into non-nullable field SyncGroupRequest.assignments" (and the
+# same for Produce, Fetch, OffsetCommit, CreateTopics, JoinGroup, ... 20 request types).
+# kio 0.6.5 reads an array length of -1 (compact: 0) as None whatever the schema says; the
+# handlers iterate those fields, so the request raised TypeError in the handler, which the
+# listener logs as an unexpected error with a traceback. Kafka refuses such a request while
+# parsing it ("non-nullable field ... was serialized as null").
+SYNC_GROUP_V3_NULL_ASSIGNMENTS = (
+    struct.pack(">hhi", 14, 3, 1) + legacy_string("c")  # header v1
+    + legacy_string("g") + struct.pack(">i", 1) + legacy_string("m")
+    + struct.pack(">h", -1)  # group_instance_id: nullable, null
+    + struct.pack(">i", -1))  # assignments: not nullable, null
+PRODUCE_V9_NULL_TOPIC_DATA = (
+    struct.pack(">hhi", 0, 9, 1) + legacy_string("c") + b"\x00"  # header v2
+    + b"\x00"  # transactional_id: null (nullable)
+    + struct.pack(">hi", -1, 1000)  # acks, timeout
+    + b"\x00"  # topic_data: compact array length 0 = null
+    + b"\x00")
+OFFSET_COMMIT_V2_NULL_PARTITIONS = (
+    struct.pack(">hhi", 8, 2, 1) + legacy_string("c")
+    + legacy_string("g") + struct.pack(">i", 1) + legacy_string("m")
+    + struct.pack(">q", -1)  # retention time
+    + struct.pack(">i", 1) + legacy_string("orders")
+    + struct.pack(">i", -1))  # a topic's partitions: null
+
+
+@pytest.mark.parametrize(("frame", "field"), [
+    (SYNC_GROUP_V3_NULL_ASSIGNMENTS, "assignments"),
+    (PRODUCE_V9_NULL_TOPIC_DATA, "topic_data"),
+    (OFFSET_COMMIT_V2_NULL_PARTITIONS, "partitions"),
+], ids=["sync-group-v3", "produce-v9-flexible", "offset-commit-v2-nested"])
+def test_a_null_non_nullable_array_is_a_malformed_request(frame: bytes, field: str) -> None:
+    with pytest.raises(MalformedRequestError, match=rf"{field}: null"):
+        codec.decode_request(frame)
+
+
+def test_a_null_nullable_array_still_decodes_as_none() -> None:
+    # Metadata v1 topics is nullable: null asks for every topic.
+    frame = struct.pack(">hhi", 3, 1, 1) + legacy_string("c") + struct.pack(">i", -1)
+    assert codec.decode_request(frame).body.topics is None
+    # Metadata v9 (flexible), compact null.
+    frame = struct.pack(">hhi", 3, 9, 1) + legacy_string("c") + b"\x00" + b"\x00" \
+        + b"\x01\x00\x00" + b"\x00"
+    assert codec.decode_request(frame).body.topics is None
