@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from raftka.broker.groups.state import ConsumerGroup, GroupError
 from raftka.broker.kafka import codec
 from raftka.broker.kafka.codec import MalformedRequestError
 
@@ -61,3 +62,43 @@ def test_a_null_nullable_array_still_decodes_as_none() -> None:
     frame = struct.pack(">hhi", 3, 9, 1) + legacy_string("c") + b"\x00" + b"\x00" \
         + b"\x01\x00\x00" + b"\x00"
     assert codec.decode_request(frame).body.topics is None
+
+
+# ------------------------------------------------- a bad regex poisoned the consumer group
+# Found as "ConsumerGroup.heartbeat raised error: missing ), unterminated subpattern at
+# position 0" (re.error). The member joined, kept its regex, and every later heartbeat of
+# every member of the group raised re.error as well (the target is recomputed over all
+# members' subscriptions), as did expiry: one client stopped the whole group.
+def _beat(group: ConsumerGroup, regex: str = "", member_id: str = "", epoch: int = 0,
+          new_member_id: str = "m1", topics: tuple[str, ...] | None = None) -> object:
+    return group.heartbeat(
+        member_id=member_id, member_epoch=epoch, client_id="c",
+        subscribed_topics=list(topics) if topics is not None else None,
+        subscribed_regex=regex, assignor="range", owned=(), session_timeout_ms=3000,
+        partition_counts={"orders": 2}, now_ms=1, new_member_id=new_member_id)
+
+
+@pytest.mark.parametrize("regex", ["(", "[a-", "a{2,1}", "*", "a{4294967296}", "(" * 5000])
+def test_an_invalid_regex_is_refused_and_leaves_the_group_alone(regex: str) -> None:
+    group = ConsumerGroup("g")
+
+    with pytest.raises(GroupError, match="regular expression") as refused:
+        _beat(group, regex)
+
+    assert refused.value.code == "INVALID_REQUEST"
+    assert group.members == {} and group.group_epoch == 0
+    joined = _beat(group, topics=("orders",), new_member_id="m2")
+    assert joined.assignment == {("orders", 0), ("orders", 1)}  # type: ignore[attr-defined]
+
+
+def test_a_member_cannot_switch_to_an_invalid_regex() -> None:
+    group = ConsumerGroup("g")
+    first = _beat(group, "ord.*")
+    member_id, epoch = first.member_id, first.member_epoch  # type: ignore[attr-defined]
+
+    with pytest.raises(GroupError):
+        _beat(group, "(", member_id=member_id, epoch=epoch)
+
+    assert group.members[member_id].subscribed_regex == "ord.*"
+    _beat(group, topics=("orders",), new_member_id="m2")  # the group still serves others
+    assert set(group.members) == {member_id, "m2"}
