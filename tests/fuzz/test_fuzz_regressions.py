@@ -3,13 +3,20 @@ the fuzzer reported, and the smallest inputs that show it."""
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from raftka.broker.groups.state import ConsumerGroup, GroupError
 from raftka.broker.kafka import codec
 from raftka.broker.kafka.codec import MalformedRequestError
+from raftka.broker.log.log import PartitionLog
+from raftka.broker.produce_path import parse_produce_data
+from raftka.proto.raftka.v1 import broker_pb2
+from raftka.records import CorruptBatchError, crc_of, decode_batches, encode_batch, split_batches
+from tests.unit.log.helpers import small_config
 
 NOW_MS = 1_700_000_000_000
 
@@ -102,3 +109,72 @@ def test_a_member_cannot_switch_to_an_invalid_regex() -> None:
     assert group.members[member_id].subscribed_regex == "ord.*"
     _beat(group, topics=("orders",), new_member_id="m2")  # the group still serves others
     assert set(group.members) == {member_id, "m2"}
+
+
+# --------------------------------- offsets past a segment's int32 range wedged the log
+# Found as "append_as_leader raised OverflowError: signed integer is greater than maximum",
+# then "log changed although the input was refused". A compressed batch is checked by CRC
+# only, so a producer may send one whose lastOffsetDelta is 2**31 - 1: the log end offset
+# jumps by 2**31 within one segment, whose indexes keep offsets relative to the segment's
+# base in int32. The next append wrote its bytes to the segment file, then failed indexing
+# them (OverflowError): the client got UNKNOWN_SERVER_ERROR for a batch whose bytes sat in
+# the file (and came back on restart), and every later append, roll and close failed the
+# same way. Kafka rolls a new segment when an offset would not fit (LogSegment.shouldRoll).
+def _huge_delta_gzip_batch() -> bytes:
+    builder = DefaultRecordBatchBuilder(2, 1, 0, -1, -1, -1, 2**31 - 1)  # gzip
+    for delta in range(3):
+        builder.append(delta, NOW_MS, b"k", b"value" * 20, [])
+    data = bytearray(builder.build())
+    struct.pack_into(">i", data, 23, 2**31 - 1)  # lastOffsetDelta
+    struct.pack_into(">I", data, 17, crc_of(data, 0, len(data)))
+    return bytes(data)
+
+
+def _produce(log: PartitionLog, batch: bytes, epoch: int = 0) -> object:
+    data, batches = parse_produce_data(
+        broker_pb2.PartitionProduceData(topic="t", partition=0, record_batches=batch), NOW_MS)
+    return log.append_as_leader(data, batches, epoch, NOW_MS)
+
+
+def _files(directory: str) -> dict[str, bytes]:
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        with open(os.path.join(directory, name), "rb") as handle:
+            out[name] = handle.read()
+    return out
+
+
+def test_offsets_past_int32_of_a_segment_roll_a_new_segment(tmp_path) -> None:
+    log = PartitionLog.open(str(tmp_path), small_config(index_interval_bytes=1), NOW_MS)
+    plain = encode_batch([(None, b"v", [], NOW_MS)] * 2)
+    _produce(log, plain)
+    jump = _produce(log, _huge_delta_gzip_batch())
+    assert jump.last_offset == 2 + 2**31 - 1  # type: ignore[attr-defined]
+
+    for _ in range(3):  # raised OverflowError, after writing the batch's bytes
+        _produce(log, plain)
+
+    end = log.log_end_offset
+    assert end == 2 + 2**31 + 6
+    assert len(log.segment_base_offsets()) >= 2
+    tail = decode_batches(log.read(2 + 2**31, 1 << 20), from_offset=2 + 2**31)
+    assert [r.value for r in tail] == [b"v"] * 6
+    log.close(NOW_MS)
+    reopened = PartitionLog.open(str(tmp_path), small_config(index_interval_bytes=1), NOW_MS)
+    assert reopened.log_end_offset == end
+    reopened.close(NOW_MS)
+
+
+def test_one_append_spanning_more_than_a_segment_can_index_is_refused_untouched(
+        tmp_path) -> None:
+    log = PartitionLog.open(str(tmp_path), small_config(), NOW_MS)
+    _produce(log, encode_batch([(None, b"v", [], NOW_MS)]))
+    before = _files(str(tmp_path)), log.log_end_offset
+    huge = _huge_delta_gzip_batch()
+    assert len(split_batches(huge + huge)) == 2
+
+    with pytest.raises(CorruptBatchError, match="offsets"):
+        _produce(log, huge + huge, epoch=1)
+
+    assert (_files(str(tmp_path)), log.log_end_offset) == before
+    log.close(NOW_MS)
