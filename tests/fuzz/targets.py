@@ -92,9 +92,13 @@ class Unexpected(AssertionError):
 
 
 def _clear(target: str, data: bytes, exc: BaseException) -> None:
-    """A refusal must say what is wrong."""
+    """A refusal must say what is wrong, and not stand for running out of memory (codec.py
+    and records.py wrap whatever their decoders raise, MemoryError included: under the long
+    run's address-space cap a runaway allocation would otherwise pass for a clean refusal)."""
     if not str(exc).strip():
         raise Unexpected(target, data, f"{type(exc).__name__} without a message", exc)
+    if isinstance(exc.__cause__, MemoryError):
+        raise Unexpected(target, data, f"refused because memory ran out: {exc}", exc)
 
 
 # ======================================================================= Kafka frames
@@ -440,6 +444,8 @@ class GrpcTarget:
                 d, controller.alter_partition(self.image, r)),
             "raftka.v1.AllocateProducerIdsRequest": lambda r, d: self._controller(
                 d, controller.allocate_producer_ids(self.image, r)),
+            # Both listener names the image knows, one that only some brokers have (the
+            # flag has nothing to do with listeners: it is just a fuzzed bit to pick by).
             "raftka.v1.MetadataRequest": lambda r, d: self._answer(d, metadata_response(
                 self.image, list(r.topics), 1, "INTERNAL" if r.allow_auto_topic_creation
                 else "PLAINTEXT")),
