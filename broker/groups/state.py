@@ -128,6 +128,17 @@ class ConsumerGroup:
         if member_epoch == LEAVE_EPOCH:
             self.remove(member_id, partition_counts)
             return HeartbeatResult(member_id, LEAVE_EPOCH, session_timeout_ms, frozenset())
+        if subscribed_regex:
+            # Checked before anything changes: a member kept with a bad regex would make
+            # every later heartbeat of every member fail (the target covers all members).
+            try:
+                re.compile(subscribed_regex)
+            except (re.error, OverflowError, RecursionError) as exc:
+                raise GroupError(
+                    "INVALID_REQUEST",
+                    f"subscribed_topic_regex {subscribed_regex[:100]!r} is not a valid "
+                    f"regular expression: {exc}",
+                ) from None
         joining = member_epoch == JOIN_EPOCH and (
             not member_id or member_id not in self.members or self.members[member_id].epoch > 0
         )

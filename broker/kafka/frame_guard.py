@@ -6,7 +6,9 @@ the whole broker process (SIGABRT, not an exception) — a 21-byte request could
 broker. It also refuses tagged fields it does not know, where Kafka's rule (KIP-482) is to
 skip them, so newer clients would be cut off. This walk, in plain Python over kio's own
 field metadata, refuses any length that exceeds the bytes left (every array element takes
-at least one byte) and drops unknown tagged fields from the frame it hands on.
+at least one byte) and a null array that the schema does not allow (kio would read it as
+None, and handlers iterate those fields), and drops unknown tagged fields from the frame it
+hands on.
 
 It reads the layout the way kio's writer writes it: compact (varint) lengths in flexible
 versions, int16/int32 lengths otherwise, the request header's client_id always a legacy
@@ -110,10 +112,12 @@ def _primitive_step(kafka_type: str, flexible: bool, what: str) -> Step:
     return variable
 
 
-def _array_count(flexible: bool, cursor: _Cursor, what: str) -> int:
+def _array_count(flexible: bool, cursor: _Cursor, what: str, nullable: bool) -> int:
     count = cursor.uvarint(what) - 1 if flexible else cursor.signed(4, what)
     if count < -1:
         raise FrameError(f"{what}: negative array length {count}")
+    if count == -1 and not nullable:  # kio would hand the handler None (Kafka refuses too)
+        raise FrameError(f"{what}: null, but the array is not nullable")
     if count > cursor.left:  # every element takes at least one byte
         raise FrameError(f"{what}: {count} elements announced, {cursor.left} bytes left")
     return count
@@ -133,9 +137,10 @@ def _field_step(field: dataclasses.Field[Any], flexible: bool, *, in_header: boo
         element = _primitive_step(get_schema_field_type(field), flexible, what)
     if not kind.is_array:
         return element
+    nullable = is_optional(field)
 
     def array(cursor: _Cursor, edits: list[Edit]) -> None:
-        for _ in range(_array_count(flexible, cursor, what)):
+        for _ in range(_array_count(flexible, cursor, what, nullable)):
             element(cursor, edits)
     return array
 

@@ -51,6 +51,9 @@ log = logging.getLogger("raftka.log")
 _ATTRIBUTES = struct.Struct(">h")
 _TIMESTAMP = struct.Struct(">q")
 _CRC = struct.Struct(">I")
+# A segment's indexes hold offsets relative to its base offset as int32 (as Kafka's do): a
+# segment spans at most this many offsets past its base, and rolls before it would.
+MAX_RELATIVE_OFFSET = 2**31 - 1
 
 
 class OffsetOutOfRangeError(Exception):
@@ -152,6 +155,7 @@ class PartitionLog:
                         f"({self.config.max_message_bytes})"
                     )
             first_offset = self.log_end_offset
+            _check_span(first_offset, sum(h.last_offset_delta + 1 for _, h in batches) - 1)
             next_offset = first_offset
             patched: list[tuple[int, BatchHeader]] = []
             for position, header in batches:
@@ -186,6 +190,8 @@ class PartitionLog:
                         f"replicated batch starts at {header.base_offset}, expected {expected}"
                     )
                 expected = header.next_offset
+            _check_span(batches[0][1].base_offset, batches[-1][1].last_offset
+                        - batches[0][1].base_offset)
             epochs_changed = False
             for _, header in batches:
                 epochs_changed |= self.epochs.assign(
@@ -205,7 +211,7 @@ class PartitionLog:
     def _write(
         self, data: bytes | bytearray, batches: list[tuple[int, BatchHeader]], now_ms: int
     ) -> None:
-        self._maybe_roll(len(data), now_ms)
+        self._maybe_roll(len(data), batches[-1][1].last_offset, now_ms)
         self._segments[-1].append(data, batches, now_ms)
         self._unflushed_records += sum(h.last_offset_delta + 1 for _, h in batches)
 
@@ -213,14 +219,15 @@ class PartitionLog:
         """flush.messages: the caller flushes (outside any lock) when this says so."""
         return self._unflushed_records >= self.config.flush_messages
 
-    def _maybe_roll(self, incoming_bytes: int, now_ms: int) -> None:
+    def _maybe_roll(self, incoming_bytes: int, incoming_last_offset: int, now_ms: int) -> None:
         active = self._segments[-1]
         if active.is_empty:
             return
         too_big = active.size_bytes + incoming_bytes > self.config.segment_bytes
         first = active.first_append_ms
         too_old = first is not None and now_ms - first >= self.config.segment_ms
-        if too_big or too_old:
+        too_far = incoming_last_offset - active.base_offset > MAX_RELATIVE_OFFSET
+        if too_big or too_old or too_far:
             self._roll(now_ms)
 
     def _roll(self, now_ms: int) -> None:
@@ -517,6 +524,17 @@ class PartitionLog:
     def _check_open(self) -> None:
         if self._closed:
             raise OSError(f"log {self.directory} is closed")
+
+
+def _check_span(first_offset: int, span: int) -> None:
+    """Refuse, before anything is written, batches of one append whose offsets would not fit
+    in one segment (lastOffsetDelta of a compressed batch is not checked against its
+    records: a producer can claim 2**31 of them)."""
+    if span > MAX_RELATIVE_OFFSET:
+        raise CorruptBatchError(
+            f"batches from offset {first_offset} span {span + 1} offsets; one append may "
+            f"span at most {MAX_RELATIVE_OFFSET + 1}"
+        )
 
 
 def _summary(segment: LogSegment) -> SegmentSummary:
