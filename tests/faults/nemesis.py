@@ -19,8 +19,8 @@ link-down           the broker's only interface down: cut from brokers and clien
 In the partition faults the clients (the root namespace) still reach every broker: a
 cut-off leader keeps being offered writes, which it must not acknowledge.
 
-The run lasts `duration_s` and then finishes the cycle it is in: every kind of fault is
-injected once per cycle (in a seeded order), so a run of one cycle or more has them all.
+Every kind of fault is injected once per cycle, in a seeded order. The run lasts
+`duration_s`, longer only to finish its first cycle: even a short run has every kind.
 
 Between faults the nemesis waits until the cluster is whole again (every broker serving
 and unfenced, every partition led and its ISR full; at most `recover_timeout_s`) and then a
@@ -97,6 +97,7 @@ class Nemesis:
         self.broker_ids = sorted(cluster.brokers)
         self._cycle: list[str] = []
         self._last_kind = ""
+        self.cycles_started = 0
         self._killed: set[int] = set()
         self._paused: set[int] = set()
         self._admin = Admin(cluster.bootstrap, request_timeout_ms=4_000)
@@ -119,7 +120,7 @@ class Nemesis:
         try:
             if stop.wait(self.schedule.first_delay_s):
                 return
-            while not stop.is_set() and (time.monotonic() < deadline or self._cycle):
+            while not stop.is_set() and (time.monotonic() < deadline or self._first_cycle_open):
                 kind = self.next_kind()
                 hold = self.rng.uniform(*self.schedule.hold)
                 event, heal = self.inject(kind)
@@ -136,6 +137,10 @@ class Nemesis:
             self.error = exc
             self.history.note(f"nemesis failed: {type(exc).__name__}: {exc}")
 
+    @property
+    def _first_cycle_open(self) -> bool:
+        return self.cycles_started == 1 and bool(self._cycle)
+
     def next_kind(self) -> str:
         """Every kind once per cycle, in a seeded random order; a cycle never starts with
         the kind that ended the previous one."""
@@ -145,6 +150,7 @@ class Nemesis:
             if len(cycle) > 1 and cycle[0] == self._last_kind:
                 cycle.append(cycle.pop(0))
             self._cycle = cycle
+            self.cycles_started += 1
         self._last_kind = self._cycle.pop(0)
         return self._last_kind
 
