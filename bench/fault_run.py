@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.faults.nemesis import KINDS  # noqa: E402
+from tests.faults.nemesis import KINDS, Schedule  # noqa: E402
 from tests.faults.netns import unavailable_reason  # noqa: E402
 from tests.faults.runner import TrialConfig, TrialResult, run_trial  # noqa: E402
 
@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-consumer", action="store_true", help="no group consumer")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help=f"comma-separated fault kinds (default: all of {','.join(KINDS)})")
+    parser.add_argument("--hold", default="3,6", metavar="LOW,HIGH",
+                        help="seconds each fault lasts, uniform in [LOW, HIGH] (default 3,6)")
     parser.add_argument("--work-dir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    low, high = (float(x) for x in args.hold.split(","))
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="raftka-faults-"))
     config = TrialConfig(
         seed=args.seed,
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         rate_per_producer=args.rate,
         consumer=not args.no_consumer,
         kinds=tuple(k for k in args.kinds.split(",") if k),
+        schedule=Schedule(hold=(low, high)),
     )
     started = time.monotonic()
     out = sys.stderr if args.json else sys.stdout

@@ -2,7 +2,7 @@
 
 Layout (N is claimed per run, see `claim_subnet`):
 
-    root ns   rfk<pid>c  10.213.N.254/24 --+
+    root ns   <prefix>c  10.213.N.254/24 --+
                                             |     switch ns <prefix>sw
     <prefix>b1  eth0  10.213.N.1/24  ------ s1 --+
     <prefix>b2  eth0  10.213.N.2/24  ------ s2 --+-- br0 (Linux bridge, no address)
@@ -29,13 +29,14 @@ none of them):
   the clients too; sends fail at once with ENETUNREACH).
 
 Everything created is recorded and removed by `close()`, which never raises and is safe to
-call twice; names carry the creating pid, so parallel runs do not clash.
+call twice; <prefix> is rfk<pid>n<k> (the creating pid, a counter), so parallel runs do not clash.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import logging
 import os
 import shutil
@@ -46,6 +47,7 @@ from dataclasses import dataclass, field
 log = logging.getLogger("raftka.faults.netns")
 
 SUBNET_FIRST_OCTETS = "10.213"
+_NETWORKS = itertools.count()
 CLIENT_HOST = 254
 GUARD_METRIC = 9999
 CUT_PREF = 10
@@ -118,7 +120,7 @@ class FaultNetwork:
     """The namespaces, bridge and veths of one run, and the cuts currently in force."""
 
     broker_ids: list[int]
-    prefix: str = field(default_factory=lambda: f"rfk{os.getpid()}")
+    prefix: str = field(default_factory=lambda: f"rfk{os.getpid()}n{next(_NETWORKS)}")
     octet: int = 0
     cuts: list[Cut] = field(default_factory=list)
     links_down: set[int] = field(default_factory=set)

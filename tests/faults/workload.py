@@ -171,8 +171,7 @@ class KafkaProducer(_Paced):
             "request.timeout.ms": 5_000,
             "message.timeout.ms": 30_000,
             "socket.timeout.ms": 5_000,
-            "log_level": 3,
-        })
+        }, logger=logging.getLogger(f"raftka.faults.{name}"))  # not librdkafka's stderr
 
     def _send(self, op: WriteOp) -> None:
         if self.producer is None:
