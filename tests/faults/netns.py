@@ -249,10 +249,14 @@ class FaultNetwork:
         (TIME-WAIT ones cannot)."""
         if not self._guard:
             return []
-        listed = subprocess.run(
-            ["ss", "-H", "-tn", "state", "all", "dst", self._guard],
-            capture_output=True, text=True, timeout=20, check=False,
-        ).stdout
+        try:
+            listed = subprocess.run(
+                ["ss", "-H", "-tn", "state", "all", "dst", self._guard],
+                capture_output=True, text=True, timeout=20, check=False,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            # cannot tell: report one, so that the guard route is kept rather than dropped
+            return [f"ss failed: {exc}"]
         return [line for line in listed.splitlines()
                 if line.strip() and not line.startswith("TIME-WAIT")]
 

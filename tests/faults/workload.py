@@ -12,6 +12,7 @@ values a second, so a stalled cluster does not pile up an unbounded backlog.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -133,7 +134,7 @@ class RaftkaProducer(_Paced):
     def _send(self, op: WriteOp) -> None:
         data = str(op.value).encode()
         future = self.producer.send(self.topic, data, key=data)
-        future.add_done_callback(lambda f, op=op: self._on_done(f, op))
+        future.add_done_callback(functools.partial(self._on_done, op=op))
 
     def _on_done(self, future: RecordFuture, op: WriteOp) -> None:
         try:
