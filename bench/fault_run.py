@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kafka-producers", type=int, default=1,
                         help="confluent_kafka producers on the Kafka listeners")
     parser.add_argument("--rate", type=float, default=60.0, help="values/s per producer")
+    parser.add_argument("--acks", choices=("all", "1"), default="all",
+                        help="producers' acks (1: a control run, where losses are expected)")
     parser.add_argument("--no-consumer", action="store_true", help="no group consumer")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help=f"comma-separated fault kinds (default: all of {','.join(KINDS)})")
@@ -51,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, help="default: a new temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--verbose", action="store_true", help="show librdkafka's log too")
     return parser.parse_args(argv)
 
 
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    if not args.verbose:  # librdkafka reports every refused connection and timeout
+        logging.getLogger("raftka.faults.librdkafka").setLevel(logging.CRITICAL)
     low, high = (float(x) for x in args.hold.split(","))
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="raftka-faults-"))
     config = TrialConfig(
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         kafka_producers=args.kafka_producers,
         rate_per_producer=args.rate,
         consumer=not args.no_consumer,
+        acks=args.acks,
         kinds=tuple(k for k in args.kinds.split(",") if k),
         schedule=Schedule(hold=(low, high)),
     )

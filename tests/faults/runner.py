@@ -65,6 +65,8 @@ class TrialConfig:
     rate_per_producer: float = 60.0
     max_in_flight: int = 200
     consumer: bool = True
+    # "all" is the promise under test; "1" shows that the checker sees what it loses
+    acks: str = "all"
     kinds: tuple[str, ...] = KINDS
     schedule: Schedule = field(default_factory=Schedule)
     settings: dict[str, str] = field(default_factory=dict)
@@ -144,11 +146,11 @@ def run_trial(config: TrialConfig, work_dir: Path,
         for i in range(config.producers):
             clients.append(RaftkaProducer(f"raftka-{i}", cluster.bootstrap, TOPIC, history,
                                           values, config.rate_per_producer,
-                                          config.max_in_flight))
+                                          config.max_in_flight, {"acks": config.acks}))
         for i in range(config.kafka_producers):
             clients.append(KafkaProducer(f"kafka-{i}", cluster.kafka_bootstrap, TOPIC, history,
                                          values, config.rate_per_producer,
-                                         config.max_in_flight))
+                                         config.max_in_flight, config.acks))
         if config.consumer:
             consumer = GroupConsumer(cluster.bootstrap, TOPIC, GROUP, history)
         for client in clients:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.nemesis import KINDS, PARTITION_KINDS
+from tests.faults.nemesis import KINDS, PARTITION_KINDS, Schedule
 from tests.faults.runner import TrialConfig, TrialResult, run_trial
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -66,3 +66,18 @@ def test_five_brokers_three_voters_two_observers(fault_dir: Path):
     _assert_safe(result)
     # observers hold replicas too: every broker's logs were compared
     assert {log.broker for log in result.final.replica_logs} == {1, 2, 3, 4, 5}
+
+
+def test_the_harness_sees_what_acks_1_loses(fault_dir: Path):
+    """The control: with acks=1 an isolated leader (still reached by the clients) keeps
+    acknowledging writes that no follower has, and truncates them when it rejoins. The
+    checker must report them lost, or a green run above would prove nothing."""
+    result = run_trial(
+        TrialConfig(seed=3, brokers=3, duration_s=15, acks="1", kinds=("isolate-leader",),
+                    consumer=False, schedule=Schedule(hold=(5.0, 6.0))),
+        fault_dir,
+    )
+    print(_explain(result))
+    assert result.faults_by_kind["isolate-leader"] >= 1
+    assert result.report.counts["lost"] > 0, _explain(result)
+    assert not result.guard_kept

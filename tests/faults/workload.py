@@ -129,7 +129,8 @@ class RaftkaProducer(_Paced):
         }
         options.update(settings or {})
         self.producer = Producer(bootstrap, **options)
-        assert self.producer.idempotent, "acks=all must turn idempotence on"
+        if options["acks"] in ("all", -1):
+            assert self.producer.idempotent, "acks=all must turn idempotence on"
 
     def _send(self, op: WriteOp) -> None:
         data = str(op.value).encode()
@@ -158,7 +159,7 @@ class KafkaProducer(_Paced):
     """confluent_kafka (librdkafka) through the brokers' Kafka listeners."""
 
     def __init__(self, name: str, bootstrap: str, topic: str, history: History,
-                 values: Values, rate: float, max_in_flight: int) -> None:
+                 values: Values, rate: float, max_in_flight: int, acks: str = "all") -> None:
         super().__init__(name, history, values, rate, max_in_flight)
         from confluent_kafka import Producer as ConfluentProducer
 
@@ -166,13 +167,13 @@ class KafkaProducer(_Paced):
         self.producer: Any = ConfluentProducer({
             "bootstrap.servers": bootstrap,
             "client.id": name,
-            "enable.idempotence": True,
-            "acks": "all",
+            "enable.idempotence": acks == "all",
+            "acks": acks,
             "linger.ms": 5,
             "request.timeout.ms": 5_000,
             "message.timeout.ms": 30_000,
             "socket.timeout.ms": 5_000,
-        }, logger=logging.getLogger(f"raftka.faults.{name}"))  # not librdkafka's stderr
+        }, logger=logging.getLogger(f"raftka.faults.librdkafka.{name}"))  # not stderr
 
     def _send(self, op: WriteOp) -> None:
         if self.producer is None:
