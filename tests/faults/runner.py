@@ -45,7 +45,6 @@ from tests.faults.workload import (
     group_offsets,
     high_watermarks,
     read_replica_logs,
-    wait_until,
 )
 
 TOPIC = "faults"
@@ -265,5 +264,3 @@ def _stop_brokers(cluster: NamespacedCluster) -> None:
         except subprocess.TimeoutExpired:
             broker.kill()
 
-
-__all__ = ["TOPIC", "TrialConfig", "TrialResult", "run_trial", "wait_until"]

@@ -17,7 +17,6 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -361,14 +360,3 @@ def read_replica_logs(data_dirs: dict[int, Path], topic: str,
                 logs.append(read_replica_log(directory, broker, partition))
     return logs
 
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, interval_s: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return True
-        except Exception as exc:
-            log.debug("condition: %s", exc)
-        time.sleep(interval_s)
-    return False
