@@ -99,8 +99,13 @@ def _clear(target: str, data: bytes, exc: BaseException, batch: bytes | None = N
     The one MemoryError that is a clean refusal: the record decoder's for a length of 2**62
     or more, which overflows its bounds check into a request no machine grants (see
     tests/fuzz/test_fuzz_regressions.py); `batch` is the record bytes when `data` is not."""
-    if not str(exc).strip() or str(exc).rstrip().endswith(":"):
-        raise Unexpected(target, data, f"{type(exc).__name__} without a reason: {exc!r}", exc)
+    if not str(exc).strip():
+        raise Unexpected(target, data, f"{type(exc).__name__} without a message", exc)
+    cause = exc.__cause__
+    if cause is not None and not str(cause) and type(cause).__name__ not in str(exc):
+        # A wrapper that passes on its cause's message passed on nothing.
+        raise Unexpected(target, data, f"{type(exc).__name__} without a reason: {exc!r} "
+                         f"(caused by a bare {type(cause).__name__})", exc)
     if isinstance(exc.__cause__, MemoryError) and not absurd_record_length(
             data if batch is None else batch):
         raise Unexpected(target, data, f"refused because memory ran out: {exc}", exc)
