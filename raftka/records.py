@@ -196,12 +196,18 @@ def validate_records(batch: bytes) -> None:
     except CorruptBatchError:
         raise
     except Exception as exc:  # the compiled decoder raises several types on bad bytes
-        raise CorruptBatchError(f"malformed records in batch: {exc}") from exc
+        raise CorruptBatchError(f"malformed records in batch: {_reason(exc)}") from exc
     if count != header.records_count or count - 1 != header.last_offset_delta:
         raise CorruptBatchError(
             f"batch header says {header.records_count} records (last delta "
             f"{header.last_offset_delta}) but {count} were found"
         )
+
+
+def _reason(exc: Exception) -> str:
+    """What the decoder said; its kind when it said nothing (a bare MemoryError: an overlong
+    length varint overflows the compiled decoder's bounds check into a ~2**63-byte request)."""
+    return str(exc) or type(exc).__name__
 
 
 def split_batches(buffer: bytes | bytearray | memoryview) -> list[tuple[int, BatchHeader]]:
@@ -303,5 +309,7 @@ def decode_batches(
         except CorruptBatchError:
             raise
         except Exception as exc:
-            raise CorruptBatchError(f"cannot decode batch at {header.base_offset}: {exc}") from exc
+            raise CorruptBatchError(
+                f"cannot decode batch at {header.base_offset}: {_reason(exc)}"
+            ) from exc
     return records

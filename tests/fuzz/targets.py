@@ -59,6 +59,7 @@ from raftka.cluster.image import EMPTY_IMAGE, NO_LEADER, MetadataImage, Partitio
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 from raftka.records import (
     COMPRESSION_NONE,
+    HEADER_SIZE,
     CorruptBatchError,
     Record,
     decode_batches,
@@ -91,14 +92,71 @@ class Unexpected(AssertionError):
         return f"{self.target}: {self.problem.splitlines()[0][:160]}"
 
 
-def _clear(target: str, data: bytes, exc: BaseException) -> None:
+def _clear(target: str, data: bytes, exc: BaseException, batch: bytes | None = None) -> None:
     """A refusal must say what is wrong, and not stand for running out of memory (codec.py
     and records.py wrap whatever their decoders raise, MemoryError included: under the long
-    run's address-space cap a runaway allocation would otherwise pass for a clean refusal)."""
+    run's address-space cap a runaway allocation would otherwise pass for a clean refusal).
+    The one MemoryError that is a clean refusal: the record decoder's for a length of 2**62
+    or more, which overflows its bounds check into a request no machine grants (see
+    tests/fuzz/test_fuzz_regressions.py); `batch` is the record bytes when `data` is not."""
     if not str(exc).strip():
         raise Unexpected(target, data, f"{type(exc).__name__} without a message", exc)
-    if isinstance(exc.__cause__, MemoryError):
+    cause = exc.__cause__
+    if cause is not None and not str(cause) and type(cause).__name__ not in str(exc):
+        # A wrapper that passes on its cause's message passed on nothing.
+        raise Unexpected(target, data, f"{type(exc).__name__} without a reason: {exc!r} "
+                         f"(caused by a bare {type(cause).__name__})", exc)
+    if isinstance(exc.__cause__, MemoryError) and not absurd_record_length(
+            data if batch is None else batch):
         raise Unexpected(target, data, f"refused because memory ran out: {exc}", exc)
+
+
+ABSURD_LENGTH = 2**62
+
+
+def absurd_record_length(data: bytes) -> bool:
+    """Whether an uncompressed batch in `data` has a record whose length, key, value or
+    header length (zigzag varints) is ABSURD_LENGTH or more, walking records the way the
+    RecordBatch v2 layout lays them out and stopping where they stop making sense."""
+
+    def zigzag(at: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return (value >> 1) ^ -(value & 1), at
+
+    for position, header in iter_headers(data):
+        if header.compression != COMPRESSION_NONE:
+            continue
+        at, end = position + HEADER_SIZE, position + header.size_bytes
+        try:
+            while at < end:
+                length, at = zigzag(at)
+                if abs(length) >= ABSURD_LENGTH:
+                    return True
+                record_end = at + length
+                _, at = zigzag(at + 1)  # attributes, then timestamp delta
+                _, at = zigzag(at)  # offset delta
+                for _ in range(2):  # key, value
+                    size, at = zigzag(at)
+                    if abs(size) >= ABSURD_LENGTH:
+                        return True
+                    at += max(size, 0)
+                count, at = zigzag(at)
+                for _ in range(max(min(count, 1000), 0)):
+                    for _ in range(2):
+                        size, at = zigzag(at)
+                        if abs(size) >= ABSURD_LENGTH:
+                            return True
+                        at += max(size, 0)
+                at = max(record_end, at)
+        except IndexError:
+            continue
+    return False
 
 
 # ======================================================================= Kafka frames
@@ -539,7 +597,7 @@ class GrpcTarget:
             try:
                 parse_produce_data(item, self.now_ms)
             except _PRODUCE_ERRORS as exc:
-                _clear("grpc", data, exc)
+                _clear("grpc", data, exc, batch=item.record_batches)
             except Exception as exc:
                 raise Unexpected("grpc", data, f"parse_produce_data raised "
                                  f"{type(exc).__name__}: {exc}", exc) from exc

@@ -131,3 +131,9 @@ def test_the_long_runs_generators_for_20000_inputs() -> None:
 def test_a_failure_names_the_input_in_hex() -> None:
     failure = Unexpected("grpc", b"\x0a\x01", "something broke")
     assert "0a01" in str(failure) and failure.signature == "grpc: something broke"
+
+
+def test_a_group_id_ending_in_a_colon_is_a_reason_not_a_missing_one() -> None:
+    # The long run once took "member  is not in group :" for a message without a reason.
+    data = bytes.fromhex("0a02223a")  # OffsetCommitRequest(group_id='":')
+    assert GrpcTarget().check(REQUEST_TYPES["raftka.v1.OffsetCommitRequest"], data) == "handled"

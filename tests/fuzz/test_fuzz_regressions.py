@@ -15,7 +15,15 @@ from raftka.broker.kafka.codec import MalformedRequestError
 from raftka.broker.log.log import PartitionLog
 from raftka.broker.produce_path import parse_produce_data
 from raftka.proto.raftka.v1 import broker_pb2
-from raftka.records import CorruptBatchError, crc_of, decode_batches, encode_batch, split_batches
+from raftka.records import (
+    CorruptBatchError,
+    crc_of,
+    decode_batches,
+    encode_batch,
+    split_batches,
+    validate_batch,
+    validate_records,
+)
 from tests.unit.log.helpers import small_config
 
 NOW_MS = 1_700_000_000_000
@@ -178,3 +186,26 @@ def test_one_append_spanning_more_than_a_segment_can_index_is_refused_untouched(
 
     assert (_files(str(tmp_path)), log.log_end_offset) == before
     log.close(NOW_MS)
+
+
+# ------------------------------------------ a record decoder error with an empty reason
+# Found by the long run (seed 1) as "refused because memory ran out: malformed records in
+# batch: " (nothing after the colon). A record whose value length is an overlong varint
+# (80ff..ff01: 2**63 - 64 once zigzag-decoded) passes aiokafka's bounds check by overflowing
+# it, so the compiled decoder asks for ~2**63 bytes and raises a bare MemoryError (no memory
+# is used: the allocation fails at once, with or without a cap). The refusal was right
+# (CorruptBatchError, CORRUPT_MESSAGE) but said nothing about why.
+OVERLONG_VALUE_LENGTH = bytes.fromhex(
+    "000000000000000000000055ffffffff024b54e87e0000000000020000018bcfe568000000018bcfe568"
+    "000000000000000007000000000000000000031000000002610262001000000202610262fe1000000402"
+    "6180ffffffffffffffff016200")
+
+
+def test_a_decoder_error_without_a_message_still_names_its_kind() -> None:
+    header = validate_batch(OVERLONG_VALUE_LENGTH)  # the CRC is right: the records are not
+    assert header.records_count == 3
+
+    with pytest.raises(CorruptBatchError, match=r"malformed records in batch: MemoryError"):
+        validate_records(OVERLONG_VALUE_LENGTH)
+    with pytest.raises(CorruptBatchError, match=r"cannot decode batch at 0: MemoryError"):
+        decode_batches(OVERLONG_VALUE_LENGTH)
