@@ -31,7 +31,7 @@ class WriteOp:
     outcome: str = PENDING
     complete_s: float | None = None
     partition: int = -1
-    offset: int = -1
+    offset: int | None = -1  # None: acknowledged without an offset (librdkafka can say so)
     error: str = ""
 
 

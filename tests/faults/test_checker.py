@@ -232,3 +232,17 @@ def test_a_history_survives_being_written_and_read_back(tmp_path: Path):
     assert loaded.commits == history.commits and loaded.consumed == history.consumed
     assert loaded_final is not None and loaded_final.reads == final.reads
     assert check(loaded, loaded_final).to_json() == check(history, final).to_json()
+
+
+def test_an_ack_without_an_offset_is_checked_for_presence_and_order_only():
+    # Seen once in a 32-minute run: a confluent-kafka delivery report with no offset.
+    unknown = acked(2, 0, 0, seq=1)
+    unknown.offset = None
+    history = history_of(acked(1, 0, 0, seq=0), unknown)
+    report = check(history, final_of([(0, 0, 1), (0, 1, 2)]))
+    assert report.ok and report.counts["acked_without_offset"] == 1
+    missing = check(history, final_of([(0, 0, 1)]))
+    assert missing.counts["lost"] == 1 and not missing.ok
+    # sent second, sits first: 1 is not where its ack said, and 2 is out of send order
+    before = check(history, final_of([(0, 0, 2), (0, 1, 1)]))
+    assert before.counts["reordered"] == 2
