@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.faults.nemesis import KINDS, Schedule  # noqa: E402
+from tests.faults.nemesis import ALL_KINDS, KINDS, Schedule  # noqa: E402
 from tests.faults.netns import unavailable_reason  # noqa: E402
 from tests.faults.runner import TrialConfig, TrialResult, run_trial  # noqa: E402
 
@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="producers' acks (1: a control run, where losses are expected)")
     parser.add_argument("--no-consumer", action="store_true", help="no group consumer")
     parser.add_argument("--kinds", default=",".join(KINDS),
-                        help=f"comma-separated fault kinds (default: all of {','.join(KINDS)})")
+                        help=f"comma-separated fault kinds (default: {','.join(KINDS)}; "
+                             f"also: {','.join(k for k in ALL_KINDS if k not in KINDS)})")
     parser.add_argument("--hold", default="3,6", metavar="LOW,HIGH",
                         help="seconds each fault lasts, uniform in [LOW, HIGH] (default 3,6)")
     parser.add_argument("--work-dir", type=Path, help="default: a new temporary directory")

@@ -47,6 +47,8 @@ from tests.faults.netns import FaultNetwork
 from tests.harness import wait_for
 
 log = logging.getLogger("raftka.faults.nemesis")
+# A torn tail: at most this many bytes cut off, or the flipped byte within them (bytes).
+TORN_TAIL_MAX_BYTES = 4096
 
 KINDS = (
     "kill",
@@ -57,6 +59,10 @@ KINDS = (
     "cut-one-way",
     "link-down",
 )
+# Opt-in (--kinds): found a duplicated acked write and a diverged replica on its first run
+# (seed 41; see the closing note of this stop); on by default once that is fixed.
+EXTRA_KINDS = ("torn-tail",)
+ALL_KINDS = KINDS + EXTRA_KINDS
 PARTITION_KINDS = ("partition-halves", "isolate-leader", "isolate-controller", "cut-one-way",
                    "link-down")
 
@@ -83,7 +89,7 @@ class Nemesis:
         kinds: Sequence[str] = KINDS,
         schedule: Schedule | None = None,
     ) -> None:
-        unknown = set(kinds) - set(KINDS)
+        unknown = set(kinds) - set(ALL_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
         self.cluster = cluster
@@ -164,6 +170,7 @@ class Nemesis:
             "isolate-controller": self._isolate_controller,
             "cut-one-way": self._cut_one_way,
             "link-down": self._link_down,
+            "torn-tail": self._torn_tail,
         }[kind]
         journal_start = len(self.network.journal)
         targets, description, commands, heal = inject()
@@ -194,6 +201,39 @@ class Nemesis:
             return [f"restart broker {target}: {shlex.join(broker.command())}"]
 
         return [target], f"kill -9 broker {target}{role}", [f"kill -KILL {pid}"], heal
+
+    def _torn_tail(self) -> tuple[list[int], str, list[str], Callable[[], list[str]]]:
+        """kill -9 a partition's leader, damage the tail of that partition's active segment
+        on its disk (cut up to 4 KiB off, or flip one byte in the last 4 KiB: a torn write
+        or a bad sector), and restart it at once: it must cut its log back to the last good
+        batch and catch up from the new leader, never lead with the damaged log."""
+        partition = self.rng.randrange(self.partitions)
+        target = self._leader_of(partition)
+        if target is None:
+            target = self.rng.choice(self.broker_ids)
+        broker = self.cluster.brokers[target]
+        pid, role = broker.pid, self._role(target)
+        broker.kill()
+        segments = sorted((broker.data_dir / "logs" / f"{self.topic}-{partition}").glob("*.log"))
+        damage = f"no segment of p{partition} on broker {target}"
+        if segments and segments[-1].stat().st_size > 0:
+            active = segments[-1]
+            size = active.stat().st_size
+            span = self.rng.randint(1, min(size, TORN_TAIL_MAX_BYTES))
+            if self.rng.random() < 0.5:
+                os.truncate(active, size - span)
+                damage = f"cut {span} bytes off {active.name} of p{partition}"
+            else:
+                at = size - span
+                with open(active, "r+b") as handle:
+                    handle.seek(at)
+                    byte = handle.read(1)
+                    handle.seek(at)
+                    handle.write(bytes([byte[0] ^ 0xFF]))
+                damage = f"flipped byte {at} of {active.name} of p{partition}"
+        broker.start()
+        description = f"kill -9 broker {target}{role}, {damage}, restarted at once"
+        return [target], description, [f"kill -KILL {pid}", damage], lambda: []
 
     def _pause(self) -> tuple[list[int], str, list[str], Callable[[], list[str]]]:
         target = self.rng.choice(self.broker_ids)
