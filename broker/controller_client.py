@@ -247,8 +247,10 @@ class BrokerLifecycle:
         interval_s: float,
         session_timeout_s: float,
         on_unfenced: Callable[[], Awaitable[None]],
+        on_registered: Callable[[int], None] = lambda _offset: None,
     ) -> None:
         self._client = client
+        self._on_registered = on_registered
         self._request = request
         self._applied_offset = applied_offset
         self._interval_s = interval_s
@@ -328,6 +330,7 @@ class BrokerLifecycle:
             return
         self.broker_epoch = response.broker_epoch
         log.info("registered broker %d with epoch %d", self._request.broker_id, self.broker_epoch)
+        self._on_registered(self.broker_epoch)  # the epoch is its registration's offset
 
     async def _heartbeat(self) -> None:
         if self.broker_epoch < 0:

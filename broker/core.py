@@ -57,6 +57,19 @@ class BrokerCore:
         """The metadata whose local changes are in effect here (what requests see)."""
         return self.replica_manager.image
 
+    @property
+    def caught_up(self) -> bool:
+        """Whether this broker has applied the metadata holding its own registration."""
+        return self.replica_manager.caught_up
+
+    @property
+    def metadata_image(self) -> MetadataImage:
+        """What Metadata requests are answered from: the applied image, or while this broker
+        is still catching up (nothing applied yet) the newest one its Raft node has, so a
+        starting broker does not answer that every topic is unknown (clients would drop
+        the topic, and auto-creation would try to create it again)."""
+        return self.image if self.caught_up else self.raft_image()
+
     def local_offsets(self, topic: str, partition: int) -> tuple[int, int]:
         """(log start, high watermark) of a partition this broker leads; (-1, -1) else."""
         hosted = self.replica_manager.partitions.get(TopicPartition(topic, partition))

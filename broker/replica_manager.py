@@ -72,7 +72,11 @@ class ReplicaManager:
         self.purgatory = purgatory
         self.image = MetadataImage()
         self._writer = writer
-        self._changes: asyncio.Queue[tuple[MetadataImage, MetadataImage]] = asyncio.Queue()
+        # Images published by the metadata log, newest last; None wakes the apply task.
+        self._changes: asyncio.Queue[MetadataImage | None] = asyncio.Queue()
+        # The offset of this broker's registration record once it has registered: no image
+        # before it is acted on (see _apply_changes_forever).
+        self._catch_up_offset: int | None = None
         self._applied_offset = 0
         self._applied = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -102,13 +106,43 @@ class ReplicaManager:
     # -------------------------------------------------------------------------- metadata
     def on_metadata(self, old: MetadataImage, new: MetadataImage) -> None:
         """MetadataLog listener (event loop): queue the change for the apply task."""
-        self._changes.put_nowait((old, new))
+        self._changes.put_nowait(new)
+
+    def on_registered(self, registration_offset: int) -> None:
+        """The controller registered this broker; its record sits at `registration_offset`.
+        The first call opens the gate of `_apply_changes_forever`."""
+        if self._catch_up_offset is None:
+            self._catch_up_offset = registration_offset
+            self._changes.put_nowait(None)
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether this broker acts on (and answers from) current metadata: it has applied
+        the image holding its own registration."""
+        return self._catch_up_offset is not None and self._applied_offset >= self._catch_up_offset
 
     async def _apply_changes_forever(self) -> None:
+        """Apply the newest published image, diffed against the last one applied.
+
+        Two rules keep a starting broker from acting on history (found by the fault harness:
+        a restarted broker replaying its Raft journal became leader of a partition at epoch
+        0, then 2, 4 and 6, and coordinated a group partition another broker held, one stale
+        image after another): nothing is applied until the image holds this broker's new
+        registration (everything committed before it, as Kafka's brokers wait for their
+        initial catch-up), and images queued meanwhile are skipped, not replayed one by one.
+        """
+        pending: MetadataImage | None = None
         while True:
-            old, new = await self._changes.get()
+            item = await self._changes.get()
+            pending = item or pending
+            while not self._changes.empty():
+                pending = self._changes.get_nowait() or pending
+            target = self._catch_up_offset
+            if pending is None or target is None or pending.offset < target:
+                continue
+            new, pending = pending, None
             try:
-                await self._apply(local_changes(old, new, self.broker_id), new)
+                await self._apply(local_changes(self.image, new, self.broker_id), new)
             except Exception:
                 log.exception("applying metadata offset %d failed", new.offset)
             self.image = new

@@ -216,6 +216,7 @@ class BrokerServer:
             config.broker_heartbeat_interval_ms / 1000,
             config.broker_session_timeout_ms / 1000,
             self._on_first_unfenced,
+            replicas.on_registered,
         )
         topics = TopicAdmin(config, self.controller_client, self.quorum, replicas)
         produce_path = ProducePath(

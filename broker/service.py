@@ -96,7 +96,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         if request.allow_auto_topic_creation:
             await core.topics.auto_create_missing(request.topics)  # errors: per topic below
         return metadata_view.metadata_response(
-            core.image, list(request.topics), core.controller_id(), self._listener,
+            core.metadata_image, list(request.topics), core.controller_id(), self._listener,
             core.not_leading,
         )
 

@@ -112,13 +112,16 @@ class TopicAdmin:
             error = BrokerError(result.error_message)
             error.code = result.error_code
             raise error
-        log.info("auto-created topic %s", topic)
+        if result.error_code == Code.NONE:
+            log.info("auto-created topic %s", topic)
 
     async def auto_create_missing(self, names: Iterable[str]) -> None:
         """For Metadata requests that allow auto-creation: create each missing, validly
         named topic; failures are reported per topic by the Metadata answer itself."""
         if not self._config.auto_create_topics_enable:
             return
+        if not self._replicas.caught_up:
+            return  # its image is not current: a topic missing from it may well exist
         for name in names:
             if name in self.image.topics:
                 continue

@@ -50,14 +50,14 @@ async def api_versions(core: BrokerCore, request: Request) -> dict[str, Any]:
 async def metadata(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     asked = field(body, "topics")
-    image = core.image
+    image = core.metadata_image
     if asked is None or (request.api_version == 0 and not asked):
         names = sorted(image.topics)
     else:
         names = [t.name for t in asked if t.name]
     if field(body, "allow_auto_topic_creation", True):
         await core.topics.auto_create_missing(names)  # failures: reported per topic below
-        image = core.image
+        image = core.metadata_image
     controller = core.controller_id()
     return {
         "throttle_time": 0, "brokers": kafka_brokers(image, request.listener),

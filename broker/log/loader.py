@@ -6,10 +6,12 @@ PartitionLog serves appends and reads for as long as the broker runs. Apart, eac
 enough to read whole, and recovery can be tested on a directory without a running log.
 
 How it works: segments whose every offset is below the recovery point were fsynced, so their
-indexes are trusted and only their tails are checked (LogSegment.load). Later segments may
-hold a torn or corrupt tail and are scanned batch by batch (LogSegment.recover), which cuts
-the file at the first invalid byte; every segment after such a cut is deleted, since its
-offsets no longer follow on. Orphan indexes and leftover temp files go too. Then the stored
+indexes are trusted and only their tails are checked (LogSegment.load, which recovers the
+segment when they do not check out). Later segments may hold a torn or corrupt tail and are
+scanned batch by batch (LogSegment.recover: framing, CRC, offsets that follow on, and leader
+epochs that match the stored epoch cache, since the CRC covers neither), which cuts the file
+at the first invalid byte; every segment after such a cut, or after a gap, is deleted, since
+its offsets no longer follow on. Orphan indexes and leftover temp files go too. Then the stored
 log start offset, high watermark and recovery point are clamped to what survived, and the
 leader-epoch cache is trimmed to the same range.
 """
@@ -74,6 +76,8 @@ def load_log(directory: str, config: LogConfig, now_ms: int) -> LoadedLog:
     stored_high_watermark = int(checkpoint.get("high_watermark", 0))
     bases = segment_base_offsets_on_disk(directory)
     remove_orphan_files(directory, set(bases))
+    # Written (and fsynced) before any batch of a new epoch, so it speaks for every batch.
+    stored_epochs = LeaderEpochCache(read_epoch_checkpoint(directory))
     segments: list[LogSegment] = []
     deleted: list[int] = []
     truncated_at: int | None = None
@@ -87,21 +91,30 @@ def load_log(directory: str, config: LogConfig, now_ms: int) -> LoadedLog:
             segment.delete_files()
             deleted.append(base)
             continue
+        if segments and segment.base_offset > segments[-1].next_offset:
+            truncated_at = segments[-1].next_offset
+            log.warning(
+                "deleting %s and the segments after it: offsets %d to %d are missing",
+                segment.log_path, truncated_at, segment.base_offset - 1,
+            )
+            segment.delete_files()
+            deleted.append(base)
+            continue
         upper = bases[i + 1] if i + 1 < len(bases) else None
         if upper is not None and upper <= stored_recovery_point:
-            segment.load()
+            result = segment.load(stored_epochs.epoch_for_offset)
         else:
-            result = segment.recover()
-            if result.truncated_bytes:
-                truncated_at = segment.next_offset
-                truncated_bytes = result.truncated_bytes
-                log.warning(
-                    "%s: cut %d bytes of torn or corrupt data at offset %d (%s)",
-                    segment.log_path,
-                    result.truncated_bytes,
-                    truncated_at,
-                    result.reason,
-                )
+            result = segment.recover(epoch_of=stored_epochs.epoch_for_offset)
+        if result.truncated_bytes:
+            truncated_at = segment.next_offset
+            truncated_bytes = result.truncated_bytes
+            log.warning(
+                "%s: cut %d bytes of torn or corrupt data at offset %d (%s)",
+                segment.log_path,
+                result.truncated_bytes,
+                truncated_at,
+                result.reason,
+            )
         if segments and segment.base_offset < segments[-1].next_offset:
             log.warning("deleting %s: it overlaps the previous segment", segment.log_path)
             segment.delete_files()
@@ -120,7 +133,7 @@ def load_log(directory: str, config: LogConfig, now_ms: int) -> LoadedLog:
         log_start_offset=log_start_offset,
         high_watermark=max(min(stored_high_watermark, leo), log_start_offset),
         recovery_point=min(stored_recovery_point, leo),
-        epochs=load_epochs(directory, log_start_offset, leo),
+        epochs=trim_epochs(directory, stored_epochs, log_start_offset, leo),
         truncated_at=truncated_at,
         truncated_bytes=truncated_bytes,
         deleted_segments=tuple(deleted),
@@ -146,10 +159,11 @@ def remove_orphan_files(directory: str, bases: set[int]) -> None:
             os.unlink(os.path.join(directory, name))
 
 
-def load_epochs(directory: str, log_start_offset: int, log_end_offset: int) -> LeaderEpochCache:
+def trim_epochs(
+    directory: str, epochs: LeaderEpochCache, log_start_offset: int, log_end_offset: int
+) -> LeaderEpochCache:
     """The stored leader-epoch cache, trimmed to [log_start_offset, log_end_offset] (and
     stored again when trimming changed it)."""
-    epochs = LeaderEpochCache(read_epoch_checkpoint(directory))
     changed = epochs.truncate_from_end(log_end_offset)
     changed |= epochs.truncate_from_start(log_start_offset)
     if changed:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from raftka.broker.log.index import (
@@ -74,6 +74,15 @@ class RecoveryResult:
     valid_bytes: int
     truncated_bytes: int
     reason: str
+
+
+# What a segment was opened without: nothing cut.
+NOTHING_CUT_REASON = ""
+
+# The leader epoch the epoch cache says an offset was written in (or UNDEFINED_EPOCH, -1,
+# when it does not know): the cache is stored, fsynced, before any batch of a new epoch is
+# written (PartitionLog), so a batch that disagrees with it was damaged on disk.
+EpochOf = Callable[[int], int]
 
 
 class LogSegment:
@@ -244,23 +253,23 @@ class LogSegment:
         return os.dup(self._fd)
 
     # -------------------------------------------------------------------------- recovery
-    def load(self) -> None:
+    def load(self, epoch_of: EpochOf | None = None) -> RecoveryResult:
         """Open a segment that was flushed before: trust its indexes, read its tail headers.
 
-        Falls back to a full recovery when an index or the tail does not check out.
+        Falls back to a full recovery (`recover`, with `epoch_of`) when an index or the tail
+        does not check out, and returns what that recovery cut: the caller must treat a cut
+        here like any other (the segments after it no longer follow on).
         """
         try:
             self.offset_index.load()
             self.time_index.load()
         except IndexCorruptError as exc:
             log.warning("rebuilding indexes of %s: %s", self.log_path, exc)
-            self.recover()
-            return
+            return self.recover(epoch_of=epoch_of)
         last = self.offset_index.last()
         if last is not None and last[1] >= self.size_bytes:
             log.warning("index of %s points past the end of the log; rebuilding", self.log_path)
-            self.recover()
-            return
+            return self.recover(epoch_of=epoch_of)
         position = last[1] if last else 0
         self._bytes_since_index_entry = 0
         self.next_offset = self.base_offset + (last[0] if last else 0)
@@ -275,13 +284,13 @@ class LogSegment:
                 position += header.size_bytes
         except CorruptBatchError as exc:
             log.warning("%s is damaged (%s); recovering it", self.log_path, exc)
-            self.recover()
-            return
+            return self.recover(epoch_of=epoch_of)
         if self.max_timestamp_ms >= 0 and self._offset_of_max_timestamp >= self.next_offset:
             log.warning(
                 "time index of %s points past the end of the log; rebuilding", self.log_path
             )
-            self.recover()
+            return self.recover(epoch_of=epoch_of)
+        return RecoveryResult(self.size_bytes, 0, NOTHING_CUT_REASON)
 
     def _restore_max_timestamp(self, tail_position: int) -> None:
         """Set the largest timestamp of the batches before `tail_position` (where the caller
@@ -307,9 +316,16 @@ class LogSegment:
             self._track_max_timestamp(header)
             position += header.size_bytes
 
-    def recover(self, max_batch_bytes: int | None = None) -> RecoveryResult:
-        """Scan every batch, checking framing, CRC and offset order; rebuild the indexes; cut
-        the file at the first invalid byte. The data past that point is never served."""
+    def recover(
+        self, max_batch_bytes: int | None = None, epoch_of: EpochOf | None = None
+    ) -> RecoveryResult:
+        """Scan every batch, checking framing, CRC, offsets and leader epochs; rebuild the
+        indexes; cut the file at the first invalid byte. The data past that point is never
+        served.
+
+        The CRC does not cover a batch's base offset or leader epoch, so they are checked
+        against what must hold: offsets follow on with no gap (nothing here compacts), and
+        the epoch is the one `epoch_of` (the stored epoch cache) gives for that offset."""
         self.offset_index.reset()
         self.time_index.reset()
         self.max_timestamp_ms = NO_TIMESTAMP
@@ -325,12 +341,13 @@ class LogSegment:
                 validate_header(header, file_size - position)
                 if max_batch_bytes is not None and header.size_bytes > max_batch_bytes:
                     raise CorruptBatchError(f"batch of {header.size_bytes} bytes is implausible")
-                if header.base_offset < self.next_offset:
+                if header.base_offset != self.next_offset:
                     raise CorruptBatchError(
-                        f"base offset {header.base_offset} goes back (expected >= "
+                        f"base offset {header.base_offset} does not follow on (expected "
                         f"{self.next_offset})"
                     )
                 check_crc(os.pread(self._fd, header.size_bytes, position), 0, header)
+                _check_epoch(header, epoch_of)
             except CorruptBatchError as exc:
                 reason = str(exc)
                 break
@@ -391,3 +408,14 @@ class LogSegment:
         for path in (self.log_path, self.offset_index.path, self.time_index.path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+
+
+def _check_epoch(header: BatchHeader, epoch_of: EpochOf | None) -> None:
+    if epoch_of is None:
+        return
+    expected = epoch_of(header.base_offset)
+    if expected >= 0 and header.partition_leader_epoch != expected:
+        raise CorruptBatchError(
+            f"batch at base offset {header.base_offset} has leader epoch "
+            f"{header.partition_leader_epoch}, but the epoch cache says {expected}"
+        )

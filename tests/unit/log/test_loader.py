@@ -140,3 +140,59 @@ def test_orphan_indexes_and_temp_files_are_removed(tmp_path, loaded):
         CHECKPOINT_FILE,
         EPOCH_CHECKPOINT_FILE,
     }
+
+
+# The RecordBatch v2 CRC covers the bytes from `attributes` on: a flipped byte in the base
+# offset (bytes 0-7) or the partition leader epoch (bytes 12-15) passes it. The fault harness
+# found both (seed 41, torn-tail): a leader epoch of 16711686 kept and served as if written by
+# that leader, and a base offset of 1095216662984 that made the follower's log end offset
+# leap, so it could never truncate back and rejoin the ISR.
+BASE_OFFSET_BYTE = 3
+LEADER_EPOCH_BYTE = 13
+
+
+def _flip_in_batch(path, batch: int, batch_bytes: int, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[batch * batch_bytes + at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_leader_epoch_byte_cuts_the_log_at_that_batch(tmp_path, loaded, caplog):
+    config = small_config(segment_bytes=1 << 20)
+    write_log(tmp_path, config, 6, close=False)
+    last = tmp_path / log_files(tmp_path)[-1]
+    batch_bytes = last.stat().st_size // 6
+    _flip_in_batch(last, 3, batch_bytes, LEADER_EPOCH_BYTE)
+    result = loaded(tmp_path, config)
+    assert (result.truncated_at, result.truncated_bytes) == (3, 3 * batch_bytes)
+    assert result.epochs.entries() == [(0, 0), (1, 2)]
+    assert "leader epoch" in caplog.text
+
+
+def test_a_flipped_base_offset_byte_cuts_the_log_at_that_batch(tmp_path, loaded, caplog):
+    config = small_config(segment_bytes=1 << 20)
+    write_log(tmp_path, config, 6, close=False)
+    last = tmp_path / log_files(tmp_path)[-1]
+    batch_bytes = last.stat().st_size // 6
+    _flip_in_batch(last, 5, batch_bytes, BASE_OFFSET_BYTE)  # the last batch: nothing follows
+    result = loaded(tmp_path, config)
+    assert (result.truncated_at, result.truncated_bytes) == (5, batch_bytes)
+    assert result.log_end_offset == 5
+    assert "base offset" in caplog.text
+
+
+def test_a_flushed_segment_that_fails_its_checks_is_cut_and_the_later_ones_go(tmp_path, loaded):
+    """A segment below the recovery point is trusted, but when its tail does not check out
+    it is recovered, and a cut there must delete the segments after it, as any cut does:
+    otherwise the log has a gap (offsets missing in the middle)."""
+    config = small_config(segment_bytes=400)
+    bases = write_log(tmp_path, config, 12, close=True)
+    assert len(bases) >= 3
+    first = tmp_path / f"{bases[0]:020d}.log"
+    size = first.stat().st_size
+    os.truncate(first, size - 10)  # the last batch's header is still whole; its body is not
+    result = loaded(tmp_path, config)
+    assert result.truncated_at is not None and result.truncated_at < bases[1]
+    assert result.deleted_segments == tuple(bases[1:])
+    assert [s.base_offset for s in result.segments] == bases[:1]
+    assert result.log_end_offset == result.truncated_at

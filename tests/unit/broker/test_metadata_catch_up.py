@@ -1,0 +1,97 @@
+"""A starting broker acts on metadata only once it has caught up to its own registration.
+
+Found by the fault harness (torn-tail, seed 41): a broker restarted with a Raft journal
+replayed it image by image and acted on each one: "leader at epoch 0", then 2, 4 and 6 for
+partitions it had lost long before, writing each epoch into its epoch cache and opening group
+coordinators another broker held. Kafka's brokers publish metadata only after their initial
+catch-up; so does the ReplicaManager now, and it skips the images queued meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+from raftka.broker.controller_client import ChannelPool
+from raftka.broker.log.checkpoint import EPOCH_CHECKPOINT_FILE
+from raftka.broker.log_writer import LogWriter
+from raftka.broker.purgatory import Purgatory
+from raftka.broker.replica_manager import ReplicaManager, ReplicaManagerSettings
+from raftka.broker.replication.fetcher import FetcherManager
+from raftka.cluster import records
+from raftka.cluster.image import MetadataImage
+from tests.unit.cluster.helpers import apply_records, image_with_brokers
+
+ME = 1
+TOPIC_ID = "t-id"
+
+
+def history() -> list[MetadataImage]:
+    """Leadership of t-0 moves 1 -> 2 -> 1 -> 2 -> 1, then broker 1 registers again."""
+    image = image_with_brokers(1, 2)
+    images = [apply_records(image, [
+        records.topic("t", TOPIC_ID, {}),
+        records.partition(TOPIC_ID, 0, [1, 2], [1, 2], leader=1),
+    ])]
+    for leader in (2, 1, 2, 1):
+        images.append(apply_records(images[-1], [records.partition_change(TOPIC_ID, 0,
+                                                                          leader=leader)]))
+    images.append(apply_records(images[-1], [
+        records.register_broker(ME, "inc-new", "127.0.0.1", 9001, 0, voter=True, pid=7,
+                                fenced=True),
+    ]))
+    return images
+
+
+def manager(log_dir: Path) -> ReplicaManager:
+    clock = lambda: 1_700_000_000_000  # noqa: E731
+    writer, purgatory = LogWriter(), Purgatory()
+    fetchers = FetcherManager(ME, ChannelPool(), lambda _b: None, writer.run, clock,
+                              lambda: -1, purgatory.notify)
+    return ReplicaManager(
+        ReplicaManagerSettings(broker_id=ME, log_dir=str(log_dir), topic_config_defaults={}),
+        clock, writer, purgatory, fetchers,
+    )
+
+
+def run_history(log_dir: Path, register_at: int | None, wait_s: float = 5.0) -> ReplicaManager:
+    async def main() -> ReplicaManager:
+        replicas = manager(log_dir)
+        replicas.start()
+        images = history()
+        previous = MetadataImage()
+        for image in images:  # as a journal replay publishes them: back to back
+            replicas.on_metadata(previous, image)
+            previous = image
+        if register_at is not None:
+            replicas.on_registered(register_at)
+        await replicas.wait_for_metadata(lambda i: i.offset >= images[-1].offset, wait_s)
+        await asyncio.sleep(0.05)
+        await replicas.close()
+        return replicas
+
+    return asyncio.run(main())
+
+
+def test_nothing_is_applied_before_the_broker_has_registered(tmp_path):
+    replicas = run_history(tmp_path, register_at=None, wait_s=0.3)
+    assert not replicas.caught_up
+    assert replicas.applied_offset == 0
+    assert replicas.partitions == {}
+    assert not (tmp_path / "t-0").exists()
+
+
+def test_a_replayed_history_is_applied_once_at_the_registration(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="raftka.broker")
+    images = history()
+    replicas = run_history(tmp_path, register_at=images[-1].offset)
+    assert replicas.caught_up
+    assert replicas.applied_offset == images[-1].offset
+    final = images[-1].topics["t"].partitions[0]
+    assert (final.leader, final.leader_epoch) == (ME, 4)
+    claims = [r.getMessage() for r in caplog.records if "leader at epoch" in r.getMessage()]
+    assert claims == ["t-0: leader at epoch 4 (ISR [1, 2])"]
+    stored = json.loads((tmp_path / "t-0" / EPOCH_CHECKPOINT_FILE).read_text())
+    assert stored == {"entries": [[4, 0]]}
