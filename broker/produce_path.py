@@ -116,7 +116,7 @@ class ProducePath:
             topic = self._replicas.image.topics.get(item.topic)
             if topic is not None and topic.internal and not internal:
                 raise InvalidTopicError(f"'{item.topic}' is internal; clients cannot write it")
-            await self._ensure_topic(item.topic)
+            await self._ensure_topic(item.topic, item.partition)
             partition = self._replicas.leader_partition(TopicPartition(item.topic, item.partition))
             problem = self._lease_problem()
             if problem is not None:
@@ -140,9 +140,11 @@ class ProducePath:
             reply.base_offset = -1
         return reply
 
-    async def _ensure_topic(self, topic: str) -> None:
+    async def _ensure_topic(self, topic: str, partition: int) -> None:
         if topic in self._replicas.image.topics:
             return
+        if not self._replicas.caught_up:
+            raise self._replicas.catching_up_error(TopicPartition(topic, partition))
         if self._auto_create is None:
             raise UnknownTopicOrPartitionError(
                 f"topic '{topic}' does not exist and auto.create.topics.enable is false"

@@ -258,6 +258,8 @@ class ReplicaManager:
         the error a client can act on (unknown, no leader, or who the leader is)."""
         partition = self.partitions.get(tp)
         if partition is None:
+            if not self.caught_up:
+                raise self.catching_up_error(tp)
             registration = self.image.partition(tp.topic, tp.partition)
             if registration is None:
                 raise UnknownTopicOrPartitionError(f"unknown topic or partition {tp}")
@@ -270,6 +272,17 @@ class ReplicaManager:
             )
         partition.check_leader(epoch)
         return partition
+
+    def catching_up_error(self, tp: TopicPartition) -> NotLeaderError:
+        """What a starting broker answers for a partition it does not host yet: retriable
+        (clients refresh their metadata and ask the leader), never "unknown topic", which
+        it cannot know yet and which some clients give up on."""
+        return NotLeaderError(
+            f"broker {self.broker_id} is starting and catching up on cluster metadata; "
+            f"ask the leader of {tp}",
+            NO_LEADER,
+            NO_EPOCH,
+        )
 
     # ------------------------------------------------------------------------ maintenance
     async def run_maintenance(self, retention: bool) -> None:

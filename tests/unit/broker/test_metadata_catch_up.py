@@ -14,9 +14,13 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
+
 from raftka.broker.controller_client import ChannelPool
+from raftka.broker.errors import NotLeaderError
 from raftka.broker.log.checkpoint import EPOCH_CHECKPOINT_FILE
 from raftka.broker.log_writer import LogWriter
+from raftka.broker.partition import TopicPartition
 from raftka.broker.purgatory import Purgatory
 from raftka.broker.replica_manager import ReplicaManager, ReplicaManagerSettings
 from raftka.broker.replication.fetcher import FetcherManager
@@ -95,3 +99,11 @@ def test_a_replayed_history_is_applied_once_at_the_registration(tmp_path, caplog
     assert claims == ["t-0: leader at epoch 4 (ISR [1, 2])"]
     stored = json.loads((tmp_path / "t-0" / EPOCH_CHECKPOINT_FILE).read_text())
     assert stored == {"entries": [[4, 0]]}
+
+
+def test_a_broker_still_catching_up_answers_not_leader_never_unknown_topic(tmp_path):
+    """Seen when the gate first ran under the fault harness: raftka producers failed 169
+    writes with UNKNOWN_TOPIC_OR_PARTITION from a broker that had just restarted."""
+    replicas = run_history(tmp_path, register_at=None, wait_s=0.1)
+    with pytest.raises(NotLeaderError, match="catching up on cluster metadata"):
+        replicas.leader_partition(TopicPartition("t", 0))
