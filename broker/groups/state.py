@@ -17,11 +17,11 @@ How it works (Kafka's KIP-848 consumer protocol, simplified):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from raftka.broker.groups.assignors import ASSIGNORS, assign
+from raftka.broker.groups.topic_regex import TopicRegexError, compile_topic_regex, matching_topics
 
 TopicPartition = tuple[str, int]
 JOIN_EPOCH = 0
@@ -97,10 +97,7 @@ class ConsumerGroup:
 
     def subscribed_topics(self, member: Member, all_topics: Iterable[str]) -> frozenset[str]:
         if member.subscribed_regex:
-            pattern = re.compile(member.subscribed_regex)
-            return (
-                frozenset(t for t in all_topics if pattern.fullmatch(t)) | member.subscribed_topics
-            )
+            return matching_topics(member.subscribed_regex, all_topics) | member.subscribed_topics
         return member.subscribed_topics
 
     # -------------------------------------------------------------------- heartbeats
@@ -132,12 +129,11 @@ class ConsumerGroup:
             # Checked before anything changes: a member kept with a bad regex would make
             # every later heartbeat of every member fail (the target covers all members).
             try:
-                re.compile(subscribed_regex)
-            except (re.error, OverflowError, RecursionError) as exc:
+                compile_topic_regex(subscribed_regex)
+            except TopicRegexError as exc:
                 raise GroupError(
                     "INVALID_REQUEST",
-                    f"subscribed_topic_regex {subscribed_regex[:100]!r} is not a valid "
-                    f"regular expression: {exc}",
+                    f"subscribed_topic_regex {subscribed_regex[:100]!r} {exc}",
                 ) from None
         joining = member_epoch == JOIN_EPOCH and (
             not member_id or member_id not in self.members or self.members[member_id].epoch > 0
