@@ -44,6 +44,7 @@ PURE_MODULES = {
     "raftka.broker.groups.classic",
     "raftka.broker.groups.offsets_log",
     "raftka.broker.groups.state",
+    "raftka.broker.groups.topic_regex",
     "raftka.client.accumulator",
     "raftka.client.subscription",
     "raftka.client.partitioner",
