@@ -29,10 +29,16 @@ def _endpoint(image: MetadataImage, broker_id: int, listener: str) -> common_pb2
 def metadata_response(
     image: MetadataImage, topics: list[str], controller_id: int | None,
     listener: str = DEFAULT_LISTENER, not_leading: int | None = None,
+    catching_up: bool = False,
 ) -> broker_pb2.MetadataResponse:
     """`not_leading`: this broker's id while it is fenced (e.g. just restarted, not yet
     registered): its image may be old, so partitions it shows itself leading are answered as
-    LEADER_NOT_AVAILABLE (clients ask again, or ask another broker) instead."""
+    LEADER_NOT_AVAILABLE (clients ask again, or ask another broker) instead.
+
+    `catching_up`: this broker has not applied the metadata holding its registration yet, so
+    a topic missing from `image` may well exist: it is answered LEADER_NOT_AVAILABLE too, not
+    UNKNOWN_TOPIC_OR_PARTITION, on which librdkafka fails every queued message (seen in the
+    fault harness: 28 confluent-kafka writes failed "Local: Unknown topic" after a restart)."""
     response = broker_pb2.MetadataResponse(
         cluster_id=image.cluster_id,
         controller_id=controller_id if controller_id is not None else -1,
@@ -49,6 +55,10 @@ def metadata_response(
                 validate_topic_name(name)
             except InvalidTopicNameError as exc:
                 item.error_code, item.error_message = Code.INVALID_TOPIC_EXCEPTION, str(exc)
+                continue
+            if catching_up:
+                item.error_code = Code.LEADER_NOT_AVAILABLE
+                item.error_message = "this broker is starting: catching up on cluster metadata"
                 continue
             item.error_code = Code.UNKNOWN_TOPIC_OR_PARTITION
             item.error_message = f"topic '{name}' does not exist"

@@ -97,7 +97,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             await core.topics.auto_create_missing(request.topics)  # errors: per topic below
         return metadata_view.metadata_response(
             core.metadata_image, list(request.topics), core.controller_id(), self._listener,
-            core.not_leading,
+            core.not_leading, catching_up=not core.caught_up,
         )
 
 

@@ -63,18 +63,19 @@ async def metadata(core: BrokerCore, request: Request) -> dict[str, Any]:
         "throttle_time": 0, "brokers": kafka_brokers(image, request.listener),
         "cluster_id": image.cluster_id,
         "controller_id": controller if controller is not None else -1,
-        "topics": [_topic_metadata(image, name, core.not_leading) for name in names],
+        "topics": [_topic_metadata(image, name, core.not_leading, not core.caught_up)
+                   for name in names],
     }
 
 
-def _topic_metadata(image: MetadataImage, name: str, not_leading: int | None
-                    ) -> dict[str, Any]:
-    """`not_leading`: see metadata_view.metadata_response."""
+def _topic_metadata(image: MetadataImage, name: str, not_leading: int | None,
+                    catching_up: bool = False) -> dict[str, Any]:
+    """`not_leading`, `catching_up`: see metadata_view.metadata_response."""
     topic = image.topics.get(name)
     if topic is None:
         try:
             validate_topic_name(name)
-            code = Code.UNKNOWN_TOPIC_OR_PARTITION
+            code = Code.LEADER_NOT_AVAILABLE if catching_up else Code.UNKNOWN_TOPIC_OR_PARTITION
         except InvalidTopicNameError:
             code = Code.INVALID_TOPIC_EXCEPTION
         return {"error_code": code, "name": name, "topic_id": uuid.UUID(int=0),

@@ -107,3 +107,19 @@ def test_a_broker_still_catching_up_answers_not_leader_never_unknown_topic(tmp_p
     replicas = run_history(tmp_path, register_at=None, wait_s=0.1)
     with pytest.raises(NotLeaderError, match="catching up on cluster metadata"):
         replicas.leader_partition(TopicPartition("t", 0))
+
+
+def test_a_topic_a_starting_broker_does_not_know_yet_is_not_answered_unknown():
+    """librdkafka fails every queued message of a topic a Metadata answer calls unknown
+    (the fault harness saw 28 confluent-kafka writes fail after a broker restarted)."""
+    from raftka.broker import metadata_view
+    from raftka.broker.errors import Code
+    from raftka.broker.kafka.admin_handlers import _topic_metadata
+
+    empty = MetadataImage()
+    starting = metadata_view.metadata_response(empty, ["orders"], None, catching_up=True)
+    assert starting.topics[0].error_code == Code.LEADER_NOT_AVAILABLE
+    settled = metadata_view.metadata_response(empty, ["orders"], None)
+    assert settled.topics[0].error_code == Code.UNKNOWN_TOPIC_OR_PARTITION
+    assert _topic_metadata(empty, "orders", None, True)["error_code"] == Code.LEADER_NOT_AVAILABLE
+    assert _topic_metadata(empty, "orders", None)["error_code"] == Code.UNKNOWN_TOPIC_OR_PARTITION
