@@ -15,6 +15,11 @@ isolate-controller  the same for the controller (the Raft leader of the metadata
 cut-one-way         packets from A to B dropped, B to A still delivered; A is the controller
                     or the leader of a random partition, B another broker.
 link-down           the broker's only interface down: cut from brokers and clients alike.
+torn-tail           kill -9 a partition's leader, cut up to 4 KiB off its active segment or
+                    flip one byte in that tail (a torn write, a bad sector), restart at once.
+power-loss          kill -9 a broker and lose what it had not fsynced, in every partition
+                    (tests/faults/disk_damage.py: a random part of each log after its
+                    recovery point, torn mid-batch, and any newer segment file), restart.
 
 In the partition faults the clients (the root namespace) still reach every broker: a
 cut-off leader keeps being offered writes, which it must not acknowledge.
@@ -42,6 +47,7 @@ from dataclasses import dataclass
 
 from raftka import Admin
 from tests.faults.cluster import NamespacedCluster
+from tests.faults.disk_damage import power_cut_broker
 from tests.faults.history import FaultEvent, History
 from tests.faults.netns import FaultNetwork
 from tests.harness import wait_for
@@ -61,7 +67,7 @@ KINDS = (
 )
 # Opt-in (--kinds): found a duplicated acked write and a diverged replica on its first run
 # (seed 41; see the closing note of this stop); on by default once that is fixed.
-EXTRA_KINDS = ("torn-tail",)
+EXTRA_KINDS = ("torn-tail", "power-loss")
 ALL_KINDS = KINDS + EXTRA_KINDS
 PARTITION_KINDS = ("partition-halves", "isolate-leader", "isolate-controller", "cut-one-way",
                    "link-down")
@@ -171,6 +177,7 @@ class Nemesis:
             "cut-one-way": self._cut_one_way,
             "link-down": self._link_down,
             "torn-tail": self._torn_tail,
+            "power-loss": self._power_loss,
         }[kind]
         journal_start = len(self.network.journal)
         targets, description, commands, heal = inject()
@@ -234,6 +241,24 @@ class Nemesis:
         broker.start()
         description = f"kill -9 broker {target}{role}, {damage}, restarted at once"
         return [target], description, [f"kill -KILL {pid}", damage], lambda: []
+
+    def _power_loss(self) -> tuple[list[int], str, list[str], Callable[[], list[str]]]:
+        """kill -9 a broker (a leader when one is known) and take from its disk what a power
+        cut would (disk_damage.power_cut_broker), then restart it at once."""
+        target = self._leader_of(self.rng.randrange(self.partitions))
+        if target is None:
+            target = self.rng.choice(self.broker_ids)
+        broker = self.cluster.brokers[target]
+        pid, role = broker.pid, self._role(target)
+        broker.kill()
+        cuts = power_cut_broker(broker.data_dir / "logs", self.rng)
+        lost = [c for c in cuts if c.bytes_lost]
+        broker.start()
+        description = (f"kill -9 broker {target}{role}, power loss: {len(lost)} of {len(cuts)} "
+                       f"partitions lost {sum(c.bytes_lost for c in lost)} unsynced bytes, "
+                       f"restarted at once")
+        return [target], description, [f"kill -KILL {pid}", *(c.describe() for c in lost)], \
+            lambda: []
 
     def _pause(self) -> tuple[list[int], str, list[str], Callable[[], list[str]]]:
         target = self.rng.choice(self.broker_ids)
