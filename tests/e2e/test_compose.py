@@ -31,6 +31,7 @@ from tests.e2e.engine import (
     ComposeProject,
     DockerEngine,
     busy_ports,
+    compose_command,
     docker,
     ensure_base_image,
     host_pip_settings,
@@ -72,32 +73,40 @@ def record_figure(name: str, value: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
+def engine(tmp_path_factory: pytest.TempPathFactory, suite_notes: list[str]
+           ) -> Iterator[DockerEngine]:
     engine = DockerEngine(tmp_path_factory.mktemp("docker"))
     try:
         reason = engine.start()
         if reason is not None:
             pytest.skip(reason)
+        how = ("already running" if engine.process is None else
+               f"started dockerd (pid {engine.process.pid}), stopped at the end")
+        compose = " ".join(compose_command() or [])
+        suite_notes.append(f"tests/e2e: Docker engine {how}; compose: {compose}")
         yield engine
     finally:
         engine.stop()
 
 
 @pytest.fixture(scope="module")
-def image(engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> str:
+def image(engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory,
+          suite_notes: list[str]) -> str:
     """The project image, built by compose from deploy/Dockerfile on a local base image,
     with the host's pip index settings as build args."""
     work = tmp_path_factory.mktemp("build")
     base, how = ensure_base_image(work / "base-image.log")
     if base is None:
         pytest.skip(how)
-    settings = {"RAFTKA_BASE_IMAGE": base, "RAFTKA_IMAGE": IMAGE,
-                **host_pip_settings(sys.executable)}
+    pip_settings = host_pip_settings(sys.executable)
+    settings = {"RAFTKA_BASE_IMAGE": base, "RAFTKA_IMAGE": IMAGE, **pip_settings}
     builder = ComposeProject("raftka-e2e-build", settings, work / "compose.log")
     started = time.monotonic()
     builder.run("build", timeout_s=BUILD_TIMEOUT_S)
-    record_figure("image_build_s", time.monotonic() - started)
-    print(f"e2e: base image {how}; {IMAGE} built with build args {sorted(settings)}")
+    build_s = time.monotonic() - started
+    record_figure("image_build_s", build_s)
+    suite_notes.append(f"tests/e2e: base image {how}; {IMAGE} built by compose in "
+                       f"{build_s:.1f}s (pip build args: {sorted(pip_settings) or 'none'})")
     # the previous build's image, untagged now (only raftka's: the Dockerfile labels it)
     docker("image", "prune", "--force", "--filter", "label=org.opencontainers.image.title=raftka")
     return IMAGE
@@ -229,8 +238,8 @@ def test_a_killed_leader_container_loses_no_acknowledged_record(cluster: Compose
         led = {p for p, leader in leaders(topic).items() if leader == victim}
         container = cluster.container(f"raftka-{victim}")
         fault = history.start_fault("kill", [victim], f"docker kill raftka-{victim}")
+        docker("kill", container)  # SIGKILL; returns once it is delivered
         killed_at = history.now()
-        docker("kill", container)
         fault.commands.append(f"docker kill {container}")
 
         # a client given every broker still starts with the first one down
