@@ -169,6 +169,18 @@ def kafka_read(topics: list[str], group: str, count: int, timeout_s: float = 60)
     return values
 
 
+def test_the_image_runs_as_its_own_user_and_keeps_no_build_settings(image: str):
+    config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", image).stdout)
+    assert config["User"] == "10001:10001" and config["Healthcheck"]["Test"][0] == "CMD"
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
+    assert "PIP_" not in history and "PIP_" not in " ".join(config["Env"])
+    # the broker's user cannot change the installed code; the data directory is its own
+    probe = docker("run", "--rm", "--entrypoint", "sh", image, "-c",
+                   "id -u; touch /opt/raftka/venv/probe 2>/dev/null && echo code-writable; "
+                   "touch /var/lib/raftka/probe && echo data-writable")
+    assert probe.stdout.split() == ["10001", "data-writable"], probe.stdout + probe.stderr
+
+
 def test_host_clients_use_the_external_listeners(cluster: ComposeProject):
     for service in BROKERS:
         published = cluster.published(service)
