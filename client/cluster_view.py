@@ -9,6 +9,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+# The first process of a PID namespace: a broker in a container (see snapshot_from).
+CONTAINER_INIT_PID = 1
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerView:
@@ -73,14 +76,16 @@ def snapshot_from(
     cluster: Any, metadata: Any, local_pids: dict[int, int | None] | None
 ) -> ClusterSnapshot:
     """From DescribeClusterResponse + MetadataResponse. `local_pids`: PIDs of brokers running
-    on this machine (None: not running); without it, the PIDs brokers registered with."""
+    on this machine (None: not running); without it, the PIDs brokers registered with, except
+    PID 1: a broker that is PID 1 runs in a container's own PID namespace (the image's
+    entrypoint execs it), where its PID says nothing to anyone outside."""
     brokers = []
     for status in cluster.brokers:
         broker_id = status.endpoint.broker_id
         if local_pids is not None:
             pid = local_pids.get(broker_id)
         else:
-            pid = status.pid if status.pid and not status.fenced else None
+            pid = status.pid if status.pid > CONTAINER_INIT_PID and not status.fenced else None
         brokers.append(
             BrokerView(
                 broker_id,

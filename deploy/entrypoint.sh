@@ -2,6 +2,10 @@
 # Start one broker from environment variables (docker compose, Kubernetes).
 #   RAFTKA_ID         broker id; default: the StatefulSet ordinal of $HOSTNAME plus one
 #   RAFTKA_VOTERS     Raft voters, "1@host:9091,2@host:9091,3@host:9091" (required for >1 node)
+#   RAFTKA_VOTER_COUNT  instead of RAFTKA_VOTERS in a StatefulSet: N voters, pods <name>-0 ..
+#                     <name>-(N-1) as brokers 1..N, each at its pod name plus the domain this
+#                     broker's advertised name adds to its own ($HOSTNAME raftka-2 advertised
+#                     as raftka-2.raftka: voters 1@raftka-0.raftka:9091,2@raftka-1.raftka:9091,...)
 #   RAFTKA_ADVERTISED host name other brokers and clients use; default: $HOSTNAME
 #   RAFTKA_DATA_DIR   default /var/lib/raftka
 #   RAFTKA_SETTINGS   extra "key=value key=value" broker settings (Kafka names allowed)
@@ -29,6 +33,27 @@ if [ -z "${RAFTKA_ID:-}" ]; then
   RAFTKA_ID=$((ordinal + 1))
 fi
 host="${RAFTKA_ADVERTISED:-$HOSTNAME}"
+if [ -z "${RAFTKA_VOTERS:-}" ] && [ -n "${RAFTKA_VOTER_COUNT:-}" ]; then
+  case "$RAFTKA_VOTER_COUNT" in ''|*[!0-9]*|0)
+    echo "raftka: RAFTKA_VOTER_COUNT must be a positive number, not '$RAFTKA_VOTER_COUNT'" >&2
+    exit 2 ;;
+  esac
+  case "$HOSTNAME" in *-*) ;; *)
+    echo "raftka: RAFTKA_VOTER_COUNT needs HOSTNAME=<name>-<ordinal>, not $HOSTNAME" >&2
+    exit 2 ;;
+  esac
+  case "$host" in "$HOSTNAME"|"$HOSTNAME".*) ;; *)
+    echo "raftka: with RAFTKA_VOTER_COUNT the advertised name must be HOSTNAME or" \
+      "HOSTNAME.<domain> (HOSTNAME=$HOSTNAME, advertised $host)" >&2
+    exit 2 ;;
+  esac
+  domain="${host#"$HOSTNAME"}"
+  i=0
+  while [ "$i" -lt "$RAFTKA_VOTER_COUNT" ]; do
+    RAFTKA_VOTERS="${RAFTKA_VOTERS:+$RAFTKA_VOTERS,}$((i + 1))@${HOSTNAME%-*}-$i$domain:9091"
+    i=$((i + 1))
+  done
+fi
 set -- raftka broker --id "$RAFTKA_ID" --data-dir "${RAFTKA_DATA_DIR:-/var/lib/raftka}" \
   --listen 0.0.0.0:9090 --advertised-host "$host" --raft-listen "$host:9091" \
   --raft-bind "${RAFTKA_RAFT_BIND:-0.0.0.0:9091}" "$@"

@@ -9,6 +9,17 @@ import pytest
 
 from tests.harness import LocalCluster
 
+# Lines a suite wants in the "suites" summary (how its prerequisites were met, say).
+SUITE_NOTES = pytest.StashKey[list[str]]()
+# The suite whose running or skipping CI must say in so many words.
+COMPOSE_SUITE = "tests/e2e"
+
+
+@pytest.fixture(scope="session")
+def suite_notes(pytestconfig: pytest.Config) -> list[str]:
+    """Append a line here to have it printed in the closing "suites" section."""
+    return pytestconfig.stash.setdefault(SUITE_NOTES, [])
+
 
 @pytest.fixture
 def cluster_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator:
@@ -69,3 +80,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"{suite:28} {counts}")
         for reason in sorted(reasons.get(suite, ())):
             terminalreporter.write_line(f"{'':28}   skipped: {reason}")
+    for note in terminalreporter.config.stash.get(SUITE_NOTES, []):
+        terminalreporter.write_line(note)
+    if COMPOSE_SUITE in suites:
+        terminalreporter.write_line(compose_verdict(suites[COMPOSE_SUITE], reasons))
+
+
+def compose_verdict(counts: dict[str, int], reasons: dict[str, set[str]]) -> str:
+    """One line: did the compose end-to-end suite (a real Docker engine) run, and how."""
+    ran = sum(n for kind, n in counts.items() if kind != "skipped")
+    tally = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+    if ran == 0:
+        why = "; ".join(sorted(reasons.get(COMPOSE_SUITE, ()))) or "no reason given"
+        return f"compose end-to-end suite: NOT RUN ({tally}): {why}"
+    return f"compose end-to-end suite: RAN against a real Docker engine ({tally})"

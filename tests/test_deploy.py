@@ -1,14 +1,29 @@
-"""The container entrypoint turns environment variables into the right broker flags."""
+"""The deploy/ files, checked without an engine or a cluster: the entrypoint turns environment
+variables into the right broker flags; the Kubernetes manifests match the Kubernetes API's
+schemas (kubernetes-validate, offline) and agree with each other and with the image; the
+compose file and the Dockerfile keep the promises deploy/README.md makes. tests/e2e runs the
+compose file for real; nothing here applies the manifests to a Kubernetes cluster."""
 
 from __future__ import annotations
 
+import copy
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-ENTRYPOINT = Path(__file__).resolve().parents[1] / "deploy" / "entrypoint.sh"
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+ENTRYPOINT = DEPLOY / "entrypoint.sh"
+MANIFESTS = DEPLOY / "k8s" / "raftka.yaml"
+COMPOSE = DEPLOY / "docker-compose.yml"
+DOCKERFILE = DEPLOY / "Dockerfile"
+# The oldest Kubernetes with gRPC probes on by default, and the newest the validator knows.
+KUBERNETES_VERSIONS = ("1.27.0", "latest")
+NOT_INSTALLED = "{} is not installed (`pip install -e '.[dev]'` brings it)"
 
 
 def run_entrypoint(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -50,13 +65,35 @@ def test_an_id_that_cannot_be_derived_is_a_clear_error(tmp_path, hostname):
     assert result.returncode == 2 and "set RAFTKA_ID" in result.stderr
 
 
-def test_compose_and_k8s_files_name_three_voters():
-    deploy = ENTRYPOINT.parent
-    compose = (deploy / "docker-compose.yml").read_text()
-    assert "1@raftka-1:9091,2@raftka-2:9091,3@raftka-3:9091" in compose
-    k8s = (deploy / "k8s" / "raftka.yaml").read_text()
-    assert "1@raftka-0.raftka:9091,2@raftka-1.raftka:9091,3@raftka-2.raftka:9091" in k8s
-    assert "replicas: 3" in k8s
+def test_compose_file_names_three_voters():
+    assert "1@raftka-1:9091,2@raftka-2:9091,3@raftka-3:9091" in COMPOSE.read_text()
+
+
+def test_voters_derived_from_the_statefulset_ordinal_and_domain(tmp_path):
+    result = run_entrypoint(tmp_path, {"HOSTNAME": "raftka-1", "RAFTKA_VOTER_COUNT": "3",
+                                       "RAFTKA_ADVERTISED": "raftka-1.raftka.prod.svc"})
+    assert result.returncode == 0, result.stderr
+    assert ("--voters 1@raftka-0.raftka.prod.svc:9091,2@raftka-1.raftka.prod.svc:9091,"
+            "3@raftka-2.raftka.prod.svc:9091") in " ".join(result.stdout.split("\n"))
+    # an explicit list wins
+    result = run_entrypoint(tmp_path, {"HOSTNAME": "raftka-1", "RAFTKA_VOTER_COUNT": "3",
+                                       "RAFTKA_VOTERS": "1@a:9091"})
+    assert "--voters 1@a:9091" in " ".join(result.stdout.split("\n"))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HOSTNAME": "raftka-1", "RAFTKA_VOTER_COUNT": "three"}, "positive number"),
+        ({"HOSTNAME": "raftka-1", "RAFTKA_VOTER_COUNT": "0"}, "positive number"),
+        ({"HOSTNAME": "broker", "RAFTKA_ID": "1", "RAFTKA_VOTER_COUNT": "3"}, "<name>-<ordinal>"),
+        ({"HOSTNAME": "raftka-1", "RAFTKA_VOTER_COUNT": "3", "RAFTKA_ADVERTISED": "other.raftka"},
+         "advertised name"),
+    ],
+)
+def test_voters_that_cannot_be_derived_are_a_clear_error(tmp_path, env, message):
+    result = run_entrypoint(tmp_path, env)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def test_containers_bind_raft_as_told_and_share_a_secret(tmp_path):
@@ -71,9 +108,145 @@ def test_containers_bind_raft_as_told_and_share_a_secret(tmp_path):
         env={"PATH": f"{tmp_path}:{os.environ['PATH']}"},
     )
     assert out.stdout.split("\n")[:3] == ["cluster", "secret", str(tmp_path / "s")]
-    deploy = ENTRYPOINT.parent
-    compose = (deploy / "docker-compose.yml").read_text()
+    compose = COMPOSE.read_text()
     assert "RAFTKA_CLUSTER_SECRET_FILE: /run/raftka/cluster.secret" in compose
     assert 'command: ["make-secret", "/run/raftka/cluster.secret"]' in compose
-    k8s = (deploy / "k8s" / "raftka.yaml").read_text()
-    assert "secretKeyRef: { name: raftka-cluster-secret, key: secret }" in k8s
+    assert "secretKeyRef: { name: raftka-cluster-secret, key: secret }" in MANIFESTS.read_text()
+
+
+# ------------------------------------------------------------------------------- Kubernetes
+def manifests() -> dict[str, dict[str, Any]]:
+    yaml = pytest.importorskip("yaml", reason=NOT_INSTALLED.format("PyYAML"))
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(MANIFESTS.read_text()) if doc}
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_kubernetes_manifests_match_the_api_schemas(version):
+    validator = pytest.importorskip(
+        "kubernetes_validate", reason=NOT_INSTALLED.format("kubernetes-validate"))
+    docs = manifests()
+    assert set(docs) == {"ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget"}
+    wanted = validator.latest_version() if version == "latest" else version
+    for doc in docs.values():
+        validator.validate(doc, wanted, strict=True)  # strict: no unknown fields either
+    # the validator can fail: a misspelt field and a wrongly typed one are caught
+    broken = copy.deepcopy(docs["StatefulSet"])
+    broken["spec"]["replica"] = 3
+    with pytest.raises(validator.ValidationError):
+        validator.validate(broken, wanted, strict=True)
+    broken = copy.deepcopy(docs["StatefulSet"])
+    broken["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "grpc"
+    with pytest.raises(validator.ValidationError):
+        validator.validate(broken, wanted, strict=True)
+
+
+def test_kubernetes_manifests_agree_with_each_other_and_the_image():
+    docs = manifests()
+    service, stateful, budget = docs["Service"], docs["StatefulSet"], docs["PodDisruptionBudget"]
+    config = docs["ConfigMap"]["data"]
+    labels = stateful["spec"]["template"]["metadata"]["labels"]
+    for selector in (service["spec"]["selector"], stateful["spec"]["selector"]["matchLabels"],
+                     budget["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= labels.items()
+    assert service["spec"]["clusterIP"] == "None"  # headless: a DNS name per pod
+    assert stateful["spec"]["serviceName"] == service["metadata"]["name"]
+    assert int(config["RAFTKA_VOTER_COUNT"]) == stateful["spec"]["replicas"]
+    assert budget["spec"]["maxUnavailable"] == 1  # two of three voters keep the quorum
+    pod = stateful["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    uid = re.search(r"useradd .*--uid (\d+)", DOCKERFILE.read_text())
+    assert uid and pod["securityContext"]["runAsUser"] == int(uid.group(1))
+    assert pod["securityContext"]["fsGroup"] == int(uid.group(1))  # the volume is writable
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == ports
+    assert container["readinessProbe"]["grpc"]["port"] == ports["grpc"]
+    assert container["volumeMounts"][0]["mountPath"] == "/var/lib/raftka"
+
+
+def pod_environment(ordinal: int) -> dict[str, str]:
+    """What the kubelet gives pod raftka-N: the ConfigMap (envFrom), then env with $(VAR)
+    references expanded; the Secret's value stands in."""
+    docs = manifests()
+    (container,) = docs["StatefulSet"]["spec"]["template"]["spec"]["containers"]
+    name = f"{docs['StatefulSet']['metadata']['name']}-{ordinal}"
+    env = {"HOSTNAME": name, **docs["ConfigMap"]["data"]}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], item["value"])
+        elif item["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[item["name"]] = name
+        else:
+            env[item["name"]] = "secret-from-the-cluster"
+    return env
+
+
+def test_each_pod_of_the_statefulset_becomes_its_broker(tmp_path):
+    voters = "1@raftka-0.raftka:9091,2@raftka-1.raftka:9091,3@raftka-2.raftka:9091"
+    for ordinal in range(3):
+        result = run_entrypoint(tmp_path, pod_environment(ordinal))
+        assert result.returncode == 0, result.stderr
+        args = result.stdout.split("\n")
+        joined = " ".join(args)
+        assert args[:3] == ["broker", "--id", str(ordinal + 1)]
+        assert f"--advertised-host raftka-{ordinal}.raftka" in joined
+        assert f"--raft-listen raftka-{ordinal}.raftka:9091" in joined
+        assert f"--voters {voters}" in joined
+        assert "--set min.insync.replicas=2" in joined
+
+
+# ---------------------------------------------------------------------- compose, Dockerfile
+def compose_file() -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml", reason=NOT_INSTALLED.format("PyYAML"))
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_compose_publishes_on_loopback_and_advertises_what_it_publishes():
+    services = compose_file()["services"]
+    brokers = {name: s for name, s in services.items() if name != "raftka-secret"}
+    assert sorted(brokers) == ["raftka-1", "raftka-2", "raftka-3"]
+    for name, service in brokers.items():
+        published = {}
+        for port in service["ports"]:
+            address, host_port, container_port = port.rsplit(":", 2)
+            assert address == "${RAFTKA_PUBLISH_ADDRESS:-127.0.0.1}", f"{name}: {port}"
+            published[int(container_port)] = int(host_port)
+        env = service["environment"]
+        external = "${RAFTKA_EXTERNAL_HOST:-127.0.0.1}"
+        # EXTERNAL Kafka listener on 9094, EXTERNAL gRPC on 9095: told as the host ports
+        assert env["RAFTKA_KAFKA_ADVERTISED_LISTENERS"] == f"EXTERNAL://{external}:{published[9094]}"
+        assert env["RAFTKA_GRPC_ADVERTISED_LISTENERS"] == f"EXTERNAL://{external}:{published[9095]}"
+        assert "auto.create.topics.enable=true" in env["RAFTKA_SETTINGS"]
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_compose_v1_accepts_the_file():
+    result = subprocess.run(["docker-compose", "--file", str(COMPOSE), "config", "--quiet"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dockerfile_builds_from_a_chosen_base_as_a_non_root_user():
+    text = DOCKERFILE.read_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert lines[0] == "ARG BASE_IMAGE=python:3.11-slim"  # what users pull by default
+    assert [line for line in lines if line.startswith("FROM ")] == [
+        "FROM ${BASE_IMAGE} AS build", "FROM ${BASE_IMAGE}"]
+    final = text[text.rindex("FROM ${BASE_IMAGE}"):]
+    assert re.search(r"^USER 10001", final, re.M) and "HEALTHCHECK" in final
+    assert "PIP_INDEX_URL" not in final  # pip's settings stay in the build stage
+    # dependencies are installed before the sources are copied: a source change keeps them
+    build = text[:text.rindex("FROM ${BASE_IMAGE}")]
+    assert build.index("-r requirements.txt") < build.index("COPY broker")
+
+
+def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies():
+    ignore = (DEPLOY.parent / ".dockerignore").read_text().splitlines()
+    allowed = {line[1:] for line in ignore if line.startswith("!")}
+    assert "*" in ignore  # everything else (.git, .venv, node_modules, data) stays out
+    copied = set()
+    for match in re.finditer(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.M):
+        copied.update(match.group(1).split())
+    assert copied == allowed

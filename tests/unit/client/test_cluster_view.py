@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from raftka.client.cluster_view import BrokerView, ClusterSnapshot, PartitionView, diff, render
+from types import SimpleNamespace
+
+from raftka.client.cluster_view import (
+    BrokerView,
+    ClusterSnapshot,
+    PartitionView,
+    diff,
+    render,
+    snapshot_from,
+)
 
 
 def snapshot(controller=1, fenced=(), leader=1, isr=(1, 2, 3), topics=("orders",)):
@@ -58,3 +67,27 @@ def test_json_contract_has_the_documented_keys():
         "replicas",
         "isr",
     }
+
+
+def described(*pids: int, fenced: tuple[int, ...] = ()) -> SimpleNamespace:
+    """A DescribeClusterResponse's shape: brokers 1..N with the PIDs they registered."""
+    brokers = [
+        SimpleNamespace(
+            endpoint=SimpleNamespace(broker_id=i, host=f"raftka-{i}", port=9090),
+            fenced=i in fenced, voter=True, pid=pid,
+        )
+        for i, pid in enumerate(pids, start=1)
+    ]
+    return SimpleNamespace(cluster_id="cid", controller_id=1, metadata_offset=5, brokers=brokers)
+
+
+def test_brokers_in_containers_show_no_pid_not_pid_1():
+    # every broker of the compose cluster is PID 1 of its own container
+    view = snapshot_from(described(1, 1, 4242, fenced=(3,)), SimpleNamespace(topics=[]), None)
+    assert [b.pid for b in view.brokers] == [None, None, None]
+    assert [line.split()[-1] for line in render(view).splitlines()[3:6]] == ["-", "-", "-"]
+    view = snapshot_from(described(4242, 4343), SimpleNamespace(topics=[]), None)
+    assert [b.pid for b in view.brokers] == [4242, 4343]
+    # a local cluster's own PID files win over what the brokers registered
+    local = snapshot_from(described(1, 1), SimpleNamespace(topics=[]), {1: 77, 2: None})
+    assert [b.pid for b in local.brokers] == [77, None]
