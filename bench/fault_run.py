@@ -4,7 +4,8 @@
 
 Needs root and iproute2 (network namespaces; see tests/faults/netns.py). Brokers run in
 their own namespaces on 10.213.N.0/24, joined by a bridge; the producers (raftka acks=all,
-idempotent; --kafka-producers adds confluent_kafka ones) and a group consumer record a
+idempotent; --kafka-producers adds confluent_kafka ones) and two consumer groups (raftka
+KIP-848 members, --group-members; confluent_kafka classic members, --kafka-consumers) record a
 history; faults come one at a time in a seeded order (kill -9, SIGSTOP, partitions, one-way
 cuts, link down). Progress is printed every 10 s; at the end, a table of faults by kind and
 of the checker's counts (lost, duplicated, reordered, diverged, ... must all be 0), and with
@@ -42,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--producers", type=int, default=3, help="raftka producers")
     parser.add_argument("--kafka-producers", type=int, default=1,
                         help="confluent_kafka producers on the Kafka listeners")
+    parser.add_argument("--group-members", type=int, default=2,
+                        help="members of the raftka (KIP-848) consumer group")
+    parser.add_argument("--kafka-consumers", type=int, default=2,
+                        help="members of a classic Kafka consumer group (confluent_kafka)")
     parser.add_argument("--rate", type=float, default=60.0, help="values/s per producer")
     parser.add_argument("--acks", choices=("all", "1"), default="all",
                         help="producers' acks (1: a control run, where losses are expected)")
@@ -95,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         partitions=args.partitions,
         producers=args.producers,
         kafka_producers=args.kafka_producers,
+        group_members=args.group_members,
+        kafka_consumers=args.kafka_consumers,
         rate_per_producer=args.rate,
         consumer=not args.no_consumer,
         acks=args.acks,

@@ -17,10 +17,13 @@ diverged      replicas disagreeing about a partition's committed records: every 
               per partition whose majority disagrees with the final read or whose final
               read returned two values at one offset.
 unexpected    a value read that no producer ever sent.
-phantom_reads a record the group consumer received while the faults ran that is not in the
-              final log at that offset: it read something that was never committed.
+phantom_reads a record a group consumer received while the faults ran that is not in the
+              final log at that offset: it read something that was never committed (a
+              stale read: past what the cluster committed, from a deposed leader).
 lost_commits  a partition whose final committed group offset is below an acknowledged
               commit (checked only where no later commit asked for a lower offset).
+two_owners    a partition two members of one group held at once, with commits of it from
+              both acknowledged in that time (see _check_owners).
 
 Failed and pending (unknown outcome) writes may or may not be present: they are counted
 for information only, as are offset gaps and replicas outside the final ISR.
@@ -35,6 +38,7 @@ from itertools import pairwise
 
 from raftka.records import decode_batches
 from tests.faults.history import (
+    DEFAULT_GROUP,
     FAIL,
     OK,
     PENDING,
@@ -42,6 +46,7 @@ from tests.faults.history import (
     FaultEvent,
     FinalState,
     History,
+    Ownership,
     ReadRecord,
     ReplicaLog,
     WriteOp,
@@ -55,6 +60,7 @@ SAFETY = (
     "unexpected",
     "phantom_reads",
     "lost_commits",
+    "two_owners",
 )
 DETAILS_PER_CATEGORY = 20
 
@@ -118,6 +124,7 @@ def check(history: History, final: FinalState) -> Report:
     _check_divergence(final, reads, report)
     _check_consumed(history, at, final, report)
     _check_commits(history, final, report)
+    _check_owners(history, report)
     report.info["faults"] = len(history.faults)
     return report
 
@@ -357,10 +364,10 @@ def _check_commits(history: History, final: FinalState, report: Report) -> None:
     """The group's final offset must be at least every acknowledged commit that no later
     commit (acknowledged or not: a failed one may still have been stored) asked to lower."""
     ambiguous = 0
-    by_partition: dict[int, list[CommitOp]] = defaultdict(list)
+    by_partition: dict[tuple[str, int], list[CommitOp]] = defaultdict(list)
     for op in history.commits:
-        by_partition[op.partition].append(op)
-    for partition, ops in sorted(by_partition.items()):
+        by_partition[(op.group, op.partition)].append(op)
+    for (group, partition), ops in sorted(by_partition.items()):
         ops = sorted(ops, key=lambda op: op.invoke_s)
         binding: CommitOp | None = None
         lowest_later = None
@@ -372,11 +379,55 @@ def _check_commits(history: History, final: FinalState, report: Report) -> None:
         if binding is None:
             ambiguous += any(op.outcome == OK for op in ops)
             continue
-        committed = final.committed.get(partition, -1)
+        offsets = final.committed if group == DEFAULT_GROUP else final.group_committed.get(
+            group, {})
+        committed = offsets.get(partition, -1)
         if committed < binding.offset:
-            report.flag("lost_commits", f"p{partition}: commit of offset {binding.offset} was "
+            report.flag("lost_commits", f"{group} p{partition}: commit of offset "
+                        f"{binding.offset} was "
                         f"acknowledged at t={binding.complete_s}, but the group's committed "
                         f"offset is {committed} after healing; during: "
                         f"{_during(history.faults, binding.invoke_s, binding.complete_s)}")
     report.info["commits_acked"] = sum(1 for op in history.commits if op.outcome == OK)
     report.info["commit_partitions_ambiguous"] = ambiguous
+
+
+def _check_owners(history: History, report: Report) -> None:
+    """No partition with two owners in one group: two members whose holdings of a partition
+    overlap in time, and whose commits of it were both acknowledged inside that overlap.
+
+    Holding alone is not enough: a member the coordinator removed (its session lapsed while
+    it could not reach the coordinator) still believes it holds its partitions until it
+    hears so, as in Kafka; what the coordinator must never do is accept commits from both."""
+    by_key: dict[tuple[str, int], list[Ownership]] = defaultdict(list)
+    for held in history.ownerships:
+        by_key[(held.group, held.partition)].append(held)
+    acked: dict[tuple[str, int, str], list[CommitOp]] = defaultdict(list)
+    for op in history.commits:
+        if op.outcome == OK:
+            acked[(op.group, op.partition, op.member)].append(op)
+    # still held at the end: up to the last thing recorded
+    end_of_run = max([history.now(), *(o.start_s for o in history.ownerships),
+                      *(o.end_s for o in history.ownerships if o.end_s is not None),
+                      *(op.complete_s for op in history.commits if op.complete_s is not None)])
+    overlaps = 0
+    for (group, partition), held in sorted(by_key.items()):
+        for i, a in enumerate(held):
+            for b in held[i + 1:]:
+                if a.member == b.member:
+                    continue
+                start = max(a.start_s, b.start_s)
+                end = min(a.end_s if a.end_s is not None else end_of_run,
+                          b.end_s if b.end_s is not None else end_of_run)
+                if start >= end:
+                    continue
+                overlaps += 1
+                both = [[op for op in acked[(group, partition, m)] if start <= op.invoke_s <= end]
+                        for m in (a.member, b.member)]
+                if both[0] and both[1]:
+                    report.flag("two_owners", f"{group} p{partition}: members {a.member} and "
+                                f"{b.member} both held it from t={start:.2f} to t={end:.2f} and "
+                                f"both had commits acknowledged then (offsets "
+                                f"{both[0][0].offset}, {both[1][0].offset}); during: "
+                                f"{_during(history.faults, start, end)}")
+    report.info["ownership_overlaps"] = overlaps

@@ -49,6 +49,9 @@ class FaultEvent:
     note: str = ""
 
 
+DEFAULT_GROUP = "faults-group"
+
+
 @dataclass
 class CommitOp:
     """One consumer-group commit of one partition's position."""
@@ -59,6 +62,20 @@ class CommitOp:
     outcome: str = PENDING
     complete_s: float | None = None
     error: str = ""
+    group: str = DEFAULT_GROUP
+    member: str = ""
+
+
+@dataclass
+class Ownership:
+    """A member of a group held a partition from `start_s` to `end_s` (None: to the end),
+    as its client reported (assignment callbacks, or the assignment seen between polls)."""
+
+    group: str
+    member: str
+    partition: int
+    start_s: float
+    end_s: float | None = None
 
 
 @dataclass
@@ -108,7 +125,9 @@ class FinalState:
     replicas: dict[int, list[int]] = field(default_factory=dict)
     isr: dict[int, list[int]] = field(default_factory=dict)
     replica_logs: list[ReplicaLog] = field(default_factory=list)
-    committed: dict[int, int] = field(default_factory=dict)  # the group's final offsets
+    committed: dict[int, int] = field(default_factory=dict)  # DEFAULT_GROUP's final offsets
+    # the other groups' final offsets, by group id
+    group_committed: dict[str, dict[int, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -123,6 +142,7 @@ class History:
         self.faults: list[FaultEvent] = []
         self.commits: list[CommitOp] = []
         self.consumed: list[Consumed] = []
+        self.ownerships: list[Ownership] = []
         self.notes: list[str] = []
 
     def now(self) -> float:
@@ -157,11 +177,24 @@ class History:
             event.end_s = self.now()
 
     # ------------------------------------------------------------------ consumer
-    def invoke_commit(self, partition: int, offset: int) -> CommitOp:
-        op = CommitOp(partition, offset, self.now())
+    def invoke_commit(self, partition: int, offset: int, group: str = DEFAULT_GROUP,
+                      member: str = "") -> CommitOp:
+        op = CommitOp(partition, offset, self.now(), group=group, member=member)
         with self._lock:
             self.commits.append(op)
         return op
+
+    def owned(self, group: str, member: str, partitions: set[int]) -> None:
+        """`member` of `group` holds exactly `partitions` now: open and close intervals."""
+        now = self.now()
+        with self._lock:
+            current = {o.partition: o for o in self.ownerships
+                       if o.group == group and o.member == member and o.end_s is None}
+            for partition, interval in current.items():
+                if partition not in partitions:
+                    interval.end_s = now
+            for partition in sorted(partitions - set(current)):
+                self.ownerships.append(Ownership(group, member, partition, now))
 
     def complete_commit(self, op: CommitOp, error: BaseException | None) -> None:
         with self._lock:
@@ -201,6 +234,7 @@ class History:
                 ("fault", self.faults),
                 ("commit", self.commits),
                 ("consumed", self.consumed),
+                ("owned", self.ownerships),
             ):
                 for item in items:
                     out.write(json.dumps({"type": kind, **dataclasses.asdict(item)}) + "\n")
@@ -228,6 +262,8 @@ class History:
                 history.commits.append(CommitOp(**item))
             elif kind == "consumed":
                 history.consumed.append(Consumed(**item))
+            elif kind == "owned":
+                history.ownerships.append(Ownership(**item))
             elif kind == "note":
                 history.notes.append(item["text"])
             elif kind == "final":
@@ -237,6 +273,10 @@ class History:
                     replicas={int(k): v for k, v in item["replicas"].items()},
                     isr={int(k): v for k, v in item["isr"].items()},
                     committed={int(k): v for k, v in item["committed"].items()},
+                    group_committed={
+                        g: {int(k): v for k, v in offsets.items()}
+                        for g, offsets in item.get("group_committed", {}).items()
+                    },
                     notes=item["notes"],
                 )
         return history, final

@@ -3,7 +3,8 @@ bench/fault_run.py.
 
 1. Build the network (tests/faults/netns.py), start the brokers in it, create the topic
    (RF=3, min.insync.replicas=2, several partitions) and wait until every ISR is full.
-2. Start the producers and the group consumer, and the nemesis for `duration_s`.
+2. Start the producers and the consumer groups (raftka's KIP-848 members, and optionally a
+   classic Kafka group of confluent_kafka members), and the nemesis for `duration_s`.
 3. Stop the nemesis, heal everything, stop the clients (flushing what they hold).
 4. Wait until the cluster is whole (every broker serving, every ISR full), read every
    partition from the beginning through the high watermark, note ISRs and group offsets.
@@ -32,11 +33,12 @@ from pathlib import Path
 from raftka import Admin
 from tests.faults.checker import Report, check
 from tests.faults.cluster import NamespacedCluster
-from tests.faults.history import FinalState, History
+from tests.faults.history import DEFAULT_GROUP, FinalState, History
 from tests.faults.nemesis import KINDS, Nemesis, Schedule
 from tests.faults.netns import FaultNetwork
 from tests.faults.workload import (
     GroupConsumer,
+    KafkaGroupConsumer,
     KafkaProducer,
     RaftkaProducer,
     Values,
@@ -49,7 +51,8 @@ from tests.faults.workload import (
 
 TOPIC = "faults"
 MAX_OVERRUN_S = 120.0
-GROUP = "faults-group"
+GROUP = DEFAULT_GROUP
+KAFKA_GROUP = "faults-kafka-group"
 
 
 @dataclass
@@ -64,6 +67,9 @@ class TrialConfig:
     rate_per_producer: float = 60.0
     max_in_flight: int = 200
     consumer: bool = True
+    # members of the raftka (KIP-848) group; and of a classic Kafka group (confluent_kafka)
+    group_members: int = 2
+    kafka_consumers: int = 0
     # "all" is the promise under test; "1" shows that the checker sees what it loses
     acks: str = "all"
     kinds: tuple[str, ...] = KINDS
@@ -123,7 +129,7 @@ def run_trial(config: TrialConfig, work_dir: Path,
     cluster: NamespacedCluster | None = None
     nemesis: Nemesis | None = None
     clients: list[RaftkaProducer | KafkaProducer] = []
-    consumer: GroupConsumer | None = None
+    consumers: list[GroupConsumer | KafkaGroupConsumer] = []
     final = FinalState()
     stop = threading.Event()
     try:
@@ -151,10 +157,15 @@ def run_trial(config: TrialConfig, work_dir: Path,
                                          values, config.rate_per_producer,
                                          config.max_in_flight, config.acks))
         if config.consumer:
-            consumer = GroupConsumer(cluster.bootstrap, TOPIC, GROUP, history)
+            consumers += [GroupConsumer(cluster.bootstrap, TOPIC, GROUP, history,
+                                        member=f"raftka-m{i}")
+                          for i in range(max(1, config.group_members))]
+            consumers += [KafkaGroupConsumer(cluster.kafka_bootstrap, TOPIC, KAFKA_GROUP,
+                                             history, member=f"kafka-m{i}")
+                          for i in range(config.kafka_consumers)]
         for client in clients:
             client.start()
-        if consumer is not None:
+        for consumer in consumers:
             consumer.start()
         nemesis.start(stop, config.duration_s)
         _monitor(history, config.duration_s, say, nemesis)
@@ -164,7 +175,7 @@ def run_trial(config: TrialConfig, work_dir: Path,
         nemesis.heal_everything()
         for client in clients:
             client.stop(flush_timeout_s=40)
-        if consumer is not None:
+        for consumer in consumers:
             consumer.stop()
         say(f"clients stopped: {history.counts()}")
         final = _final_state(cluster, nemesis, config, history)
@@ -174,7 +185,7 @@ def run_trial(config: TrialConfig, work_dir: Path,
         for client in clients:
             with contextlib.suppress(Exception):
                 client.stop(flush_timeout_s=1)
-        if consumer is not None:
+        for consumer in consumers:
             with contextlib.suppress(Exception):
                 consumer.stop()
         if nemesis is not None:
@@ -193,6 +204,9 @@ def run_trial(config: TrialConfig, work_dir: Path,
     for name, client in [(c.name, c) for c in clients]:
         if client.error is not None:
             final.notes.append(f"{name} crashed: {client.error!r}")
+    for consumer in consumers:
+        if consumer.error is not None:
+            final.notes.append(f"consumer {consumer.member} crashed: {consumer.error!r}")
     if nemesis is not None and nemesis.error is not None:
         final.notes.append(f"nemesis crashed: {nemesis.error!r}")
     faults_by_kind = {kind: sum(1 for f in history.faults if f.kind == kind)
@@ -240,6 +254,9 @@ def _final_state(cluster: NamespacedCluster, nemesis: Nemesis, config: TrialConf
     if config.consumer:
         try:
             final.committed = group_offsets(cluster.bootstrap, GROUP, TOPIC)
+            if config.kafka_consumers:
+                final.group_committed[KAFKA_GROUP] = group_offsets(cluster.bootstrap,
+                                                                   KAFKA_GROUP, TOPIC)
         except Exception as exc:
             final.notes.append(f"group offsets could not be read: {exc!r}")
     # the HW of each partition as its leader has it now: the replicas are compared below it

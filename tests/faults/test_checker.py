@@ -17,6 +17,7 @@ from tests.faults.history import (
     FaultEvent,
     FinalState,
     History,
+    Ownership,
     ReadRecord,
     ReplicaBatch,
     ReplicaLog,
@@ -246,3 +247,36 @@ def test_an_ack_without_an_offset_is_checked_for_presence_and_order_only():
     # sent second, sits first: 1 is not where its ack said, and 2 is out of send order
     before = check(history, final_of([(0, 0, 2), (0, 1, 1)]))
     assert before.counts["reordered"] == 2
+
+
+def test_two_members_acknowledged_for_one_partition_at_once_are_two_owners():
+    history = History(clock=lambda: 10.0)
+    history.ownerships += [
+        Ownership("g", "a", 0, 1.0, 5.0),
+        Ownership("g", "b", 0, 4.0, None),  # b got p0 before a let it go
+    ]
+    history.commits += [
+        CommitOp(0, 3, 4.2, OK, 4.3, group="g", member="a"),
+        CommitOp(0, 4, 4.5, OK, 4.6, group="g", member="b"),
+    ]
+    report = check(history, final_of([(0, 0, 1)], group_committed={"g": {0: 4}}))
+    assert report.counts["two_owners"] == 1
+
+
+def test_a_handover_or_a_removed_member_whose_commits_fail_is_not_two_owners():
+    history = History(clock=lambda: 10.0)
+    history.ownerships += [
+        Ownership("g", "a", 0, 1.0, 4.0),
+        Ownership("g", "b", 0, 4.0, None),  # a clean handover at t=4
+        Ownership("g", "c", 1, 1.0, 8.0),
+        Ownership("g", "d", 1, 5.0, None),  # c was removed but only hears so at t=8
+    ]
+    history.commits += [
+        CommitOp(0, 3, 3.0, OK, 3.1, group="g", member="a"),
+        CommitOp(0, 4, 5.0, OK, 5.1, group="g", member="b"),
+        CommitOp(1, 2, 6.0, FAIL, 6.1, group="g", member="c"),  # fenced by the coordinator
+        CommitOp(1, 3, 6.5, OK, 6.6, group="g", member="d"),
+    ]
+    report = check(history, final_of([(0, 0, 1)], group_committed={"g": {0: 4, 1: 3}}))
+    assert report.counts["two_owners"] == 0
+    assert report.info["ownership_overlaps"] == 1

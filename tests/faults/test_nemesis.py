@@ -55,7 +55,8 @@ def _assert_safe(result: TrialResult) -> None:
 @pytest.mark.parametrize("seed", [11, 23])
 def test_three_brokers_keep_every_acknowledged_write(fault_dir: Path, seed: int):
     result = run_trial(
-        TrialConfig(seed=seed, brokers=3, duration_s=60, kafka_producers=1 if seed == 11 else 0),
+        TrialConfig(seed=seed, brokers=3, duration_s=60, kafka_producers=1 if seed == 11 else 0,
+                    kafka_consumers=2 if seed == 11 else 0),
         fault_dir,
     )
     _assert_safe(result)

@@ -1,4 +1,4 @@
-"""The client side of a fault run: producers writing unique integers, a group consumer
+"""The client side of a fault run: producers writing unique integers, consumer groups
 committing offsets, and the final reads (through the leaders, and from the replicas' files).
 
 Producers: raftka.Producer with acks="all" (idempotence on, its default with acks=all), and
@@ -209,12 +209,15 @@ class KafkaProducer(_Paced):
 
 
 class GroupConsumer:
-    """One member of a consumer group: reads every partition, records what it got, and
-    commits its positions synchronously every `commit_interval_s`."""
+    """One member of a consumer group (raftka.Consumer: the KIP-848 protocol over gRPC):
+    reads what it is assigned, records what it got and what it held when, and commits its
+    positions synchronously every `commit_interval_s`."""
 
     def __init__(self, bootstrap: str, topic: str, group_id: str, history: History,
-                 commit_interval_s: float = 1.0) -> None:
+                 commit_interval_s: float = 1.0, member: str = "raftka-m0") -> None:
         self.history = history
+        self.group_id = group_id
+        self.member = member
         self.commit_interval_s = commit_interval_s
         self.consumer = Consumer(
             topic,
@@ -224,10 +227,10 @@ class GroupConsumer:
             enable_auto_commit=False,
             request_timeout_ms=5_000,
             fetch_max_wait_ms=200,
-            client_id="faults-group",
+            client_id=member,
         )
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="group-consumer", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=f"group-{member}", daemon=True)
         self.error: BaseException | None = None
         self.positions: dict[TopicPartition, int] = {}
 
@@ -244,6 +247,8 @@ class GroupConsumer:
                     self.history.note(f"group consumer poll: {type(exc).__name__}: {exc}")
                     self._stop.wait(0.5)
                     continue
+                self.history.owned(self.group_id, self.member,
+                                   {tp.partition for tp in self.consumer.assignment()})
                 for tp, records in batch.items():
                     for record in records:
                         self.history.consume(tp.partition, record.offset, int(record.value))
@@ -261,7 +266,8 @@ class GroupConsumer:
         offsets = {tp: o for tp, o in self.positions.items() if tp in owned}
         if not offsets:
             return
-        ops = [self.history.invoke_commit(tp.partition, o) for tp, o in sorted(offsets.items())]
+        ops = [self.history.invoke_commit(tp.partition, o, self.group_id, self.member)
+               for tp, o in sorted(offsets.items())]
         error: BaseException | None = None
         try:
             self.consumer.commit(offsets)
@@ -273,10 +279,104 @@ class GroupConsumer:
     def stop(self) -> None:
         self._stop.set()
         self.thread.join(30)
+        self.history.owned(self.group_id, self.member, set())
         try:
             self.consumer.close()
         except Exception as exc:
-            self.history.note(f"group consumer close: {exc}")
+            self.history.note(f"group consumer {self.member} close: {exc}")
+
+
+class KafkaGroupConsumer:
+    """One member of a classic Kafka consumer group (confluent_kafka: JoinGroup/SyncGroup
+    over the Kafka listeners): what it holds comes from its assign/revoke callbacks; it
+    records what it reads and commits synchronously every `commit_interval_s`."""
+
+    def __init__(self, bootstrap: str, topic: str, group_id: str, history: History,
+                 member: str, commit_interval_s: float = 1.0) -> None:
+        from confluent_kafka import Consumer as ConfluentConsumer
+
+        self.history = history
+        self.topic = topic
+        self.group_id = group_id
+        self.member = member
+        self.commit_interval_s = commit_interval_s
+        self.consumer: Any = ConfluentConsumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "client.id": member,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6_000,
+            "heartbeat.interval.ms": 1_000,
+            "socket.timeout.ms": 5_000,
+        }, logger=logging.getLogger(f"raftka.faults.librdkafka.{member}"))
+        self._held: set[int] = set()
+        self.positions: dict[int, int] = {}
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"group-{member}", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.thread.start()
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._held |= {p.partition for p in partitions}
+        self.history.owned(self.group_id, self.member, set(self._held))
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._held -= {p.partition for p in partitions}
+        for p in partitions:
+            self.positions.pop(p.partition, None)
+        self.history.owned(self.group_id, self.member, set(self._held))
+
+    def _loop(self) -> None:
+        last_commit = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                message = self.consumer.poll(0.3)
+                if message is not None and message.error() is None:
+                    self.history.consume(message.partition(), message.offset(),
+                                         int(message.value()))
+                    self.positions[message.partition()] = message.offset() + 1
+                if time.monotonic() - last_commit >= self.commit_interval_s:
+                    last_commit = time.monotonic()
+                    self._commit()
+        except BaseException as exc:
+            log.exception("kafka group consumer %s failed", self.member)
+            self.error = exc
+
+    def _commit(self) -> None:
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+        offsets = {p: o for p, o in self.positions.items() if p in self._held}
+        if not offsets:
+            return
+        ops = [self.history.invoke_commit(p, o, self.group_id, self.member)
+               for p, o in sorted(offsets.items())]
+        error: BaseException | None = None
+        try:
+            results = self.consumer.commit(
+                offsets=[KafkaTopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())],
+                asynchronous=False,
+            )
+            failed = [r for r in results or [] if r.error is not None]
+            if failed:
+                error = RuntimeError(f"commit refused: {failed[0].error}")
+        except Exception as exc:
+            error = exc
+        for op in ops:
+            self.history.complete_commit(op, error)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(30)
+        self.history.owned(self.group_id, self.member, set())
+        try:
+            self.consumer.close()
+        except Exception as exc:
+            self.history.note(f"kafka group consumer {self.member} close: {exc}")
 
 
 # --------------------------------------------------------------------- final reads
