@@ -33,6 +33,11 @@ Code = common_pb2.ErrorCode
 log = logging.getLogger("raftka.client")
 # How long an address that failed is tried after the others (s).
 ADDRESS_PENALTY_S = 10.0
+# Longest wait for one broker's Metadata answer before asking the next (s). A broker answers
+# from its own image at once, so a silent one (paused, cut off) is skipped after this rather
+# than after the whole request timeout. Auto-creating a topic may wait on the controller, so
+# those calls keep the request timeout.
+METADATA_ATTEMPT_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +94,13 @@ class ClusterMetadata:
             topics=topics or [], allow_auto_topic_creation=allow_auto_create
         )
         problems = []
+        timeout_s = (
+            self._timeout_s if allow_auto_create
+            else min(self._timeout_s, METADATA_ATTEMPT_TIMEOUT_S)
+        )
         for address in self.candidates():
             try:
-                response = self._connections.broker(address).Metadata(
-                    request, timeout=self._timeout_s
-                )
+                response = self._connections.broker(address).Metadata(request, timeout=timeout_s)
             except grpc.RpcError as exc:
                 self.note_unreachable(address)
                 problems.append(str(translate_rpc_error(exc, address)))
