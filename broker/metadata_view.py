@@ -24,6 +24,8 @@ def _endpoint(image: MetadataImage, broker_id: int, listener: str) -> common_pb2
         broker_id=b.broker_id, host=host, port=port, kafka_port=b.kafka_port,
         kafka_listeners=[common_pb2.NamedEndpoint(name=n, host=h, port=p)
                          for n, h, p in b.kafka_listeners],
+        grpc_listeners=[common_pb2.NamedEndpoint(name=n, host=h, port=p)
+                        for n, h, p in b.grpc_listeners],
     )
 
 
