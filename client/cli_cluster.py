@@ -199,8 +199,10 @@ def _wait_ready(
     timeout_s: float,
     bootstrap: str | None = None,
 ) -> ClusterSnapshot:
-    """Until the brokers of `processes` are registered and unfenced and a controller
-    exists; CliError when one exits first or time runs out."""
+    """Until the brokers of `processes` are registered and unfenced *as these processes*
+    (the PID each registered with is the one we started: right after `cluster kill` the
+    controller still shows the old incarnation unfenced for a session timeout) and a
+    controller exists; CliError when one exits first or time runs out."""
     deadline = time.monotonic() + timeout_s
     problem = ""
     ids = set(processes)
@@ -214,9 +216,14 @@ def _wait_ready(
                 f"ends with:\n{tail}"
             )
         try:
-            snapshot = fetch_snapshot(bootstrap or layout.bootstrap, local, layout,
+            # Without the local PIDs, the snapshot shows the PIDs brokers registered with.
+            snapshot = fetch_snapshot(bootstrap or layout.bootstrap, None, None,
                                       timeout_ms=1000)
-            alive = {b.broker_id for b in snapshot.brokers if not b.fenced}
+            alive = {
+                b.broker_id
+                for b in snapshot.brokers
+                if not b.fenced and b.broker_id in ids and b.pid == processes[b.broker_id].pid
+            }
             if snapshot.controller >= 0 and ids <= alive:
                 return snapshot
             problem = f"alive so far: {sorted(alive)}"

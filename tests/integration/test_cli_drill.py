@@ -17,8 +17,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from raftka.proto.raftka.v1 import admin_pb2, admin_pb2_grpc
 from tests.harness import free_port_block, wait_for
 
 pytestmark = pytest.mark.integration
@@ -166,6 +168,10 @@ def test_cluster_up_supervises_brokers_restarted_by_cluster_start_until_stopped(
                       ",".join(f"127.0.0.1:{p}" for p in _grpc_ports(up)))
         assert started.returncode == 0, started.stdout + started.stderr
         assert "is alive" in started.stdout
+        # The truth: the controller has the *new* process registered and unfenced (right
+        # after the kill it still shows the old one unfenced, which `start` once took).
+        new_pid = int(re.search(r"\(pid (\d+)\)", started.stdout).group(1))  # type: ignore[union-attr]
+        assert registered(up, broker_id) == (new_pid, False)
     wait_for(lambda: up.output().count("started (pid") == 3, 10,
              "cluster up to notice the three restarts")
     assert up.process.poll() is None, up.output()
@@ -173,6 +179,22 @@ def test_cluster_up_supervises_brokers_restarted_by_cluster_start_until_stopped(
     assert up.stop() == 0
     assert "Stopped brokers [1, 2, 3]" in up.output()
     assert broker_processes(up.data_dir) == []
+
+
+def registered(up: Up, broker_id: int) -> tuple[int, bool]:
+    """(PID, fenced) broker `broker_id` is registered with, per the newest metadata any
+    broker has (as `raftka cluster status` picks it)."""
+    newest = None
+    for port in _grpc_ports(up):
+        with contextlib.suppress(grpc.RpcError), \
+                grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = admin_pb2_grpc.AdminServiceStub(channel).DescribeCluster(
+                admin_pb2.DescribeClusterRequest(), timeout=2)
+            if newest is None or reply.metadata_offset > newest.metadata_offset:
+                newest = reply
+    assert newest is not None, "no broker answered DescribeCluster"
+    status = next(b for b in newest.brokers if b.endpoint.broker_id == broker_id)
+    return status.pid, status.fenced
 
 
 def _grpc_ports(up: Up) -> list[int]:
