@@ -246,7 +246,7 @@ class Fetcher:
             except grpc.RpcError as exc:
                 del self._in_flight[address]
                 log.debug("fetch from %s failed: %s", address, translate_rpc_error(exc, address))
-                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                if getattr(exc, "code", lambda: None)() == grpc.StatusCode.UNAVAILABLE:
                     self.metadata.note_unreachable(address)
                 refresh = True
                 continue

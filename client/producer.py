@@ -341,11 +341,14 @@ class Producer:
     def _handle_reply(self, address: str, group: list[ProducerBatch], future: Any) -> bool:
         """Settle the batches of one Produce reply; True when the metadata needs a refresh
         (a retriable error without a usable leader hint)."""
+        # A batch already settled (failed by the sender's catch-all after it went out)
+        # must not be settled twice: its bytes were freed once.
+        group = [batch for batch in group if not batch.result.done]
         try:
             response = future.result()
         except grpc.RpcError as exc:
             error = translate_rpc_error(exc, address)
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            if getattr(exc, "code", lambda: None)() == grpc.StatusCode.UNAVAILABLE:
                 self.metadata.note_unreachable(address)
             for batch in group:
                 self._retry(batch, error)
