@@ -3,7 +3,8 @@ DescribeCluster. Pure functions of (image, request) so any broker answers the sa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from raftka.broker.listeners import DEFAULT_LISTENER
 from raftka.cluster import topic_config
@@ -23,7 +24,30 @@ def _endpoint(image: MetadataImage, broker_id: int, listener: str) -> common_pb2
         broker_id=b.broker_id, host=host, port=port, kafka_port=b.kafka_port,
         kafka_listeners=[common_pb2.NamedEndpoint(name=n, host=h, port=p)
                          for n, h, p in b.kafka_listeners],
+        grpc_listeners=[common_pb2.NamedEndpoint(name=n, host=h, port=p)
+                        for n, h, p in b.grpc_listeners],
     )
+
+
+def named_leaders(replies: Iterable[Any]) -> list[int]:
+    """Leader ids that NOT_LEADER_OR_FOLLOWER replies name (each once, in order)."""
+    return list(dict.fromkeys(
+        r.leader_id for r in replies
+        if r.error_code == Code.NOT_LEADER_OR_FOLLOWER and r.leader_id >= 0
+    ))
+
+
+def leader_endpoints(
+    image: MetadataImage, leader_ids: Iterable[int], listener: str = DEFAULT_LISTENER
+) -> list[common_pb2.BrokerEndpoint]:
+    """KIP-951: where the leaders a reply names are, for the asking client's gRPC listener,
+    so it retries there without a Metadata round trip. Fenced or unknown brokers are left
+    out: sending a client to a broker the controller declared dead costs it a timeout."""
+    return [
+        _endpoint(image, broker_id, listener)
+        for broker_id in leader_ids
+        if broker_id in image.brokers and not image.brokers[broker_id].fenced
+    ]
 
 
 def metadata_response(

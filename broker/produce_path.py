@@ -42,6 +42,9 @@ from raftka.records import (
 log = logging.getLogger("raftka.broker")
 Code = common_pb2.ErrorCode
 DEFAULT_PRODUCE_TIMEOUT_MS = 30_000
+# How long a produce to a topic just auto-created elsewhere waits for this broker to apply
+# the creation (s).
+AUTO_CREATE_METADATA_WAIT_S = 5.0
 AutoCreate = Callable[[str], Awaitable[None]]
 LeaseCheck = Callable[[], str | None]
 
@@ -150,6 +153,13 @@ class ProducePath:
                 f"topic '{topic}' does not exist and auto.create.topics.enable is false"
             )
         await self._auto_create(topic)
+        # Another broker may have created it a moment ago (our create then finds it exists):
+        # the client was told we lead it, so wait until we have applied that here, or it
+        # gets UNKNOWN_TOPIC_OR_PARTITION, which a producer without retries (kafka-python's
+        # default) reports as a failed write.
+        await self._replicas.wait_for_metadata(
+            lambda image: topic in image.topics, AUTO_CREATE_METADATA_WAIT_S
+        )
 
     async def _append(
         self,

@@ -48,7 +48,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     async def Produce(
         self, request: broker_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ProduceResponse:
-        return await self._core.produce_path.produce(request)
+        response = await self._core.produce_path.produce(request)
+        self._add_leader_endpoints(response)
+        return response
 
     @guarded
     async def Fetch(
@@ -56,7 +58,18 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     ) -> broker_pb2.FetchResponse:
         if request.replica_id >= 0:  # a follower's fetch moves the HW and the ISR
             await self._core.internal_auth.require(context, FETCH)
-        return await self._core.fetch_path.fetch(request)
+        response = await self._core.fetch_path.fetch(request)
+        self._add_leader_endpoints(response)
+        return response
+
+    def _add_leader_endpoints(
+        self, response: broker_pb2.ProduceResponse | broker_pb2.FetchResponse
+    ) -> None:
+        leaders = metadata_view.named_leaders(response.partitions)
+        if leaders:
+            response.node_endpoints.extend(
+                metadata_view.leader_endpoints(self._core.image, leaders, self._listener)
+            )
 
     @guarded
     async def ListOffsets(

@@ -6,6 +6,13 @@ the producer flushes. At most one batch per partition is in flight, so retries n
 partition's records: a failed batch goes back to the front of its queue. The total of
 buffered bytes is bounded by `buffer_memory_bytes`; appends beyond it wait for space.
 Time is passed in (`now_ms`); the only side effect is the thread synchronisation.
+
+Waking the sender: anything that can make a batch ready sooner than the sender's last
+`drain()` said — a new batch (with linger_ms=0 it is ready at once), a full one, a flush, a
+requeue, a completion — sets a wake-up flag and notifies. `wait_for_work()` returns at once
+while the flag is set, so a wake-up between the sender's `drain()` and its wait is not lost
+(Kafka's `sender.wakeup()` on `newBatchCreated`). Without it, a record sent with
+linger_ms=0 waited out the sender's idle poll: ~100 ms per synchronous send.
 """
 
 from __future__ import annotations
@@ -154,6 +161,8 @@ class RecordAccumulator:
         self._in_flight: set[tuple[str, int]] = set()
         self._buffered_bytes = 0
         self._flushing = 0
+        # Set when a batch may have become ready since the sender's last drain(); see above.
+        self._wakeup = False
         self.condition = threading.Condition()
 
     # ------------------------------------------------------------------------ producers
@@ -198,14 +207,19 @@ class RecordAccumulator:
             self._buffered_bytes += size
             # a batch just filled up: the previous one (a new batch was needed) or this one
             full = batch.size_bytes >= self.batch_size_bytes or (started_new and len(queue) > 1)
-            if full:
-                self.condition.notify_all()
+            if full or started_new:  # a new batch is due at its linger, maybe before the
+                self._wake()  # sender's next wake-up
             return future, full
+
+    def _wake(self) -> None:
+        """Tell the sender to drain again (call with the condition held)."""
+        self._wakeup = True
+        self.condition.notify_all()
 
     def begin_flush(self) -> None:
         with self.condition:
             self._flushing += 1
-            self.condition.notify_all()
+            self._wake()
 
     def end_flush(self) -> None:
         with self.condition:
@@ -218,6 +232,7 @@ class RecordAccumulator:
         ready: list[ProducerBatch] = []
         next_ms: int | None = None
         with self.condition:
+            self._wakeup = False  # this drain sees everything that happened before it
             flushing = force or self._flushing > 0
             for key, queue in self._queues.items():
                 if not queue or key in self._in_flight:
@@ -240,7 +255,7 @@ class RecordAccumulator:
         with self.condition:
             self._in_flight.discard((batch.topic, batch.partition))
             self._buffered_bytes -= batch.size_bytes - BATCH_OVERHEAD_BYTES
-            self.condition.notify_all()
+            self._wake()  # its partition's next batch may go now
 
     def requeue(self, batch: ProducerBatch, retry_after_ms: int) -> None:
         """Put a batch back at the front of its queue to retry it after a backoff."""
@@ -248,15 +263,24 @@ class RecordAccumulator:
             batch.retry_after_ms = retry_after_ms
             self._queues.setdefault((batch.topic, batch.partition), deque()).appendleft(batch)
             self._in_flight.discard((batch.topic, batch.partition))
-            self.condition.notify_all()
+            self._wake()
 
     def has_unsent(self) -> bool:
         with self.condition:
             return bool(self._in_flight) or any(self._queues.values())
 
-    def wait_for_work(self, timeout_s: float) -> None:
+    def wait_for_work(self, timeout_s: float) -> bool:
+        """Wait until woken (see above) or `timeout_s`; True if woken."""
         with self.condition:
-            self.condition.wait(timeout_s)
+            if not self._wakeup:
+                self.condition.wait(timeout_s)
+            woken, self._wakeup = self._wakeup, False
+            return woken
+
+    def wake(self) -> None:
+        """Wake the sender from outside (e.g. a reply arrived for it to handle)."""
+        with self.condition:
+            self._wake()
 
     def wait_until_empty(self, timeout_s: float | None) -> bool:
         with self.condition:

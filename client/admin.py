@@ -23,6 +23,9 @@ from raftka.proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
 Code = common_pb2.ErrorCode
 T = TypeVar("T")
 _RETRY_CODES = {Code.NOT_CONTROLLER, Code.REQUEST_TIMED_OUT}
+# Pause between rounds over every broker while no broker answers, or the controller is
+# being elected (s).
+ADMIN_RETRY_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +48,22 @@ class Admin:
 
     def _call(self, invoke: Callable[[str], T], retry_if: Callable[[T], bool] | None = None) -> T:
         deadline = time.monotonic() + self.request_timeout_s
-        problems: list[str] = []
+        problems: dict[str, str] = {}  # the latest problem of each address, named once
         while True:
             for address in self.metadata.candidates():
                 try:
                     response = invoke(address)
                 except grpc.RpcError as exc:
-                    problems.append(str(translate_rpc_error(exc, address)))
+                    self.metadata.note_unreachable(address)
+                    problems[address] = str(translate_rpc_error(exc, address))
                     continue
+                self.metadata.note_reachable(address)
                 if retry_if is not None and retry_if(response) and time.monotonic() < deadline:
                     break
                 return response
             if time.monotonic() >= deadline:
-                raise BrokerNotAvailableError("no broker answered: " + "; ".join(problems[-3:]))
-            time.sleep(0.2)
+                raise BrokerNotAvailableError("no broker answered: " + "; ".join(problems.values()))
+            time.sleep(ADMIN_RETRY_S)
 
     # ------------------------------------------------------------------------- topics
     def create_topics(

@@ -20,6 +20,7 @@ from raftka.client.cli_common import (  # noqa: F401 - re-exported for the cli_*
     add_bootstrap,
     add_json,
     parse_key_values,
+    resolve_bootstrap,
 )
 
 
@@ -45,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
+        if hasattr(args, "bootstrap") and not hasattr(args, "data_dir"):
+            # Commands with --data-dir (cluster ..., watch) pick their brokers themselves.
+            args.bootstrap = resolve_bootstrap(args.bootstrap)
         return handler(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,16 +20,25 @@ from raftka.client.cli_common import (
     add_json,
     parse_key_values,
 )
-from raftka.client.cluster_view import ClusterSnapshot, diff, render, snapshot_from
+from raftka.client.cluster_view import (
+    ClusterSnapshot,
+    LeaderGaps,
+    diff,
+    render,
+    snapshot_from,
+)
 from raftka.client.local_cluster import (
     DEFAULT_DATA_DIR,
     ClusterLayout,
     LocalCluster,
     LocalClusterError,
-    reap_children,
 )
 
 READY_TIMEOUT_S = 60
+# How often start-up readiness is checked (s).
+READY_POLL_S = 0.2
+# How often `cluster up` looks for brokers that exited or were started again (s).
+SUPERVISE_INTERVAL_S = 0.5
 WATCH_EVENTS_MAX = 15
 
 
@@ -72,6 +82,7 @@ def register(commands: Any) -> None:
     start.add_argument("broker_id", type=int)
     start.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     start.add_argument("--no-wait", action="store_true", help="do not wait until it is alive")
+    add_bootstrap(start)
     start.set_defaults(handler=run_start)
 
     stop = actions.add_parser("stop", help="stop every broker of a local cluster (SIGTERM)")
@@ -101,7 +112,8 @@ def register(commands: Any) -> None:
 def _target(
     args: argparse.Namespace,
 ) -> tuple[str | None, LocalCluster | None, ClusterLayout | None]:
-    """Where to ask: --bootstrap wins; else the local cluster in --data-dir, if any."""
+    """Where to ask: --bootstrap wins; else every broker of the local cluster in --data-dir,
+    if any; else $RAFTKA_BOOTSTRAP or the default local cluster's brokers (None)."""
     local = LocalCluster(args.data_dir)
     layout = local.load_layout() if local.layout_path().exists() else None
     if args.bootstrap:
@@ -170,27 +182,54 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, raise_interrupt)
 
 
+def _exited(processes: dict[int, subprocess.Popen[bytes]]) -> tuple[int, int] | None:
+    """(broker id, exit code) of a started broker whose process has ended, if any: judged
+    by the process handle, never by /proc, which a child still in exec can fool."""
+    for broker_id, process in processes.items():
+        code = process.poll()
+        if code is not None:
+            return broker_id, code
+    return None
+
+
 def _wait_ready(
-    layout: ClusterLayout, local: LocalCluster, ids: list[int], timeout_s: float
+    layout: ClusterLayout,
+    local: LocalCluster,
+    processes: dict[int, subprocess.Popen[bytes]],
+    timeout_s: float,
+    bootstrap: str | None = None,
 ) -> ClusterSnapshot:
+    """Until the brokers of `processes` are registered and unfenced *as these processes*
+    (the PID each registered with is the one we started: right after `cluster kill` the
+    controller still shows the old incarnation unfenced for a session timeout) and a
+    controller exists; CliError when one exits first or time runs out."""
     deadline = time.monotonic() + timeout_s
     problem = ""
+    ids = set(processes)
     while time.monotonic() < deadline:
-        for broker_id in ids:
-            if local.pid_of(broker_id) is None:
-                tail = local.log_path(broker_id).read_text(errors="replace")[-1500:]
-                raise CliError(
-                    f"broker {broker_id} exited during start-up; its log ends with:\n{tail}"
-                )
+        exited = _exited(processes)
+        if exited is not None:
+            broker_id, code = exited
+            tail = local.log_path(broker_id).read_text(errors="replace")[-1500:]
+            raise CliError(
+                f"broker {broker_id} exited during start-up (exit code {code}); its log "
+                f"ends with:\n{tail}"
+            )
         try:
-            snapshot = fetch_snapshot(layout.bootstrap, local, layout, timeout_ms=1000)
-            alive = {b.broker_id for b in snapshot.brokers if not b.fenced}
-            if snapshot.controller >= 0 and set(ids) <= alive:
+            # Without the local PIDs, the snapshot shows the PIDs brokers registered with.
+            snapshot = fetch_snapshot(bootstrap or layout.bootstrap, None, None,
+                                      timeout_ms=1000)
+            alive = {
+                b.broker_id
+                for b in snapshot.brokers
+                if not b.fenced and b.broker_id in ids and b.pid == processes[b.broker_id].pid
+            }
+            if snapshot.controller >= 0 and ids <= alive:
                 return snapshot
             problem = f"alive so far: {sorted(alive)}"
         except Exception as exc:
             problem = str(exc).splitlines()[0]
-        time.sleep(0.2)
+        time.sleep(READY_POLL_S)
     raise CliError(
         f"cluster not ready after {timeout_s:.0f}s ({problem}); see {local.root}/node-*.log"
     )
@@ -198,6 +237,8 @@ def _wait_ready(
 
 def run_up(args: argparse.Namespace) -> int:
     local = LocalCluster(args.data_dir)
+    children: dict[int, subprocess.Popen[bytes]] = {}
+    layout: ClusterLayout | None = None
     try:
         layout = local.create_or_load(
             args.nodes, args.base_port, parse_key_values(args.set, "--set")
@@ -211,41 +252,58 @@ def run_up(args: argparse.Namespace) -> int:
         _stop_on_sigterm()
         started = time.monotonic()
         print(f"Starting {layout.nodes} broker(s) in {local.root} ({layout.voters} Raft voter(s)):")
-        print(f"  {'ID':>2}  {'PID':>7}  {'GRPC':<16} {'RAFT':<16} LOG")
+        print(f"  {'ID':>2}  {'PID':>7}  {'GRPC':<16} {'KAFKA':<16} {'RAFT':<16} LOG")
         for node in layout.all_nodes():
             process = local.start_node(layout, node.broker_id, detach=False)
+            children[node.broker_id] = process
             print(
                 f"  {node.broker_id:>2}  {process.pid:>7}  {node.address:<16} "
-                f"127.0.0.1:{node.raft_port:<6} {local.log_path(node.broker_id)}"
+                f"{node.kafka_address:<16} 127.0.0.1:{node.raft_port:<6} "
+                f"{local.log_path(node.broker_id)}"
             )
-        snapshot = _wait_ready(layout, local, list(range(1, layout.nodes + 1)), READY_TIMEOUT_S)
+        snapshot = _wait_ready(layout, local, dict(children), READY_TIMEOUT_S)
     except LocalClusterError as exc:
+        _shutdown(local, layout, children)
         raise CliError(str(exc)) from None
-    except (KeyboardInterrupt, CliError):
-        _shutdown(local, layout if "layout" in locals() else None)
+    except BaseException:  # CliError, Ctrl-C, or a bug: stop every broker started here
+        _shutdown(local, layout, children)
         raise
     print(
         f"\nCluster {snapshot.cluster_id} ready in {time.monotonic() - started:.1f}s; "
         f"controller: broker {snapshot.controller}."
     )
-    print(f"  bootstrap: {layout.bootstrap.split(',')[0]}   (RAFTKA_BOOTSTRAP, --bootstrap)")
+    print(f"  gRPC bootstrap:  {layout.bootstrap}   (RAFTKA_BOOTSTRAP, --bootstrap)")
+    print(f"  Kafka bootstrap: {layout.kafka_bootstrap}   (bootstrap.servers)")
     print(f"  try:   raftka watch --data-dir {args.data_dir}")
     print(f"         raftka cluster kill {snapshot.controller} --data-dir {args.data_dir}")
     print("Ctrl-C stops every broker.\n", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        _supervise(local, layout)
-    _shutdown(local, layout)
+        _supervise(local, layout, children)
+    _shutdown(local, layout, children)
     return EXIT_OK
 
 
-def _supervise(local: LocalCluster, layout: ClusterLayout) -> None:
-    """Report brokers that exit or come back until interrupted."""
-    known = {i: local.pid_of(i) for i in range(1, layout.nodes + 1)}
+def _current_pid(
+    local: LocalCluster, broker_id: int, children: dict[int, subprocess.Popen[bytes]]
+) -> int | None:
+    """Broker N's running process: our own child while it lives, else whatever its pid
+    file names (a broker restarted by `raftka cluster start`, which is not our child)."""
+    child = children.get(broker_id)
+    if child is not None and child.poll() is None:
+        return child.pid
+    return local.pid_of(broker_id)
+
+
+def _supervise(
+    local: LocalCluster, layout: ClusterLayout, children: dict[int, subprocess.Popen[bytes]]
+) -> None:
+    """Report brokers that exit or come back until interrupted (Ctrl-C or SIGTERM); it
+    never ends on its own, however many brokers are down or were restarted elsewhere."""
+    known = {i: _current_pid(local, i, children) for i in range(1, layout.nodes + 1)}
     while True:
-        time.sleep(0.5)
-        reap_children()
+        time.sleep(SUPERVISE_INTERVAL_S)
         for broker_id in known:
-            pid = local.pid_of(broker_id)
+            pid = _current_pid(local, broker_id, children)
             if pid != known[broker_id]:
                 stamp = time.strftime("%H:%M:%S")
                 if pid is None:
@@ -257,12 +315,20 @@ def _supervise(local: LocalCluster, layout: ClusterLayout) -> None:
                 known[broker_id] = pid
 
 
-def _shutdown(local: LocalCluster, layout: ClusterLayout | None) -> None:
-    if layout is None:
+def _shutdown(
+    local: LocalCluster,
+    layout: ClusterLayout | None,
+    children: dict[int, subprocess.Popen[bytes]],
+) -> None:
+    """Stop every broker of the cluster once this `cluster up` has started any (its own
+    children by their handles, brokers restarted by `cluster start` by their pid files).
+    A `cluster up` that started nothing (say, the cluster was already running) stops
+    nothing."""
+    if layout is None or not children:
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     print("\nStopping brokers...", flush=True)
-    stopped = local.stop_all(layout)
+    stopped = local.stop_all(layout, children=children)
     print(f"Stopped brokers {stopped}. Data kept in {local.root}.", flush=True)
 
 
@@ -288,18 +354,22 @@ def run_kill(args: argparse.Namespace) -> int:
 
 
 def run_start(args: argparse.Namespace) -> int:
+    """Start broker N detached; unless --no-wait, wait until it is registered and unfenced,
+    judging its liveness by the process handle: exit 0 only once it is alive, 1 (with its
+    log's tail) if it exited."""
     local = LocalCluster(args.data_dir)
     try:
         layout = local.load_layout()
+        layout.node(args.broker_id)
         process = local.start_node(layout, args.broker_id, detach=True)
     except LocalClusterError as exc:
         raise CliError(str(exc)) from None
     print(
         f"Started broker {args.broker_id} (pid {process.pid}); log: "
-        f"{local.log_path(args.broker_id)}"
+        f"{local.log_path(args.broker_id)}", flush=True
     )
     if not args.no_wait:
-        _wait_ready(layout, local, [args.broker_id], READY_TIMEOUT_S)
+        _wait_ready(layout, local, {args.broker_id: process}, READY_TIMEOUT_S, args.bootstrap)
         print(f"Broker {args.broker_id} is alive (registered and unfenced).")
     return EXIT_OK
 
@@ -321,6 +391,7 @@ def run_watch(args: argparse.Namespace) -> int:
     interactive = sys.stdout.isatty() and not args.once
     previous: ClusterSnapshot | None = None
     events: list[tuple[float, str]] = []
+    gaps = LeaderGaps(knows_pids=local is not None)
     failures = 0
     while True:
         try:
@@ -337,8 +408,8 @@ def run_watch(args: argparse.Namespace) -> int:
                     print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
             time.sleep(args.interval_ms / 1000)
             continue
-        changes = diff(previous, snapshot)
         now = time.time()
+        changes = diff(previous, snapshot) + gaps.observe(snapshot, now)
         events.extend((now, text) for text in changes)
         del events[:-WATCH_EVENTS_MAX]
         if interactive:

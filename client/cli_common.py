@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Sequence
 
+from raftka.client.local_cluster import DEFAULT_DATA_DIR, recorded_bootstrap
 from raftka.client.transport import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP
 
 EXIT_OK = 0
@@ -25,9 +27,19 @@ def add_bootstrap(parser: argparse.ArgumentParser) -> None:
         "--bootstrap-server",
         dest="bootstrap",
         default=None,
-        help=f"HOST:PORT[,HOST:PORT...] of any broker (env {BOOTSTRAP_ENV}; default "
-        f"{DEFAULT_BOOTSTRAP})",
+        help=f"HOST:PORT[,HOST:PORT...] of any broker (env {BOOTSTRAP_ENV}; default: every "
+        f"broker of the local cluster in ./{DEFAULT_DATA_DIR}, else {DEFAULT_BOOTSTRAP})",
     )
+
+
+def resolve_bootstrap(explicit: str | None, data_dir: str = DEFAULT_DATA_DIR) -> str:
+    """Whom a command talks to: --bootstrap; else $RAFTKA_BOOTSTRAP; else every broker of
+    the local cluster in `data_dir` (./raftka-data is where `make cluster` keeps it, with
+    its ports in cluster.json); else the default local cluster's brokers. Never one broker
+    alone, so the failover drill's `raftka cluster kill 1` leaves every command working."""
+    if explicit:
+        return explicit
+    return os.environ.get(BOOTSTRAP_ENV) or recorded_bootstrap(data_dir) or DEFAULT_BOOTSTRAP
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:

@@ -6,20 +6,31 @@ another (client/subscription.py, pure and unit-tested). The Fetcher asks the sta
 fetch and from which offset, sends one Fetch per leader broker for the partitions it leads
 (long-polling up to the wait it is given), checks each returned batch's CRC and decodes it
 here — the broker sent the stored bytes untouched — and hands the records to the state.
-NOT_LEADER, unknown partitions and unreachable brokers refresh the metadata and the next
-fetch retries; OFFSET_OUT_OF_RANGE resets the position per auto_offset_reset. It also lists
-offsets (ListOffsets), for resets and for the Consumer's seek_to_*() and *_offsets().
+NOT_LEADER answers that name a newer leader and its address (KIP-951) move the partition
+there for the next round without a Metadata call; other NOT_LEADER answers, unknown
+partitions and unreachable brokers refresh the metadata, and the next round retries after a
+short jittered backoff (client/backoff.py); OFFSET_OUT_OF_RANGE resets the position per
+auto_offset_reset. It also lists offsets (ListOffsets), for resets and for the Consumer's
+seek_to_*() and *_offsets().
+
+One slow or dead broker does not stall the others: each broker has at most one Fetch in
+flight, and a round waits for replies only until the long-poll wait plus
+FETCH_REPLY_GRACE_MS. A reply that is later than that stays in flight (its partitions are
+not fetched elsewhere meanwhile, so records are never read twice) and is taken in by a
+later round; if the metadata moved all of its partitions to other leaders, it is cancelled.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from raftka.client import backoff
 from raftka.client.errors import RaftkaError, UnknownTopicOrPartitionError, error_for
 from raftka.client.metadata import ClusterMetadata
 from raftka.client.serialization import Deserializer
@@ -31,6 +42,17 @@ from raftka.records import decode_batches, iter_headers
 
 log = logging.getLogger("raftka.client")
 Code = common_pb2.ErrorCode
+# How long past its long-poll wait a round waits for a broker's Fetch reply (ms) before it
+# returns what the other brokers sent and leaves that one in flight.
+FETCH_REPLY_GRACE_MS = 500
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """One Fetch sent to a broker and not yet taken in: the offsets it asked for."""
+
+    future: Any
+    offsets: dict[TopicPartition, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +91,9 @@ class Fetcher:
         self.fetch_max_bytes = fetch_max_bytes
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.request_timeout_s = request_timeout_s
+        self._in_flight: dict[str, _InFlight] = {}  # at most one Fetch per broker address
+        self._failed_rounds = 0  # rounds in a row that needed a retry (for the backoff)
+        self._random = random.Random()
 
     # --------------------------------------------------------------------- offsets
     def reset_positions(self, partitions: list[TopicPartition]) -> None:
@@ -85,6 +110,7 @@ class Fetcher:
         result: dict[TopicPartition, int] = {}
         deadline = time.monotonic() + self.request_timeout_s
         pending = list(partitions)
+        attempts = 0
         while pending:
             by_leader = self._group_by_leader(pending)
             retry: list[TopicPartition] = []
@@ -119,7 +145,8 @@ class Fetcher:
             retry.extend(tp for tp in pending if tp not in grouped)
             pending = retry
             if pending:
-                time.sleep(0.1)
+                attempts += 1
+                time.sleep(backoff.backoff_ms(attempts, self._random.random()) / 1000)
                 self.metadata.refresh()
         return result
 
@@ -142,67 +169,113 @@ class Fetcher:
     # -------------------------------------------------------------------- fetching
     def fetch_once(self, wait_ms: int) -> None:
         """One round: reset partitions without a position, then one Fetch per leader of
-        the fetchable partitions (each waiting up to `wait_ms` for data); the records land in
-        the state's buffer. Sleeps instead when there is nothing to fetch."""
+        the fetchable partitions not already in flight (each waiting up to `wait_ms` for
+        data); the records land in the state's buffer. Sleeps instead when there is nothing
+        to fetch."""
         if not self.state.fetchable():
             time.sleep(wait_ms / 1000)
             return
         missing = self.state.needing_reset()
         if missing:
             self.reset_positions(missing)
-        offsets = self.state.fetch_offsets()
-        by_leader = self._group_by_leader(list(offsets))
-        if not by_leader:
+        busy = {tp for sent in self._in_flight.values() for tp in sent.offsets}
+        offsets = {tp: o for tp, o in self.state.fetch_offsets().items() if tp not in busy}
+        by_leader = {
+            address: group
+            for address, group in self._group_by_leader(list(offsets)).items()
+            if address not in self._in_flight  # its partitions go in the next round
+        }
+        if not by_leader and not self._in_flight:
             time.sleep(min(wait_ms, 100) / 1000)
             self.metadata.refresh()
             return
-        calls = []
         for address, group in by_leader.items():
-            request = broker_pb2.FetchRequest(
-                replica_id=-1,
-                max_wait_ms=wait_ms,
-                min_bytes=self.fetch_min_bytes,
-                max_bytes=self.fetch_max_bytes,
-                partitions=[
-                    broker_pb2.FetchPartition(
-                        topic=tp.topic,
-                        partition=tp.partition,
-                        fetch_offset=offsets[tp],
-                        partition_max_bytes=self.max_partition_fetch_bytes,
-                        current_leader_epoch=-1,
-                        last_fetched_epoch=-1,
-                    )
-                    for tp in group
-                ],
-            )
-            future = self._connections.broker(address).Fetch.future(
-                request, timeout=wait_ms / 1000 + self.request_timeout_s
-            )
-            calls.append((address, future))
-        refresh = False
-        for address, future in calls:
-            try:
-                response = future.result()
-            except grpc.RpcError as exc:
-                log.debug("fetch from %s failed: %s", address, translate_rpc_error(exc, address))
-                refresh = True
-                continue
-            refresh |= self._absorb(response)
+            self._in_flight[address] = self._send_fetch(address, group, offsets, wait_ms)
+        refresh = self._take_replies(time.monotonic() + (wait_ms + FETCH_REPLY_GRACE_MS) / 1000)
         if refresh:
             try:
                 self.metadata.refresh()
             except RaftkaError as exc:
                 log.debug("metadata refresh failed: %s", exc)
-            time.sleep(0.05)
+            self._drop_moved_fetches()
+            self._failed_rounds += 1
+            time.sleep(backoff.backoff_ms(self._failed_rounds, self._random.random()) / 1000)
+        else:
+            self._failed_rounds = 0
 
-    def _absorb(self, response: broker_pb2.FetchResponse) -> bool:
+    def _send_fetch(
+        self, address: str, group: list[TopicPartition], offsets: dict[TopicPartition, int],
+        wait_ms: int,
+    ) -> _InFlight:
+        request = broker_pb2.FetchRequest(
+            replica_id=-1,
+            max_wait_ms=wait_ms,
+            min_bytes=self.fetch_min_bytes,
+            max_bytes=self.fetch_max_bytes,
+            partitions=[
+                broker_pb2.FetchPartition(
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    fetch_offset=offsets[tp],
+                    partition_max_bytes=self.max_partition_fetch_bytes,
+                    current_leader_epoch=-1,
+                    last_fetched_epoch=-1,
+                )
+                for tp in group
+            ],
+        )
+        future = self._connections.broker(address).Fetch.future(
+            request, timeout=wait_ms / 1000 + self.request_timeout_s
+        )
+        return _InFlight(future, {tp: offsets[tp] for tp in group})
+
+    def _take_replies(self, deadline: float) -> bool:
+        """Take in every in-flight reply that arrives by `deadline` (monotonic s); True when
+        the metadata needs a refresh (an error, or a broker too slow to answer)."""
+        refresh = False
+        for address, sent in list(self._in_flight.items()):
+            try:
+                response = sent.future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except grpc.FutureTimeoutError:
+                log.debug("fetch from %s is late; other brokers go on", address)
+                refresh = True
+                continue
+            except grpc.FutureCancelledError:
+                del self._in_flight[address]
+                continue
+            except grpc.RpcError as exc:
+                del self._in_flight[address]
+                log.debug("fetch from %s failed: %s", address, translate_rpc_error(exc, address))
+                if getattr(exc, "code", lambda: None)() == grpc.StatusCode.UNAVAILABLE:
+                    self.metadata.note_unreachable(address)
+                refresh = True
+                continue
+            del self._in_flight[address]
+            refresh |= self._absorb(response, sent.offsets)
+        return refresh
+
+    def _drop_moved_fetches(self) -> None:
+        """Cancel late fetches whose partitions all have other leaders now, so they are
+        fetched from those (a paused broker's reply would otherwise hold them until the
+        request timeout)."""
+        for address, sent in list(self._in_flight.items()):
+            if all(
+                self.metadata.leader_address(tp.topic, tp.partition) not in (None, address)
+                for tp in sent.offsets
+            ):
+                sent.future.cancel()
+                del self._in_flight[address]
+
+    def _absorb(
+        self, response: broker_pb2.FetchResponse, asked: dict[TopicPartition, int]
+    ) -> bool:
         """Take one Fetch reply into the state; True when the metadata needs a refresh."""
         refresh = False
         for reply in response.partitions:
             tp = TopicPartition(reply.topic, reply.partition)
             position = self.state.next_fetch_offset(tp)
-            if position is None:  # unassigned or reset since the request went out
-                continue
+            if position is None or asked.get(tp) != position:
+                continue  # unassigned, reset or sought since the request went out
             if reply.error_code == Code.OFFSET_OUT_OF_RANGE:
                 log.warning(
                     "%s-%d: offset %d out of range; resetting (%s)",
@@ -217,7 +290,13 @@ class Fetcher:
                 error = error_for(reply.error_code, reply.error_message)
                 if not error.retriable and not isinstance(error, UnknownTopicOrPartitionError):
                     raise error
-                refresh = True
+                hinted = reply.error_code == Code.NOT_LEADER_OR_FOLLOWER and (
+                    self.metadata.use_leader_hint(
+                        tp.topic, tp.partition, reply.leader_id, reply.leader_epoch,
+                        response.node_endpoints,
+                    )
+                )
+                refresh |= not hinted
                 continue
             if reply.record_batches:
                 records, next_position = self._decode(tp, reply.record_batches, position)

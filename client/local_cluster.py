@@ -12,10 +12,17 @@ directory restarts the same cluster with its data):
 
 Ports: broker N uses base + 10*(N-1) for gRPC, +1 for Raft and +2 for the Kafka listener,
 so with the default base 9090 the first broker answers gRPC on 9090 and Kafka on 9092.
+
+Which process is a broker: the command that started it holds its process handle (Popen)
+and judges it by that alone — `cluster up` while it supervises, `cluster start` while it
+waits for the broker to be ready — so no start-up race can make a live broker look dead.
+Other commands (kill, stop, status) go by `node-N.pid` and check in /proc that the PID still
+runs this broker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -23,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,6 +65,10 @@ class NodeSpec:
     def address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    @property
+    def kafka_address(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
 
 @dataclass(frozen=True)
 class ClusterLayout:
@@ -84,7 +96,23 @@ class ClusterLayout:
 
     @property
     def bootstrap(self) -> str:
+        """Every broker's gRPC address: clients carry on when any one of them is down."""
         return ",".join(n.address for n in self.all_nodes())
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Every broker's Kafka listener, for Kafka clients (bootstrap.servers)."""
+        return ",".join(n.kafka_address for n in self.all_nodes())
+
+
+def recorded_bootstrap(data_dir: str | Path) -> str | None:
+    """The gRPC bootstrap of the local cluster in `data_dir` (all its brokers, from its
+    cluster.json), or None when there is none there."""
+    local = LocalCluster(data_dir)
+    try:
+        return local.load_layout().bootstrap
+    except (LocalClusterError, ValueError, TypeError, OSError):
+        return None
 
 
 class LocalCluster:
@@ -242,24 +270,55 @@ class LocalCluster:
         os.kill(pid, signum)
         return pid
 
-    def stop_all(self, layout: ClusterLayout, timeout_s: float = 20) -> list[int]:
-        """SIGTERM every running broker of this cluster, wait, SIGKILL stragglers."""
-        pids = {i: self.pid_of(i) for i in range(1, layout.nodes + 1)}
-        running = {i: pid for i, pid in pids.items() if pid is not None}
-        for pid in running.values():
-            os.kill(pid, signal.SIGTERM)
+    def stop_all(
+        self,
+        layout: ClusterLayout,
+        timeout_s: float = 20,
+        children: Mapping[int, subprocess.Popen[bytes]] | None = None,
+    ) -> list[int]:
+        """SIGTERM every running broker of this cluster, wait, SIGKILL stragglers; the ids
+        of those that ran. `children`: brokers this process started, stopped by their
+        handles whatever their pid files say (so a failed `cluster up` leaves none behind)."""
+        targets: dict[int, set[int]] = {}
+        for i in range(1, layout.nodes + 1):
+            pid = self.pid_of(i)
+            if pid is not None:
+                targets.setdefault(i, set()).add(pid)
+        for i, child in (children or {}).items():
+            if child.poll() is None:
+                targets.setdefault(i, set()).add(child.pid)
+        handles = {child.pid: child for child in (children or {}).values()}
+        everyone = {pid for pids in targets.values() for pid in pids}
+        for pid in everyone:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and any(self.pid_of(i) is not None for i in running):
+        while time.monotonic() < deadline and any(_alive(p, handles) for p in everyone):
             reap_children()
             time.sleep(0.1)
-        for i in running:
-            straggler = self.pid_of(i)
-            if straggler is not None:
-                os.kill(straggler, signal.SIGKILL)
+        for pid in everyone:
+            if _alive(pid, handles):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for child in handles.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(5)
         reap_children()
-        for i in running:
+        for i in targets:
             self.pid_path(i).unlink(missing_ok=True)
-        return sorted(running)
+        return sorted(targets)
+
+
+def _alive(pid: int, handles: Mapping[int, subprocess.Popen[bytes]]) -> bool:
+    """Whether `pid` still runs: by its handle when we started it, else by /proc (a zombie
+    counts as gone)."""
+    if pid in handles:
+        return handles[pid].poll() is None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
+    except OSError:
+        return False
+    return bool(state) and state[0] != "Z"
 
 
 def write_secret_file(path: Path) -> bool:

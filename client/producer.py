@@ -4,14 +4,23 @@ How it works: `send()` serializes the record, picks its partition (explicit; els
 murmur2 of the key, so a key lands where Kafka would put it; else the sticky partition for
 keyless records) and queues it in the accumulator. A sender thread drains ready batches,
 encodes each as one RecordBatch v2 (the CRC is computed here; the broker stores the bytes as
-they are), groups them by leader and sends one Produce request per broker. Retriable errors
-(NOT_LEADER, unreachable broker, timeouts) refresh the metadata and retry the batch after
-`retry_backoff_ms`, until `delivery_timeout_ms`; one batch per partition in flight keeps order.
+they are), groups them by leader and sends one Produce request per broker. One batch per
+partition in flight keeps order.
+
+The sender never waits on a broker: requests go out as gRPC futures whose completion wakes
+it, so a broker that is slow, paused or dead holds up only the partitions it leads while the
+sender keeps draining batches for the others; metadata refreshes run on their own thread for
+the same reason. Retriable errors (NOT_LEADER, unreachable broker, timeouts) retry the batch
+until `delivery_timeout_ms`: at once when a NOT_LEADER answer named a newer leader and its
+address (KIP-951, see client/metadata.py), else after a jittered exponential backoff from
+`retry_backoff_ms` to `retry_backoff_max_ms` (client/backoff.py) while the metadata is
+refreshed.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
@@ -21,6 +30,7 @@ from typing import Any
 
 import grpc
 
+from raftka.client import backoff
 from raftka.client.accumulator import (
     PendingRecord,
     ProducerBatch,
@@ -41,12 +51,18 @@ from raftka.client.metadata import ClusterMetadata
 from raftka.client.partitioner import StickyPartitioner, partition_for_key
 from raftka.client.serialization import Serializer, resolve_serializer
 from raftka.client.transport import Connections, bootstrap_list, translate_rpc_error
-from raftka.proto.raftka.v1 import broker_pb2
+from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 from raftka.records import encode_batch
 
 log = logging.getLogger("raftka.client")
+Code = common_pb2.ErrorCode
 
 ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
+# Longest the sender sleeps with nothing to do (s); it wakes sooner for any new work.
+SENDER_IDLE_POLL_S = 0.1
+# How long a Produce may run past request_timeout_ms before the SDK gives up on it (s): the
+# broker answers REQUEST_TIMED_OUT itself at request_timeout_ms.
+PRODUCE_DEADLINE_GRACE_S = 5.0
 
 
 def parse_acks(acks: str | int) -> int:
@@ -70,7 +86,8 @@ class Producer:
         max_block_ms: int = 60_000,
         request_timeout_ms: int = 30_000,
         delivery_timeout_ms: int = 120_000,
-        retry_backoff_ms: int = 100,
+        retry_backoff_ms: int = backoff.RETRY_BACKOFF_MS,
+        retry_backoff_max_ms: int = backoff.RETRY_BACKOFF_MAX_MS,
         key_serializer: str | Serializer | None = None,
         value_serializer: str | Serializer | None = None,
         allow_auto_create_topics: bool = True,
@@ -93,7 +110,15 @@ class Producer:
         self.max_block_s = max_block_ms / 1000
         self.request_timeout_s = request_timeout_ms / 1000
         self.delivery_timeout_ms = delivery_timeout_ms
+        backoff.validate(retry_backoff_ms, retry_backoff_max_ms)
         self.retry_backoff_ms = retry_backoff_ms
+        self.retry_backoff_max_ms = retry_backoff_max_ms
+        self._random = random.Random(seed)
+        # Produce replies (address, batches, future), put by gRPC's threads, handled by the
+        # sender. Bounded by the partitions in flight (one batch each).
+        self._replies: queue.SimpleQueue[tuple[str, list[ProducerBatch], Any]] = (
+            queue.SimpleQueue()
+        )
         self.allow_auto_create_topics = allow_auto_create_topics
         self._key_serializer = resolve_serializer(key_serializer)
         self._value_serializer = resolve_serializer(value_serializer)
@@ -210,13 +235,21 @@ class Producer:
                     log.exception("sender failed")
                     for batch in batches:
                         self._fail(batch, RaftkaError(f"sender failed: {exc}"))
+            # After drain(), which clears the wake-up flag: a reply that lands from here on
+            # sets it again, so the wait below cannot sleep through it.
+            self._handle_replies()
+            if batches:
                 continue
             if self._closed and not self._accumulator.has_unsent():
                 return
-            wait_s = 0.1 if next_ms is None else max(0.001, min(next_ms / 1000, 0.1))
+            if next_ms is None:
+                wait_s = SENDER_IDLE_POLL_S
+            else:
+                wait_s = max(0.001, min(next_ms / 1000, SENDER_IDLE_POLL_S))
             self._accumulator.wait_for_work(wait_s)
 
     def _send_batches(self, batches: list[ProducerBatch]) -> None:
+        """Send each batch to its leader without waiting for the answers."""
         by_leader: dict[str, list[ProducerBatch]] = defaultdict(list)
         refresh_needed = False
         if self.idempotent and not self._identity.known:
@@ -233,7 +266,6 @@ class Producer:
                 )
             else:
                 by_leader[address].append(batch)
-        calls = []
         for address, group in by_leader.items():
             request = broker_pb2.ProduceRequest(
                 acks=self.acks,
@@ -246,13 +278,37 @@ class Producer:
                 ],
             )
             future = self._connections.broker(address).Produce.future(
-                request, timeout=self.request_timeout_s + 5
+                request, timeout=self.request_timeout_s + PRODUCE_DEADLINE_GRACE_S
             )
-            calls.append((address, group, future))
-        for address, group, future in calls:
-            refresh_needed |= self._handle_reply(address, group, future)
+            future.add_done_callback(
+                lambda done, address=address, group=group: self._reply_arrived(
+                    address, group, done
+                )
+            )
         if refresh_needed:
-            self._refresh_quietly()
+            self.metadata.refresh_in_background()
+
+    def _reply_arrived(self, address: str, group: list[ProducerBatch], future: Any) -> None:
+        """On a gRPC thread: hand the reply to the sender and wake it."""
+        self._replies.put((address, group, future))
+        self._accumulator.wake()
+
+    def _handle_replies(self) -> None:
+        refresh_needed = False
+        while True:
+            try:
+                address, group, future = self._replies.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                refresh_needed |= self._handle_reply(address, group, future)
+            except Exception as exc:  # never let the sender thread die
+                log.exception("handling a reply from %s failed", address)
+                for batch in group:
+                    if not batch.result.done:
+                        self._fail(batch, RaftkaError(f"sender failed: {exc}"))
+        if refresh_needed:
+            self.metadata.refresh_in_background()
 
     @staticmethod
     def _encode(batch: ProducerBatch) -> bytes:
@@ -274,6 +330,7 @@ class Producer:
                     request, timeout=self.request_timeout_s
                 )
             except grpc.RpcError as exc:
+                self.metadata.note_unreachable(address)
                 log.debug("InitProducerId at %s: %s", address, exc)
                 continue
             if reply.error_code == 0:
@@ -282,10 +339,17 @@ class Producer:
             log.debug("InitProducerId at %s: %s", address, reply.error_message)
 
     def _handle_reply(self, address: str, group: list[ProducerBatch], future: Any) -> bool:
+        """Settle the batches of one Produce reply; True when the metadata needs a refresh
+        (a retriable error without a usable leader hint)."""
+        # A batch already settled (failed by the sender's catch-all after it went out)
+        # must not be settled twice: its bytes were freed once.
+        group = [batch for batch in group if not batch.result.done]
         try:
             response = future.result()
         except grpc.RpcError as exc:
             error = translate_rpc_error(exc, address)
+            if getattr(exc, "code", lambda: None)() == grpc.StatusCode.UNAVAILABLE:
+                self.metadata.note_unreachable(address)
             for batch in group:
                 self._retry(batch, error)
             return True
@@ -297,8 +361,17 @@ class Producer:
                 self._retry(batch, RaftkaError("the broker's reply missed this partition"))
             elif reply.error_code:
                 error = error_for(reply.error_code, reply.error_message)
-                refresh |= error.retriable
-                self._retry(batch, error)
+                hinted = reply.error_code == Code.NOT_LEADER_OR_FOLLOWER and (
+                    self.metadata.use_leader_hint(
+                        batch.topic,
+                        batch.partition,
+                        reply.leader_id,
+                        reply.leader_epoch,
+                        response.node_endpoints,
+                    )
+                )
+                refresh |= error.retriable and not hinted
+                self._retry(batch, error, hinted=hinted)
             else:
                 self._succeed(batch, reply.base_offset)
         return refresh
@@ -313,7 +386,9 @@ class Producer:
         batch.result.complete(-1, error)
         self._accumulator.complete(batch)
 
-    def _retry(self, batch: ProducerBatch, error: BaseException) -> None:
+    def _retry(self, batch: ProducerBatch, error: BaseException, hinted: bool = False) -> None:
+        """Requeue `batch` (or fail it: not retriable, or out of time). `hinted`: the new
+        leader is known, so the retry goes at once."""
         now_ms = int(time.time() * 1000)
         batch.attempts += 1
         retriable = getattr(error, "retriable", False)
@@ -331,10 +406,7 @@ class Producer:
         self.retries[name] += 1
         if self.on_retry is not None:
             self.on_retry(batch.topic, batch.partition, error)
-        self._accumulator.requeue(batch, now_ms + self.retry_backoff_ms)
-
-    def _refresh_quietly(self) -> None:
-        try:
-            self.metadata.refresh()
-        except RaftkaError as exc:
-            log.debug("metadata refresh failed: %s", exc)
+        wait_ms = 0 if hinted else backoff.backoff_ms(
+            batch.attempts, self._random.random(), self.retry_backoff_ms, self.retry_backoff_max_ms
+        )
+        self._accumulator.requeue(batch, now_ms + wait_ms)

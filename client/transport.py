@@ -14,18 +14,20 @@ import grpc
 from raftka.client.errors import BrokerNotAvailableError, RequestTimedOutError
 from raftka.proto.raftka.v1 import admin_pb2_grpc, broker_pb2_grpc
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9090"
+# Every broker of the default local cluster (`make cluster`: 3 brokers from base port 9090,
+# 10 apart; client/local_cluster.py), so the SDK and CLI carry on when any one is down.
+DEFAULT_BOOTSTRAP = "127.0.0.1:9090,127.0.0.1:9100,127.0.0.1:9110"
 BOOTSTRAP_ENV = "RAFTKA_BOOTSTRAP"
 MESSAGE_MAX_BYTES = 128 * 1024 * 1024
 
 
 def bootstrap_list(bootstrap: str | list[str] | None) -> list[str]:
-    """Addresses from the argument, else $RAFTKA_BOOTSTRAP, else the local cluster's first
-    broker. Accepts "h:p,h:p" or a list."""
+    """Addresses from the argument, else $RAFTKA_BOOTSTRAP, else the default local cluster's
+    brokers. Accepts "h:p,h:p" or a list; an address given twice counts once."""
     if bootstrap is None:
         bootstrap = os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
     items = bootstrap.split(",") if isinstance(bootstrap, str) else list(bootstrap)
-    addresses = [item.strip() for item in items if item.strip()]
+    addresses = list(dict.fromkeys(item.strip() for item in items if item.strip()))
     for address in addresses:
         host, sep, port = address.rpartition(":")
         if not sep or not host or not port.isdigit():
@@ -81,9 +83,22 @@ def translate_rpc_error(exc: grpc.RpcError, address: str) -> Exception:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return RequestTimedOutError(f"broker {address} did not answer in time")
     if code == grpc.StatusCode.UNAVAILABLE:
-        return BrokerNotAvailableError(f"broker {address} is not reachable ({details})")
+        return BrokerNotAvailableError(
+            f"broker {address} is not reachable ({_unavailable_reason(details, address)})"
+        )
     from raftka.client.errors import InvalidRequestError, RaftkaError
 
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
         return InvalidRequestError(f"broker {address} refused the request: {details}")
     return RaftkaError(f"broker {address} failed: {code.name if code else '?'} {details}")
+
+
+def _unavailable_reason(details: str | None, address: str) -> str:
+    """gRPC's UNAVAILABLE details, short and without the address again (the message names
+    it once): "connection refused" for a broker that is down."""
+    text = details or "unavailable"
+    if "Connection refused" in text:
+        return "connection refused"
+    for form in (f"ipv4:{address}: ", f"ipv4:{address}", f"{address}: ", address):
+        text = text.replace(form, "")
+    return text.strip() or "unavailable"

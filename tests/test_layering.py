@@ -48,6 +48,7 @@ PURE_MODULES = {
     "raftka.client.accumulator",
     "raftka.client.subscription",
     "raftka.client.partitioner",
+    "raftka.client.backoff",
     "raftka.client.cluster_view",
 }
 FORBIDDEN = {

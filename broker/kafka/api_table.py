@@ -4,8 +4,11 @@ from __future__ import annotations
 
 # api key -> (min version, max version) this broker serves. Maxima stay below versions that
 # address topics by id only (Fetch 13+, Produce 13+), so name-based clients keep working.
+# Produce 10 adds KIP-951's CurrentLeader and NodeEndpoints (a NOT_LEADER answer says where
+# the new leader is); Produce 11 and 12 concern transactions, which Raftka does not serve.
+# Fetch 12 already carries CurrentLeader; Fetch's NodeEndpoints come only in v16 (by id).
 SUPPORTED: dict[int, tuple[int, int]] = {
-    0: (3, 9),     # Produce
+    0: (3, 10),    # Produce
     1: (4, 12),    # Fetch
     2: (1, 7),     # ListOffsets
     3: (0, 12),    # Metadata

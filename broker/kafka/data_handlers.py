@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from raftka.broker import metadata_view
 from raftka.broker.core import BrokerCore
 from raftka.broker.errors import to_error
 from raftka.broker.fetch_path import close_slices
+from raftka.broker.kafka.admin_handlers import kafka_brokers
 from raftka.broker.kafka.codec import Request, field, timeout_ms
 from raftka.broker.kafka.zero_copy import SplicedResponse, records_value
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
@@ -37,12 +39,27 @@ async def produce(core: BrokerCore, request: Request) -> dict[str, Any] | None:
         return None
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for reply in replies:
-        by_topic.setdefault(reply.topic, []).append({
+        part: dict[str, Any] = {
             "index": reply.partition, "error_code": reply.error_code,
             "base_offset": reply.base_offset, "log_start_offset": reply.log_start_offset,
-            "record_errors": [], "error_message": reply.error_message or None})
+            "record_errors": [], "error_message": reply.error_message or None}
+        if reply.error_code == Code.NOT_LEADER_OR_FOLLOWER and reply.leader_id >= 0:
+            part["current_leader"] = {"leader_id": reply.leader_id,
+                                      "leader_epoch": reply.leader_epoch}
+        by_topic.setdefault(reply.topic, []).append(part)
     return {"throttle_time": 0, "responses": [
-        {"name": name, "partition_responses": parts} for name, parts in by_topic.items()]}
+        {"name": name, "partition_responses": parts} for name, parts in by_topic.items()],
+        "node_endpoints": leader_endpoints(core, replies, request.listener)}
+
+
+def leader_endpoints(core: BrokerCore, replies: list[Any], listener: str) -> list[dict[str, Any]]:
+    """KIP-951 NodeEndpoints (Produce v10+): the Kafka addresses, for the client's listener,
+    of the live leaders that NOT_LEADER_OR_FOLLOWER answers name, so the client retries
+    there without a Metadata round trip. Older versions drop the field when encoding."""
+    named = set(metadata_view.named_leaders(replies))
+    if not named:
+        return []
+    return [b for b in kafka_brokers(core.image, listener) if b["node_id"] in named]
 
 
 def _produce_refused(body: Any, code: int, message: str) -> dict[str, Any]:

@@ -7,6 +7,12 @@ word that the follower's log diverged — then the follower truncates (follower_
 asks again. The leader long-polls, so an idle loop costs one request per `max_wait_ms`, and
 new data flows as soon as the leader has it. Failures back off for a bounded time; changes
 of leader arrive through metadata and move partitions between loops.
+
+A partition added to a loop (this broker must now follow it there, or at a new leader epoch)
+cuts the loop's in-flight long poll short: the poll is cancelled and the next round asks for
+it at once, instead of up to FETCH_WAIT_MAX_MS later, which after a failover is time the new
+leader's acks=all writes wait for this follower. Only the wait on the RPC is cancelled, never
+the appending of a reply that has arrived.
 """
 
 from __future__ import annotations
@@ -50,11 +56,13 @@ class LeaderFetcher:
         self.partitions: dict[TopicPartition, Partition] = {}
         self.task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._added = asyncio.Event()  # a partition joined since this round's request
         self._refused = False  # the leader refused our credentials (and we said so)
 
     def add(self, partition: Partition) -> None:
         self.partitions[partition.tp] = partition
         self._changed.set()
+        self._added.set()
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run(), name=f"fetch-from-{self.leader_id}")
 
@@ -87,6 +95,7 @@ class LeaderFetcher:
         target = manager.endpoint_of(self.leader_id)
         if target is None:
             return False
+        self._added.clear()
         asked = dict(self.partitions)
         epochs = {tp: p.leader_epoch for tp, p in asked.items()}
         request = broker_pb2.FetchRequest(
@@ -109,11 +118,13 @@ class LeaderFetcher:
         )
         stub = broker_pb2_grpc.BrokerServiceStub(manager.channels.get(target))
         try:
-            response = await stub.Fetch(
+            response = await self._unless_added(stub.Fetch(
                 request,
                 timeout=FETCH_WAIT_MAX_MS / 1000 + 10,
                 metadata=manager.channels.auth.metadata(FETCH),
-            )
+            ))
+            if response is None:
+                return True  # a partition joined: ask again at once, with it
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED and not self._refused:
                 self._refused = True  # said once, until a fetch goes through again
@@ -131,6 +142,22 @@ class LeaderFetcher:
                 continue  # moved or changed epoch while the fetch was out
             healthy &= await self._absorb(partition, reply)
         return healthy
+
+    async def _unless_added(
+        self, call: Awaitable[broker_pb2.FetchResponse]
+    ) -> broker_pb2.FetchResponse | None:
+        """The reply of `call`, or None if a partition was added first (call cancelled)."""
+        reply = asyncio.ensure_future(call)
+        added = asyncio.ensure_future(self._added.wait())
+        try:
+            await asyncio.wait({reply, added}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            added.cancel()
+            if not reply.done():
+                reply.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await reply
+        return reply.result() if not reply.cancelled() else None
 
     async def _absorb(self, partition: Partition, reply: Any) -> bool:
         """Apply one partition's reply; False when it was an error to wait out."""

@@ -67,3 +67,20 @@ def test_failed_batch_fails_every_record_and_frees_its_memory():
     with pytest.raises(RuntimeError, match="boom"):
         future.get(0)
     acc.append("t", 0, record(), 90, now_ms=0, max_block_s=0)  # room again
+
+
+def test_a_new_batch_wakes_the_sender_even_before_it_waits():
+    """The SDK's ~100 ms synchronous send: a record queued with linger_ms=0 did not wake the
+    sender, which slept out its idle poll. A wake-up between drain() and the wait must not be
+    lost either, so wait_for_work returns at once here (it would sit out the timeout)."""
+    acc = RecordAccumulator(batch_size_bytes=1000, linger_ms=0, buffer_memory_bytes=10_000)
+    assert acc.drain(now_ms=0) == ([], None)  # the sender found nothing ...
+    acc.append("t", 0, record(), 10, now_ms=0, max_block_s=0)  # ... then a send() came
+    assert acc.wait_for_work(timeout_s=30) is True
+    (batch,), _ = acc.drain(now_ms=0)
+    assert acc.wait_for_work(timeout_s=0) is False  # nothing new since that drain
+    acc.append("t", 0, record(), 10, now_ms=0, max_block_s=0)  # joins a new batch: wake
+    assert acc.wait_for_work(timeout_s=30) is True
+    batch.result.complete(0, None)
+    acc.complete(batch)  # the partition is free for its next batch: wake
+    assert acc.wait_for_work(timeout_s=30) is True

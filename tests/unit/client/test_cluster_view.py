@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from raftka.client.cluster_view import (
     BrokerView,
     ClusterSnapshot,
+    LeaderGaps,
     PartitionView,
     diff,
     render,
@@ -73,7 +74,8 @@ def described(*pids: int, fenced: tuple[int, ...] = ()) -> SimpleNamespace:
     """A DescribeClusterResponse's shape: brokers 1..N with the PIDs they registered."""
     brokers = [
         SimpleNamespace(
-            endpoint=SimpleNamespace(broker_id=i, host=f"raftka-{i}", port=9090),
+            endpoint=SimpleNamespace(broker_id=i, host=f"raftka-{i}", port=9090, kafka_port=0,
+                                     grpc_listeners=[], kafka_listeners=[]),
             fenced=i in fenced, voter=True, pid=pid,
         )
         for i, pid in enumerate(pids, start=1)
@@ -91,3 +93,35 @@ def test_brokers_in_containers_show_no_pid_not_pid_1():
     # a local cluster's own PID files win over what the brokers registered
     local = snapshot_from(described(1, 1), SimpleNamespace(topics=[]), {1: 77, 2: None})
     assert [b.pid for b in local.brokers] == [77, None]
+
+
+def test_the_watch_says_how_long_a_partition_was_without_a_leader():
+    gaps = LeaderGaps(knows_pids=True)
+    assert gaps.observe(snapshot(), 0.0) == []
+    dead = snapshot()
+    dead = ClusterSnapshot(dead.cluster_id, 1, 11, (
+        BrokerView(1, "127.0.0.1:9090", False, True, None), *dead.brokers[1:]), dead.partitions)
+    assert gaps.observe(dead, 1.0) == []  # broker 1's process is gone: the gap starts
+    assert gaps.observe(snapshot(fenced=(1,), leader=-1), 1.3) == []
+    assert gaps.observe(snapshot(leader=2), 1.64) == ["orders-0: leader 1 -> 2 after 640 ms"]
+    assert gaps.observe(snapshot(leader=2), 3.0) == []  # reported once
+
+
+def test_a_leader_change_with_no_gap_seen_reports_no_gap():
+    gaps = LeaderGaps(knows_pids=False)
+    gaps.observe(snapshot(), 0.0)
+    assert gaps.observe(snapshot(leader=2), 0.25) == []  # a moved leader, never absent
+
+
+def test_json_lists_every_listener_and_both_bootstraps():
+    brokers = tuple(
+        BrokerView(i, f"127.0.0.1:{9080 + 10 * i}", i == 3, True, 100 + i,
+                   (("grpc", "PLAINTEXT", f"127.0.0.1:{9080 + 10 * i}"),
+                    ("kafka", "PLAINTEXT", f"127.0.0.1:{9082 + 10 * i}")))
+        for i in (1, 2, 3))
+    data = ClusterSnapshot("cid", 1, 10, brokers, ()).to_json()
+    assert data["brokers"][0]["kafka_address"] == "127.0.0.1:9092"
+    assert data["brokers"][0]["listeners"][1] == {
+        "protocol": "kafka", "name": "PLAINTEXT", "address": "127.0.0.1:9092"}
+    assert data["bootstrap"] == {"grpc": "127.0.0.1:9090,127.0.0.1:9100",
+                                 "kafka": "127.0.0.1:9092,127.0.0.1:9102"}

@@ -31,11 +31,18 @@ class Unavailable(grpc.RpcError):
 class Done:
     def __init__(self, outcome):
         self._outcome = outcome
+        self.cancelled = False
 
-    def result(self):
+    def result(self, timeout=None):
+        if self._outcome is None:  # a broker that has not answered (yet)
+            raise grpc.FutureTimeoutError()
         if isinstance(self._outcome, Exception):
             raise self._outcome
         return self._outcome
+
+    def cancel(self):
+        self.cancelled = True
+        return True
 
 
 class Broker:
@@ -43,6 +50,7 @@ class Broker:
 
     def __init__(self):
         self.fetches: list[broker_pb2.FetchRequest] = []
+        self.futures: list[Done] = []
         self.fetch_replies: list = []
         self.offsets: dict[TopicPartition, int] = {}
         self.offset_requests: list[broker_pb2.ListOffsetsRequest] = []
@@ -50,7 +58,8 @@ class Broker:
 
     def future(self, request, timeout):
         self.fetches.append(request)
-        return Done(self.fetch_replies.pop(0))
+        self.futures.append(Done(self.fetch_replies.pop(0)))
+        return self.futures[-1]
 
     def ListOffsets(self, request, timeout):
         self.offset_requests.append(request)
@@ -87,6 +96,16 @@ class Metadata:
 
     def refresh(self, topics=None, allow_auto_create=False):
         self.refreshes += 1
+
+    def note_unreachable(self, address):
+        pass
+
+    def use_leader_hint(self, topic, partition, leader_id, leader_epoch, endpoints=()):
+        """Follows any hint to broker "b<leader_id>" (the real check is ClusterMetadata's)."""
+        if leader_id <= 0:
+            return False
+        self.leaders[TopicPartition(topic, partition)] = f"b{leader_id}"
+        return True
 
 
 def reply(tp, data=b"", error=0):
@@ -188,7 +207,7 @@ def test_out_of_range_without_a_policy_raises():
 
 
 @pytest.mark.parametrize("error", [Code.NOT_LEADER_OR_FOLLOWER, Code.UNKNOWN_TOPIC_OR_PARTITION])
-def test_leader_changes_and_unknown_partitions_refresh_the_metadata(error):
+def test_leader_changes_without_a_hint_and_unknown_partitions_refresh_the_metadata(error):
     fetcher, state, brokers, metadata = setup(leaders={A0: "b1"})
     state.assign_from_user([A0])
     state.seek(A0, 3)
@@ -259,3 +278,54 @@ def test_nothing_to_fetch_sleeps_instead():
     fetcher.fetch_once(0)
     assert not brokers["b1"].fetches and not brokers["b1"].offset_requests
     assert metadata.refreshes == 0
+
+
+def test_a_not_leader_answer_naming_the_leader_moves_the_partition_without_a_refresh():
+    fetcher, state, brokers, metadata = setup(leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    state.seek(A0, 3)
+    hinted = reply(A0, error=Code.NOT_LEADER_OR_FOLLOWER)
+    hinted.leader_id, hinted.leader_epoch = 2, 5
+    brokers["b1"].fetch_replies.append(broker_pb2.FetchResponse(partitions=[hinted]))
+    brokers["b2"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A0, batch(3, b"here"))]))
+    fetcher.fetch_once(0)
+    fetcher.fetch_once(0)
+    assert metadata.refreshes == 0
+    assert [r.value for r in state.drain(10)[A0]] == ["here"]
+
+
+def test_a_broker_that_does_not_answer_holds_up_only_its_own_partitions():
+    fetcher, state, brokers, metadata = setup()
+    state.assign_from_user([A0, A1])
+    state.seek(A0, 0)
+    state.seek(A1, 0)
+    brokers["b1"].fetch_replies.append(None)  # b1 (A0's leader) is paused
+    brokers["b2"].fetch_replies.extend(
+        broker_pb2.FetchResponse(partitions=[reply(A1, batch(i, b"v%d" % i))]) for i in range(3))
+    for _ in range(3):
+        fetcher.fetch_once(0)
+    assert len(brokers["b1"].fetches) == 1  # one in flight, not sent again meanwhile
+    assert [r.offset for r in state.drain(10)[A1]] == [0, 1, 2]
+    metadata.leaders[A0] = "b2"  # the controller moved A0's leadership away from b1
+    brokers["b2"].fetch_replies.append(broker_pb2.FetchResponse())
+    brokers["b2"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A0, batch(0, b"moved"))]))
+    fetcher.fetch_once(0)  # the late fetch is dropped once A0 has another leader ...
+    assert brokers["b1"].futures[0].cancelled
+    fetcher.fetch_once(0)  # ... and A0 is fetched from its new leader
+    assert [r.value for r in state.drain(10)[A0]] == ["moved"]
+
+
+def test_a_late_reply_for_an_offset_the_consumer_moved_away_from_is_dropped():
+    fetcher, state, brokers, _ = setup(leaders={A0: "b1"})
+    state.assign_from_user([A0])
+    state.seek(A0, 0)
+    brokers["b1"].fetch_replies.append(None)
+    fetcher.fetch_once(0)
+    state.seek(A0, 10)
+    brokers["b1"].futures[0]._outcome = broker_pb2.FetchResponse(
+        partitions=[reply(A0, batch(0, b"stale"))])
+    brokers["b1"].fetch_replies.append(broker_pb2.FetchResponse())
+    fetcher.fetch_once(0)
+    assert not state.has_buffered() and state.fetch_offsets() == {A0: 10}
