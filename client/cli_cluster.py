@@ -211,12 +211,13 @@ def run_up(args: argparse.Namespace) -> int:
         _stop_on_sigterm()
         started = time.monotonic()
         print(f"Starting {layout.nodes} broker(s) in {local.root} ({layout.voters} Raft voter(s)):")
-        print(f"  {'ID':>2}  {'PID':>7}  {'GRPC':<16} {'RAFT':<16} LOG")
+        print(f"  {'ID':>2}  {'PID':>7}  {'GRPC':<16} {'RAFT':<16} {'METRICS':<16} LOG")
         for node in layout.all_nodes():
             process = local.start_node(layout, node.broker_id, detach=False)
             print(
                 f"  {node.broker_id:>2}  {process.pid:>7}  {node.address:<16} "
-                f"127.0.0.1:{node.raft_port:<6} {local.log_path(node.broker_id)}"
+                f"127.0.0.1:{node.raft_port:<6} 127.0.0.1:{node.metrics_port:<6} "
+                f"{local.log_path(node.broker_id)}"
             )
         snapshot = _wait_ready(layout, local, list(range(1, layout.nodes + 1)), READY_TIMEOUT_S)
     except LocalClusterError as exc:
@@ -230,6 +231,7 @@ def run_up(args: argparse.Namespace) -> int:
     )
     print(f"  bootstrap: {layout.bootstrap.split(',')[0]}   (RAFTKA_BOOTSTRAP, --bootstrap)")
     print(f"  try:   raftka watch --data-dir {args.data_dir}")
+    print(f"         raftka console --bootstrap {layout.bootstrap}   (http://127.0.0.1:8080)")
     print(f"         raftka cluster kill {snapshot.controller} --data-dir {args.data_dir}")
     print("Ctrl-C stops every broker.\n", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
