@@ -180,7 +180,7 @@ class ClusterBackend:
                 break
             for record in fresh[: request.limit - len(records)]:
                 records.append(views.record_view(record, partition))
-            position = fresh[-1].offset + 1
+                position = record.offset + 1  # the page ends here: the next one starts here
         return {
             "topic": topic, "partition": partition, "from_offset": offset,
             "log_start_offset": start_offset, "high_watermark": end_offset,
