@@ -58,6 +58,7 @@ KAFKA_ALIASES = {
     "cluster.secret.file": "cluster_secret_file",
     "cluster.secret.rotation.file": "cluster_secret_rotation_file",
     "raft.bind": "raft_bind",
+    "metrics.listen": "metrics_listen",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -170,6 +171,9 @@ class BrokerConfig:
     # Sync the Raft journal to disk before a metadata change counts (off: power loss on a
     # majority can undo committed metadata; for measuring only).
     metadata_log_fsync: bool = True
+    # HOST:PORT of the Prometheus endpoint (GET /metrics, broker/metrics.py); "": none. Off
+    # unless asked for, like any port a broker opens (`raftka cluster up` turns it on).
+    metrics_listen: str = ""
     raft_options: Mapping[str, Any] = field(default_factory=dict)
 
     # -------------------------------------------------------------------- derived
@@ -275,6 +279,8 @@ class BrokerConfig:
         self.kafka_endpoints  # noqa: B018
         self.grpc_extra_endpoints  # noqa: B018
         self.raft_bind_address  # noqa: B018
+        if self.metrics_listen:
+            parse_address(self.metrics_listen, "metrics_listen")
         voters = self.voter_map
         if self.voters and self.broker_id in voters and voters[self.broker_id] != self.raft_address:
             raise ConfigError(

@@ -21,6 +21,7 @@ from raftka.broker.errors import (
     fill_error,
 )
 from raftka.broker.log.file_slice import FileSlice
+from raftka.broker.metrics import BrokerMetrics
 from raftka.broker.partition import Partition, TopicPartition
 from raftka.broker.replica_manager import ReplicaManager
 from raftka.broker.replication.follower_state import leader_divergence
@@ -41,8 +42,10 @@ class FetchPath:
         fetch_max_bytes: int,
         fetch_wait_max_ms: int,
         lease_problem: Callable[[], str | None] | None = None,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self._replicas = replicas
+        self._metrics = metrics
         # A leader whose lease lapsed (paused, cut off) may have been replaced without knowing
         # it yet; it serves no consumer reads then, so none sees a stale end of the log.
         self._lease_problem = lease_problem
@@ -57,6 +60,8 @@ class FetchPath:
             for item, asked in zip(response.partitions, request.partitions, strict=True):
                 if item.record_batches:
                     item.records.extend(to_proto_records(item.record_batches, asked.fetch_offset))
+                    if self._metrics is not None:
+                        self._metrics.messages_out.labels(item.topic).inc(len(item.records))
         return response
 
     async def fetch_slices(
@@ -97,6 +102,12 @@ class FetchPath:
             if loop.time() >= deadline and not moved():
                 break
             close_slices(slices)
+        if self._metrics is not None:
+            follower = request.replica_id >= 0
+            for index, item in enumerate(response.partitions):
+                found = slices.get(index) if slices else None
+                size = found.length if found is not None else len(item.record_batches)
+                self._metrics.served(item.topic, size, follower)
         return response, slices or {}
 
     def _visible_end(self, tp: TopicPartition, replica_id: int) -> int:

@@ -27,6 +27,7 @@ from raftka.broker.errors import (
     fill_error,
 )
 from raftka.broker.log.log import AppendResult
+from raftka.broker.metrics import BrokerMetrics
 from raftka.broker.partition import Partition, TopicPartition
 from raftka.broker.replica_manager import ReplicaManager
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
@@ -57,8 +58,10 @@ class ProducePath:
         produce_timeout_max_ms: int,
         auto_create: AutoCreate | None,
         lease_problem: LeaseCheck,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self._replicas = replicas
+        self._metrics = metrics
         self._timeout_max_ms = produce_timeout_max_ms
         self._auto_create = auto_create
         self._lease_problem = lease_problem
@@ -141,6 +144,8 @@ class ProducePath:
         except Exception as exc:  # every failure becomes this partition's error code
             fill_error(reply, exc)
             reply.base_offset = -1
+            if self._metrics is not None and not internal:
+                self._metrics.failed_produce.labels(item.topic).inc()
         return reply
 
     async def _ensure_topic(self, topic: str, partition: int) -> None:
@@ -172,6 +177,9 @@ class ProducePath:
         result = await replicas.on_writer(
             partition.append_as_leader, data, batches, acks, replicas.clock_ms()
         )
+        if self._metrics is not None:
+            records = sum(header.records_count for _, header in batches)
+            self._metrics.appended(partition.tp.topic, records, len(data))
         if partition.log.flush_due_by_count():
             # flush.messages reached (flush.messages=1: fsync before acknowledging, as in
             # Kafka). Flushes run on the writer after the appends queued before them, and one

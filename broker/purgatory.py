@@ -27,6 +27,11 @@ class Purgatory:
         self._count = 0
         self.waiters_max = waiters_max
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting now (Kafka's PurgatorySize)."""
+        return self._count
+
     def notify(self, key: Hashable) -> None:
         for future in self._waiters.pop(key, ()):
             if not future.done():

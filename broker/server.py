@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from raftka.broker.config import BrokerConfig
+from raftka.broker.config import BrokerConfig, parse_address
 from raftka.broker.controller_client import (
     GRPC_MESSAGE_MAX_BYTES,
     BrokerLifecycle,
@@ -39,6 +39,12 @@ from raftka.broker.internal_auth import InternalAuth
 from raftka.broker.kafka.listener import KafkaListener
 from raftka.broker.listeners import DEFAULT_LISTENER
 from raftka.broker.log_writer import LogWriter
+from raftka.broker.metrics import (
+    BrokerMetrics,
+    BrokerState,
+    GrpcMetricsInterceptor,
+    MetricsServer,
+)
 from raftka.broker.produce_path import ProducePath
 from raftka.broker.producer_ids import ProducerIdManager
 from raftka.broker.purgatory import Purgatory
@@ -103,6 +109,8 @@ class BrokerServer:
         self.grpc_server: grpc.aio.Server | None = None
         self.extra_grpc_servers: list[grpc.aio.Server] = []
         self.kafka_listeners: list[KafkaListener] = []
+        self.metrics = BrokerMetrics()
+        self.metrics_server: MetricsServer | None = None
         self.port = 0
 
     # ------------------------------------------------------------------------ wiring
@@ -150,7 +158,23 @@ class BrokerServer:
         self.replica_manager = self.core.replica_manager
         self.metadata_log.subscribe(self.replica_manager.on_metadata)
         self.replica_manager.start()
+        self.metrics.watch(
+            BrokerState(
+                broker_id=config.broker_id,
+                partitions=lambda: self.replica_manager.partitions.values(),
+                image=lambda: self.replica_manager.image,
+                is_controller=self.metadata_log.is_leader,
+                purgatory_size=lambda: self.replica_manager.purgatory.waiting,
+                raft_status=self.metadata_log.status,
+                fenced=lambda: self.lifecycle.fenced,
+            )
+        )
         await self._start_grpc()
+        if config.metrics_listen:
+            self.metrics_server = MetricsServer(
+                self.metrics, *parse_address(config.metrics_listen, "metrics_listen")
+            )
+            await self.metrics_server.start()
         for endpoint in config.kafka_endpoints:
             listener = KafkaListener(self.core, endpoint, config.request_max_bytes)
             self.kafka_listeners.append(listener)
@@ -224,12 +248,14 @@ class BrokerServer:
             produce_timeout_max_ms=config.produce_timeout_max_ms,
             auto_create=topics.auto_create if config.auto_create_topics_enable else None,
             lease_problem=self.lifecycle.lease_problem,
+            metrics=self.metrics,
         )
         fetch_path = FetchPath(
             replicas,
             fetch_max_bytes=config.fetch_max_bytes,
             fetch_wait_max_ms=config.fetch_wait_max_ms,
             lease_problem=self.lifecycle.lease_problem,
+            metrics=self.metrics,
         )
         self.isr_updater = IsrUpdater(
             config.broker_id,
@@ -237,6 +263,7 @@ class BrokerServer:
             lambda: self.lifecycle.broker_epoch,
             now_ms,
             config.replica_lag_time_max_ms,
+            self.metrics,
         )
         groups = GroupCoordinator(
             replicas,
@@ -273,6 +300,7 @@ class BrokerServer:
             controller_id=self.metadata_log.leader_id,
             raft_image=lambda: self.metadata_log.image,
             fenced=lambda: self.lifecycle.fenced,
+            metrics=self.metrics,
         )
 
     def _endpoint_of(self, broker_id: int) -> str | None:
@@ -313,7 +341,8 @@ class BrokerServer:
                 ("grpc.max_receive_message_length", self.config.request_max_bytes),
                 ("grpc.max_send_message_length", message_max),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
+            interceptors=[GrpcMetricsInterceptor(self.metrics)],
         )
         core = self.core
         broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(core, listener), server)
@@ -419,6 +448,8 @@ class BrokerServer:
                 await task
         for listener in self.kafka_listeners:
             await listener.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         for extra in self.extra_grpc_servers:
             await extra.stop(grace=1.0)
         if self.grpc_server is not None:

@@ -25,7 +25,15 @@ from raftka.client.cli_common import (  # noqa: F401 - re-exported for the cli_*
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from raftka.client import bench, cli_broker, cli_cluster, cli_groups, cli_io, cli_topics
+    from raftka.client import (
+        bench,
+        cli_broker,
+        cli_cluster,
+        cli_console,
+        cli_groups,
+        cli_io,
+        cli_topics,
+    )
 
     parser = argparse.ArgumentParser(
         prog="raftka",
@@ -37,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_io.register(commands)
     cli_cluster.register(commands)
     cli_groups.register(commands)
+    cli_console.register(commands)
     bench.register(commands)
     return parser
 

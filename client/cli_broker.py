@@ -40,6 +40,9 @@ def register(commands: Any) -> None:
                         help="labs only: run Raft and internal RPCs unauthenticated")
     parser.add_argument("--raft-bind", help="HOST:PORT the Raft listener binds "
                         "(default: --raft-listen)")
+    parser.add_argument("--metrics-listen", metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                             "(metrics.listen; default: off)")
     parser.add_argument("--config", dest="config_file", help="TOML file with broker settings")
     parser.add_argument(
         "--set",
@@ -64,6 +67,7 @@ def config_from_args(args: argparse.Namespace) -> BrokerConfig:
             "listen": args.listen,
             "raft_listen": args.raft_listen,
             "raft_bind": args.raft_bind,
+            "metrics_listen": args.metrics_listen,
             "cluster_secret_file": args.cluster_secret_file,
             "cluster_secret_rotation_file": args.cluster_secret_rotation_file,
             "allow_no_cluster_secret": args.allow_no_cluster_secret,

@@ -252,13 +252,15 @@ def run_up(args: argparse.Namespace) -> int:
         _stop_on_sigterm()
         started = time.monotonic()
         print(f"Starting {layout.nodes} broker(s) in {local.root} ({layout.voters} Raft voter(s)):")
-        print(f"  {'ID':>2}  {'PID':>7}  {'GRPC':<16} {'KAFKA':<16} {'RAFT':<16} LOG")
+        print(f"  {'ID':>2}  {'PID':>7}  {'GRPC':<16} {'KAFKA':<16} {'RAFT':<16} "
+              f"{'METRICS':<16} LOG")
         for node in layout.all_nodes():
             process = local.start_node(layout, node.broker_id, detach=False)
             children[node.broker_id] = process
             print(
                 f"  {node.broker_id:>2}  {process.pid:>7}  {node.address:<16} "
                 f"{node.kafka_address:<16} 127.0.0.1:{node.raft_port:<6} "
+                f"127.0.0.1:{node.metrics_port:<6} "
                 f"{local.log_path(node.broker_id)}"
             )
         snapshot = _wait_ready(layout, local, dict(children), READY_TIMEOUT_S)
@@ -275,6 +277,7 @@ def run_up(args: argparse.Namespace) -> int:
     print(f"  gRPC bootstrap:  {layout.bootstrap}   (RAFTKA_BOOTSTRAP, --bootstrap)")
     print(f"  Kafka bootstrap: {layout.kafka_bootstrap}   (bootstrap.servers)")
     print(f"  try:   raftka watch --data-dir {args.data_dir}")
+    print(f"         raftka console --bootstrap {layout.bootstrap}   (http://127.0.0.1:8080)")
     print(f"         raftka cluster kill {snapshot.controller} --data-dir {args.data_dir}")
     print("Ctrl-C stops every broker.\n", flush=True)
     with contextlib.suppress(KeyboardInterrupt):

@@ -10,8 +10,9 @@ directory restarts the same cluster with its data):
     node-N.log          broker N's output
     node-N.pid          broker N's process id while it runs
 
-Ports: broker N uses base + 10*(N-1) for gRPC, +1 for Raft and +2 for the Kafka listener,
-so with the default base 9090 the first broker answers gRPC on 9090 and Kafka on 9092.
+Ports: broker N uses base + 10*(N-1) for gRPC, +1 for Raft, +2 for the Kafka listener and
++3 for Prometheus metrics (GET /metrics), so with the default base 9090 the first broker
+answers gRPC on 9090, Kafka on 9092 and metrics on 9093.
 
 Which process is a broker: the command that started it holds its process handle (Popen)
 and judges it by that alone — `cluster up` while it supervises, `cluster start` while it
@@ -60,6 +61,7 @@ class NodeSpec:
     grpc_port: int
     raft_port: int
     kafka_port: int
+    metrics_port: int
 
     @property
     def address(self) -> str:
@@ -83,7 +85,7 @@ class ClusterLayout:
                 f"no broker {broker_id}: this cluster has brokers 1..{self.nodes}"
             )
         base = self.base_port + PORT_STRIDE * (broker_id - 1)
-        return NodeSpec(broker_id, base, base + 1, base + 2)
+        return NodeSpec(broker_id, base, base + 1, base + 2, base + 3)
 
     def all_nodes(self) -> list[NodeSpec]:
         return [self.node(i) for i in range(1, self.nodes + 1)]
@@ -238,6 +240,8 @@ class LocalCluster:
             layout.voters_spec,
             "--kafka-port",
             str(node.kafka_port),
+            "--metrics-listen",
+            f"127.0.0.1:{node.metrics_port}",
             "--cluster-secret-file",
             str(self.ensure_secret()),
         ]

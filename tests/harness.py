@@ -1,8 +1,9 @@
 """Real broker processes on 127.0.0.1 for integration tests.
 
 Every broker is a `python -m raftka broker` child process with its own data directory
-under the test's tmp_path and ports no other run holds (each broker takes a block of three:
-gRPC, Raft, spare). Processes are stopped by PID when the test ends, pass or fail.
+under the test's tmp_path and ports no other run holds (each broker takes a block of four:
+gRPC, Raft, Kafka, Prometheus metrics). Processes are stopped by PID when the test ends,
+pass or fail.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from raftka.cluster.cluster_auth import AUTH_HEADER, ClusterCredentials
 from raftka.proto.raftka.v1 import admin_pb2, admin_pb2_grpc
 
-PORTS_PER_BROKER = 3
+PORTS_PER_BROKER = 4
 
 
 def _port_free(port: int) -> bool:
@@ -110,6 +111,7 @@ class BrokerProcess:
         self.port = port
         self.raft_port = port + 1
         self.kafka_port = port + 2
+        self.metrics_port = port + 3
         self.voters = voters
         self.settings = settings
         self.log_path = data_dir.parent / f"broker-{broker_id}.log"
@@ -138,6 +140,8 @@ class BrokerProcess:
             self.address,
             "--raft-listen",
             f"127.0.0.1:{self.raft_port}",
+            "--metrics-listen",
+            f"127.0.0.1:{self.metrics_port}",
         ]
         if "listeners" not in self.settings:  # named Kafka listeners replace the port
             command += ["--kafka-port", str(self.kafka_port)]

@@ -50,6 +50,7 @@ PURE_MODULES = {
     "raftka.client.partitioner",
     "raftka.client.backoff",
     "raftka.client.cluster_view",
+    "raftka.client.console.views",
 }
 FORBIDDEN = {
     "grpc", "pysyncobj", "asyncio", "socket", "time", "uuid", "os", "random", "threading",
@@ -146,6 +147,12 @@ def layering_violations(modules: dict[str, Module]) -> list[str]:
                     and module.name != "raftka.client.cli_broker"):
                 problems.append(f"{module.name} imports {target}: the SDK never uses the broker "
                                 "(only `raftka broker`, client/cli_broker.py, runs one)")
+            if (target.startswith("raftka.client.console")
+                    and not module.name.startswith("raftka.client.console")
+                    and module.name != "raftka.client.cli_console"):
+                problems.append(f"{module.name} imports {target}: only `raftka console` "
+                                "(client/cli_console.py) runs the console; the SDK stays "
+                                "free of its web server")
             if wing == "cluster" and to in ("broker", "client"):
                 problems.append(f"{module.name} imports {target}: cluster/ is below the broker")
             if wing == "proto" and to != "proto":

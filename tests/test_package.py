@@ -39,6 +39,9 @@ def test_the_wheel_holds_raftka_and_nothing_else(wheel: Path):
         assert f"raftka/{wing}/__init__.py" in names
     assert "raftka/records.py" in names
     assert "raftka/proto/raftka/v1/common.proto" in names
+    # the console serves only what ships in the wheel
+    for asset in ("index.html", "app.js", "style.css"):
+        assert f"raftka/client/console/static/{asset}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
         assert "raftka = raftka.client.cli:main" in archive.read(entry_points).decode()

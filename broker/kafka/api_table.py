@@ -30,6 +30,30 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     60: (0, 1),    # DescribeCluster
 }
 
+# api key -> Kafka's name for it (request metrics are labelled with these).
+API_NAMES: dict[int, str] = {
+    0: "Produce",
+    1: "Fetch",
+    2: "ListOffsets",
+    3: "Metadata",
+    8: "OffsetCommit",
+    9: "OffsetFetch",
+    10: "FindCoordinator",
+    11: "JoinGroup",
+    12: "Heartbeat",
+    13: "LeaveGroup",
+    14: "SyncGroup",
+    15: "DescribeGroups",
+    16: "ListGroups",
+    18: "ApiVersions",
+    19: "CreateTopics",
+    20: "DeleteTopics",
+    22: "InitProducerId",
+    23: "OffsetForLeaderEpoch",
+    32: "DescribeConfigs",
+    60: "DescribeCluster",
+}
+
 
 def api_versions() -> list[dict[str, int]]:
     """ApiVersions' api_keys field."""

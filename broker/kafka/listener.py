@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from typing import Any
 
 from raftka.broker.core import BrokerCore
 from raftka.broker.kafka import codec, zero_copy
-from raftka.broker.kafka.api_table import SUPPORTED, api_versions
+from raftka.broker.kafka.api_table import API_NAMES, SUPPORTED, api_versions
 from raftka.broker.kafka.codec import MalformedRequestError, UnsupportedVersionError
 from raftka.broker.kafka.dispatch import HANDLERS
 from raftka.broker.kafka.zero_copy import SplicedResponse
@@ -117,7 +118,17 @@ class KafkaListener:
             request = codec.decode_request(frame, listener=self._name)
         except UnsupportedVersionError as exc:
             raise MalformedRequestError(str(exc)) from exc
-        values = await HANDLERS[api_key](self._core, request)
+        started = time.perf_counter()
+        error = "NONE"
+        try:
+            values = await HANDLERS[api_key](self._core, request)
+        except BaseException:
+            error = "EXCEPTION"
+            raise
+        finally:
+            self._core.metrics.request_done(
+                API_NAMES[api_key], "kafka", time.perf_counter() - started, error
+            )
         if values is None:
             return None
         if not isinstance(values, SplicedResponse):

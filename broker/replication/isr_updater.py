@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
+from raftka.broker.metrics import BrokerMetrics
 from raftka.broker.partition import Partition
 from raftka.proto.raftka.v1 import common_pb2, controller_pb2
 
@@ -32,8 +33,10 @@ class IsrUpdater:
         broker_epoch: Callable[[], int],
         clock_ms: Callable[[], int],
         lag_max_ms: int,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
         self.broker_id = broker_id
+        self._metrics = metrics
         self._alter = alter
         self._broker_epoch = broker_epoch
         self._clock_ms = clock_ms
@@ -72,6 +75,7 @@ class IsrUpdater:
         log.info(
             "%s: proposing ISR %s (now %s)", partition.tp, sorted(proposed), list(partition.isr)
         )
+        before = tuple(partition.isr)
         try:
             response = await self._alter(request)
         except Exception as exc:
@@ -87,3 +91,5 @@ class IsrUpdater:
                 )
             if state is not None and state is partition.leader_state:
                 state.pending_isr = None
+        elif self._metrics is not None:
+            self._metrics.isr_changed(before, proposed)

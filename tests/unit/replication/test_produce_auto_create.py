@@ -18,6 +18,7 @@ class Replicas:
     def __init__(self) -> None:
         self.image = SimpleNamespace(topics={})
         self.waits: list[float] = []
+        self.caught_up = True
 
     async def wait_for_metadata(self, condition: Any, timeout_s: float) -> bool:
         self.waits.append(timeout_s)
@@ -34,9 +35,9 @@ def test_a_topic_created_elsewhere_is_waited_for_after_auto_create():
 
     path = ProducePath(replicas, produce_timeout_max_ms=1000,  # type: ignore[arg-type]
                        auto_create=auto_create, lease_problem=lambda: None)
-    asyncio.run(path._ensure_topic("fresh"))
+    asyncio.run(path._ensure_topic("fresh", 0))
     assert created == ["fresh"]
     assert replicas.waits == [AUTO_CREATE_METADATA_WAIT_S]
     assert "fresh" in replicas.image.topics
-    asyncio.run(path._ensure_topic("fresh"))  # known now: no create, no wait
+    asyncio.run(path._ensure_topic("fresh", 0))  # known now: no create, no wait
     assert created == ["fresh"] and len(replicas.waits) == 1

@@ -1,0 +1,108 @@
+"""Prometheus metrics on a real broker: /metrics parses and moves when records flow."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from raftka import Admin, Consumer, Producer
+from raftka.client.consumer import TopicPartition
+from tests.harness import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        text = reply.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_move_when_records_are_produced_and_consumed(broker):
+    port = broker.brokers[1].metrics_port
+    before = scrape(port)
+    assert value(before, "kafka_controller_kafkacontroller_activecontrollercount") == 1
+    assert value(before, "kafka_server_raft_metrics_current_leader") == 1
+    assert value(before, "kafka_server_raft_metrics_current_epoch") >= 1
+    assert value(before, "process_resident_memory_bytes") > 0
+    assert value(before, "kafka_server_brokertopicmetrics_messagesin_total", topic="m") == 0
+
+    with Admin(bootstrap_servers=broker.bootstrap) as admin:
+        admin.create_topic("m", num_partitions=2, replication_factor=1)
+    with Producer(bootstrap_servers=broker.bootstrap, acks="all") as producer:
+        for i in range(50):
+            producer.send("m", value=b"x" * 100, key=str(i).encode())
+        producer.flush()
+    consumer = Consumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest")
+    consumer.assign([TopicPartition("m", 0), TopicPartition("m", 1)])
+    got = 0
+
+    def read_all() -> bool:
+        nonlocal got
+        got += sum(len(r) for r in consumer.poll(timeout_ms=200).values())
+        return got >= 50
+
+    wait_for(read_all, 10, "50 records read back")
+    consumer.close()
+
+    after = scrape(port)
+    assert value(after, "kafka_server_brokertopicmetrics_messagesin_total", topic="m") == 50
+    assert value(after, "kafka_server_brokertopicmetrics_bytesin_total", topic="m") > 50 * 100
+    assert value(after, "kafka_server_brokertopicmetrics_bytesout_total", topic="m") > 50 * 100
+    assert value(after, "kafka_server_replicamanager_partitioncount") >= 2
+    assert value(after, "kafka_server_replicamanager_leadercount") >= 2
+    assert value(after, "kafka_server_replicamanager_underreplicatedpartitions") == 0
+    assert value(after, "kafka_controller_kafkacontroller_offlinepartitionscount") == 0
+    assert value(after, "kafka_controller_kafkacontroller_activebrokercount") == 1
+    produced = value(after, "kafka_network_requestmetrics_requests_total",
+                     request="Produce", protocol="grpc", error="NONE")
+    assert produced >= 1
+    assert value(after, "kafka_network_requestmetrics_totaltime_seconds_count",
+                 request="Produce", protocol="grpc") == produced
+    assert value(after, "kafka_server_raft_metrics_high_watermark") > value(
+        before, "kafka_server_raft_metrics_high_watermark"
+    )
+
+
+def test_kafka_requests_are_counted_per_api(broker):
+    from confluent_kafka.admin import AdminClient
+
+    AdminClient({"bootstrap.servers": broker.kafka_bootstrap}).list_topics(timeout=10)
+    samples = scrape(broker.brokers[1].metrics_port)
+    assert value(samples, "kafka_network_requestmetrics_requests_total",
+                 request="Metadata", protocol="kafka", error="NONE") >= 1
+    assert value(samples, "kafka_network_requestmetrics_requests_total",
+                 request="ApiVersions", protocol="kafka", error="NONE") >= 1
+
+
+def test_an_isr_shrink_and_expand_are_counted_and_under_replication_shows(cluster_factory):
+    cluster = cluster_factory(3, {"replica.lag.time.max.ms": "1000"})
+    cluster.start()
+    cluster.wait_ready()
+    with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        admin.create_topic("isr", num_partitions=1, replication_factor=3)
+        leader = admin.describe_topic("isr").partitions[0].leader_id
+    follower = next(i for i in cluster.brokers if i != leader)
+    port = cluster.brokers[leader].metrics_port
+    cluster.brokers[follower].kill()
+
+    def shrunk() -> bool:
+        samples = scrape(port)
+        return (value(samples, "kafka_server_replicamanager_isrshrinks_total") >= 1
+                and value(samples, "kafka_server_replicamanager_underreplicatedpartitions") >= 1)
+
+    wait_for(shrunk, 20, "an ISR shrink on the leader")
+    cluster.brokers[follower].start()
+    wait_for(lambda: value(scrape(port), "kafka_server_replicamanager_isrexpands_total") >= 1,
+             30, "the ISR expanding again")

@@ -1,0 +1,55 @@
+"""BrokerMetrics and the /metrics answer, without a broker."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from raftka.broker.kafka.api_table import API_NAMES, SUPPORTED
+from raftka.broker.metrics import BrokerMetrics, MetricsServer
+
+
+def samples(metrics: BrokerMetrics) -> dict[str, float]:
+    return {
+        s.name + str(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+
+
+def test_isr_changes_count_shrinks_and_expands_only():
+    metrics = BrokerMetrics()
+    metrics.isr_changed((1, 2, 3), (1, 2))
+    metrics.isr_changed((1, 2), (1, 2, 3))
+    metrics.isr_changed((1, 2), (1, 3))  # neither: a swap is not a shrink
+    found = samples(metrics)
+    assert found["kafka_server_replicamanager_isrshrinks_total[]"] == 1
+    assert found["kafka_server_replicamanager_isrexpands_total[]"] == 1
+
+
+def test_records_and_requests_are_labelled():
+    metrics = BrokerMetrics()
+    metrics.appended("t", 3, 300)
+    metrics.served("t", 100, follower=False)
+    metrics.served("t", 50, follower=True)
+    metrics.served("t", 0, follower=False)
+    metrics.request_done("Produce", "kafka", 0.002, "NONE")
+    found = samples(metrics)
+    assert found["kafka_server_brokertopicmetrics_messagesin_total[('topic', 't')]"] == 3
+    assert found["kafka_server_brokertopicmetrics_bytesout_total[('topic', 't')]"] == 100
+    assert found["kafka_server_brokertopicmetrics_replicationbytesout_total[('topic', 't')]"] == 50
+    key = "kafka_network_requestmetrics_totaltime_seconds_bucket"
+    assert found[f"{key}[('le', '0.0025'), ('protocol', 'kafka'), ('request', 'Produce')]"] == 1
+
+
+def test_the_http_answer():
+    server = MetricsServer(BrokerMetrics(), "127.0.0.1", 0)
+    status, content_type, body = server.answer(b"GET /metrics HTTP/1.1")
+    assert status == "200 OK" and content_type.startswith("text/plain") and b"process_" in body
+    assert server.answer(b"HEAD /metrics HTTP/1.1")[2] == b""
+    assert server.answer(b"POST /metrics HTTP/1.1")[0].startswith("405")
+    assert server.answer(b"GET /nope HTTP/1.1")[0].startswith("404")
+    assert server.answer(b"garbage")[0].startswith("405")
+
+
+def test_every_kafka_api_served_has_a_metrics_name():
+    assert set(API_NAMES) == set(SUPPORTED)
