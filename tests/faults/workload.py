@@ -23,6 +23,7 @@ from typing import Any
 from raftka import Admin, Consumer, Producer, RecordFuture, TopicPartition
 from raftka.records import iter_headers
 from tests.faults.history import (
+    CommitOp,
     History,
     ReadRecord,
     ReplicaBatch,
@@ -289,7 +290,13 @@ class GroupConsumer:
 class KafkaGroupConsumer:
     """One member of a classic Kafka consumer group (confluent_kafka: JoinGroup/SyncGroup
     over the Kafka listeners): what it holds comes from its assign/revoke callbacks; it
-    records what it reads and commits synchronously every `commit_interval_s`."""
+    records what it reads and commits every `commit_interval_s`.
+
+    Commits are asynchronous, one at a time, their outcome taken from librdkafka's commit
+    callback: a synchronous commit has no timeout in librdkafka and hung a run for good
+    (seed 71: it blocked in the member's thread while close() waited on it). One whose
+    answer never comes stays pending, which the checker treats as possibly stored. The
+    member's own thread closes it, never another thread while it polls."""
 
     def __init__(self, bootstrap: str, topic: str, group_id: str, history: History,
                  member: str, commit_interval_s: float = 1.0) -> None:
@@ -300,6 +307,7 @@ class KafkaGroupConsumer:
         self.group_id = group_id
         self.member = member
         self.commit_interval_s = commit_interval_s
+        self._in_flight: list[CommitOp] = []
         self.consumer: Any = ConfluentConsumer({
             "bootstrap.servers": bootstrap,
             "group.id": group_id,
@@ -309,6 +317,7 @@ class KafkaGroupConsumer:
             "session.timeout.ms": 6_000,
             "heartbeat.interval.ms": 1_000,
             "socket.timeout.ms": 5_000,
+            "on_commit": self._on_commit,
         }, logger=logging.getLogger(f"raftka.faults.librdkafka.{member}"))
         self._held: set[int] = set()
         self.positions: dict[int, int] = {}
@@ -331,6 +340,14 @@ class KafkaGroupConsumer:
             self.positions.pop(p.partition, None)
         self.history.owned(self.group_id, self.member, set(self._held))
 
+    def _on_commit(self, err: Any, partitions: list[Any]) -> None:
+        ops, self._in_flight = self._in_flight, []
+        refused = {p.partition: p.error for p in partitions or [] if p.error is not None}
+        for op in ops:
+            problem = err if err is not None else refused.get(op.partition)
+            self.history.complete_commit(
+                op, None if problem is None else RuntimeError(f"commit refused: {problem}"))
+
     def _loop(self) -> None:
         last_commit = time.monotonic()
         try:
@@ -346,37 +363,38 @@ class KafkaGroupConsumer:
         except BaseException as exc:
             log.exception("kafka group consumer %s failed", self.member)
             self.error = exc
+        finally:
+            self.history.owned(self.group_id, self.member, set())
+            try:
+                self.consumer.close()
+            except Exception as exc:
+                self.history.note(f"kafka group consumer {self.member} close: {exc}")
 
     def _commit(self) -> None:
         from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+        if self._in_flight:
+            return  # the previous commit has not been answered yet
         offsets = {p: o for p, o in self.positions.items() if p in self._held}
         if not offsets:
             return
-        ops = [self.history.invoke_commit(p, o, self.group_id, self.member)
-               for p, o in sorted(offsets.items())]
-        error: BaseException | None = None
+        self._in_flight = [self.history.invoke_commit(p, o, self.group_id, self.member)
+                           for p, o in sorted(offsets.items())]
         try:
-            results = self.consumer.commit(
+            self.consumer.commit(
                 offsets=[KafkaTopicPartition(self.topic, p, o) for p, o in sorted(offsets.items())],
-                asynchronous=False,
+                asynchronous=True,
             )
-            failed = [r for r in results or [] if r.error is not None]
-            if failed:
-                error = RuntimeError(f"commit refused: {failed[0].error}")
         except Exception as exc:
-            error = exc
-        for op in ops:
-            self.history.complete_commit(op, error)
+            ops, self._in_flight = self._in_flight, []
+            for op in ops:
+                self.history.complete_commit(op, exc)
 
     def stop(self) -> None:
         self._stop.set()
-        self.thread.join(30)
-        self.history.owned(self.group_id, self.member, set())
-        try:
-            self.consumer.close()
-        except Exception as exc:
-            self.history.note(f"kafka group consumer {self.member} close: {exc}")
+        self.thread.join(45)
+        if self.thread.is_alive():
+            self.history.note(f"kafka group consumer {self.member} did not stop in 45 s")
 
 
 # --------------------------------------------------------------------- final reads
