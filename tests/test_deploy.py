@@ -204,8 +204,13 @@ def compose_file() -> dict[str, Any]:
 
 def test_compose_publishes_on_loopback_and_advertises_what_it_publishes():
     services = compose_file()["services"]
-    brokers = {name: s for name, s in services.items() if name != "raftka-secret"}
+    brokers = {name: s for name, s in services.items() if name.startswith("raftka-")
+               and name != "raftka-secret"}
     assert sorted(brokers) == ["raftka-1", "raftka-2", "raftka-3"]
+    console = services["console"]  # the web console where the seed notes had kafka-ui
+    assert console["ports"] == ["${RAFTKA_PUBLISH_ADDRESS:-127.0.0.1}:8080:8080"]
+    assert console["command"][:2] == ["console", "--bootstrap"]
+    assert console["read_only"] is True and console["cap_drop"] == ["ALL"]
     for name, service in brokers.items():
         published = {}
         for port in service["ports"]:

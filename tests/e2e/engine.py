@@ -36,7 +36,7 @@ ENGINE_STOP_TIMEOUT_S = 30
 DOCKER_COMMAND_TIMEOUT_S = 120
 BUILD_TIMEOUT_S = 900
 # the host ports deploy/docker-compose.yml publishes (gRPC and Kafka EXTERNAL listeners)
-HOST_PORTS = (19090, 19092, 19100, 19102, 19110, 19112)
+HOST_PORTS = (19090, 19092, 19100, 19102, 19110, 19112, 8080)
 # pip's settings that reach a package index; passed to the build as build args of these names
 PIP_INDEX_SETTINGS = {
     "PIP_INDEX_URL": "global.index-url",

@@ -222,6 +222,30 @@ def test_host_clients_use_the_external_listeners(cluster: ComposeProject):
     assert sum(o["committed"] for o in committed) == 6 and all(o["lag"] == 0 for o in committed)
 
 
+CONSOLE_URL = "http://127.0.0.1:8080"
+
+
+def test_the_console_serves_the_cluster_on_8080(cluster: ComposeProject):
+    """The console service (kafka-ui's place in the seed notes), from the host."""
+    import urllib.request
+
+    assert cluster.published("console") == ["127.0.0.1:8080"]
+    overview: dict[str, object] = {}
+
+    def answered() -> bool:
+        try:
+            with urllib.request.urlopen(f"{CONSOLE_URL}/api/overview", timeout=5) as reply:
+                overview.update(json.loads(reply.read()))
+        except OSError:
+            return False
+        return overview.get("alive") == 3
+
+    wait_for(answered, 60, "the console's overview naming three live brokers")
+    assert sorted(b["id"] for b in overview["brokers"]) == [1, 2, 3]  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"{CONSOLE_URL}/", timeout=5) as page:
+        assert page.status == 200 and b"<html" in page.read().lower()
+
+
 def leaders(topic: str) -> dict[int, int]:
     with Admin(GRPC_BOOTSTRAP, request_timeout_ms=10_000) as admin:
         return {p.partition: p.leader_id for p in admin.describe_topic(topic).partitions}
