@@ -38,7 +38,6 @@ from itertools import pairwise
 
 from raftka.records import decode_batches
 from tests.faults.history import (
-    DEFAULT_GROUP,
     FAIL,
     OK,
     PENDING,
@@ -379,8 +378,8 @@ def _check_commits(history: History, final: FinalState, report: Report) -> None:
         if binding is None:
             ambiguous += any(op.outcome == OK for op in ops)
             continue
-        offsets = final.committed if group == DEFAULT_GROUP else final.group_committed.get(
-            group, {})
+        # final.committed: the run's main group (whatever its name); others by name
+        offsets = final.group_committed.get(group, final.committed)
         committed = offsets.get(partition, -1)
         if committed < binding.offset:
             report.flag("lost_commits", f"{group} p{partition}: commit of offset "

@@ -125,7 +125,7 @@ class FinalState:
     replicas: dict[int, list[int]] = field(default_factory=dict)
     isr: dict[int, list[int]] = field(default_factory=dict)
     replica_logs: list[ReplicaLog] = field(default_factory=list)
-    committed: dict[int, int] = field(default_factory=dict)  # DEFAULT_GROUP's final offsets
+    committed: dict[int, int] = field(default_factory=dict)  # the main group's final offsets
     # the other groups' final offsets, by group id
     group_committed: dict[str, dict[int, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

@@ -280,3 +280,12 @@ def test_a_handover_or_a_removed_member_whose_commits_fail_is_not_two_owners():
     report = check(history, final_of([(0, 0, 1)], group_committed={"g": {0: 4, 1: 3}}))
     assert report.counts["two_owners"] == 0
     assert report.info["ownership_overlaps"] == 1
+
+
+def test_commits_of_a_group_of_any_name_are_checked_against_final_committed():
+    """The compose e2e test names its group "load-group" and sets final.committed: its
+    acknowledged commits were all taken for lost when only "faults-group" was looked up."""
+    history = History()
+    history.commits.append(CommitOp(0, 7, 1.0, OK, 1.1, group="load-group"))
+    assert check(history, final_of([(0, 0, 1)], committed={0: 7})).ok
+    assert check(history, final_of([(0, 0, 1)], committed={0: 3})).counts["lost_commits"] == 1
