@@ -338,3 +338,68 @@ print(values == list(range(20)), len(values))
     assert result.stdout.split() == ["True", "20"]
     wait_for(lambda: sum(o.offset for o in Admin(cluster.bootstrap).groups.describe_group(
         "old").offsets) == 20, 10, "kafka-python 2.0.2's commit")
+
+
+def test_kafka_list_groups_names_each_group_once(cluster):
+    """Kafka clients send ListGroups to every broker and merge the answers; each broker must
+    answer only for the groups it coordinates (librdkafka's test 0019 listed each group once
+    per broker when every broker answered for the whole cluster)."""
+    from confluent_kafka import Consumer as KafkaConsumer
+    from confluent_kafka import TopicPartition as KafkaTopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    with Admin(cluster.bootstrap) as admin:
+        admin.create_topic("listed", num_partitions=1)
+    names = [f"listed-group-{i}" for i in range(4)]
+    for name in names:  # a committed offset is enough for a group to exist
+        consumer = KafkaConsumer({"bootstrap.servers": cluster.kafka_bootstrap, "group.id": name,
+                                  "enable.auto.commit": False})
+        try:
+            consumer.commit(offsets=[KafkaTopicPartition("listed", 0, 0)], asynchronous=False)
+        finally:
+            consumer.close()
+    admin_client = AdminClient({"bootstrap.servers": cluster.kafka_bootstrap})
+    listed: list[str] = []
+
+    def all_listed() -> bool:
+        result = admin_client.list_consumer_groups(request_timeout=10).result()
+        listed[:] = [g.group_id for g in result.valid]
+        return set(names) <= set(listed)
+
+    wait_for(all_listed, 30, "every group in ListGroups")
+    assert sorted(g for g in listed if g in names) == sorted(names)
+
+    # librdkafka merges what it is told; ask each broker ourselves (ListGroups v0)
+    per_broker = [_list_groups_v0(address) for address in cluster.kafka_bootstrap.split(",")]
+    answered = [g for groups in per_broker for g in groups if g in names]
+    assert sorted(answered) == sorted(names), per_broker  # each by its coordinator only
+
+
+def _list_groups_v0(address: str) -> list[str]:
+    host, port = address.rsplit(":", 1)
+    client_id = b"list-groups-test"
+    header = struct.pack(">hhih", 16, 0, 7, len(client_id)) + client_id
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", len(header)) + header)
+        size = struct.unpack(">i", _read_exactly(sock, 4))[0]
+        body = _read_exactly(sock, size)
+    correlation, error, count = struct.unpack_from(">ihi", body, 0)
+    assert correlation == 7 and error == 0
+    position, groups = 10, []
+    for _ in range(count):
+        (length,) = struct.unpack_from(">h", body, position)
+        groups.append(body[position + 2:position + 2 + length].decode())
+        position += 2 + length
+        (length,) = struct.unpack_from(">h", body, position)
+        position += 2 + length
+    return groups
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the broker closed the connection")
+        data += chunk
+    return data
