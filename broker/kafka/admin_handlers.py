@@ -43,8 +43,28 @@ def kafka_brokers(image: MetadataImage, listener: str) -> list[dict[str, Any]]:
     return out
 
 
+# The Kafka metadata.version this listener behaves as (KIP-778 feature levels: 15 is
+# 3.7-IV0). Advertised as supported and finalized in ApiVersions v3+, since tools read the
+# cluster's version from it (kafka-ui showed "Unknown" without it). Raftka has one metadata
+# format, so the level is fixed and its min equals its max.
+METADATA_VERSION_FEATURE = "metadata.version"
+METADATA_VERSION_LEVEL = 15
+
+
+def api_versions_body() -> dict[str, Any]:
+    return {
+        "error_code": 0, "api_keys": api_table.api_versions(), "throttle_time": 0,
+        "supported_features": [{"name": METADATA_VERSION_FEATURE, "min_version": 1,
+                                "max_version": METADATA_VERSION_LEVEL}],
+        "finalized_features_epoch": 0,
+        "finalized_features": [{"name": METADATA_VERSION_FEATURE,
+                                "max_version_level": METADATA_VERSION_LEVEL,
+                                "min_version_level": METADATA_VERSION_LEVEL}],
+    }
+
+
 async def api_versions(core: BrokerCore, request: Request) -> dict[str, Any]:
-    return {"error_code": 0, "api_keys": api_table.api_versions(), "throttle_time": 0}
+    return api_versions_body()
 
 
 async def metadata(core: BrokerCore, request: Request) -> dict[str, Any]:

@@ -517,3 +517,20 @@ def test_an_unserved_version_of_another_api_closes_the_connection() -> None:
         fallback_answer(header_v1(9999, 0, 1, "c"))
     with pytest.raises(MalformedRequestError, match="has no header"):
         fallback_answer(b"\x00\x12")
+
+
+def test_api_versions_v3_advertises_a_finalized_metadata_version() -> None:
+    """Kafka tools (kafka-ui, describeFeatures) read the cluster's version from it."""
+    from raftka.broker.kafka.admin_handlers import METADATA_VERSION_LEVEL, api_versions_body
+
+    _, body = read_response(codec.encode_response(API_VERSIONS, 3, 5, api_versions_body()),
+                            API_VERSIONS, 3)
+    finalized = {f.name: (f.min_version_level, f.max_version_level)
+                 for f in body.finalized_features}
+    assert finalized == {"metadata.version": (METADATA_VERSION_LEVEL, METADATA_VERSION_LEVEL)}
+    assert body.finalized_features_epoch >= 0
+    assert [f.name for f in body.supported_features] == ["metadata.version"]
+    # older versions have no such fields: the same values still encode
+    _, old = read_response(codec.encode_response(API_VERSIONS, 2, 5, api_versions_body()),
+                           API_VERSIONS, 2)
+    assert old.error_code == ErrorCode.none
