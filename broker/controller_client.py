@@ -23,6 +23,7 @@ from raftka.broker.internal_auth import (
     ALLOCATE_PRODUCER_IDS,
     ALTER_PARTITION,
     BROKER_HEARTBEAT,
+    CONTROLLED_SHUTDOWN,
     CREATE_TOPICS,
     DELETE_TOPICS,
     REGISTER_BROKER,
@@ -177,6 +178,15 @@ class ControllerClient:
                 controller_pb2_grpc.ControllerServiceStub(channel).AllocateProducerIds
             ),
             ALLOCATE_PRODUCER_IDS, request, timeout_s,
+        )
+
+    async def controlled_shutdown(
+        self, request: controller_pb2.ControlledShutdownRequest, timeout_s: float
+    ) -> controller_pb2.ControlledShutdownResponse:
+        return await self._call(
+            "controlled_shutdown", self._quorum.controlled_shutdown,
+            lambda channel: controller_pb2_grpc.ControllerServiceStub(channel).ControlledShutdown,
+            CONTROLLED_SHUTDOWN, request, timeout_s,
         )
 
     async def _call(

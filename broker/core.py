@@ -18,6 +18,7 @@ from raftka.broker.groups.classic_protocol import ClassicProtocol
 from raftka.broker.groups.coordinator import GroupCoordinator
 from raftka.broker.groups.directory import GroupDirectory
 from raftka.broker.internal_auth import InternalAuth
+from raftka.broker.liveness import WatchServer
 from raftka.broker.partition import TopicPartition
 from raftka.broker.produce_path import ProducePath
 from raftka.broker.producer_ids import ProducerIdManager
@@ -45,6 +46,7 @@ class BrokerCore:
     # Whether this incarnation is not (yet, or no longer) unfenced by the controller: just
     # restarted, its saved metadata may name it leader of partitions it lost meanwhile.
     fenced: Callable[[], bool]
+    watch_server: WatchServer  # the stream the active controller watches this broker by
 
     @property
     def not_leading(self) -> int | None:

@@ -1,0 +1,128 @@
+"""Controlled shutdown (Kafka's KIP-841): a broker told to stop hands over before it goes.
+
+How it works, in order, all within one deadline (controlled_shutdown_timeout_ms):
+1. The server has stopped the heartbeat loop, so nothing unfences this registration again.
+2. ControlledShutdown to the controller, which fences this broker: in one metadata batch each
+   partition it leads moves to another in-sync replica and it leaves every ISR it is not the
+   last member of (cluster/controller.py controlled_shutdown).
+3. Wait until this broker has applied that batch. From then on it answers NOT_LEADER for the
+   partitions it gave away while it still answers at all — clients move to the new leaders
+   instead of finding a closed socket — and no high watermark waits for its fetches.
+4. If this broker's Raft node leads the metadata quorum, hand that over too (Raft's
+   TimeoutNow) and wait until another voter leads, so the cluster keeps a controller.
+Then the server closes its listeners as before. Running out of time (no controller, say)
+costs only the hand-over: the broker stops anyway and the others find it gone, by proof of
+death or by the session timeout. Skipped when there is nothing to hand over to: this broker
+never registered, is fenced already, or is the only unfenced broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from raftka.broker.controller_client import ControllerClient
+from raftka.cluster.image import MetadataImage
+from raftka.cluster.quorum import ControllerTimeoutError
+from raftka.proto.raftka.v1 import controller_pb2
+
+log = logging.getLogger("raftka.broker")
+# How often the hand-over of Raft leadership is asked again (pysyncobj refuses while no voter
+# is fully caught up, e.g. right after the fencing batch) and its effect looked for.
+RAFT_TRANSFER_RETRY_S = 0.05
+RAFT_TRANSFER_POLL_S = 0.01
+
+
+class _RaftNode(Protocol):
+    @property
+    def image(self) -> MetadataImage: ...
+
+    def is_leader(self) -> bool: ...
+
+    def transfer_leadership(self) -> None: ...
+
+
+class _AppliedMetadata(Protocol):
+    async def wait_for_metadata(
+        self, condition: Callable[[MetadataImage], bool], timeout_s: float
+    ) -> bool: ...
+
+
+class ControlledShutdown:
+    def __init__(
+        self,
+        broker_id: int,
+        client: ControllerClient,
+        raft: _RaftNode,
+        applied: _AppliedMetadata,
+        broker_epoch: Callable[[], int],
+        timeout_s: float,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self._broker_id = broker_id
+        self._client = client
+        self._raft = raft
+        self._applied = applied
+        self._broker_epoch = broker_epoch
+        self._timeout_s = timeout_s
+
+    def _skip_reason(self) -> str | None:
+        epoch = self._broker_epoch()
+        if epoch < 0:
+            return "never registered"
+        broker = self._raft.image.brokers.get(self._broker_id)
+        if broker is None or broker.epoch != epoch or broker.fenced:
+            return "already fenced"
+        others = [b for b in self._raft.image.brokers.values()
+                  if not b.fenced and b.broker_id != self._broker_id]
+        return None if others else "no other live broker to hand over to"
+
+    async def run(self) -> str:
+        """Hand over, within the deadline; returns what happened (for the log)."""
+        skip = self._skip_reason()
+        if skip is not None:
+            return f"skipped ({skip})"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self._timeout_s
+        request = controller_pb2.ControlledShutdownRequest(
+            broker_id=self._broker_id, broker_epoch=self._broker_epoch()
+        )
+        try:
+            response = await self._client.controlled_shutdown(request, self._timeout_s)
+        except ControllerTimeoutError as exc:
+            return f"gave up: {exc}"
+        if response.error_code:
+            return f"refused: {response.error_message}"
+        target = response.metadata_offset
+        applied = await self._applied.wait_for_metadata(
+            lambda image: image.offset >= target, max(0.0, deadline - loop.time())
+        )
+        if not applied:
+            return f"gave up waiting to apply metadata offset {target}"
+        handed = await self._hand_over_raft(deadline)
+        elapsed_ms = (loop.time() - started) * 1000
+        orphans = response.partitions_without_leader
+        return (
+            f"done in {elapsed_ms:.0f} ms (fenced at metadata offset {target}"
+            + (f"; {orphans} partition(s) had no other in-sync replica" if orphans else "")
+            + (f"; {handed}" if handed else "")
+            + ")"
+        )
+
+    async def _hand_over_raft(self, deadline: float) -> str:
+        if not self._raft.is_leader():
+            return ""
+        loop = asyncio.get_running_loop()
+        asked_at = 0.0
+        while loop.time() < deadline:
+            if not self._raft.is_leader():
+                return "the metadata quorum has a new leader"
+            if loop.time() - asked_at >= RAFT_TRANSFER_RETRY_S:
+                self._raft.transfer_leadership()
+                asked_at = loop.time()
+            await asyncio.sleep(RAFT_TRANSFER_POLL_S)
+        return "the metadata quorum's leadership was not handed over in time"
