@@ -116,6 +116,10 @@ class ControlledShutdown:
     async def _hand_over_raft(self, deadline: float) -> str:
         if not self._raft.is_leader():
             return ""
+        voters = [b for b in self._raft.image.brokers.values()
+                  if b.voter and not b.fenced and b.broker_id != self._broker_id]
+        if not voters:  # the others are stopping too (`cluster stop`): no one to hand to
+            return "no other live voter to hand the metadata quorum to"
         loop = asyncio.get_running_loop()
         asked_at = 0.0
         while loop.time() < deadline:

@@ -126,6 +126,9 @@ class QuorumController:
                 # term were not all applied here yet: the image it was built on was behind.
                 await self._propose(batch, image.offset)
                 self.heartbeats.activate(self._clock_ms())
+                # The first preferred-leader election waits one interval too: right after a
+                # failover it would move partitions again while clients are still moving.
+                self._last_rebalance_ms = self._clock_ms()
                 self._active = True
                 log.info(
                     "node %d is the controller at metadata offset %d",

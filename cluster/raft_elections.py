@@ -22,6 +22,13 @@ from raftka.cluster.liveness import ProbeOutcome, proves_death
 from raftka.cluster.probe import probe
 
 log = logging.getLogger("raftka.raft")
+# pysyncobj's _RAFT_STATE.FOLLOWER and CONNECTION_STATE.CONNECTED (pinned version).
+_FOLLOWER = 0
+_CONNECTED = 2
+# A leader whose connection dropped but whose port still answers is probed again this often,
+# this many times at most, while the connection stays down (then the timer decides).
+ANSWERED_PROBES_MAX = 5
+ANSWERED_REPROBE_INTERVAL_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +80,7 @@ class LeaderLossDetector:
     def attach(self, syncobj: Any) -> None:
         self._syncobj = syncobj
         syncobj._SyncObj__transport.node_lost = self._on_node_lost
-        syncobj.addOnTickCallback(self._run_jobs)
+        syncobj.addOnTickCallback(self._on_tick)
 
     def detach(self) -> None:
         self._syncobj = None
@@ -84,7 +91,31 @@ class LeaderLossDetector:
         if self._syncobj is not None:
             _wake(self._syncobj)
 
-    def _run_jobs(self) -> None:  # pysyncobj's thread, every tick
+    def _on_tick(self) -> None:  # pysyncobj's thread, at the end of every tick
+        syncobj = self._syncobj
+        if syncobj is not None and syncobj._SyncObj__raftState == _FOLLOWER:
+            self._keep_links_between_followers(syncobj)
+        self._run_jobs()
+
+    def _keep_links_between_followers(self, syncobj: Any) -> None:
+        """pysyncobj drops a connection on *send* when nothing was *read* from it for
+        connectionTimeout (1 s). Followers never talk to each other, so when one stands for
+        election its request_vote to the other follower is the first send in ages: the link
+        is dropped, the vote request lost, and the election fails to a second round half a
+        second later (measured: ~0.5-0.8 s per controller failover). While this node
+        follows, its links to the voters other than the leader carry no traffic by design,
+        so their read clock is kept current; the leader's link, whose silence means
+        something, is left alone, as is every link while this node leads or stands."""
+        transport = syncobj._SyncObj__transport
+        leader = syncobj._getLeader()
+        now = self._raft_clock_s()
+        for node, connection in list(transport._connections.items()):
+            if node == leader or str(getattr(node, "address", "")) not in self._ids:
+                continue
+            if connection.state == _CONNECTED:
+                connection._TcpConnection__lastReadTime = now
+
+    def _run_jobs(self) -> None:
         while self._jobs:
             job = self._jobs.popleft()
             try:
@@ -107,20 +138,35 @@ class LeaderLossDetector:
         self._loop.create_task(self._probe(node, term), name="raft-leader-probe")
 
     async def _probe(self, node: Any, term: int) -> None:
+        """Probe until the port refuses (elect), stays silent (the timer decides), or the
+        leader is back. An answer right after the drop is looked at again: a process being
+        killed closes its connections before its listening socket."""
         host, _, port = str(node.address).rpartition(":")
-        outcome = await probe(host, int(port), self._settings.probe_timeout_s)
-        if proves_death(outcome):
-            self.call_on_raft_thread(lambda: self._elect_soon(node, term))
-        elif outcome is not ProbeOutcome.ANSWERED:
-            log.info("lost the Raft leader's connection; its port is %s (not proof of death: "
-                     "the election timer decides)", outcome.value)
+        for _ in range(ANSWERED_PROBES_MAX):
+            outcome = await probe(host, int(port), self._settings.probe_timeout_s)
+            if proves_death(outcome):
+                self.call_on_raft_thread(lambda: self._elect_soon(node, term))
+                return
+            if outcome is not ProbeOutcome.ANSWERED:
+                log.info("lost the Raft leader's connection; its port is %s (not proof of "
+                         "death: the election timer decides)", outcome.value)
+                return
+            syncobj = self._syncobj
+            if syncobj is None or syncobj._getTerm() != term or syncobj.isNodeConnected(node):
+                return
+            await asyncio.sleep(ANSWERED_REPROBE_INTERVAL_S)
 
     def _elect_soon(self, node: Any, term: int) -> None:  # pysyncobj's thread
+        """Bring our election forward, unless another leader took over meanwhile or we voted
+        in a newer election (it is under way). A newer term alone is no reason to wait: a
+        survivor whose log was behind may have stood first and lost."""
         syncobj = self._syncobj
-        if syncobj is None or syncobj._isLeader() or syncobj._getTerm() != term:
-            return  # an election happened meanwhile
+        if syncobj is None or syncobj._isLeader():
+            return
         leader = syncobj._getLeader()
         if leader is not None and leader != node:
+            return
+        if syncobj._getTerm() != term and syncobj._SyncObj__votedForNodeId is not None:
             return
         gone = self._ids.get(str(node.address))
         survivors = sorted(v for v in self._settings.voters if v != gone)
