@@ -416,78 +416,100 @@ def leader_pause(bench: Bench, i: int) -> float:
     return _fault_trial(bench, f"lp-{i}", False, signal.SIGSTOP)
 
 
+def kafka_load_worker(bootstrap: str, topic: str, interval_s: float, config_json: str) -> int:
+    """The load itself, in its own process (`--kafka-load-worker`), so that the benchmark's
+    own threads never hold it up: confluent-kafka (librdkafka) producing acks=all,
+    idempotent, one 100-byte record every `interval_s`; each delivery is one line on stdout,
+    `sent_s acked_s error` (CLOCK_MONOTONIC, shared by every process here). Ends on SIGTERM,
+    after flushing what is in flight."""
+    from confluent_kafka import Producer
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    producer = Producer({
+        "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+        "linger.ms": 0, "log_level": 3, **json.loads(config_json),
+    })
+    out = sys.stdout
+
+    def delivered(sent_at: float, err: object) -> None:
+        error = "-" if err is None else str(err).replace(" ", "_")
+        out.write(f"{sent_at:.6f} {time.monotonic():.6f} {error}\n")
+
+    next_send = time.monotonic()
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= next_send:
+            try:
+                producer.produce(
+                    topic, b"x" * 100, on_delivery=lambda err, _msg, t=now: delivered(t, err)
+                )
+            except BufferError as exc:
+                out.write(f"{now:.6f} {now:.6f} local_queue_full:{exc}\n")
+            next_send += interval_s
+        producer.poll(max(0.0, min(0.001, next_send - time.monotonic())))
+        out.flush()
+    producer.flush(30)
+    out.flush()
+    return 0
+
+
 class KafkaLoad:
-    """confluent-kafka (librdkafka) producing acks=all, idempotent, one 100-byte record every
-    `interval_s` to `topic` through the Kafka listeners, in a thread; counts what the
-    application sees: delivery errors, and the longest time without any delivery."""
+    """Runs `kafka_load_worker` in a child process and reads what the application saw:
+    delivery errors, the longest time without any delivery, the slowest record."""
 
     def __init__(self, bootstrap: str, topic: str, interval_s: float, config: dict[str, object]):
-        from confluent_kafka import Producer
-
         self.topic = topic
-        self.interval_s = interval_s
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 0,
-            **config,
-        })
-        self.sent = 0
-        self.acked = 0
-        self.errors: list[str] = []
-        self.delivered_at: list[float] = []
-        self.latencies_ms: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.deliveries: list[tuple[float, float, str]] = []  # (sent, acked, error or "-")
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, "--kafka-load-worker", bootstrap, topic,
+             str(interval_s), json.dumps(config)],
+            stdout=subprocess.PIPE, text=True, stderr=subprocess.DEVNULL,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
 
     def start(self) -> KafkaLoad:
-        self._thread.start()
+        self._reader.start()
         return self
 
-    def _on_delivery(self, sent_at: float, err: object, _msg: object) -> None:
-        now = time.monotonic()
-        if err is not None:
-            self.errors.append(str(err))
-            return
-        self.acked += 1
-        self.delivered_at.append(now)
-        self.latencies_ms.append((now - sent_at) * 1000)
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            sent, acked, error = line.split(maxsplit=2)
+            self.deliveries.append((float(sent), float(acked), error.strip()))
 
-    def _run(self) -> None:
-        next_send = time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_send:
-                try:
-                    self.producer.produce(
-                        self.topic, b"x" * 100,
-                        on_delivery=lambda err, msg, t=now: self._on_delivery(t, err, msg),
-                    )
-                    self.sent += 1
-                except BufferError as exc:
-                    self.errors.append(f"local queue full: {exc}")
-                next_send += self.interval_s
-            self.producer.poll(max(0.0, min(0.001, next_send - time.monotonic())))
+    @property
+    def sent(self) -> int:
+        return len(self.deliveries)
 
-    def mark(self) -> tuple[int, int]:
-        return len(self.delivered_at), len(self.errors)
+    @property
+    def errors(self) -> list[str]:
+        return [e for _, _, e in self.deliveries if e != "-"]
 
-    def window(self, since: tuple[int, int], started: float) -> dict[str, float]:
-        """Errors, longest delivery gap and slowest record since `mark()` returned `since`."""
-        times = [started, *self.delivered_at[since[0]:], time.monotonic()]
-        gaps = [b - a for a, b in itertools.pairwise(times)]
-        latencies = self.latencies_ms[since[0]:] or [0.0]
+    def window(self, started: float, ended: float | None = None) -> dict[str, float]:
+        """Errors, longest time without a delivery, and slowest record acknowledged between
+        `started` and `ended` (now)."""
+        ended = time.monotonic() if ended is None else ended
+        seen = [d for d in list(self.deliveries) if started <= d[1] <= ended]
+        acked = sorted(a for _, a, e in seen if e == "-")
+        times = [started, *acked, ended]
+        slowest = max((a - s for s, a, e in seen if e == "-"), default=0.0)
+        gap, gap_at = max((b - a, a) for a, b in itertools.pairwise(times))
         return {
-            "errors": float(len(self.errors) - since[1]),
-            "longest_gap_ms": round(max(gaps) * 1000, 1),
-            "slowest_record_ms": round(max(latencies), 1),
+            "errors": float(sum(1 for *_, e in seen if e != "-")),
+            "longest_gap_ms": round(gap * 1000, 1),
+            "longest_gap_at_ms": round((gap_at - started) * 1000, 1),  # after the window began
+            "slowest_record_ms": round(slowest * 1000, 1),
         }
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.producer.flush(30)
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(40)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(10)
+        self._reader.join(10)
 
 
 LOAD_INTERVAL_S = 0.002  # 500 records/s
@@ -507,25 +529,39 @@ def sigterm_leader_under_load(bench: Bench, i: int, load: KafkaLoad) -> dict[str
     restart, under load; the window covers both, up to the cluster being whole again."""
     victim = bench.leader_of(load.topic, i % 3)
     assert victim is not None
-    since, started = load.mark(), time.monotonic()
+    started = time.monotonic()
     pid = bench.local.kill_node(victim, signal.SIGTERM)
     exited_ms = bench.wait_exit(pid) * 1000
-    bench.restart(victim)
+    exited = time.monotonic()
+    bench.local.start_node(bench.layout, victim, detach=True)
+    restarted_ms = (time.monotonic() - started) * 1000
+    bench.wait_whole()
+    whole_ms = (time.monotonic() - started) * 1000
     time.sleep(0.5)
-    result = load.window(since, started)
+    result = load.window(started)
+    # SIGTERM -> exit (+100 ms): the hand-over alone, without the restart and the rejoin.
+    result["handover_longest_gap_ms"] = load.window(started, exited + 0.1)["longest_gap_ms"]
     result["exit_ms"] = round(exited_ms, 1)
+    result["restart_at_ms"] = round(restarted_ms, 1)
+    result["whole_at_ms"] = round(whole_ms, 1)
     return result
 
 
 def rolling_restart_under_load(bench: Bench, i: int, load: KafkaLoad) -> dict[str, float]:
     """Every broker in turn: SIGTERM, wait for its exit, start it, wait until whole."""
-    since, started = load.mark(), time.monotonic()
+    started = time.monotonic()
+    handover_gaps = []
     for broker_id in sorted(bench.addresses):
+        terminated = time.monotonic()
         pid = bench.local.kill_node(broker_id, signal.SIGTERM)
         bench.wait_exit(pid)
+        exited = time.monotonic()
         bench.restart(broker_id)
+        handover_gaps.append(load.window(terminated, exited + 0.1)["longest_gap_ms"])
     time.sleep(0.5)
-    return load.window(since, started)
+    result = load.window(started)
+    result["handover_longest_gap_ms"] = max(handover_gaps)
+    return result
 
 
 def load_timed(
@@ -544,7 +580,7 @@ def load_timed(
     finally:
         load.stop()
     out: dict[str, object] = {"client": f"confluent-kafka, {LOAD_CONFIG}, 500 records/s",
-                              "sent": load.sent, "acked": load.acked,
+                              "records": load.sent, "acked": load.sent - len(load.errors),
                               "errors_total": len(load.errors),
                               "error_kinds": sorted(set(load.errors))[:5]}
     for key in samples[0]:
@@ -589,6 +625,9 @@ def nats_failover(trials: int) -> dict[str, object]:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--kafka-load-worker"]:
+        bootstrap, topic, interval_s, config_json = sys.argv[2:6]
+        return kafka_load_worker(bootstrap, topic, float(interval_s), config_json)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--load-trials", type=int, default=5,
@@ -639,7 +678,7 @@ def main() -> int:
                 print(f"{name + '.' + key:31} median {figure['median']:8.1f}  "
                       f"max {figure['max']:8.1f}")
         if "errors_total" in r:
-            print(f"{name + '.errors_total':31} {r['errors_total']} of {r['sent']} sent")
+            print(f"{name + '.errors_total':31} {r['errors_total']} of {r['records']} records")
         if "skipped" in r:
             print(f"{name:31} skipped: {r['skipped']}")
     return 0
