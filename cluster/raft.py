@@ -125,12 +125,10 @@ class RaftSettings:
             raise ValueError("connection_timeout_s must be >= election_timeout_max_s")
         if self.compaction_entries_min < 2:
             raise ValueError("compaction_entries_min must be >= 2")
-        if self.lost_leader_election_stagger_s <= 0:
-            raise ValueError("lost_leader_election_stagger_s must be positive")
-        last_rank = max(0, len(self.voters) - 2)  # of the voters left when the leader goes
-        if last_rank * self.lost_leader_election_stagger_s > self.election_timeout_min_s:
-            raise ValueError("lost_leader_election_stagger_s is too long: the last survivor "
-                             "would stand after the election timeout anyway")
+        if not 0 < self.lost_leader_election_stagger_s < self.election_timeout_min_s:
+            # Longer, and the second survivor would stand no sooner than the timer has it.
+            raise ValueError("lost_leader_election_stagger_s must be in (0, "
+                             "election_timeout_min_s)")
         if not 0 < self.lost_leader_probe_timeout_s <= self.election_timeout_min_s:
             raise ValueError("lost_leader_probe_timeout_s must be in (0, election_timeout_min_s]")
 
