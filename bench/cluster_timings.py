@@ -17,8 +17,11 @@ Measures, with default broker settings unless --set is given:
                            silence, not proof of death: the session timeout decides
   sigterm_leader_under_load   SIGTERM of a partition leader (controlled shutdown) and its
                            restart while confluent-kafka produces acks=all through the Kafka
-                           listeners: delivery errors the application sees, the longest time
-                           without a delivery, the slowest record, SIGTERM -> process exit
+                           listeners (its own process, 500 records/s over 3 partitions):
+                           delivery errors the application sees, the longest time without a
+                           delivery over the whole trial (restart and rejoin included) and
+                           during the hand-over alone (SIGTERM -> exit + 100 ms), the slowest
+                           record, SIGTERM -> process exit
   rolling_restart_under_load  every broker in turn: SIGTERM, exit, start, whole again; same
                            figures per full rolling restart (--load-trials of them)
 With --nats, NATS JetStream R3 failover (bench/nats_bench.py) runs in the same invocation

@@ -246,7 +246,10 @@ class BrokerLifecycle:
     It also keeps the broker's *lease*: writes are allowed only until one session timeout after
     the last heartbeat the controller accepted (counted from when it was sent). A leader cut off
     from the controller, or paused, therefore stops accepting writes by itself at about the time
-    the controller fences it and elects someone else.
+    the controller fences it and elects someone else. Only silence is timed this way: the
+    controller fences a broker sooner only when its process is provably gone (its port refused
+    a connection, broker/liveness.py) or when it asked to be (controlled shutdown, after which
+    it leads nothing) — neither leaves a live leader writing next to its successor.
     """
 
     def __init__(

@@ -49,16 +49,14 @@ class WatchSettings:
     retry_max_s: float = 1.0
     # A stream that stayed open this long was healthy: when it breaks, probe at once.
     healthy_stream_s: float = 1.0
-    # Watch streams one broker serves at once (one per controller that watches it).
-    served_max: int = 64
 
     def validate(self) -> WatchSettings:
         if not 0 < self.probe_timeout_s <= 10:
             raise ValueError("probe_timeout_s must be in (0, 10]")
         if not 0 < self.retry_min_s <= self.retry_max_s:
             raise ValueError("need 0 < retry_min_s <= retry_max_s")
-        if self.healthy_stream_s <= 0 or self.served_max < 1:
-            raise ValueError("healthy_stream_s must be positive and served_max >= 1")
+        if self.healthy_stream_s <= 0:
+            raise ValueError("healthy_stream_s must be positive")
         return self
 
 
@@ -172,10 +170,17 @@ class BrokerWatcher:
         return channel
 
 
+# Watch streams one broker serves at once: one per controller that watches it, so a few;
+# more are refused (RESOURCE_EXHAUSTED) rather than held open.
+WATCHES_SERVED_MAX = 64
+
+
 class WatchServer:
     """The watched side: every broker serves WatchBroker with its own identity."""
 
-    def __init__(self, broker_id: int, incarnation_id: str, served_max: int = 64) -> None:
+    def __init__(
+        self, broker_id: int, incarnation_id: str, served_max: int = WATCHES_SERVED_MAX
+    ) -> None:
         self._broker_id = broker_id
         self._incarnation_id = incarnation_id
         self._served_max = served_max

@@ -16,6 +16,11 @@ the broker's port with a plain TCP connect. Only one outcome is proof:
 
 A proof is about one registration (the broker epoch watched): a broker that registered again
 meanwhile is a different incarnation and is not fenced for its predecessor's death.
+
+What this takes for granted: a reset comes from the broker's own host, i.e. nothing between
+controller and broker answers for it (a firewall rule that rejects with a TCP reset would,
+and would get a live broker fenced without its lease having run out). Partitions made by
+dropping packets, links that go down and paused processes all stay on the timer side.
 """
 
 from __future__ import annotations
