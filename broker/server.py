@@ -51,7 +51,7 @@ from raftka.broker.replica_manager import ReplicaManager, ReplicaManagerSettings
 from raftka.broker.replication.fetcher import FetcherManager
 from raftka.broker.replication.isr_updater import IsrUpdater
 from raftka.broker.service import AdminServicer, BrokerServicer, ControllerServicer
-from raftka.broker.shutdown import ControlledShutdown
+from raftka.broker.shutdown import ControlledShutdown, GrpcPeers
 from raftka.broker.topic_admin import TopicAdmin
 from raftka.cluster.cluster_auth import ClusterCredentials, raft_password
 from raftka.cluster.controller import ControllerSettings
@@ -436,6 +436,7 @@ class BrokerServer:
             self.replica_manager,
             lambda: self.lifecycle.broker_epoch,
             config.controlled_shutdown_timeout_ms / 1000,
+            GrpcPeers(self.channels, lambda: self.metadata_log.image),
         )
         try:
             outcome = await handover.run()

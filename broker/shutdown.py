@@ -5,9 +5,11 @@ How it works, in order, all within one deadline (controlled_shutdown_timeout_ms)
 2. ControlledShutdown to the controller, which fences this broker: in one metadata batch each
    partition it leads moves to another in-sync replica and it leaves every ISR it is not the
    last member of (cluster/controller.py controlled_shutdown).
-3. Wait until this broker has applied that batch. From then on it answers NOT_LEADER for the
-   partitions it gave away while it still answers at all — clients move to the new leaders
-   instead of finding a closed socket — and no high watermark waits for its fetches.
+3. Wait until this broker has applied that batch, and until each new leader says (in its own
+   Metadata answer) that it leads what it took over. From then on this broker answers
+   NOT_LEADER for the partitions it gave away while it still answers at all, and a client it
+   sends away finds the new leader already leading — not a closed socket, not a second
+   NOT_LEADER — and no high watermark waits for this broker's fetches.
 4. If this broker's Raft node leads the metadata quorum, hand that over too (Raft's
    TimeoutNow) and wait until another voter leads, so the cluster keeps a controller.
 Then the server closes its listeners as before. Running out of time (no controller, say)
@@ -20,19 +22,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from raftka.broker.controller_client import ControllerClient
-from raftka.cluster.image import MetadataImage
+import grpc
+
+from raftka.broker.controller_client import ChannelPool, ControllerClient
+from raftka.cluster.image import NO_LEADER, MetadataImage
 from raftka.cluster.quorum import ControllerTimeoutError
-from raftka.proto.raftka.v1 import controller_pb2
+from raftka.proto.raftka.v1 import broker_pb2, broker_pb2_grpc, controller_pb2
 
 log = logging.getLogger("raftka.broker")
 # How often the hand-over of Raft leadership is asked again (pysyncobj refuses while no voter
 # is fully caught up, e.g. right after the fencing batch) and its effect looked for.
 RAFT_TRANSFER_RETRY_S = 0.05
 RAFT_TRANSFER_POLL_S = 0.01
+# How often a new leader is asked whether it leads yet, and how long one answer may take.
+TAKEOVER_POLL_S = 0.01
+TAKEOVER_ASK_TIMEOUT_S = 0.5
+TopicPartitionKey = tuple[str, int]
 
 
 class _RaftNode(Protocol):
@@ -50,6 +58,42 @@ class _AppliedMetadata(Protocol):
     ) -> bool: ...
 
 
+class _Peers(Protocol):
+    async def leads(
+        self, broker_id: int, partitions: Sequence[TopicPartitionKey], timeout_s: float
+    ) -> bool:
+        """Whether broker `broker_id` answers that it leads every one of `partitions`."""
+        ...
+
+
+class GrpcPeers:
+    """_Peers over the brokers' gRPC Metadata (addresses from the metadata image)."""
+
+    def __init__(self, channels: ChannelPool, image: Callable[[], MetadataImage]) -> None:
+        self._channels = channels
+        self._image = image
+
+    async def leads(
+        self, broker_id: int, partitions: Sequence[TopicPartitionKey], timeout_s: float
+    ) -> bool:
+        broker = self._image().brokers.get(broker_id)
+        if broker is None:
+            return False
+        stub = broker_pb2_grpc.BrokerServiceStub(
+            self._channels.get(f"{broker.host}:{broker.port}")
+        )
+        try:
+            reply = await stub.Metadata(
+                broker_pb2.MetadataRequest(topics=sorted({t for t, _ in partitions})),
+                timeout=timeout_s,
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        led = {(t.name, p.partition) for t in reply.topics for p in t.partitions
+               if p.leader_id == broker_id}
+        return set(partitions) <= led
+
+
 class ControlledShutdown:
     def __init__(
         self,
@@ -59,6 +103,7 @@ class ControlledShutdown:
         applied: _AppliedMetadata,
         broker_epoch: Callable[[], int],
         timeout_s: float,
+        peers: _Peers,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
@@ -68,6 +113,7 @@ class ControlledShutdown:
         self._applied = applied
         self._broker_epoch = broker_epoch
         self._timeout_s = timeout_s
+        self._peers = peers
 
     def _skip_reason(self) -> str | None:
         epoch = self._broker_epoch()
@@ -91,6 +137,8 @@ class ControlledShutdown:
         request = controller_pb2.ControlledShutdownRequest(
             broker_id=self._broker_id, broker_epoch=self._broker_epoch()
         )
+        led = [(topic.name, index) for topic, index, p in self._raft.image.iter_partitions()
+               if p.leader == self._broker_id]
         try:
             response = await self._client.controlled_shutdown(request, self._timeout_s)
         except ControllerTimeoutError as exc:
@@ -103,6 +151,8 @@ class ControlledShutdown:
         )
         if not applied:
             return f"gave up waiting to apply metadata offset {target}"
+        if not await self._new_leaders_lead(led, deadline):
+            return "gave up waiting for the new leaders to take over"
         handed = await self._hand_over_raft(deadline)
         elapsed_ms = (loop.time() - started) * 1000
         orphans = response.partitions_without_leader
@@ -112,6 +162,27 @@ class ControlledShutdown:
             + (f"; {handed}" if handed else "")
             + ")"
         )
+
+    async def _new_leaders_lead(self, led: Sequence[TopicPartitionKey], deadline: float) -> bool:
+        """Until every partition this broker led is led, by the new leader's own account."""
+        image = self._raft.image
+        waiting: dict[int, list[TopicPartitionKey]] = {}
+        for topic, index in led:
+            registration = image.partition(topic, index)
+            if registration is not None and registration.leader not in (NO_LEADER, self._broker_id):
+                waiting.setdefault(registration.leader, []).append((topic, index))
+        loop = asyncio.get_running_loop()
+        while waiting:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            for broker_id, partitions in list(waiting.items()):
+                timeout_s = min(TAKEOVER_ASK_TIMEOUT_S, max(0.01, remaining))
+                if await self._peers.leads(broker_id, partitions, timeout_s):
+                    del waiting[broker_id]
+            if waiting:
+                await asyncio.sleep(TAKEOVER_POLL_S)
+        return True
 
     async def _hand_over_raft(self, deadline: float) -> str:
         if not self._raft.is_leader():

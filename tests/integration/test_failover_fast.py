@@ -122,36 +122,36 @@ def test_a_paused_leader_is_silent_not_dead_and_waits_out_its_session(cluster_fa
 
 
 class HandoverWatch:
-    """Polls a survivor every few ms for when `partition` has a leader other than `victim`
-    and `victim` is in no ISR of the topic any more, and for a new controller; and the
-    victim, for when it stops answering."""
+    """Polls the survivors every few ms for when one of them answers that it leads
+    `partition` and that `victim` is in no ISR of the topic; for when another broker is the
+    controller; and the victim, for when it stops answering."""
 
-    def __init__(self, cluster: LocalCluster, survivor: int, victim: int, partition: int):
+    def __init__(self, cluster: LocalCluster, victim: int, partition: int):
         self.handed_over_at: float | None = None
         self.controller_moved_at: float | None = None
         self.victim_silent_at: float | None = None
-        self._args = (cluster, survivor, victim, partition)
+        self._args = (cluster, victim, partition)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        cluster, survivor, victim, partition = self._args
+        cluster, victim, partition = self._args
+        survivors = [b for b in cluster.brokers if b != victim]
         while not self._stop.is_set():
-            try:
-                state = leaders(cluster, survivor)
-                controller = cluster.describe(via=survivor, timeout_s=1).controller_id
-            except (grpc.RpcError, RuntimeError):
-                time.sleep(0.005)
-                continue
-            now = time.monotonic()
-            moved = state[partition][0] not in (victim, -1)
-            if self.handed_over_at is None and moved and all(
-                victim not in isr for _, isr in state.values()
-            ):
-                self.handed_over_at = now
-            if self.controller_moved_at is None and controller not in (victim, -1, 0):
-                self.controller_moved_at = now
+            for survivor in survivors:
+                try:
+                    state = leaders(cluster, survivor)
+                    controller = cluster.describe(via=survivor, timeout_s=1).controller_id
+                except (grpc.RpcError, RuntimeError):
+                    continue
+                now = time.monotonic()
+                if self.handed_over_at is None and state[partition][0] == survivor and all(
+                    victim not in isr for _, isr in state.values()
+                ):
+                    self.handed_over_at = now
+                if self.controller_moved_at is None and controller not in (victim, -1, 0):
+                    self.controller_moved_at = now
             if self.victim_silent_at is None:
                 try:
                     leaders(cluster, victim)
@@ -169,13 +169,13 @@ def test_sigterm_hands_leadership_over_before_the_process_exits(cluster_factory,
     """Controlled shutdown: while the SIGTERMed leader still answers — so before its process
     exits, and before a probe could prove it dead — its partition already has another
     leader and it is in no ISR (and, if it was the controller, another broker is); no
-    acknowledged write is lost."""
+    acknowledged write is lost. (The new leader's own answer counts: the stopping broker waits
+    for exactly that.)"""
     cluster = start(cluster_factory)
     victim, partition = victim_and_partition(cluster, also_controller)
-    survivor = next(b for b in cluster.brokers if b != victim)
     writer = NumberedProducer(cluster.bootstrap, TOPIC, partitions=3).start()
     writer.wait_for_acks(50)
-    watch = HandoverWatch(cluster, survivor, victim, partition)
+    watch = HandoverWatch(cluster, victim, partition)
     process = cluster.brokers[victim].process
     assert process is not None
     process.send_signal(signal.SIGTERM)
