@@ -12,6 +12,9 @@ How it works, in order, all within one deadline (controlled_shutdown_timeout_ms)
    NOT_LEADER — and no high watermark waits for this broker's fetches.
 4. If this broker's Raft node leads the metadata quorum, hand that over too (Raft's
    TimeoutNow) and wait until another voter leads, so the cluster keeps a controller.
+5. Keep answering a moment longer (HANDED_OVER_LINGER_S): clients that were about to send
+   here get NOT_LEADER with the new leader's address and go straight there, instead of
+   meeting a closed connection and looking for metadata elsewhere first.
 Then the server closes its listeners as before. Running out of time (no controller, say)
 costs only the hand-over: the broker stops anyway and the others find it gone, by proof of
 death or by the session timeout. Skipped when there is nothing to hand over to: this broker
@@ -41,6 +44,8 @@ RAFT_TRANSFER_POLL_S = 0.01
 TAKEOVER_POLL_S = 0.01
 TAKEOVER_ASK_TIMEOUT_S = 0.5
 TopicPartitionKey = tuple[str, int]
+# After the hand-over, this broker keeps its listeners open this long (within the deadline).
+HANDED_OVER_LINGER_S = 0.2
 
 
 class _RaftNode(Protocol):
@@ -155,6 +160,7 @@ class ControlledShutdown:
             return "gave up waiting for the new leaders to take over"
         handed = await self._hand_over_raft(deadline)
         elapsed_ms = (loop.time() - started) * 1000
+        await asyncio.sleep(max(0.0, min(HANDED_OVER_LINGER_S, deadline - loop.time())))
         orphans = response.partitions_without_leader
         return (
             f"done in {elapsed_ms:.0f} ms (fenced at metadata offset {target}"

@@ -45,8 +45,9 @@ class LeaderLossDetector:
     How it works: pysyncobj reports a dropped connection to a voter on its own thread. If
     that voter is our leader, the event loop probes the leader's Raft port; REFUSED (nothing
     listens: the process died, or its Raft node was closed) queues a job back onto
-    pysyncobj's thread, which — if we still follow that leader in the same term — moves our
-    election deadline to now plus this voter's stagger (rank among the surviving voters).
+    pysyncobj's thread, which — unless another leader took over or we voted in a newer
+    election meanwhile — moves our election deadline to now plus this voter's stagger (rank
+    among the surviving voters).
     Anything else (a timeout, no route: a partition, a pause) changes nothing; the
     election timer handles silence as before.
 
