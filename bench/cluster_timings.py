@@ -32,6 +32,7 @@ the cluster is whole again (every broker unfenced, every ISR full).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -256,6 +257,21 @@ class Bench:
             time.sleep(0.1)
         raise RuntimeError(f"could not create topic {name}")
 
+    def drop_topics(self, prefix: str) -> None:
+        """Delete this trial's topics, so that trials do not pile partitions up (every
+        broker's metadata work grows with them, which later trials would measure)."""
+        for address in self.addresses.values():
+            try:
+                reply = self.broker(address).Metadata(broker_pb2.MetadataRequest(), timeout=2)
+            except grpc.RpcError:
+                continue
+            names = [t.name for t in reply.topics if t.name.startswith(prefix)]
+            if names:
+                with contextlib.suppress(grpc.RpcError):
+                    admin(address).DeleteTopics(admin_pb2.DeleteTopicsRequest(names=names),
+                                                timeout=5)
+            return
+
     def stop(self) -> None:
         self.local.stop_all(self.layout)
 
@@ -283,6 +299,7 @@ def controller_failover(bench: Bench, i: int) -> float:
         time.sleep(0.005)
     elapsed = (time.monotonic() - killed) * 1000
     bench.start([controller])
+    bench.drop_topics(f"cf-{i}-")
     return elapsed
 
 
@@ -323,6 +340,7 @@ def metadata_propagation(bench: Bench, i: int) -> float:
     assert bench.create_topic(1, name)
     for thread in watchers:
         thread.join(10)
+    bench.drop_topics(name)
     return (max(seen.values()) - sent) * 1000
 
 
@@ -401,6 +419,7 @@ def _fault_trial(bench: Bench, name: str, want_controller: bool, signum: int) ->
         bench.wait_whole()
     else:
         bench.restart(victim)
+    bench.drop_topics(f"{name}-")
     return elapsed
 
 
@@ -638,6 +657,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", nargs="*", choices=sorted([*TIMINGS, *LOAD_TIMINGS]))
     parser.add_argument("--nats", action="store_true", help="also NATS JetStream failover")
+    parser.add_argument("--idle-topics", type=int, default=0, metavar="N",
+                        help="first create N idle topics of 3 partitions (RF 3): metadata "
+                             "work in a hand-over grows with the partitions a broker holds")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workdir", help="keep the brokers' data and logs here")
     args = parser.parse_args()
@@ -653,6 +675,10 @@ def main() -> int:
         bench = Bench(Path(root), settings)
         try:
             bench.start()
+            for index in range(args.idle_topics):
+                bench.must_create_topic(f"idle-{index}", partitions=3)
+            bench.wait_whole()
+            results["idle_partitions"] = 3 * args.idle_topics
             for name in chosen:
                 print(f"{name}:", file=sys.stderr, flush=True)
                 if name in LOAD_TIMINGS:
