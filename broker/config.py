@@ -59,6 +59,8 @@ KAFKA_ALIASES = {
     "cluster.secret.rotation.file": "cluster_secret_rotation_file",
     "raft.bind": "raft_bind",
     "metrics.listen": "metrics_listen",
+    "controlled.shutdown.enable": "controlled_shutdown_enable",
+    "controlled.shutdown.timeout.ms": "controlled_shutdown_timeout_ms",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -157,6 +159,11 @@ class BrokerConfig:
     fetch_wait_max_ms: int = 30_000
     produce_timeout_max_ms: int = 120_000
     metadata_write_timeout_ms: int = 5_000
+    # SIGTERM hands leadership over before the broker exits (Kafka's controlled.shutdown.
+    # enable), waiting at most controlled_shutdown_timeout_ms for the controller to fence it
+    # and for this broker to apply that; then it stops anyway.
+    controlled_shutdown_enable: bool = True
+    controlled_shutdown_timeout_ms: int = 5_000
     offsets_topic_num_partitions: int = 10
     offsets_topic_replication_factor: int = 3
     group_consumer_session_timeout_ms: int = 10_000
@@ -301,6 +308,7 @@ class BrokerConfig:
             "request_max_bytes",
             "fetch_max_bytes",
             "metadata_write_timeout_ms",
+            "controlled_shutdown_timeout_ms",
             "offsets_topic_num_partitions",
             "offsets_topic_replication_factor",
             "produce_timeout_max_ms",

@@ -23,6 +23,7 @@ from raftka.broker.internal_auth import (
     ALLOCATE_PRODUCER_IDS,
     ALTER_PARTITION,
     BROKER_HEARTBEAT,
+    CONTROLLED_SHUTDOWN,
     CREATE_TOPICS,
     DELETE_TOPICS,
     REGISTER_BROKER,
@@ -179,6 +180,15 @@ class ControllerClient:
             ALLOCATE_PRODUCER_IDS, request, timeout_s,
         )
 
+    async def controlled_shutdown(
+        self, request: controller_pb2.ControlledShutdownRequest, timeout_s: float
+    ) -> controller_pb2.ControlledShutdownResponse:
+        return await self._call(
+            "controlled_shutdown", self._quorum.controlled_shutdown,
+            lambda channel: controller_pb2_grpc.ControllerServiceStub(channel).ControlledShutdown,
+            CONTROLLED_SHUTDOWN, request, timeout_s,
+        )
+
     async def _call(
         self,
         name: str,
@@ -236,7 +246,10 @@ class BrokerLifecycle:
     It also keeps the broker's *lease*: writes are allowed only until one session timeout after
     the last heartbeat the controller accepted (counted from when it was sent). A leader cut off
     from the controller, or paused, therefore stops accepting writes by itself at about the time
-    the controller fences it and elects someone else.
+    the controller fences it and elects someone else. Only silence is timed this way: the
+    controller fences a broker sooner only when its process is provably gone (its port refused
+    a connection, broker/liveness.py) or when it asked to be (controlled shutdown, after which
+    it leads nothing) — neither leaves a live leader writing next to its successor.
     """
 
     def __init__(

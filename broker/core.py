@@ -18,6 +18,7 @@ from raftka.broker.groups.classic_protocol import ClassicProtocol
 from raftka.broker.groups.coordinator import GroupCoordinator
 from raftka.broker.groups.directory import GroupDirectory
 from raftka.broker.internal_auth import InternalAuth
+from raftka.broker.liveness import WatchServer
 from raftka.broker.metrics import BrokerMetrics
 from raftka.broker.partition import TopicPartition
 from raftka.broker.produce_path import ProducePath
@@ -47,6 +48,7 @@ class BrokerCore:
     # restarted, its saved metadata may name it leader of partitions it lost meanwhile.
     fenced: Callable[[], bool]
     metrics: BrokerMetrics  # what /metrics serves; the adapters time their requests on it
+    watch_server: WatchServer  # the stream the active controller watches this broker by
 
     @property
     def not_leading(self) -> int | None:

@@ -39,6 +39,8 @@ REGISTER_BROKER = method_path("ControllerService", "RegisterBroker")
 BROKER_HEARTBEAT = method_path("ControllerService", "BrokerHeartbeat")
 ALTER_PARTITION = method_path("ControllerService", "AlterPartition")
 ALLOCATE_PRODUCER_IDS = method_path("ControllerService", "AllocateProducerIds")
+CONTROLLED_SHUTDOWN = method_path("ControllerService", "ControlledShutdown")
+WATCH_BROKER = method_path("ControllerService", "WatchBroker")
 
 
 def _wall_clock_ms() -> int:

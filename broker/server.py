@@ -3,8 +3,12 @@ ones, as configured) or observer of the metadata quorum — KRaft's "combined mo
 
 Start order: lock the data dir, open the metadata log's subscribers, start gRPC, then Raft
 (whose journal replay feeds the replica manager), then registration/heartbeats and the
-periodic maintenance. Stop order is the reverse; logs are flushed and closed last, so SIGTERM
-leaves nothing to recover.
+periodic maintenance. Stop: first a controlled shutdown (broker/shutdown.py: leadership moves
+to the other replicas while this broker still answers), then the reverse of the start; logs
+are flushed and closed last, so SIGTERM leaves nothing to recover.
+
+While this broker's controller is active it also watches every other live broker
+(broker/liveness.py) and fences one at once when its process is provably gone.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from raftka.broker.groups.directory import GroupDirectory
 from raftka.broker.internal_auth import InternalAuth
 from raftka.broker.kafka.listener import KafkaListener
 from raftka.broker.listeners import DEFAULT_LISTENER
+from raftka.broker.liveness import BrokerWatcher, WatchServer
 from raftka.broker.log_writer import LogWriter
 from raftka.broker.metrics import (
     BrokerMetrics,
@@ -52,6 +57,7 @@ from raftka.broker.replica_manager import ReplicaManager, ReplicaManagerSettings
 from raftka.broker.replication.fetcher import FetcherManager
 from raftka.broker.replication.isr_updater import IsrUpdater
 from raftka.broker.service import AdminServicer, BrokerServicer, ControllerServicer
+from raftka.broker.shutdown import ControlledShutdown, GrpcPeers
 from raftka.broker.topic_admin import TopicAdmin
 from raftka.cluster.cluster_auth import ClusterCredentials, raft_password
 from raftka.cluster.controller import ControllerSettings
@@ -105,6 +111,7 @@ class BrokerServer:
         )
         self.incarnation_id = uuid.uuid4().hex
         self._tasks: list[asyncio.Task[Any]] = []
+        self._heartbeats: asyncio.Task[None] | None = None
         self._lock_fd = -1
         self.grpc_server: grpc.aio.Server | None = None
         self.extra_grpc_servers: list[grpc.aio.Server] = []
@@ -154,6 +161,7 @@ class BrokerServer:
         self.controller_client = ControllerClient(
             config.broker_id, self.metadata_log, self.quorum, self.channels
         )
+        self.watcher = BrokerWatcher(config.broker_id, self.quorum, self.internal_auth)
         self.core = self._build_core()
         self.replica_manager = self.core.replica_manager
         self.metadata_log.subscribe(self.replica_manager.on_metadata)
@@ -180,9 +188,10 @@ class BrokerServer:
             self.kafka_listeners.append(listener)
             await listener.start()
         self.metadata_log.start()
+        self._heartbeats = asyncio.create_task(self.lifecycle.run(), name="heartbeats")
         self._tasks = [
             asyncio.create_task(self._controller_ticks(), name="controller-ticks"),
-            asyncio.create_task(self.lifecycle.run(), name="heartbeats"),
+            self._heartbeats,
             asyncio.create_task(self._maintenance(), name="log-maintenance"),
             asyncio.create_task(self._isr_rounds(), name="isr-updates"),
             asyncio.create_task(self._group_rounds(), name="group-coordinator"),
@@ -301,6 +310,7 @@ class BrokerServer:
             raft_image=lambda: self.metadata_log.image,
             fenced=lambda: self.lifecycle.fenced,
             metrics=self.metrics,
+            watch_server=WatchServer(config.broker_id, self.incarnation_id),
         )
 
     def _endpoint_of(self, broker_id: int) -> str | None:
@@ -390,6 +400,7 @@ class BrokerServer:
         while True:
             try:
                 await self.quorum.tick()
+                self.watcher.reconcile(self.metadata_log.image)
             except Exception:
                 log.exception("controller tick failed")
             await asyncio.sleep(CONTROLLER_TICK_S)
@@ -439,13 +450,40 @@ class BrokerServer:
         )
 
     # --------------------------------------------------------------------- shutdown
+    async def _controlled_shutdown(self) -> None:
+        config = self.config
+        if not config.controlled_shutdown_enable or self._heartbeats is None:
+            return
+        # No heartbeat may follow: one answered after the fence would lift it again.
+        self._heartbeats.cancel()
+        with suppress(asyncio.CancelledError, Exception):
+            await self._heartbeats
+        handover = ControlledShutdown(
+            config.broker_id,
+            self.controller_client,
+            self.metadata_log,
+            self.replica_manager,
+            lambda: self.lifecycle.broker_epoch,
+            config.controlled_shutdown_timeout_ms / 1000,
+            GrpcPeers(self.channels, lambda: self.metadata_log.image),
+        )
+        try:
+            outcome = await handover.run()
+        except Exception:
+            log.exception("controlled shutdown failed; stopping anyway")
+            return
+        log.info("broker %d controlled shutdown: %s", config.broker_id, outcome)
+
     async def stop(self) -> None:
         log.info("broker %d shutting down", self.config.broker_id)
+        await self._controlled_shutdown()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.watcher.close()
+        self.core.watch_server.close()  # else each watch stream holds gRPC's grace period
         for listener in self.kafka_listeners:
             await listener.stop()
         if self.metrics_server is not None:

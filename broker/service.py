@@ -8,7 +8,7 @@ all, INTERNAL for a bug, with the reason in the status message).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -18,7 +18,13 @@ from raftka.broker.controller_client import FORWARDED_HEADER, INTERNAL_TOPICS_HE
 from raftka.broker.core import BrokerCore
 from raftka.broker.errors import to_error
 from raftka.broker.grpc_guard import guarded
-from raftka.broker.internal_auth import CREATE_TOPICS, DELETE_TOPICS, FETCH, method_path
+from raftka.broker.internal_auth import (
+    CREATE_TOPICS,
+    DELETE_TOPICS,
+    FETCH,
+    WATCH_BROKER,
+    method_path,
+)
 from raftka.broker.listeners import DEFAULT_LISTENER
 from raftka.cluster.quorum import ControllerTimeoutError, NotControllerError
 from raftka.proto.raftka.v1 import (
@@ -249,3 +255,26 @@ class ControllerServicer(controller_pb2_grpc.ControllerServiceServicer):
             controller_pb2.AllocateProducerIdsResponse,
             context,
         )
+
+    @guarded
+    async def ControlledShutdown(
+        self, request: controller_pb2.ControlledShutdownRequest, context: grpc.aio.ServicerContext
+    ) -> controller_pb2.ControlledShutdownResponse:
+        return await self._local(
+            "ControlledShutdown",
+            self._core.quorum.controlled_shutdown,
+            request,
+            controller_pb2.ControlledShutdownResponse,
+            context,
+        )
+
+    async def WatchBroker(
+        self, request: controller_pb2.WatchBrokerRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[controller_pb2.WatchBrokerEvent]:
+        """Served by every broker (not only the controller): see broker/liveness.py."""
+        await self._core.internal_auth.require(context, WATCH_BROKER)
+        watched = self._core.watch_server
+        if watched.full:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many watchers")
+        async for event in watched.watch(request):
+            yield event

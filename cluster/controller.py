@@ -283,6 +283,57 @@ def fence_brokers(
     return tuple(scratch.records)
 
 
+def fence_dead_brokers(
+    image: MetadataImage, dead: Mapping[int, int], settings: ControllerSettings
+) -> tuple[records.MetadataRecord, ...]:
+    """Records that fence brokers proven dead (their port refused a connection) without
+    waiting out their session. `dead` maps each broker id to the broker epoch the proof is
+    about: a broker that registered again since (a new incarnation, which may well be the
+    one now listening) is left alone, as is one already fenced."""
+    current = [
+        broker_id
+        for broker_id, epoch in dead.items()
+        if (broker := image.brokers.get(broker_id)) is not None
+        and broker.epoch == epoch
+        and not broker.fenced
+    ]
+    return fence_brokers(image, current, settings)
+
+
+def controlled_shutdown(
+    image: MetadataImage,
+    request: controller_pb2.ControlledShutdownRequest,
+    settings: ControllerSettings,
+) -> ControllerResult[controller_pb2.ControlledShutdownResponse]:
+    """A stopping broker hands over before it exits (KIP-841): it is fenced now, while it
+    still answers, so each partition it leads moves to another live in-sync replica and it
+    leaves every ISR it is not the last member of (no one else has all the committed
+    records there; such a partition goes leaderless until the broker returns, as it would
+    once the broker had gone). Fenced, it cannot rejoin an ISR or be given new replicas.
+
+    The reply's `metadata_offset` is where all this is applied; a broker already fenced
+    gets the current offset (a retried request is answered the same way)."""
+    response = controller_pb2.ControlledShutdownResponse()
+    broker = image.brokers.get(request.broker_id)
+    if broker is None or broker.epoch != request.broker_epoch:
+        response.error_code = Code.STALE_BROKER_EPOCH
+        response.error_message = (
+            f"broker {request.broker_id} epoch {request.broker_epoch} is not the registered "
+            f"one ({broker.epoch if broker else 'none'})"
+        )
+        return ControllerResult((), response)
+    scratch = _Scratch(image)
+    if not broker.fenced:
+        _fence_one(scratch, request.broker_id, settings)
+    response.metadata_offset = scratch.image.offset
+    response.partitions_without_leader = sum(
+        1
+        for _, _, registration in scratch.image.iter_partitions()
+        if registration.leader == NO_LEADER and registration.isr == (request.broker_id,)
+    )
+    return ControllerResult(tuple(scratch.records), response)
+
+
 def _fence_one(scratch: _Scratch, broker_id: int, settings: ControllerSettings) -> None:
     scratch.add(records.fence_broker(broker_id))
     live = _live(scratch.image)

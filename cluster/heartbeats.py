@@ -3,8 +3,14 @@
 How it works: each heartbeat records when a broker was last heard from. A broker whose last
 heartbeat is older than the session timeout is expired and gets fenced. Heartbeat history is
 in memory only, so a newly elected controller starts every broker's clock at its own
-activation: it waits one full session timeout before fencing anyone (it cannot know who was
-alive before it took over).
+activation: it waits one full session timeout before fencing anyone for silence (it cannot
+know who was alive before it took over). Brokers it can prove dead — their port refuses a
+connection — it fences at once instead (cluster/liveness.py); this tracker is for the silent.
+
+Why a deposed leader has stopped writing by then: a broker's lease ends one session timeout
+after the last majority contact of the controller that renewed it (broker/controller_client.py),
+and that contact is no later than this controller's activation, so `activation + session`
+is past every lease the old controller granted.
 """
 
 from __future__ import annotations

@@ -49,6 +49,11 @@ class MetadataLog(Protocol):
 
     def subscribe(self, listener: ImageListener) -> None: ...
 
+    def transfer_leadership(self) -> None:
+        """As leader, ask the most caught-up voter to take over (best effort, asynchronous):
+        a stopping controller's last act."""
+        ...
+
     async def propose(self, batch: bytes, timeout_s: float) -> int:
         """Commit `batch`; return the metadata offset after it was applied here."""
         ...
@@ -67,6 +72,7 @@ class InMemoryMetadataLog:
         self._image = EMPTY_IMAGE
         self._listeners: list[ImageListener] = []
         self.batches: list[bytes] = []
+        self.transfers_asked = 0
 
     @property
     def image(self) -> MetadataImage:
@@ -90,6 +96,9 @@ class InMemoryMetadataLog:
 
     def subscribe(self, listener: ImageListener) -> None:
         self._listeners.append(listener)
+
+    def transfer_leadership(self) -> None:
+        self.transfers_asked += 1  # one node: no one to hand over to
 
     async def propose(self, batch: bytes, timeout_s: float) -> int:
         if not self._leader:

@@ -5,8 +5,12 @@ How it works: every node runs a QuorumController, but only the one whose Raft no
 the first time); once that batch is applied, its image holds everything committed before, and
 it starts serving. Commands run one at a time under a lock: read the image, run the handler,
 propose its records, wait until they are applied, reply. A node that is not active raises
-NotControllerError, and callers forward to the leader. A periodic tick fences brokers whose
-heartbeats stopped.
+NotControllerError, and callers forward to the leader.
+
+Fencing: a broker proven dead (its port refused a connection, cluster/liveness.py) is fenced
+at once, by `fence_proven_dead`; a periodic tick fences brokers whose heartbeats stopped for a
+session timeout (silence proves nothing faster). A broker in controlled shutdown is fenced on
+its own request and is not unfenced by a heartbeat of the same registration.
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ class ControllerTimeoutError(Exception):
     """A metadata write did not commit in time; its outcome is unknown."""
 
 
+def _with_reply(batch: tuple[records.MetadataRecord, ...]) -> ControllerResult[bool]:
+    """A fencing batch as a command whose reply says whether it changed anything."""
+    return ControllerResult(batch, bool(batch))
+
+
 def random_id() -> str:
     return uuid.uuid4().hex[:22]
 
@@ -75,6 +84,9 @@ class QuorumController:
         # 0 disables automatic preferred-leader elections.
         self._rebalance_interval_ms = leader_rebalance_interval_ms
         self._last_rebalance_ms = 0
+        # Broker id -> epoch of a registration in controlled shutdown (one entry per broker
+        # at most): a late heartbeat of it must not unfence it again.
+        self._shutting_down: dict[int, int] = {}
 
     # ------------------------------------------------------------------------ leadership
     @property
@@ -114,6 +126,9 @@ class QuorumController:
                 # term were not all applied here yet: the image it was built on was behind.
                 await self._propose(batch, image.offset)
                 self.heartbeats.activate(self._clock_ms())
+                # The first preferred-leader election waits one interval too: right after a
+                # failover it would move partitions again while clients are still moving.
+                self._last_rebalance_ms = self._clock_ms()
                 self._active = True
                 log.info(
                     "node %d is the controller at metadata offset %d",
@@ -145,6 +160,25 @@ class QuorumController:
             )
         except (NotControllerError, ControllerTimeoutError) as exc:
             log.warning("fencing %s failed: %s", expired, exc)
+
+    async def fence_proven_dead(self, broker_id: int, broker_epoch: int, proof: str) -> bool:
+        """Fence a broker whose process is proven gone (`proof` says how), through the normal
+        record path, without waiting for its session to expire; True if this fenced it. Only
+        while in touch with the majority, like fencing for silence."""
+        if not self.confirmed:
+            return False
+        try:
+            fenced = await self._run(
+                lambda img: _with_reply(
+                    controller.fence_dead_brokers(img, {broker_id: broker_epoch}, self.settings)
+                )
+            )
+        except (NotControllerError, ControllerTimeoutError) as exc:
+            log.warning("fencing dead broker %d failed: %s", broker_id, exc)
+            return False
+        if fenced:
+            log.warning("fenced broker %d (epoch %d) at once: %s", broker_id, broker_epoch, proof)
+        return fenced
 
     async def _rebalance_if_due(self) -> None:
         now_ms = self._clock_ms()
@@ -234,6 +268,8 @@ class QuorumController:
             self.heartbeats.touch(request.broker_id, self._clock_ms())
         if broker is not None and not broker.fenced and broker.epoch == request.broker_epoch:
             response = controller_pb2.BrokerHeartbeatResponse(fenced=False)
+        elif self._shutting_down.get(request.broker_id) == request.broker_epoch:
+            response = controller_pb2.BrokerHeartbeatResponse(fenced=True)  # stays fenced
         else:
             response = await self._run(
                 lambda img: controller.broker_heartbeat(img, request, self.settings)
@@ -242,6 +278,24 @@ class QuorumController:
         response.quorum_contact_age_ms = (
             min(NO_LEASE_MS, int(age_s * 1000) + 1) if math.isfinite(age_s) else NO_LEASE_MS
         )
+        return response
+
+    async def controlled_shutdown(
+        self, request: controller_pb2.ControlledShutdownRequest
+    ) -> controller_pb2.ControlledShutdownResponse:
+        """Fence a stopping broker on its request (controller.controlled_shutdown)."""
+        # Before the fence is written: a heartbeat that overtakes this request and lands
+        # after the fence must find the broker already marked.
+        self._shutting_down[request.broker_id] = request.broker_epoch
+        response = await self._run(
+            lambda image: controller.controlled_shutdown(image, request, self.settings)
+        )
+        if response.error_code == 0:
+            log.info(
+                "broker %d is in controlled shutdown: fenced at metadata offset %d "
+                "(%d partition(s) left without a leader)",
+                request.broker_id, response.metadata_offset, response.partitions_without_leader,
+            )
         return response
 
     async def alter_partition(

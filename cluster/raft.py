@@ -14,6 +14,12 @@ Why this shape:
   compaction only after many entries (the controller writes few, batched entries) and without
   fork() (the broker process has gRPC threads); compaction snapshots are the image written as
   metadata records, not pickled objects.
+- Elections: on silence, pysyncobj's timers (0.4-0.8 s without a heartbeat from the leader).
+  On proof of death, at once: when a follower's connection to the leader drops and a probe of
+  the leader's Raft port is refused (its process is gone), it starts an election without
+  waiting out the timer, staggered by voter rank so that the survivors do not split the vote
+  (cluster/raft_elections.py). A stopping controller hands leadership over first
+  (`transfer_leadership`, Raft's TimeoutNow).
 - Durability: the journal and the term/vote are synced to disk before Raft counts on them
   (cluster/raft_journal.py); pysyncobj alone never syncs its mmap'd journal.
 - Voters are the first brokers (`voters`); any other broker runs as a pysyncobj read-only node:
@@ -36,13 +42,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.fernet import InvalidToken
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.encryptor import getEncryptor
+from pysyncobj.monotonic import monotonic as raft_clock_s
 from pysyncobj.transport import TCPTransport
 
 from raftka.cluster import raft_journal
@@ -50,6 +57,7 @@ from raftka.cluster.cluster_auth import ReportThrottle
 from raftka.cluster.delta import apply_encoded_batch, decode_snapshot, encode_snapshot
 from raftka.cluster.image import EMPTY_IMAGE, MetadataImage
 from raftka.cluster.metadata_log import ImageListener, ProposeError
+from raftka.cluster.raft_elections import LeaderLossDetector, LostLeaderSettings
 from raftka.cluster.records import MetadataFormatError
 
 log = logging.getLogger("raftka.raft")
@@ -81,6 +89,13 @@ class RaftSettings:
     leader_fallback_timeout_s: float = 1.0
     connection_timeout_s: float = 1.0
     connection_retry_s: float = 0.3
+    # After proof that the leader is gone, the voter ranked k-th among the survivors (by id)
+    # starts its election k * stagger later: the first one usually wins alone (the others
+    # vote for it, which puts their own elections off), and a later one only stands if it
+    # did not (its log was behind, say). Ranks differ, so no two survivors split the vote.
+    lost_leader_election_stagger_s: float = 0.15
+    # A probe of the leader's Raft port that has not connected by then proves nothing.
+    lost_leader_probe_timeout_s: float = 0.3
     # Compact the Raft journal into a snapshot only past this many entries.
     compaction_entries_min: int = 20_000
     commands_queue_max: int = 10_000
@@ -110,6 +125,12 @@ class RaftSettings:
             raise ValueError("connection_timeout_s must be >= election_timeout_max_s")
         if self.compaction_entries_min < 2:
             raise ValueError("compaction_entries_min must be >= 2")
+        if not 0 < self.lost_leader_election_stagger_s < self.election_timeout_min_s:
+            # Longer, and the second survivor would stand no sooner than the timer has it.
+            raise ValueError("lost_leader_election_stagger_s must be in (0, "
+                             "election_timeout_min_s)")
+        if not 0 < self.lost_leader_probe_timeout_s <= self.election_timeout_min_s:
+            raise ValueError("lost_leader_probe_timeout_s must be in (0, election_timeout_min_s]")
 
 
 class _AuditedFernet:
@@ -153,9 +174,16 @@ class _AuditedFernet:
 
 class _AuthenticatedTransport(TCPTransport):  # type: ignore[misc]
     """pysyncobj's TCP transport without its utility commands, with rejected frames logged.
-    `accepted` is set per RaftMetadataLog (see _transport_class)."""
+    `accepted` is set per RaftMetadataLog (see _transport_class); `node_lost`, called on
+    pysyncobj's thread when a voter's connection drops, once the SyncObj exists."""
 
     accepted: tuple[Any, ...] = ()
+    node_lost: Callable[[Any], None] | None = None
+
+    def _onNodeDisconnected(self, node: Any) -> None:
+        super()._onNodeDisconnected(node)
+        if self.node_lost is not None:
+            self.node_lost(node)
 
     def setOnUtilityMessageCallback(self, message: str, callback: Any) -> None:
         # 'add', 'remove', 'set_version', 'transfer' and 'status' are pysyncobj's admin
@@ -245,6 +273,16 @@ class RaftMetadataLog:
         self._machine = _MetadataStateMachine(self._on_image_from_raft_thread)
         self._addresses_to_ids = {address: node for node, address in settings.voters.items()}
         self._syncobj: SyncObj | None = None
+        self._leader_loss = LeaderLossDetector(
+            LostLeaderSettings(
+                node_id=settings.node_id,
+                voters=settings.voters,
+                stagger_s=settings.lost_leader_election_stagger_s,
+                probe_timeout_s=settings.lost_leader_probe_timeout_s,
+            ),
+            loop,
+            raft_clock_s,
+        )
 
     # ----------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -288,6 +326,8 @@ class RaftMetadataLog:
                 None, voters, conf=conf, consumers=[self._machine],
                 transportClass=transport,
             )
+        if self.settings.is_voter:
+            self._leader_loss.attach(self._syncobj)
         if self.settings.password is None:
             log.warning("Raft runs WITHOUT a cluster secret: anyone who reaches %s can run "
                         "code in this broker", self._bind_address() or "its port")
@@ -300,9 +340,25 @@ class RaftMetadataLog:
         return self.settings.voters.get(self.settings.node_id)
 
     def close(self) -> None:
+        self._leader_loss.detach()
         if self._syncobj is not None:
             self._syncobj.destroy()
             self._syncobj = None
+
+    def transfer_leadership(self) -> None:
+        """Ask this leader's Raft node to hand leadership to its most caught-up voter
+        (Raft's TimeoutNow), so a stopping controller is replaced without an election
+        timeout. Best effort and asynchronous: pysyncobj refuses if no voter is fully caught
+        up; watch leader_id() to see it happen."""
+        syncobj = self._syncobj
+        if syncobj is None or not self.settings.is_voter:
+            return
+
+        def transfer() -> None:  # pysyncobj's thread: its state is not locked
+            if syncobj._isLeader():
+                syncobj.transferLeadership()
+
+        self._leader_loss.call_on_raft_thread(transfer)
 
     # --------------------------------------------------------------------------- state
     @property
@@ -338,7 +394,10 @@ class RaftMetadataLog:
         if needed == 0:
             return 0.0
         newest_first = sorted((answered.get(node, 0.0) for node in others), reverse=True)
-        return max(0.0, time.monotonic() - newest_first[needed - 1])
+        # pysyncobj's own clock (CLOCK_MONOTONIC_RAW), not time.monotonic(): the two drift
+        # apart by the NTP rate correction since boot (0.26 s after 3.5 h on the build
+        # machine), which would skew every lease by that much, either way.
+        return max(0.0, raft_clock_s() - newest_first[needed - 1])
 
     def leader_id(self) -> int | None:
         if self._syncobj is None:

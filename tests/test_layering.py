@@ -29,6 +29,7 @@ PURE_MODULES = {
     "raftka.cluster.partition_change",
     "raftka.cluster.local_changes",
     "raftka.cluster.heartbeats",
+    "raftka.cluster.liveness",
     "raftka.cluster.topic_config",
     "raftka.cluster.naming",
     "raftka.cluster.records",

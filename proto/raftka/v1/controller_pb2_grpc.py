@@ -54,6 +54,16 @@ class ControllerServiceStub:
                 request_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdsRequest.SerializeToString,
                 response_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdsResponse.FromString,
                 _registered_method=True)
+        self.ControlledShutdown = channel.unary_unary(
+                '/raftka.v1.ControllerService/ControlledShutdown',
+                request_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.ControlledShutdownRequest.SerializeToString,
+                response_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.ControlledShutdownResponse.FromString,
+                _registered_method=True)
+        self.WatchBroker = channel.unary_stream(
+                '/raftka.v1.ControllerService/WatchBroker',
+                request_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.WatchBrokerRequest.SerializeToString,
+                response_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.WatchBrokerEvent.FromString,
+                _registered_method=True)
 
 
 class ControllerServiceServicer:
@@ -89,6 +99,27 @@ class ControllerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ControlledShutdown(self, request, context):
+        """A stopping broker (SIGTERM) asks to hand everything over before it exits (Kafka's
+        controlled shutdown, KIP-841): the controller fences it, which moves each partition it
+        leads to another in-sync replica and takes it out of every ISR where it is not the last
+        member. The broker exits once its own metadata has reached `metadata_offset`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchBroker(self, request, context):
+        """Served by every broker, called by the active controller, which keeps one open to each
+        live broker: the broker names itself and then stays silent until it stops. When the
+        stream breaks the controller probes the broker's port; a refused connection proves the
+        process gone and the broker is fenced at once. Anything else (a timeout, a stream that
+        just hangs) is silence, which only the session timeout ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControllerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +142,16 @@ def add_ControllerServiceServicer_to_server(servicer, server):
                     servicer.AllocateProducerIds,
                     request_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdsRequest.FromString,
                     response_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdsResponse.SerializeToString,
+            ),
+            'ControlledShutdown': grpc.unary_unary_rpc_method_handler(
+                    servicer.ControlledShutdown,
+                    request_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.ControlledShutdownRequest.FromString,
+                    response_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.ControlledShutdownResponse.SerializeToString,
+            ),
+            'WatchBroker': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBroker,
+                    request_deserializer=proto_dot_raftka_dot_v1_dot_controller__pb2.WatchBrokerRequest.FromString,
+                    response_serializer=proto_dot_raftka_dot_v1_dot_controller__pb2.WatchBrokerEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +262,60 @@ class ControllerService:
             '/raftka.v1.ControllerService/AllocateProducerIds',
             proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdsRequest.SerializeToString,
             proto_dot_raftka_dot_v1_dot_controller__pb2.AllocateProducerIdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ControlledShutdown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.ControllerService/ControlledShutdown',
+            proto_dot_raftka_dot_v1_dot_controller__pb2.ControlledShutdownRequest.SerializeToString,
+            proto_dot_raftka_dot_v1_dot_controller__pb2.ControlledShutdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBroker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/raftka.v1.ControllerService/WatchBroker',
+            proto_dot_raftka_dot_v1_dot_controller__pb2.WatchBrokerRequest.SerializeToString,
+            proto_dot_raftka_dot_v1_dot_controller__pb2.WatchBrokerEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -123,3 +123,40 @@ def test_a_topic_a_starting_broker_does_not_know_yet_is_not_answered_unknown():
     assert settled.topics[0].error_code == Code.UNKNOWN_TOPIC_OR_PARTITION
     assert _topic_metadata(empty, "orders", None, True)["error_code"] == Code.LEADER_NOT_AVAILABLE
     assert _topic_metadata(empty, "orders", None)["error_code"] == Code.UNKNOWN_TOPIC_OR_PARTITION
+
+
+def test_a_hand_over_of_many_partitions_is_one_trip_to_the_writer_thread(tmp_path):
+    """A controlled shutdown changes every ISR the stopping broker is in, in one batch. Each
+    partition's registration used to take its own trip to the writer thread, queued behind
+    appends: with ~130 partitions the leader changes among them waited 300-500 ms."""
+
+    async def main() -> int:
+        replicas = manager(tmp_path)
+        replicas.start()
+        image = image_with_brokers(1, 2, 3)
+        image = apply_records(image, [records.topic("t", TOPIC_ID, {})] + [
+            records.partition(TOPIC_ID, i, [2, 1, 3], [2, 1, 3], leader=2) for i in range(30)
+        ])
+        replicas.on_metadata(MetadataImage(), image)
+        replicas.on_registered(image.brokers[ME].epoch)
+        assert await replicas.wait_for_metadata(lambda i: i.offset >= image.offset, 5)
+        trips = 0
+        real_run = replicas._writer.run
+
+        async def counting(function, *args):
+            nonlocal trips
+            trips += 1
+            return await real_run(function, *args)
+
+        replicas._writer.run = counting  # type: ignore[method-assign]
+        handed = apply_records(image, [records.fence_broker(2)] + [
+            records.partition_change(TOPIC_ID, i, leader=1, isr=[1, 3]) for i in range(30)
+        ])
+        replicas.on_metadata(image, handed)
+        assert await replicas.wait_for_metadata(lambda i: i.offset >= handed.offset, 5)
+        assert all(replicas.partitions[TopicPartition("t", i)].is_leader for i in range(30))
+        applying = trips
+        await replicas.close()
+        return applying
+
+    assert asyncio.run(main()) == 1
