@@ -5,6 +5,9 @@ Faults (the exact commands are recorded in each FaultEvent.commands):
 
 kill                SIGKILL a broker (no flush, no goodbye), hold, start it again (same data
                     directory, same command line).
+sigterm             SIGTERM a partition's leader (a controlled shutdown: it hands its
+                    leaderships, and the controller if it holds it, over before it exits),
+                    wait for it to exit, hold, start it again.
 pause               SIGSTOP a broker, hold, SIGCONT: a process that is alive but silent (a
                     long GC pause, a VM stall); it wakes up believing it is still leader.
 partition-halves    split the brokers at random into a minority and a majority (1|2 of 3;
@@ -40,6 +43,7 @@ import os
 import random
 import shlex
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -53,11 +57,15 @@ from tests.faults.netns import FaultNetwork
 from tests.harness import wait_for
 
 log = logging.getLogger("raftka.faults.nemesis")
+# How long a SIGTERMed broker may take to exit (its controlled shutdown is bounded by
+# controlled.shutdown.timeout.ms, 5 s by default) before the nemesis kills it (seconds).
+SIGTERM_EXIT_TIMEOUT_S = 20.0
 # A torn tail: at most this many bytes cut off, or the flipped byte within them (bytes).
 TORN_TAIL_MAX_BYTES = 4096
 
 KINDS = (
     "kill",
+    "sigterm",
     "pause",
     "partition-halves",
     "isolate-leader",
@@ -172,6 +180,7 @@ class Nemesis:
     def inject(self, kind: str) -> tuple[FaultEvent, Callable[[], None]]:
         inject = {
             "kill": self._kill,
+            "sigterm": self._sigterm,
             "pause": self._pause,
             "partition-halves": self._partition_halves,
             "isolate-leader": self._isolate_leader,
@@ -210,6 +219,37 @@ class Nemesis:
             return [f"restart broker {target}: {shlex.join(broker.command())}"]
 
         return [target], f"kill -9 broker {target}{role}", [f"kill -KILL {pid}"], heal
+
+    def _sigterm(self) -> tuple[list[int], str, list[str], Callable[[], list[str]]]:
+        """SIGTERM a leader and wait for it to exit: the controlled shutdown hands over while
+        the broker still answers, so no acknowledged write may be lost and clients should
+        barely notice. A broker that has not exited after SIGTERM_EXIT_TIMEOUT_S is killed
+        (and that is noted: a controlled shutdown that hangs is a bug of its own)."""
+        target = self._leader_of(self.rng.randrange(self.partitions))
+        if target is None:
+            target = self.rng.choice(self.broker_ids)
+        broker = self.cluster.brokers[target]
+        pid, role = broker.pid, self._role(target)
+        commands = [f"kill -TERM {pid}"]
+        broker.signal(signal.SIGTERM)
+        assert broker.process is not None
+        started = time.monotonic()
+        try:
+            code = broker.process.wait(SIGTERM_EXIT_TIMEOUT_S)
+            commands.append(f"exited with {code} after {time.monotonic() - started:.2f}s")
+        except subprocess.TimeoutExpired:
+            broker.kill()
+            note = f"broker {target} had not exited {SIGTERM_EXIT_TIMEOUT_S:.0f}s after SIGTERM"
+            self.history.note(note)
+            commands.append(f"{note}: kill -KILL {pid}")
+        self._killed.add(target)
+
+        def heal() -> list[str]:
+            broker.start()
+            self._killed.discard(target)
+            return [f"restart broker {target}: {shlex.join(broker.command())}"]
+
+        return [target], f"SIGTERM broker {target}{role}", commands, heal
 
     def _torn_tail(self) -> tuple[list[int], str, list[str], Callable[[], list[str]]]:
         """kill -9 a partition's leader, damage the tail of that partition's active segment
