@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from raftka.broker.errors import BrokerError, to_error
+from raftka.broker.errors import BrokerError, BrokerFencedError, to_error
 from raftka.broker.partition import TopicPartition
 from raftka.broker.replica_manager import ReplicaManager
 from raftka.cluster.image import CONSUMER_OFFSETS_TOPIC
@@ -51,9 +52,13 @@ def plan_delete(requested: int, log_start_offset: int, high_watermark: int) -> D
 
 
 class LogAdmin:
-    def __init__(self, replicas: ReplicaManager, log_dir: str) -> None:
+    def __init__(self, replicas: ReplicaManager, log_dir: str,
+                 lease_problem: Callable[[], str | None] = lambda: None) -> None:
+        """`lease_problem`: why this broker must not act as a leader now (its lease with the
+        controller lapsed: a successor may lead already), or None; as for produce."""
         self._replicas = replicas
         self._log_dir = log_dir
+        self._lease_problem = lease_problem
 
     async def delete_records(
         self, request: admin_pb2.DeleteRecordsRequest
@@ -75,6 +80,9 @@ class LogAdmin:
             raise _error(Code.INVALID_REQUEST, f"records of the internal topic {item.topic} "
                          "are deleted by the group coordinator only")
         partition = self._replicas.leader_partition(TopicPartition(item.topic, item.partition))
+        problem = self._lease_problem()
+        if problem is not None:
+            raise BrokerFencedError(problem)
         plan = plan_delete(item.offset, partition.log_start_offset, partition.high_watermark)
         if plan.code:
             raise _error(plan.code, f"{partition.tp}: {plan.message}")

@@ -302,7 +302,7 @@ class BrokerServer:
             fetch_path=fetch_path,
             producer_ids=producer_ids,
             topics=topics,
-            log_admin=LogAdmin(replicas, config.log_dir),
+            log_admin=LogAdmin(replicas, config.log_dir, self.lifecycle.lease_problem),
             group_coordinator=groups,
             classic_groups=ClassicProtocol(groups),
             group_directory=GroupDirectory(config, topics, groups, self.channels),
