@@ -169,3 +169,32 @@ def test_group_offsets_and_deletion_with_the_sdk_and_cli(cluster):
     assert done.returncode == 0, done.stderr
     with Admin(cluster.bootstrap) as admin, pytest.raises(RaftkaError, match="GROUP_ID_NOT_FOUND"):
         admin.groups.describe_group("cg")
+
+
+def test_changes_sent_to_a_non_controller_are_forwarded_and_forgeries_refused(cluster):
+    import grpc
+
+    from raftka.broker.controller_client import FORWARDED_HEADER
+    from raftka.proto.raftka.v1 import admin_pb2, admin_pb2_grpc
+
+    controller = cluster.describe().controller_id
+    other = next(b for b in cluster.brokers.values() if b.broker_id != controller)
+    with Admin(other.address) as admin:
+        admin.create_topic("fwd", num_partitions=1, replication_factor=3)
+        admin.alter_configs("fwd", {"retention.ms": "60000"})
+        admin.create_partitions("fwd", 2)
+        # the answering broker waited until it applied the change itself
+        description = admin.describe_topics(["fwd"])[0]
+    assert len(description.partitions) == 2
+    assert {c.name: c.value for c in description.configs}["retention.ms"] == "60000"
+    # a call claiming to be forwarded by a broker, without the cluster's credentials
+    with grpc.insecure_channel(cluster.brokers[controller].address) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.AlterConfigs(admin_pb2.AlterConfigsRequest(topics=[
+                admin_pb2.TopicConfigAlteration(topic="fwd", set={"retention.ms": "1"})]),
+                metadata=((FORWARDED_HEADER, "2"),), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with Admin(cluster.bootstrap) as admin:
+        configs = {c.name: c.value for c in admin.describe_topic("fwd").configs}
+    assert configs["retention.ms"] == "60000"
