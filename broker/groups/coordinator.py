@@ -478,14 +478,15 @@ class GroupCoordinator:
     async def delete(self, group_id: str) -> None:
         index, loaded = self._groups_for(group_id)
         group = loaded.groups.get(group_id)
+        classic = loaded.classic.get(group_id)
+        members = (len(group.members) if group else 0) + (len(classic.members) if classic else 0)
+        if members:  # checked first: a classic group that never committed has no offsets
+            raise _error(
+                "NON_EMPTY_GROUP", f"group {group_id} has {members} member(s); stop them first"
+            )
         if group is None:
             raise _error("GROUP_ID_NOT_FOUND", f"group {group_id} does not exist")
-        classic = loaded.classic.get(group_id)
-        if group.members or (classic is not None and classic.members):
-            raise _error(
-                "NON_EMPTY_GROUP",
-                f"group {group_id} has {len(group.members)} member(s); stop them first",
-            )
+
         def forget() -> None:
             loaded.groups.pop(group_id, None)
             if classic is not None and not classic.members:
