@@ -21,9 +21,11 @@ import grpc
 
 from raftka.broker.internal_auth import (
     ALLOCATE_PRODUCER_IDS,
+    ALTER_CONFIGS,
     ALTER_PARTITION,
     BROKER_HEARTBEAT,
     CONTROLLED_SHUTDOWN,
+    CREATE_PARTITIONS,
     CREATE_TOPICS,
     DELETE_TOPICS,
     REGISTER_BROKER,
@@ -140,6 +142,24 @@ class ControllerClient:
             "delete_topics", self._quorum.delete_topics,
             lambda channel: admin_pb2_grpc.AdminServiceStub(channel).DeleteTopics,
             DELETE_TOPICS, request, timeout_s,
+        )
+
+    async def alter_configs(
+        self, request: admin_pb2.AlterConfigsRequest, timeout_s: float
+    ) -> admin_pb2.AlterConfigsResponse:
+        return await self._call(
+            "alter_configs", self._quorum.alter_configs,
+            lambda channel: admin_pb2_grpc.AdminServiceStub(channel).AlterConfigs,
+            ALTER_CONFIGS, request, timeout_s,
+        )
+
+    async def create_partitions(
+        self, request: admin_pb2.CreatePartitionsRequest, timeout_s: float
+    ) -> admin_pb2.CreatePartitionsResponse:
+        return await self._call(
+            "create_partitions", self._quorum.create_partitions,
+            lambda channel: admin_pb2_grpc.AdminServiceStub(channel).CreatePartitions,
+            CREATE_PARTITIONS, request, timeout_s,
         )
 
     async def register_broker(

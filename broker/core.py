@@ -19,6 +19,7 @@ from raftka.broker.groups.coordinator import GroupCoordinator
 from raftka.broker.groups.directory import GroupDirectory
 from raftka.broker.internal_auth import InternalAuth
 from raftka.broker.liveness import WatchServer
+from raftka.broker.log_admin import LogAdmin
 from raftka.broker.metrics import BrokerMetrics
 from raftka.broker.partition import TopicPartition
 from raftka.broker.produce_path import ProducePath
@@ -37,6 +38,7 @@ class BrokerCore:
     fetch_path: FetchPath
     producer_ids: ProducerIdManager
     topics: TopicAdmin  # create/delete/auto-create, for every adapter
+    log_admin: LogAdmin  # DeleteRecords and DescribeLogDirs on this broker's logs
     group_coordinator: GroupCoordinator  # KIP-848 groups and committed offsets
     classic_groups: ClassicProtocol  # JoinGroup/SyncGroup over the Kafka wire
     group_directory: GroupDirectory  # find-coordinator, list-groups, __consumer_offsets

@@ -96,6 +96,15 @@ class GroupServicer(group_pb2_grpc.GroupServiceServicer):
         return group_pb2.DeleteGroupResponse()
 
     @guarded
+    async def DeleteOffsets(
+        self, request: group_pb2.DeleteOffsetsRequest, context: grpc.aio.ServicerContext
+    ) -> group_pb2.DeleteOffsetsResponse:
+        try:
+            return await self._coordinator.delete_offsets(request)
+        except Exception as exc:
+            return _failed(group_pb2.DeleteOffsetsResponse(), exc)
+
+    @guarded
     async def ListGroups(
         self, request: group_pb2.ListGroupsRequest, context: grpc.aio.ServicerContext
     ) -> group_pb2.ListGroupsResponse:

@@ -35,6 +35,8 @@ def method_path(service: str, method: str) -> str:
 FETCH = method_path("BrokerService", "Fetch")
 CREATE_TOPICS = method_path("AdminService", "CreateTopics")
 DELETE_TOPICS = method_path("AdminService", "DeleteTopics")
+ALTER_CONFIGS = method_path("AdminService", "AlterConfigs")
+CREATE_PARTITIONS = method_path("AdminService", "CreatePartitions")
 REGISTER_BROKER = method_path("ControllerService", "RegisterBroker")
 BROKER_HEARTBEAT = method_path("ControllerService", "BrokerHeartbeat")
 ALTER_PARTITION = method_path("ControllerService", "AlterPartition")

@@ -43,6 +43,7 @@ from raftka.broker.internal_auth import InternalAuth
 from raftka.broker.kafka.listener import KafkaListener
 from raftka.broker.listeners import DEFAULT_LISTENER
 from raftka.broker.liveness import BrokerWatcher, WatchServer
+from raftka.broker.log_admin import LogAdmin
 from raftka.broker.log_writer import LogWriter
 from raftka.broker.metrics import (
     BrokerMetrics,
@@ -301,6 +302,7 @@ class BrokerServer:
             fetch_path=fetch_path,
             producer_ids=producer_ids,
             topics=topics,
+            log_admin=LogAdmin(replicas, config.log_dir, self.lifecycle.lease_problem),
             group_coordinator=groups,
             classic_groups=ClassicProtocol(groups),
             group_directory=GroupDirectory(config, topics, groups, self.channels),

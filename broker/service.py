@@ -19,6 +19,8 @@ from raftka.broker.core import BrokerCore
 from raftka.broker.errors import to_error
 from raftka.broker.grpc_guard import guarded
 from raftka.broker.internal_auth import (
+    ALTER_CONFIGS,
+    CREATE_PARTITIONS,
     CREATE_TOPICS,
     DELETE_TOPICS,
     FETCH,
@@ -150,6 +152,32 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.DeleteTopicsResponse:
         forwarded = await self._forwarded(context, DELETE_TOPICS)
         return await self._core.topics.delete_topics(request, forwarded=forwarded)
+
+    @guarded
+    async def AlterConfigs(
+        self, request: admin_pb2.AlterConfigsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AlterConfigsResponse:
+        forwarded = await self._forwarded(context, ALTER_CONFIGS)
+        return await self._core.topics.alter_configs(request, forwarded=forwarded)
+
+    @guarded
+    async def CreatePartitions(
+        self, request: admin_pb2.CreatePartitionsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreatePartitionsResponse:
+        forwarded = await self._forwarded(context, CREATE_PARTITIONS)
+        return await self._core.topics.create_partitions(request, forwarded=forwarded)
+
+    @guarded
+    async def DeleteRecords(
+        self, request: admin_pb2.DeleteRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DeleteRecordsResponse:
+        return await self._core.log_admin.delete_records(request)
+
+    @guarded
+    async def DescribeLogDirs(
+        self, request: admin_pb2.DescribeLogDirsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DescribeLogDirsResponse:
+        return self._core.log_admin.describe_log_dirs()
 
     @guarded
     async def ListTopics(

@@ -102,6 +102,53 @@ class TopicAdmin:
         await self.wait_for_local_metadata(response)
         return response
 
+    async def alter_configs(
+        self, request: admin_pb2.AlterConfigsRequest, *, forwarded: bool = False,
+        timeout_s: float | None = None,
+    ) -> admin_pb2.AlterConfigsResponse:
+        """Topic config changes (cluster/topic_alterations.py), on the controller."""
+        try:
+            if forwarded:
+                response = await self._quorum.alter_configs(request)
+            else:
+                response = await self._controller.alter_configs(
+                    request, timeout_s or self._timeout_s)
+        except (NotControllerError, ControllerTimeoutError) as exc:
+            response = admin_pb2.AlterConfigsResponse()
+            for alteration in request.topics:
+                response.topics.add(topic=alteration.topic, error_code=_code(exc),
+                                    error_message=str(exc))
+            return response
+        await self._wait_for_offset(response.metadata_offset)
+        return response
+
+    async def create_partitions(
+        self, request: admin_pb2.CreatePartitionsRequest, *, forwarded: bool = False,
+        timeout_s: float | None = None,
+    ) -> admin_pb2.CreatePartitionsResponse:
+        """Partition count increases (cluster/topic_alterations.py), on the controller."""
+        try:
+            if forwarded:
+                response = await self._quorum.create_partitions(request)
+            else:
+                response = await self._controller.create_partitions(
+                    request, timeout_s or self._timeout_s)
+        except (NotControllerError, ControllerTimeoutError) as exc:
+            response = admin_pb2.CreatePartitionsResponse()
+            for change in request.topics:
+                response.topics.add(topic=change.topic, error_code=_code(exc),
+                                    error_message=str(exc))
+            return response
+        await self._wait_for_offset(response.metadata_offset)
+        return response
+
+    async def _wait_for_offset(self, metadata_offset: int) -> None:
+        """Wait (briefly) until this broker has applied the metadata up to `metadata_offset`,
+        so a Metadata or DescribeConfigs call right after the change sees it."""
+        if metadata_offset > 0:
+            await self._replicas.wait_for_metadata(
+                lambda image: image.offset >= metadata_offset, LOCAL_METADATA_WAIT_S)
+
     async def auto_create(self, topic: str) -> None:
         """Create `topic` with the broker defaults (auto.create.topics.enable) and wait until
         this broker's metadata has it; BrokerError if the controller refused."""

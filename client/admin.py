@@ -1,4 +1,5 @@
-"""Admin: create, delete, list and describe topics; describe the cluster.
+"""Admin: create, delete, list, describe and alter topics (configs, partitions, records);
+log directories; describe the cluster.
 
 Any broker answers (it forwards changes to the controller). Calls go to the first broker that
 answers; NOT_CONTROLLER or a timeout during a controller election is retried until
@@ -23,6 +24,7 @@ from raftka.proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
 Code = common_pb2.ErrorCode
 T = TypeVar("T")
 _RETRY_CODES = {Code.NOT_CONTROLLER, Code.REQUEST_TIMED_OUT}
+_LEADER_MOVED = {Code.NOT_LEADER_OR_FOLLOWER, Code.LEADER_NOT_AVAILABLE}
 # Pause between rounds over every broker while no broker answers, or the controller is
 # being elected (s).
 ADMIN_RETRY_S = 0.2
@@ -185,6 +187,93 @@ class Admin:
                     offsets[spec] = reply.offset
             if len(offsets) == 2:
                 partition.log_start_offset, partition.high_watermark = offsets[-2], offsets[-1]
+
+    # ----------------------------------------------------------------- altering topics
+    def alter_configs(
+        self,
+        topic: str,
+        set_configs: Mapping[str, str] | None = None,
+        delete: list[str] | None = None,
+        *,
+        replace_all: bool = False,
+        validate_only: bool = False,
+    ) -> None:
+        """Set and/or delete a topic's configs (Kafka's IncrementalAlterConfigs; with
+        `replace_all`, AlterConfigs: `set_configs` becomes the whole explicit config).
+        InvalidConfigError names a bad key or value; then nothing changed."""
+        request = admin_pb2.AlterConfigsRequest(validate_only=validate_only, topics=[
+            admin_pb2.TopicConfigAlteration(topic=topic, set=dict(set_configs or {}),
+                                            delete=list(delete or []),
+                                            replace_all=replace_all)])
+        response = self._call(
+            lambda address: self._connections.admin(address).AlterConfigs(
+                request, timeout=self.request_timeout_s
+            ),
+            lambda r: any(t.error_code in _RETRY_CODES for t in r.topics),
+        )
+        (result,) = response.topics
+        if result.error_code:
+            raise error_for(result.error_code, result.error_message)
+
+    def create_partitions(self, topic: str, count: int, *, validate_only: bool = False) -> None:
+        """Grow `topic` to `count` partitions (never shrink: InvalidPartitionsError)."""
+        request = admin_pb2.CreatePartitionsRequest(validate_only=validate_only, topics=[
+            admin_pb2.PartitionCountChange(topic=topic, count=count)])
+        response = self._call(
+            lambda address: self._connections.admin(address).CreatePartitions(
+                request, timeout=self.request_timeout_s
+            ),
+            lambda r: any(t.error_code in _RETRY_CODES for t in r.topics),
+        )
+        (result,) = response.topics
+        if result.error_code:
+            raise error_for(result.error_code, result.error_message)
+
+    def delete_records(self, topic: str, partition: int, before_offset: int) -> int:
+        """Delete the records of `topic`-`partition` below `before_offset` (-1: below the
+        high watermark); returns the new log start offset. Asks the partition's leader,
+        following it when it moves."""
+        request = admin_pb2.DeleteRecordsRequest(partitions=[admin_pb2.DeleteRecordsPartition(
+            topic=topic, partition=partition, offset=before_offset)])
+        deadline = time.monotonic() + self.request_timeout_s
+        while True:
+            self.metadata.refresh([topic])
+            known = self.metadata.partitions_for(topic)
+            if known is None or not 0 <= partition < len(known):
+                raise error_for(Code.UNKNOWN_TOPIC_OR_PARTITION,
+                                f"topic {topic} has no partition {partition}")
+            address = self.metadata.leader_address(topic, partition)
+            result = None
+            if address is not None:
+                try:
+                    result = self._connections.admin(address).DeleteRecords(
+                        request, timeout=self.request_timeout_s).partitions[0]
+                except grpc.RpcError as exc:
+                    if time.monotonic() > deadline:
+                        raise translate_rpc_error(exc, address) from None
+            if result is not None and result.error_code not in _LEADER_MOVED:
+                if result.error_code:
+                    raise error_for(result.error_code, result.error_message)
+                return int(result.low_watermark)
+            if time.monotonic() > deadline:
+                raise error_for(result.error_code if result is not None
+                                else Code.LEADER_NOT_AVAILABLE,
+                                result.error_message if result is not None
+                                else f"{topic}-{partition} has no leader")
+            time.sleep(ADMIN_RETRY_S)
+
+    def describe_log_dirs(self) -> list[admin_pb2.DescribeLogDirsResponse]:
+        """Every live broker's log directory: size and offsets of each partition it hosts.
+        A broker that does not answer is left out."""
+        self.metadata.refresh()
+        out = []
+        for _, address in sorted(self.metadata.brokers.items()):
+            try:
+                out.append(self._connections.admin(address).DescribeLogDirs(
+                    admin_pb2.DescribeLogDirsRequest(), timeout=self.request_timeout_s))
+            except grpc.RpcError:
+                continue
+        return out
 
     # ------------------------------------------------------------------------- groups
     @property

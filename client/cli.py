@@ -27,6 +27,7 @@ from raftka.client.cli_common import (  # noqa: F401 - re-exported for the cli_*
 def build_parser() -> argparse.ArgumentParser:
     from raftka.client import (
         bench,
+        cli_admin_ops,
         cli_broker,
         cli_cluster,
         cli_console,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_io.register(commands)
     cli_cluster.register(commands)
     cli_groups.register(commands)
+    cli_admin_ops.register(commands)
     cli_console.register(commands)
     bench.register(commands)
     return parser

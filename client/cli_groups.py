@@ -41,6 +41,10 @@ def register(commands: Any) -> None:
     add_bootstrap(delete)
     delete.set_defaults(handler=run_delete)
 
+    from raftka.client import cli_admin_ops
+
+    cli_admin_ops.register_group_actions(actions)
+
 
 def _admin(args: argparse.Namespace) -> Any:
     from raftka.client.admin import Admin

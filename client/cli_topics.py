@@ -1,4 +1,5 @@
-"""`raftka topics create|list|describe|delete`."""
+"""`raftka topics create|list|describe|delete` (alter-config, add-partitions and
+delete-records: cli_admin_ops.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from raftka.client.errors import TopicAlreadyExistsError
 
 
 def register(commands: Any) -> None:
-    topics = commands.add_parser("topics", help="create, list, describe, delete topics")
+    topics = commands.add_parser("topics", help="create, list, describe, alter, delete topics")
     actions = topics.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     create = actions.add_parser("create", help="create a topic")
@@ -58,6 +59,10 @@ def register(commands: Any) -> None:
     delete.add_argument("name")
     add_bootstrap(delete)
     delete.set_defaults(handler=delete_topic)
+
+    from raftka.client import cli_admin_ops
+
+    cli_admin_ops.register_topic_actions(actions)
 
 
 def _admin(args: argparse.Namespace) -> Any:

@@ -197,3 +197,15 @@ class GroupAdmin:
         self._at_coordinator(
             group_id, lambda stub: stub.DeleteGroup(request, timeout=self._timeout_s)
         )
+
+    def delete_offsets(
+        self, group_id: str, topics: list[str]
+    ) -> list[group_pb2.DeleteOffsetsTopicResult]:
+        """Delete the group's committed offsets of `topics` (Kafka's OffsetDelete); a topic
+        its members still consume answers GROUP_SUBSCRIBED_TO_TOPIC in its result."""
+        request = group_pb2.DeleteOffsetsRequest(
+            group_id=group_id, topics=[group_pb2.TopicPartitions(topic=t) for t in topics])
+        reply = self._at_coordinator(
+            group_id, lambda stub: stub.DeleteOffsets(request, timeout=self._timeout_s)
+        )
+        return list(reply.topics)

@@ -172,6 +172,15 @@ class MetadataDelta:
         partitions[record.partition] = changed
         self._topics_w()[topic.name] = replace(topic, partitions=tuple(partitions))
 
+    def _replay_topic_config(self, record: metadata_pb2.TopicConfigRecord) -> None:
+        topic = self._topic_by_id(record.topic_id)
+        if topic is None:
+            log.warning("skipping config change of unknown topic %s", record.topic_id)
+            return
+        self._topics_w()[topic.name] = replace(
+            topic, configs=MappingProxyType(dict(record.configs))
+        )
+
     def _replay_remove_topic(self, record: metadata_pb2.RemoveTopicRecord) -> None:
         topic = self._topic_by_id(record.topic_id)
         if topic is None:

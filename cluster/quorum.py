@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from raftka.cluster import controller, records
+from raftka.cluster import controller, records, topic_alterations
 from raftka.cluster.controller import ControllerResult, ControllerSettings
 from raftka.cluster.heartbeats import BrokerHeartbeatTracker
 from raftka.cluster.image import MetadataImage
@@ -244,6 +244,24 @@ class QuorumController:
         self, request: admin_pb2.DeleteTopicsRequest
     ) -> admin_pb2.DeleteTopicsResponse:
         return await self._run(lambda image: controller.delete_topics(image, request))
+
+    async def alter_configs(
+        self, request: admin_pb2.AlterConfigsRequest
+    ) -> admin_pb2.AlterConfigsResponse:
+        response = await self._run(
+            lambda image: topic_alterations.alter_configs(image, request)
+        )
+        response.metadata_offset = self.log.image.offset  # the change is applied by now
+        return response
+
+    async def create_partitions(
+        self, request: admin_pb2.CreatePartitionsRequest
+    ) -> admin_pb2.CreatePartitionsResponse:
+        response = await self._run(
+            lambda image: topic_alterations.create_partitions(image, request, self.settings)
+        )
+        response.metadata_offset = self.log.image.offset  # the change is applied by now
+        return response
 
     async def register_broker(
         self, request: controller_pb2.RegisterBrokerRequest

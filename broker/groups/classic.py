@@ -13,6 +13,13 @@ generation grows, a protocol (assignor) every member supports is chosen, and the
 the client side and sends it with SyncGroup, which hands each member its part. A member that
 stops heartbeating for its session timeout is removed, which starts another rebalance.
 A member joining with an empty id first gets a generated one back (KIP-394).
+
+Static members (KIP-345, `group.instance.id`): a member that names an instance id keeps its
+place across restarts. It sends no LeaveGroup when it closes; when it joins again (with an
+empty member id) within its session timeout, it takes over its old entry under a new member
+id, with its old assignment, and a Stable group does not rebalance: the other members never
+notice. Requests under the replaced member id answer FENCED_INSTANCE_ID. A static member
+that does not come back within its session timeout is removed like any other.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class ClassicMember:
     assignment: bytes = b""
     join_reply: JoinReply | None = None
     sync_reply: SyncReply | None = None
+    group_instance_id: str | None = None  # KIP-345: set for static members
 
 
 @dataclass(slots=True)
@@ -58,20 +66,36 @@ class ClassicGroup:
     pending_ids: dict[str, int] = field(default_factory=dict)
     rebalance_deadline_ms: int = 0
     join_not_before_ms: int = 0
+    # KIP-345: group.instance.id -> the member id that holds it now.
+    static_members: dict[str, str] = field(default_factory=dict)
 
     # ---------------------------------------------------------------------- joining
     def join(self, *, member_id: str, client_id: str, protocol_type: str,
              protocols: list[tuple[str, bytes]], session_timeout_ms: int,
              rebalance_timeout_ms: int, require_known_member_id: bool, now_ms: int,
-             new_member_id: str, reply: JoinReply) -> None:
+             new_member_id: str, reply: JoinReply,
+             group_instance_id: str | None = None) -> None:
         """Handle JoinGroup; `reply` is called with the response fields, now or later.
-        `new_member_id` is the id a member joining without one gets (the caller makes ids)."""
+        `new_member_id` is the id a member joining without one gets (the caller makes ids).
+        `group_instance_id`: the member's static identity (KIP-345), if any."""
         if self.members and protocol_type != self.protocol_type:
             reply(_join_error("INCONSISTENT_GROUP_PROTOCOL", member_id))
             return
         if not self._compatible(protocols):
             reply(_join_error("INCONSISTENT_GROUP_PROTOCOL", member_id))
             return
+        if group_instance_id:
+            holder = self.static_members.get(group_instance_id)
+            if not member_id and holder is not None and holder in self.members:
+                self._replace_static(holder, new_member_id, protocols, session_timeout_ms,
+                                     rebalance_timeout_ms, now_ms, reply)
+                return
+            if member_id and holder is not None and holder != member_id:
+                reply(_join_error("FENCED_INSTANCE_ID", member_id))
+                return
+            if not member_id:  # a new static member: no MEMBER_ID_REQUIRED round (KIP-345)
+                member_id = new_member_id
+                self.pending_ids[member_id] = now_ms
         if not member_id:
             new_id = new_member_id
             if require_known_member_id:
@@ -94,8 +118,11 @@ class ClassicGroup:
             return
         if member is None:
             member = ClassicMember(member_id, client_id, session_timeout_ms,
-                                   rebalance_timeout_ms, protocol_type, protocols, now_ms)
+                                   rebalance_timeout_ms, protocol_type, protocols, now_ms,
+                                   group_instance_id=group_instance_id or None)
             self.members[member_id] = member
+            if group_instance_id:
+                self.static_members[group_instance_id] = member_id
             self.protocol_type = protocol_type
             if self.state == PREPARING and self.join_not_before_ms > now_ms:
                 # as Kafka's delayed initial join: each newcomer extends the wait a little
@@ -112,6 +139,50 @@ class ClassicGroup:
         member.session_timeout_ms = session_timeout_ms
         member.rebalance_timeout_ms = rebalance_timeout_ms
         self.tick(now_ms)
+
+    def _replace_static(self, old_id: str, new_id: str, protocols: list[tuple[str, bytes]],
+                        session_timeout_ms: int, rebalance_timeout_ms: int, now_ms: int,
+                        reply: JoinReply) -> None:
+        """A static member came back (Kafka's updateStaticMemberAndRebalance): its entry,
+        assignment included, moves to `new_id`. In a Stable group whose protocol choice
+        stays and whose subscription (the chosen protocol's metadata) is unchanged, it gets
+        the current generation at once, no rebalance; the answer names the
+        old leader id, so a returning leader does not compute a new assignment that a
+        Stable group would never hand out. Otherwise the group rebalances as for a change."""
+        member = self.members[old_id]
+        if member.join_reply is not None:
+            member.join_reply(_join_error("FENCED_INSTANCE_ID", old_id))
+        if member.sync_reply is not None:
+            member.sync_reply(_sync_error("FENCED_INSTANCE_ID"))
+        member.join_reply = member.sync_reply = None
+        self.members = {(new_id if key == old_id else key): value
+                        for key, value in self.members.items()}
+        member.member_id = new_id
+        assert member.group_instance_id is not None
+        self.static_members[member.group_instance_id] = new_id
+        leader_before = self.leader
+        if self.leader == old_id:
+            self.leader = new_id
+        same_subscription = (dict(member.protocols).get(self.protocol_name)
+                             == dict(protocols).get(self.protocol_name))
+        member.protocols = protocols
+        member.last_heartbeat_ms = now_ms
+        member.session_timeout_ms = session_timeout_ms
+        member.rebalance_timeout_ms = rebalance_timeout_ms
+        if self.state == STABLE and same_subscription \
+                and self._choose_protocol() == self.protocol_name:
+            reply({**self._join_answer(member), "leader": leader_before, "members": []})
+            return
+        member.join_reply = reply
+        self._prepare_rebalance(now_ms, new_group=False)
+        self.tick(now_ms)
+
+    def fenced(self, member_id: str, group_instance_id: str | None) -> bool:
+        """Whether a request naming this instance id comes from a replaced member."""
+        if not group_instance_id:
+            return False
+        holder = self.static_members.get(group_instance_id)
+        return holder is not None and holder != member_id
 
     def _compatible(self, protocols: list[tuple[str, bytes]]) -> bool:
         if not self.members:
@@ -182,7 +253,7 @@ class ClassicGroup:
     def _join_answer(self, member: ClassicMember) -> dict:
         """The JoinGroup answer of the current generation for `member` (the leader also gets
         everyone's subscription metadata)."""
-        metadata = [{"member_id": m.member_id, "group_instance_id": None,
+        metadata = [{"member_id": m.member_id, "group_instance_id": m.group_instance_id,
                      "metadata": dict(m.protocols)[self.protocol_name]}
                     for m in self.members.values()] if member.member_id == self.leader else []
         return {"error_code": 0, "generation_id": self.generation,
@@ -201,7 +272,11 @@ class ClassicGroup:
 
     # ---------------------------------------------------------------------- syncing
     def sync(self, *, member_id: str, generation: int,
-             assignments: dict[str, bytes], now_ms: int, reply: SyncReply) -> None:
+             assignments: dict[str, bytes], now_ms: int, reply: SyncReply,
+             group_instance_id: str | None = None) -> None:
+        if self.fenced(member_id, group_instance_id):
+            reply(_sync_error("FENCED_INSTANCE_ID"))
+            return
         member = self.members.get(member_id)
         if member is None:
             reply(_sync_error("UNKNOWN_MEMBER_ID"))
@@ -230,8 +305,11 @@ class ClassicGroup:
                              "protocol_name": self.protocol_name})
 
     # ------------------------------------------------------------- staying, leaving
-    def heartbeat(self, member_id: str, generation: int, now_ms: int) -> str:
+    def heartbeat(self, member_id: str, generation: int, now_ms: int,
+                  group_instance_id: str | None = None) -> str:
         """The error name for a Heartbeat ("NONE" when all is well)."""
+        if self.fenced(member_id, group_instance_id):
+            return "FENCED_INSTANCE_ID"
         member = self.members.get(member_id)
         if member is None:
             return "UNKNOWN_MEMBER_ID"
@@ -242,11 +320,25 @@ class ClassicGroup:
             return "REBALANCE_IN_PROGRESS"
         return "NONE"
 
+    def leave(self, member_id: str, group_instance_id: str | None, now_ms: int) -> str:
+        """LeaveGroup of one member, named by member id and/or (v3+) instance id."""
+        if group_instance_id:
+            holder = self.static_members.get(group_instance_id)
+            if holder is None:
+                return "UNKNOWN_MEMBER_ID"
+            if member_id and holder != member_id:
+                return "FENCED_INSTANCE_ID"
+            member_id = holder
+        return "NONE" if self.remove(member_id, now_ms) else "UNKNOWN_MEMBER_ID"
+
     def remove(self, member_id: str, now_ms: int) -> bool:
         member = self.members.pop(member_id, None)
         self.pending_ids.pop(member_id, None)
         if member is None:
             return False
+        if member.group_instance_id and \
+                self.static_members.get(member.group_instance_id) == member_id:
+            del self.static_members[member.group_instance_id]
         if member.join_reply is not None:
             member.join_reply(_join_error("UNKNOWN_MEMBER_ID", member_id))
         if member.sync_reply is not None:
@@ -260,8 +352,11 @@ class ClassicGroup:
             self.leader = ""
         return True
 
-    def check_commit(self, member_id: str, generation: int) -> str:
+    def check_commit(self, member_id: str, generation: int,
+                     group_instance_id: str | None = None) -> str:
         """The error name for an OffsetCommit from this member at this generation."""
+        if self.fenced(member_id, group_instance_id):
+            return "FENCED_INSTANCE_ID"
         if generation < 0 and not member_id:
             return "NONE" if not self.members else "UNKNOWN_MEMBER_ID"
         if member_id not in self.members:

@@ -30,7 +30,8 @@ class ClassicProtocol:
 
     async def join(self, group_id: str, member_id: str, client_id: str, protocol_type: str,
                    protocols: list[tuple[str, bytes]], session_timeout_ms: int,
-                   rebalance_timeout_ms: int, require_known_member_id: bool) -> dict:
+                   rebalance_timeout_ms: int, require_known_member_id: bool,
+                   group_instance_id: str | None = None) -> dict:
         group = self._coordinator.classic_group(group_id)
         future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
 
@@ -43,7 +44,8 @@ class ClassicProtocol:
                    rebalance_timeout_ms=rebalance_timeout_ms,
                    require_known_member_id=require_known_member_id,
                    now_ms=self._coordinator.now_ms(),
-                   new_member_id=f"{client_id or 'member'}-{uuid.uuid4()}", reply=reply)
+                   new_member_id=f"{client_id or 'member'}-{uuid.uuid4()}", reply=reply,
+                   group_instance_id=group_instance_id)
         try:
             return await asyncio.wait_for(future, rebalance_timeout_ms / 1000 + 5)
         except TimeoutError:
@@ -51,7 +53,7 @@ class ClassicProtocol:
                     "generation_id": -1, "protocol_name": "", "leader": "", "members": []}
 
     async def sync(self, group_id: str, member_id: str, generation: int,
-                   assignments: dict[str, bytes]) -> dict:
+                   assignments: dict[str, bytes], group_instance_id: str | None = None) -> dict:
         group = self._coordinator.classic_group(group_id)
         future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
 
@@ -60,7 +62,8 @@ class ClassicProtocol:
                 future.set_result(values)
 
         group.sync(member_id=member_id, generation=generation, assignments=assignments,
-                   now_ms=self._coordinator.now_ms(), reply=reply)
+                   now_ms=self._coordinator.now_ms(), reply=reply,
+                   group_instance_id=group_instance_id)
         member = group.members.get(member_id)
         timeout_s = (member.rebalance_timeout_ms if member else 30_000) / 1000 + 5
         try:
@@ -68,21 +71,25 @@ class ClassicProtocol:
         except TimeoutError:
             return {"error_code": "REBALANCE_IN_PROGRESS", "assignment": b""}
 
-    def heartbeat(self, group_id: str, member_id: str, generation: int) -> str:
+    def heartbeat(self, group_id: str, member_id: str, generation: int,
+                  group_instance_id: str | None = None) -> str:
         group = self._coordinator.classic_group(group_id)
-        return group.heartbeat(member_id, generation, self._coordinator.now_ms())
+        return group.heartbeat(member_id, generation, self._coordinator.now_ms(),
+                               group_instance_id)
 
-    def leave(self, group_id: str, member_ids: list[str]) -> list[tuple[str, str]]:
+    def leave(self, group_id: str,
+              members: list[tuple[str, str | None]]) -> list[tuple[str, str | None, str]]:
+        """(member id, instance id, error name) per (member id, instance id) leaving."""
         group = self._coordinator.classic_group(group_id)
         now_ms = self._coordinator.now_ms()
-        return [(m, "NONE" if group.remove(m, now_ms) else "UNKNOWN_MEMBER_ID")
-                for m in member_ids]
+        return [(m, instance, group.leave(m, instance, now_ms)) for m, instance in members]
 
     async def commit(self, group_id: str, member_id: str, generation: int,
-                     offsets: dict[tuple[str, int], tuple[int, str]]) -> dict[tuple[str, int], str]:
+                     offsets: dict[tuple[str, int], tuple[int, str]],
+                     group_instance_id: str | None = None) -> dict[tuple[str, int], str]:
         """Error name per partition for an OffsetCommit from a Kafka client."""
         group = self._coordinator.classic_group(group_id)
-        verdict = group.check_commit(member_id, generation)
+        verdict = group.check_commit(member_id, generation, group_instance_id)
         if verdict != "NONE":
             return dict.fromkeys(offsets, verdict)
         existing = self._coordinator.partition_counts()
@@ -107,6 +114,7 @@ class ClassicProtocol:
             "state": group.state, "protocol_type": group.protocol_type,
             "protocol_name": group.protocol_name, "generation": group.generation,
             "members": [{"member_id": m.member_id, "client_id": m.client_id,
+                         "group_instance_id": m.group_instance_id,
                          "metadata": dict(m.protocols).get(group.protocol_name, b""),
                          "assignment": m.assignment,
                          "topics": subscribed_topics(dict(m.protocols).get(

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from raftka.broker.errors import BrokerError
-from raftka.broker.groups import offsets_log
+from raftka.broker.groups import deletion, offsets_log
 from raftka.broker.groups.classic import ClassicGroup, assigned_partitions, subscribed_topics
 from raftka.broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
 from raftka.broker.groups.state import CommittedOffset, ConsumerGroup, GroupError
@@ -478,16 +478,57 @@ class GroupCoordinator:
     async def delete(self, group_id: str) -> None:
         index, loaded = self._groups_for(group_id)
         group = loaded.groups.get(group_id)
+        classic = loaded.classic.get(group_id)
+        members = (len(group.members) if group else 0) + (len(classic.members) if classic else 0)
+        if members:  # checked first: a classic group that never committed has no offsets
+            raise _error(
+                "NON_EMPTY_GROUP", f"group {group_id} has {members} member(s); stop them first"
+            )
         if group is None:
             raise _error("GROUP_ID_NOT_FOUND", f"group {group_id} does not exist")
-        classic = loaded.classic.get(group_id)
-        if group.members or (classic is not None and classic.members):
-            raise _error(
-                "NON_EMPTY_GROUP",
-                f"group {group_id} has {len(group.members)} member(s); stop them first",
-            )
-        await self._write(index, loaded, [offsets_log.tombstone_record(group_id)],
-                          lambda: loaded.groups.pop(group_id, None))
+
+        def forget() -> None:
+            loaded.groups.pop(group_id, None)
+            if classic is not None and not classic.members:
+                loaded.classic.pop(group_id, None)
+
+        await self._write(index, loaded, [offsets_log.tombstone_record(group_id)], forget)
+
+    async def delete_offsets(
+        self, request: group_pb2.DeleteOffsetsRequest
+    ) -> group_pb2.DeleteOffsetsResponse:
+        """Kafka's OffsetDelete (rules in deletion.py): the offsets of the topics that may
+        go are removed durably (one record in __consumer_offsets, written before memory
+        changes); the others answer GROUP_SUBSCRIBED_TO_TOPIC."""
+        index, loaded = self._groups_for(request.group_id)
+        group = loaded.groups.get(request.group_id)
+        classic = loaded.classic.get(request.group_id)
+        if group is None:
+            raise _error("GROUP_ID_NOT_FOUND", f"group {request.group_id} does not exist")
+        subscribed = deletion.subscribed_by_members(group, classic, self.partition_counts())
+        if subscribed is None:
+            raise _error("NON_EMPTY_GROUP",
+                         f"group {request.group_id} has members of protocol type "
+                         f"{classic.protocol_type if classic else '?'}; stop them first")
+        wanted: dict[str, set[int]] = {}
+        for item in request.topics:
+            wanted.setdefault(item.topic, set()).update(item.partitions)
+        plan = deletion.plan_offset_delete(group.offsets, wanted, subscribed)
+        response = group_pb2.DeleteOffsetsResponse()
+        for topic, code in plan.outcome.items():
+            result = response.topics.add(topic=topic)
+            if code:
+                result.error_code = Code.Value(code)  # type: ignore[assignment]
+                result.error_message = (f"group {request.group_id} has members subscribed "
+                                        f"to {topic}; its offsets stay")
+            else:
+                result.partitions_deleted = sum(1 for t, _ in plan.partitions if t == topic)
+        if plan.partitions:
+            gone = plan.partitions
+            await self._write(index, loaded,
+                              [offsets_log.offsets_deleted_record(request.group_id, gone)],
+                              lambda: offsets_log.drop_offsets(group, gone))
+        return response
 
 
 def _grouped(partitions: frozenset[tuple[str, int]]) -> list[group_pb2.TopicPartitions]:

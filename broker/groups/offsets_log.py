@@ -1,7 +1,8 @@
 """What the group coordinator stores in __consumer_offsets, and how it is replayed. Pure.
 
 Each record's key is the group id and its value one GroupLogRecord: an offset commit, a
-group deletion (tombstone), or a snapshot of every live offset of the partition. Replaying
+group deletion (tombstone), deleted offsets of some topics (OffsetDelete), or a snapshot
+of every live offset of the partition. Replaying
 from a snapshot forward rebuilds the state exactly, which is what lets the coordinator drop
 the log before its latest snapshot (so the topic does not grow without bound).
 """
@@ -52,6 +53,19 @@ def tombstone_record(group_id: str) -> group_pb2.GroupLogRecord:
     return group_pb2.GroupLogRecord(group_deleted=group_pb2.GroupTombstone(group_id=group_id))
 
 
+def offsets_deleted_record(
+    group_id: str, partitions: Iterable[tuple[str, int]]
+) -> group_pb2.GroupLogRecord:
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in sorted(partitions):
+        by_topic.setdefault(topic, []).append(partition)
+    return group_pb2.GroupLogRecord(offsets_deleted=group_pb2.OffsetsDeleted(
+        group_id=group_id,
+        partitions=[group_pb2.TopicPartitions(topic=t, partitions=ps)
+                    for t, ps in by_topic.items()],
+    ))
+
+
 def snapshot_record(
     groups: Mapping[str, ConsumerGroup], live_topics: Iterable[str]
 ) -> group_pb2.GroupLogRecord:
@@ -93,6 +107,12 @@ def replay(groups: dict[str, ConsumerGroup], record: group_pb2.GroupLogRecord) -
         group.offsets[(value.topic, value.partition)] = CommittedOffset(
             value.offset, value.metadata, value.commit_timestamp_ms
         )
+    elif kind == "offsets_deleted":
+        deleted = record.offsets_deleted
+        found = groups.get(deleted.group_id)
+        if found is not None:
+            drop_offsets(found, [(tps.topic, p) for tps in deleted.partitions
+                                 for p in tps.partitions])
     elif kind == "group_deleted":
         groups.pop(record.group_deleted.group_id, None)
     elif kind == "snapshot":
@@ -105,3 +125,9 @@ def replay(groups: dict[str, ConsumerGroup], record: group_pb2.GroupLogRecord) -
             group.offsets[(value.topic, value.partition)] = CommittedOffset(
                 value.offset, value.metadata, value.commit_timestamp_ms
             )
+
+
+def drop_offsets(group: ConsumerGroup, partitions: Iterable[tuple[str, int]]) -> None:
+    """Forget the group's committed offsets of `partitions` (OffsetDelete)."""
+    for tp in partitions:
+        group.offsets.pop(tp, None)

@@ -28,6 +28,14 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     23: (2, 4),    # OffsetForLeaderEpoch
     32: (1, 4),    # DescribeConfigs
     60: (0, 1),    # DescribeCluster
+    # Admin operations (admin_ops_handlers.py)
+    21: (0, 2),    # DeleteRecords
+    33: (0, 2),    # AlterConfigs
+    35: (1, 4),    # DescribeLogDirs
+    37: (0, 3),    # CreatePartitions
+    42: (0, 2),    # DeleteGroups
+    44: (0, 1),    # IncrementalAlterConfigs
+    47: (0, 0),    # OffsetDelete
 }
 
 # api key -> Kafka's name for it (request metrics are labelled with these).
@@ -52,6 +60,13 @@ API_NAMES: dict[int, str] = {
     23: "OffsetForLeaderEpoch",
     32: "DescribeConfigs",
     60: "DescribeCluster",
+    21: "DeleteRecords",
+    33: "AlterConfigs",
+    35: "DescribeLogDirs",
+    37: "CreatePartitions",
+    42: "DeleteGroups",
+    44: "IncrementalAlterConfigs",
+    47: "OffsetDelete",
 }
 
 

@@ -7,7 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from raftka.broker.core import BrokerCore
-from raftka.broker.kafka import admin_handlers, data_handlers, group_handlers
+from raftka.broker.kafka import (
+    admin_handlers,
+    admin_ops_handlers,
+    data_handlers,
+    group_handlers,
+)
 from raftka.broker.kafka.codec import Request
 from raftka.broker.kafka.zero_copy import SplicedResponse
 
@@ -24,4 +29,8 @@ HANDLERS: dict[int, Handler] = {
     12: group_handlers.heartbeat, 13: group_handlers.leave_group,
     14: group_handlers.sync_group, 15: group_handlers.describe_groups,
     16: group_handlers.list_groups,
+    21: admin_ops_handlers.delete_records, 33: admin_ops_handlers.alter_configs,
+    35: admin_ops_handlers.describe_log_dirs, 37: admin_ops_handlers.create_partitions,
+    42: admin_ops_handlers.delete_groups, 44: admin_ops_handlers.incremental_alter_configs,
+    47: admin_ops_handlers.offset_delete,
 }

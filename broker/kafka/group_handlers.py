@@ -74,7 +74,8 @@ async def join_group(core: BrokerCore, request: Request) -> dict[str, Any]:
         result = await _classic(core).join(
             body.group_id, body.member_id, request.client_id or "", body.protocol_type,
             [(p.name, bytes(p.metadata)) for p in body.protocols], session_ms, rebalance_ms,
-            require_known_member_id=request.api_version >= 4)
+            require_known_member_id=request.api_version >= 4,
+            group_instance_id=field(body, "group_instance_id"))
     except Exception as exc:
         code, _ = to_error(exc)
         result = {"error_code": code, "member_id": body.member_id, "generation_id": -1,
@@ -87,7 +88,8 @@ async def sync_group(core: BrokerCore, request: Request) -> dict[str, Any]:
     try:
         result = await _classic(core).sync(
             body.group_id, body.member_id, body.generation_id,
-            {a.member_id: bytes(a.assignment) for a in body.assignments})
+            {a.member_id: bytes(a.assignment) for a in body.assignments},
+            group_instance_id=field(body, "group_instance_id"))
     except Exception as exc:
         code, _ = to_error(exc)
         result = {"error_code": code, "assignment": b""}
@@ -98,7 +100,8 @@ async def heartbeat(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
     try:
         code: Any = _classic(core).heartbeat(body.group_id, body.member_id,
-                                               body.generation_id)
+                                               body.generation_id,
+                                               field(body, "group_instance_id"))
     except Exception as exc:
         code, _ = to_error(exc)
     return {"throttle_time": 0, "error_code": _code(code)}
@@ -106,18 +109,19 @@ async def heartbeat(core: BrokerCore, request: Request) -> dict[str, Any]:
 
 async def leave_group(core: BrokerCore, request: Request) -> dict[str, Any]:
     body = request.body
-    members = [m.member_id for m in field(body, "members", None) or []]
+    members = [(m.member_id, field(m, "group_instance_id"))
+               for m in field(body, "members", None) or []]
     single = field(body, "member_id")
     if single:
-        members = [single]
+        members = [(single, None)]
     try:
         results = _classic(core).leave(body.group_id, members)
     except Exception as exc:
         code, _ = to_error(exc)
         return {"throttle_time": 0, "error_code": code, "members": []}
     return {"throttle_time": 0, "error_code": 0, "members": [
-        {"member_id": m, "group_instance_id": None, "error_code": _code(c)}
-        for m, c in results]}
+        {"member_id": m, "group_instance_id": instance, "error_code": _code(c)}
+        for m, instance, c in results]}
 
 
 # --------------------------------------------------------------------------- offsets
@@ -130,7 +134,8 @@ async def offset_commit(core: BrokerCore, request: Request) -> dict[str, Any]:
     results: dict[tuple[str, int], Any]
     try:
         results = dict(await _classic(core).commit(body.group_id, body.member_id or "",
-                                                     generation, offsets))
+                                                     generation, offsets,
+                                                     field(body, "group_instance_id")))
     except Exception as exc:
         failure, _ = to_error(exc)
         results = dict.fromkeys(offsets, failure)
@@ -203,7 +208,8 @@ async def describe_groups(core: BrokerCore, request: Request) -> dict[str, Any]:
             entry.update(group_state=described["state"],
                          protocol_type=described["protocol_type"],
                          protocol_data=described["protocol_name"], members=[
-                             {"member_id": m["member_id"], "group_instance_id": None,
+                             {"member_id": m["member_id"],
+                              "group_instance_id": m["group_instance_id"],
                               "client_id": m["client_id"], "client_host": "",
                               "member_metadata": m["metadata"],
                               "member_assignment": m["assignment"]}

@@ -123,6 +123,17 @@ class ClusterBackend:
     def delete_topic(self, name: str) -> None:
         self.admin.delete_topic(name)
 
+    def alter_configs(self, name: str, set_configs: dict[str, str], delete: list[str]) -> None:
+        if not set_configs and not delete:
+            raise ConsoleInputError("nothing to change: give configs to set or delete")
+        self.admin.alter_configs(name, set_configs, delete)
+
+    def add_partitions(self, name: str, count: int) -> None:
+        self.admin.create_partitions(name, count)
+
+    def delete_records(self, name: str, partition: int, before: int) -> int:
+        return self.admin.delete_records(name, partition, before)
+
     # ----------------------------------------------------------------------- messages
     def _leader(self, topic: str, partition: int) -> str:
         metadata = self.admin.metadata

@@ -63,6 +63,9 @@ class Console:
             web.post("/api/topics", self._create_topic),
             web.get("/api/topics/{name}", self._topic),
             web.delete("/api/topics/{name}", self._delete_topic),
+            web.post("/api/topics/{name}/configs", self._alter_configs),
+            web.post("/api/topics/{name}/partitions", self._add_partitions),
+            web.post("/api/topics/{name}/delete-records", self._delete_records),
             web.get("/api/topics/{name}/partitions/{partition}/messages", self._messages),
             web.post("/api/topics/{name}/messages", self._produce),
             web.get("/api/groups", self._groups),
@@ -124,6 +127,31 @@ class Console:
     async def _delete_topic(self, request: web.Request) -> web.StreamResponse:
         await self._call(self.backend.delete_topic, request.match_info["name"])
         return web.json_response({"deleted": request.match_info["name"]})
+
+    async def _alter_configs(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        set_configs, delete = body.get("set") or {}, body.get("delete") or []
+        if not isinstance(set_configs, dict) or not isinstance(delete, list):
+            raise ConsoleInputError("set must be an object of name: value, delete a list")
+        name = request.match_info["name"]
+        await self._call(self.backend.alter_configs, name,
+                         {str(k): str(v) for k, v in set_configs.items()},
+                         [str(k) for k in delete])
+        return web.json_response({"altered": name})
+
+    async def _add_partitions(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        name = request.match_info["name"]
+        count = _int(body.get("count"), "count")
+        await self._call(self.backend.add_partitions, name, count)
+        return web.json_response({"topic": name, "partitions": count})
+
+    async def _delete_records(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        start = await self._call(self.backend.delete_records, request.match_info["name"],
+                                 _int(body.get("partition"), "partition"),
+                                 _int(body.get("before"), "before"))
+        return web.json_response({"log_start_offset": start})
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         query = request.query

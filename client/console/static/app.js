@@ -147,14 +147,48 @@ async function topic(name) {
     el("td", { class: "num" }, p.log_start_offset ?? "-"),
     el("td", { class: "num" }, p.high_watermark ?? "-"),
     el("td", { class: "num" }, p.records ?? "-")));
-  const configs = t.configs.map(c => el("tr", {}, el("td", {}, c.name), el("td", {}, c.value),
-                                         el("td", { class: "muted" }, c.default ? "default" : "set")));
+  const path = "topics/" + encodeURIComponent(name);
+  const act = (what, body, done) => async event => {
+    if (event) event.preventDefault();
+    try { await send("POST", path + "/" + what, body(event)); toast(done); route(); }
+    catch (error) { toast(error.message, true); }
+  };
+  const configs = t.configs.map(c => el("tr", { "data-config": c.name }, el("td", {}, c.name),
+    el("td", {}, c.value), el("td", { class: "muted" }, c.default ? "default" : "set",
+    c.default ? null : el("button", { class: "danger", onclick: act("configs",
+      () => ({ delete: [c.name] }), "reset " + c.name) }, "Reset"))));
+  const grow = el("form", { class: "inline", id: "add-partitions", onsubmit: act("partitions",
+    event => ({ count: Number(event.target.count.value) }), "partitions added") },
+    el("label", {}, "Partitions", el("input", { name: "count", type: "number",
+                                                 min: t.partitions.length + 1,
+                                                 value: t.partitions.length + 1 })),
+    el("button", { type: "submit" }, "Add partitions"));
+  const trim = el("form", { class: "inline", id: "delete-records", onsubmit: event => {
+    if (!confirm("Delete the records below this offset?")) { event.preventDefault(); return; }
+    return act("delete-records", e => ({ partition: Number(e.target.partition.value),
+                                         before: Number(e.target.before.value) }),
+               "records deleted")(event);
+  } },
+    el("label", {}, "Partition", el("input", { name: "partition", type: "number", min: 0,
+                                                value: 0 })),
+    el("label", {}, "Delete records before offset", el("input", { name: "before",
+      type: "number", min: -1, value: -1, title: "-1: everything below the high watermark" })),
+    el("button", { type: "submit", class: "danger" }, "Delete records"));
+  const edit = el("form", { class: "inline", id: "edit-config", onsubmit: act("configs",
+    event => ({ set: { [event.target.cname.value]: event.target.cvalue.value } }),
+    "config set") },
+    el("label", {}, "Config", el("select", { name: "cname" }, t.configs.map(c =>
+      el("option", { value: c.name }, c.name)))),
+    el("label", {}, "Value", el("input", { name: "cvalue", required: true })),
+    el("button", { type: "submit" }, "Set config"));
   show(el("h1", {}, "Topic " + t.name),
        el("p", { class: "muted" }, "id " + t.topic_id + " · " + t.records + " records"),
        table(["Partition", "Leader", { label: "Epoch", num: 1 }, "Replicas", "ISR",
               { label: "Log start", num: 1 }, { label: "High watermark", num: 1 },
               { label: "Records", num: 1 }], rows, "partitions"),
-       el("h2", {}, "Configs"), table(["Name", "Value", ""], configs, "configs"));
+       t.internal ? null : grow, t.internal ? null : trim,
+       el("h2", {}, "Configs"), t.internal ? null : edit,
+       table(["Name", "Value", ""], configs, "configs"));
 }
 
 function rendered(data, format) {

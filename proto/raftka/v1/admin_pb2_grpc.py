@@ -59,6 +59,26 @@ class AdminServiceStub:
                 request_serializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeClusterRequest.SerializeToString,
                 response_deserializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeClusterResponse.FromString,
                 _registered_method=True)
+        self.AlterConfigs = channel.unary_unary(
+                '/raftka.v1.AdminService/AlterConfigs',
+                request_serializer=proto_dot_raftka_dot_v1_dot_admin__pb2.AlterConfigsRequest.SerializeToString,
+                response_deserializer=proto_dot_raftka_dot_v1_dot_admin__pb2.AlterConfigsResponse.FromString,
+                _registered_method=True)
+        self.CreatePartitions = channel.unary_unary(
+                '/raftka.v1.AdminService/CreatePartitions',
+                request_serializer=proto_dot_raftka_dot_v1_dot_admin__pb2.CreatePartitionsRequest.SerializeToString,
+                response_deserializer=proto_dot_raftka_dot_v1_dot_admin__pb2.CreatePartitionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteRecords = channel.unary_unary(
+                '/raftka.v1.AdminService/DeleteRecords',
+                request_serializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DeleteRecordsRequest.SerializeToString,
+                response_deserializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DeleteRecordsResponse.FromString,
+                _registered_method=True)
+        self.DescribeLogDirs = channel.unary_unary(
+                '/raftka.v1.AdminService/DescribeLogDirs',
+                request_serializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeLogDirsRequest.SerializeToString,
+                response_deserializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeLogDirsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -95,6 +115,37 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlterConfigs(self, request, context):
+        """Set or delete topic configs (Kafka's IncrementalAlterConfigs; replace_all: AlterConfigs).
+        Validated like CreateTopics: unknown keys and bad values are INVALID_CONFIG, and a
+        refused topic is left as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreatePartitions(self, request, context):
+        """Grow a topic's partition count (never shrink); new partitions are placed like creation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRecords(self, request, context):
+        """Advance partitions' log start offsets (Kafka's DeleteRecords). Answered by the leader of
+        each partition; others reply NOT_LEADER_OR_FOLLOWER.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeLogDirs(self, request, context):
+        """This broker's log directory: size and offsets of each partition it hosts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +173,26 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DescribeCluster,
                     request_deserializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeClusterRequest.FromString,
                     response_serializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeClusterResponse.SerializeToString,
+            ),
+            'AlterConfigs': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlterConfigs,
+                    request_deserializer=proto_dot_raftka_dot_v1_dot_admin__pb2.AlterConfigsRequest.FromString,
+                    response_serializer=proto_dot_raftka_dot_v1_dot_admin__pb2.AlterConfigsResponse.SerializeToString,
+            ),
+            'CreatePartitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePartitions,
+                    request_deserializer=proto_dot_raftka_dot_v1_dot_admin__pb2.CreatePartitionsRequest.FromString,
+                    response_serializer=proto_dot_raftka_dot_v1_dot_admin__pb2.CreatePartitionsResponse.SerializeToString,
+            ),
+            'DeleteRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRecords,
+                    request_deserializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DeleteRecordsRequest.FromString,
+                    response_serializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DeleteRecordsResponse.SerializeToString,
+            ),
+            'DescribeLogDirs': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeLogDirs,
+                    request_deserializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeLogDirsRequest.FromString,
+                    response_serializer=proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeLogDirsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +330,114 @@ class AdminService:
             '/raftka.v1.AdminService/DescribeCluster',
             proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeClusterRequest.SerializeToString,
             proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlterConfigs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.AdminService/AlterConfigs',
+            proto_dot_raftka_dot_v1_dot_admin__pb2.AlterConfigsRequest.SerializeToString,
+            proto_dot_raftka_dot_v1_dot_admin__pb2.AlterConfigsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePartitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.AdminService/CreatePartitions',
+            proto_dot_raftka_dot_v1_dot_admin__pb2.CreatePartitionsRequest.SerializeToString,
+            proto_dot_raftka_dot_v1_dot_admin__pb2.CreatePartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.AdminService/DeleteRecords',
+            proto_dot_raftka_dot_v1_dot_admin__pb2.DeleteRecordsRequest.SerializeToString,
+            proto_dot_raftka_dot_v1_dot_admin__pb2.DeleteRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeLogDirs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.AdminService/DescribeLogDirs',
+            proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeLogDirsRequest.SerializeToString,
+            proto_dot_raftka_dot_v1_dot_admin__pb2.DescribeLogDirsResponse.FromString,
             options,
             channel_credentials,
             insecure,

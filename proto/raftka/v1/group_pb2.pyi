@@ -239,15 +239,55 @@ class DeleteGroupResponse(_message.Message):
     error_message: str
     def __init__(self, error_code: _Optional[_Union[_common_pb2.ErrorCode, str]] = ..., error_message: _Optional[str] = ...) -> None: ...
 
+class DeleteOffsetsRequest(_message.Message):
+    __slots__ = ("group_id", "topics")
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    topics: _containers.RepeatedCompositeFieldContainer[TopicPartitions]
+    def __init__(self, group_id: _Optional[str] = ..., topics: _Optional[_Iterable[_Union[TopicPartitions, _Mapping]]] = ...) -> None: ...
+
+class DeleteOffsetsResponse(_message.Message):
+    __slots__ = ("error_code", "error_message", "topics")
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    error_code: _common_pb2.ErrorCode
+    error_message: str
+    topics: _containers.RepeatedCompositeFieldContainer[DeleteOffsetsTopicResult]
+    def __init__(self, error_code: _Optional[_Union[_common_pb2.ErrorCode, str]] = ..., error_message: _Optional[str] = ..., topics: _Optional[_Iterable[_Union[DeleteOffsetsTopicResult, _Mapping]]] = ...) -> None: ...
+
+class DeleteOffsetsTopicResult(_message.Message):
+    __slots__ = ("topic", "error_code", "error_message", "partitions_deleted")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    error_code: _common_pb2.ErrorCode
+    error_message: str
+    partitions_deleted: int
+    def __init__(self, topic: _Optional[str] = ..., error_code: _Optional[_Union[_common_pb2.ErrorCode, str]] = ..., error_message: _Optional[str] = ..., partitions_deleted: _Optional[int] = ...) -> None: ...
+
 class GroupLogRecord(_message.Message):
-    __slots__ = ("offset_commit", "group_deleted", "snapshot")
+    __slots__ = ("offset_commit", "group_deleted", "snapshot", "offsets_deleted")
     OFFSET_COMMIT_FIELD_NUMBER: _ClassVar[int]
     GROUP_DELETED_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_DELETED_FIELD_NUMBER: _ClassVar[int]
     offset_commit: OffsetCommitValue
     group_deleted: GroupTombstone
     snapshot: GroupSnapshot
-    def __init__(self, offset_commit: _Optional[_Union[OffsetCommitValue, _Mapping]] = ..., group_deleted: _Optional[_Union[GroupTombstone, _Mapping]] = ..., snapshot: _Optional[_Union[GroupSnapshot, _Mapping]] = ...) -> None: ...
+    offsets_deleted: OffsetsDeleted
+    def __init__(self, offset_commit: _Optional[_Union[OffsetCommitValue, _Mapping]] = ..., group_deleted: _Optional[_Union[GroupTombstone, _Mapping]] = ..., snapshot: _Optional[_Union[GroupSnapshot, _Mapping]] = ..., offsets_deleted: _Optional[_Union[OffsetsDeleted, _Mapping]] = ...) -> None: ...
+
+class OffsetsDeleted(_message.Message):
+    __slots__ = ("group_id", "partitions")
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    partitions: _containers.RepeatedCompositeFieldContainer[TopicPartitions]
+    def __init__(self, group_id: _Optional[str] = ..., partitions: _Optional[_Iterable[_Union[TopicPartitions, _Mapping]]] = ...) -> None: ...
 
 class OffsetCommitValue(_message.Message):
     __slots__ = ("group_id", "topic", "partition", "offset", "metadata", "commit_timestamp_ms")

@@ -69,6 +69,11 @@ class GroupServiceStub:
                 request_serializer=proto_dot_raftka_dot_v1_dot_group__pb2.DeleteGroupRequest.SerializeToString,
                 response_deserializer=proto_dot_raftka_dot_v1_dot_group__pb2.DeleteGroupResponse.FromString,
                 _registered_method=True)
+        self.DeleteOffsets = channel.unary_unary(
+                '/raftka.v1.GroupService/DeleteOffsets',
+                request_serializer=proto_dot_raftka_dot_v1_dot_group__pb2.DeleteOffsetsRequest.SerializeToString,
+                response_deserializer=proto_dot_raftka_dot_v1_dot_group__pb2.DeleteOffsetsResponse.FromString,
+                _registered_method=True)
 
 
 class GroupServiceServicer:
@@ -124,6 +129,14 @@ class GroupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteOffsets(self, request, context):
+        """Delete a group's committed offsets of some topics (Kafka's OffsetDelete): refused with
+        GROUP_SUBSCRIBED_TO_TOPIC for a topic its members still consume.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GroupServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +174,11 @@ def add_GroupServiceServicer_to_server(servicer, server):
                     servicer.DeleteGroup,
                     request_deserializer=proto_dot_raftka_dot_v1_dot_group__pb2.DeleteGroupRequest.FromString,
                     response_serializer=proto_dot_raftka_dot_v1_dot_group__pb2.DeleteGroupResponse.SerializeToString,
+            ),
+            'DeleteOffsets': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteOffsets,
+                    request_deserializer=proto_dot_raftka_dot_v1_dot_group__pb2.DeleteOffsetsRequest.FromString,
+                    response_serializer=proto_dot_raftka_dot_v1_dot_group__pb2.DeleteOffsetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +370,33 @@ class GroupService:
             '/raftka.v1.GroupService/DeleteGroup',
             proto_dot_raftka_dot_v1_dot_group__pb2.DeleteGroupRequest.SerializeToString,
             proto_dot_raftka_dot_v1_dot_group__pb2.DeleteGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteOffsets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftka.v1.GroupService/DeleteOffsets',
+            proto_dot_raftka_dot_v1_dot_group__pb2.DeleteOffsetsRequest.SerializeToString,
+            proto_dot_raftka_dot_v1_dot_group__pb2.DeleteOffsetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,7 @@ class MetadataSnapshot(_message.Message):
     def __init__(self, version: _Optional[int] = ..., offset: _Optional[int] = ..., records: _Optional[_Iterable[_Union[MetadataRecord, _Mapping]]] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
 
 class MetadataRecord(_message.Message):
-    __slots__ = ("cluster_id", "register_broker", "fence_broker", "unfence_broker", "topic", "partition", "partition_change", "remove_topic", "producer_ids", "noop")
+    __slots__ = ("cluster_id", "register_broker", "fence_broker", "unfence_broker", "topic", "partition", "partition_change", "remove_topic", "producer_ids", "noop", "topic_config")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     REGISTER_BROKER_FIELD_NUMBER: _ClassVar[int]
     FENCE_BROKER_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class MetadataRecord(_message.Message):
     REMOVE_TOPIC_FIELD_NUMBER: _ClassVar[int]
     PRODUCER_IDS_FIELD_NUMBER: _ClassVar[int]
     NOOP_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_CONFIG_FIELD_NUMBER: _ClassVar[int]
     cluster_id: ClusterIdRecord
     register_broker: RegisterBrokerRecord
     fence_broker: FenceBrokerRecord
@@ -55,7 +56,8 @@ class MetadataRecord(_message.Message):
     remove_topic: RemoveTopicRecord
     producer_ids: ProducerIdsRecord
     noop: NoOpRecord
-    def __init__(self, cluster_id: _Optional[_Union[ClusterIdRecord, _Mapping]] = ..., register_broker: _Optional[_Union[RegisterBrokerRecord, _Mapping]] = ..., fence_broker: _Optional[_Union[FenceBrokerRecord, _Mapping]] = ..., unfence_broker: _Optional[_Union[UnfenceBrokerRecord, _Mapping]] = ..., topic: _Optional[_Union[TopicRecord, _Mapping]] = ..., partition: _Optional[_Union[PartitionRecord, _Mapping]] = ..., partition_change: _Optional[_Union[PartitionChangeRecord, _Mapping]] = ..., remove_topic: _Optional[_Union[RemoveTopicRecord, _Mapping]] = ..., producer_ids: _Optional[_Union[ProducerIdsRecord, _Mapping]] = ..., noop: _Optional[_Union[NoOpRecord, _Mapping]] = ...) -> None: ...
+    topic_config: TopicConfigRecord
+    def __init__(self, cluster_id: _Optional[_Union[ClusterIdRecord, _Mapping]] = ..., register_broker: _Optional[_Union[RegisterBrokerRecord, _Mapping]] = ..., fence_broker: _Optional[_Union[FenceBrokerRecord, _Mapping]] = ..., unfence_broker: _Optional[_Union[UnfenceBrokerRecord, _Mapping]] = ..., topic: _Optional[_Union[TopicRecord, _Mapping]] = ..., partition: _Optional[_Union[PartitionRecord, _Mapping]] = ..., partition_change: _Optional[_Union[PartitionChangeRecord, _Mapping]] = ..., remove_topic: _Optional[_Union[RemoveTopicRecord, _Mapping]] = ..., producer_ids: _Optional[_Union[ProducerIdsRecord, _Mapping]] = ..., noop: _Optional[_Union[NoOpRecord, _Mapping]] = ..., topic_config: _Optional[_Union[TopicConfigRecord, _Mapping]] = ...) -> None: ...
 
 class ClusterIdRecord(_message.Message):
     __slots__ = ("cluster_id",)
@@ -159,3 +161,18 @@ class ProducerIdsRecord(_message.Message):
 class NoOpRecord(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class TopicConfigRecord(_message.Message):
+    __slots__ = ("topic_id", "configs")
+    class ConfigsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TOPIC_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIGS_FIELD_NUMBER: _ClassVar[int]
+    topic_id: str
+    configs: _containers.ScalarMap[str, str]
+    def __init__(self, topic_id: _Optional[str] = ..., configs: _Optional[_Mapping[str, str]] = ...) -> None: ...

@@ -70,8 +70,8 @@ def test_join_sync_heartbeat_leave_through_the_public_api():
     described = protocol.describe("g")
     assert described is not None and described["generation"] == generation
     assert [m["member_id"] for m in described["members"]] == [member]
-    assert protocol.leave("g", [member, "stranger"]) == [
-        (member, "NONE"), ("stranger", "UNKNOWN_MEMBER_ID")]
+    assert protocol.leave("g", [(member, None), ("stranger", None)]) == [
+        (member, None, "NONE"), ("stranger", None, "UNKNOWN_MEMBER_ID")]
     assert protocol.describe("unknown") is None
 
 
