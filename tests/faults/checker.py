@@ -5,7 +5,15 @@ tests/faults/history.py and returns a Report. What it counts (each must be 0):
 
 lost          an acknowledged write (acks=all) whose value the final read did not return.
 duplicated    a value the final read returned more than once (at two offsets, or in two
-              partitions): idempotent retries must not store a record twice.
+              partitions): idempotent retries must not store a record twice. Not counted
+              here (information, `renumbered_by_client`): copies a Kafka client wrote
+              under different epochs of one producer id. librdkafka bumps its producer
+              epoch after a permanent error (a message that timed out) and renumbers from
+              sequence 0 every message it still holds, even ones an earlier attempt may have
+              stored (rdkafka_request.c, "message sequence gap"); to any broker the new
+              epoch's batch is new data. The batches' producer ids and epochs come from the
+              replicas' logs, so a broker that stored one producer epoch's batch twice is
+              still counted.
 reordered     an acknowledged value read somewhere other than the (partition, offset) its ack
               named, or read before a value that the same producer sent to the same
               partition earlier (one producer's records keep their order in a partition).
@@ -36,7 +44,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from raftka.records import decode_batches
+from raftka.records import NO_PRODUCER_ID, decode_batches, read_header
 from tests.faults.history import (
     FAIL,
     OK,
@@ -116,7 +124,7 @@ def check(history: History, final: FinalState) -> Report:
 
     _count_outcomes(history.writes, located, report)
     _check_lost(writes, located, at, history.faults, report)
-    _check_duplicates(located, report)
+    _check_duplicates(located, writes, _producer_epochs(final), report)
     _check_order(history.writes, located, report)
     _check_unexpected(writes, located, report)
     _check_gaps(reads, final, report)
@@ -195,14 +203,52 @@ def _check_lost(
         )
 
 
-def _check_duplicates(located: dict[int, list[ReadRecord]], report: Report) -> None:
-    copies = 0
+# Producers (by name prefix) that are Kafka clients which renumber after an epoch bump.
+RENUMBERING_PRODUCERS = ("kafka-",)
+
+
+def _producer_epochs(final: FinalState) -> dict[tuple[int, int], tuple[int, int]]:
+    """(partition, offset) -> (producer id, producer epoch) of the batch that holds it, from
+    the replicas' logs (below the high watermark, where the replicas must agree)."""
+    out: dict[tuple[int, int], tuple[int, int]] = {}
+    for log in final.replica_logs:
+        high_watermark = final.high_watermarks.get(log.partition, 0)
+        for stored in log.batches:
+            if stored.base_offset >= high_watermark:
+                break
+            header = read_header(stored.data, 0)
+            for offset in range(stored.base_offset, stored.last_offset + 1):
+                out.setdefault((log.partition, offset),
+                               (header.producer_id, header.producer_epoch))
+    return out
+
+
+def _renumbered_by_client(places: Sequence[ReadRecord], write: WriteOp | None,
+                          epochs: dict[tuple[int, int], tuple[int, int]]) -> bool:
+    """Every copy in a batch of one producer id, each under its own producer epoch, sent by
+    a Kafka client that renumbers after bumping its epoch."""
+    if write is None or not write.producer.startswith(RENUMBERING_PRODUCERS):
+        return False
+    identities = [epochs.get((r.partition, r.offset)) for r in places]
+    if any(i is None or i[0] == NO_PRODUCER_ID for i in identities):
+        return False
+    return (len({i[0] for i in identities if i}) == 1
+            and len({i[1] for i in identities if i}) == len(identities))
+
+
+def _check_duplicates(located: dict[int, list[ReadRecord]], writes: dict[int, WriteOp],
+                      epochs: dict[tuple[int, int], tuple[int, int]], report: Report) -> None:
+    copies = renumbered = 0
     for value, places in located.items():
         if len(places) > 1:
             copies += len(places) - 1
+            if _renumbered_by_client(places, writes.get(value), epochs):
+                renumbered += len(places) - 1
+                continue
             where = ", ".join(f"p{r.partition}@{r.offset}" for r in places)
             report.flag("duplicated", f"value {value} read {len(places)} times: {where}")
     report.info["duplicate_copies"] = copies
+    report.info["renumbered_by_client"] = renumbered
 
 
 def _check_order(
@@ -217,8 +263,8 @@ def _check_order(
             # Acknowledged without an offset (librdkafka reports a retried batch the broker
             # had already stored as persisted, offset unknown): where it sits is not known,
             # only that it must be there once and in its producer's order (checked below).
-            report.counts["acked_without_offset"] = (
-                report.counts.get("acked_without_offset", 0) + 1
+            report.info["acked_without_offset"] = (
+                report.info.get("acked_without_offset", 0) + 1
             )
             if not any(p == op.partition for p, _ in places):
                 flagged.add(op.value)
