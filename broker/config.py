@@ -15,6 +15,9 @@ from typing import Any
 
 from raftka.broker.listeners import (
     DEFAULT_LISTENER,
+    PLAINTEXT,
+    SECURITY_PROTOCOLS,
+    TLS_PROTOCOLS,
     ListenerConfigError,
     ListenerEndpoint,
     kafka_endpoints,
@@ -55,6 +58,8 @@ KAFKA_ALIASES = {
     "advertised.listeners": "kafka_advertised_listeners",
     "grpc.listeners": "grpc_listeners",
     "grpc.advertised.listeners": "grpc_advertised_listeners",
+    "listener.security.protocol.map": "listener_security_protocol_map",
+    "grpc.security.protocol": "grpc_security_protocol",
     "cluster.secret.file": "cluster_secret_file",
     "cluster.secret.rotation.file": "cluster_secret_rotation_file",
     "raft.bind": "raft_bind",
@@ -137,6 +142,12 @@ class BrokerConfig:
     # own address, e.g. for clients outside a container network. Same format.
     grpc_listeners: str = ""
     grpc_advertised_listeners: str = ""
+    # Kafka's listener.security.protocol.map ("NAME:PROTOCOL,..."), for the Kafka listeners
+    # and the extra gRPC listeners; a listener it leaves out must be named after a protocol.
+    listener_security_protocol_map: str = ""
+    # The protocol of the main gRPC listener (`listen`), which the other brokers call too:
+    # SSL or SASL_SSL makes every broker-to-broker call TLS.
+    grpc_security_protocol: str = PLAINTEXT
     num_partitions: int = 1
     default_replication_factor: int = 1
     auto_create_topics_enable: bool = True
@@ -207,7 +218,8 @@ class BrokerConfig:
             listeners = f"PLAINTEXT://{f'[{host}]' if ':' in host else host}:{self.kafka_port}"
         try:
             return kafka_endpoints(listeners, self.kafka_advertised_listeners,
-                                   self.advertised[0])
+                                   self.advertised[0],
+                                   protocol_map=self.listener_security_protocol_map)
         except ListenerConfigError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -216,13 +228,19 @@ class BrokerConfig:
         """The extra gRPC listeners to open (the main one is `listen`)."""
         try:
             endpoints = kafka_endpoints(self.grpc_listeners, self.grpc_advertised_listeners,
-                                        self.advertised[0], prefix="grpc.")
+                                        self.advertised[0], prefix="grpc.",
+                                        protocol_map=self.listener_security_protocol_map)
         except ListenerConfigError as exc:
             raise ConfigError(str(exc)) from None
         if any(e.name == DEFAULT_LISTENER for e in endpoints):
             raise ConfigError(f"grpc.listeners: {DEFAULT_LISTENER} is the main listener "
                               "(listen); name the extra ones otherwise")
         return endpoints
+
+    @property
+    def grpc_uses_tls(self) -> bool:
+        """The main gRPC listener is TLS, so other brokers (and this one) call it over TLS."""
+        return self.grpc_security_protocol in TLS_PROTOCOLS
 
     @property
     def raft_address(self) -> str:
@@ -285,6 +303,10 @@ class BrokerConfig:
         self.listen_address  # noqa: B018 - parses and raises ConfigError
         self.kafka_endpoints  # noqa: B018
         self.grpc_extra_endpoints  # noqa: B018
+        if self.grpc_security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"grpc.security.protocol is {self.grpc_security_protocol!r}; use one of "
+                f"{', '.join(SECURITY_PROTOCOLS)}")
         self.raft_bind_address  # noqa: B018
         if self.metrics_listen:
             parse_address(self.metrics_listen, "metrics_listen")
