@@ -22,7 +22,9 @@ from raftka.broker.listeners import (
     ListenerEndpoint,
     kafka_endpoints,
 )
+from raftka.broker.sasl import ENABLED_MECHANISMS
 from raftka.cluster import topic_config
+from raftka.cluster.acl import AclError, parse_super_users
 
 # Kafka's broker config names -> field names.
 KAFKA_ALIASES = {
@@ -66,6 +68,12 @@ KAFKA_ALIASES = {
     "metrics.listen": "metrics_listen",
     "controlled.shutdown.enable": "controlled_shutdown_enable",
     "controlled.shutdown.timeout.ms": "controlled_shutdown_timeout_ms",
+    # client authentication and ACLs (broker/security.py)
+    "authorizer.enabled": "authorizer_enabled",
+    "super.users": "super_users",
+    "allow.everyone.if.no.acl.found": "allow_everyone_if_no_acl_found",
+    "connections.max.reauth.ms": "connections_max_reauth_ms",
+    "sasl.enabled.mechanisms": "sasl_enabled_mechanisms",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -192,6 +200,18 @@ class BrokerConfig:
     # HOST:PORT of the Prometheus endpoint (GET /metrics, broker/metrics.py); "": none. Off
     # unless asked for, like any port a broker opens (`raftka cluster up` turns it on).
     metrics_listen: str = ""
+    # Client authentication and ACLs (README "Security"). ACLs are enforced on every Kafka and
+    # gRPC client API when authorizer_enabled (Kafka: authorizer.class.name set); super_users
+    # ("User:a;User:b") skip them; a resource no ACL names is allowed only with
+    # allow_everyone_if_no_acl_found (Kafka's default: false).
+    authorizer_enabled: bool = False
+    super_users: str = ""
+    allow_everyone_if_no_acl_found: bool = False
+    # KIP-368: a SASL session on a Kafka listener lasts this long (ms) before the client must
+    # re-authenticate (or be disconnected); 0: no limit (Kafka's default).
+    connections_max_reauth_ms: int = 0
+    # Mechanisms SASL_* Kafka listeners offer (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    sasl_enabled_mechanisms: str = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
     raft_options: Mapping[str, Any] = field(default_factory=dict)
 
     # -------------------------------------------------------------------- derived
@@ -345,6 +365,7 @@ class BrokerConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        self._validate_security()
         if self.broker_heartbeat_interval_ms * 2 > self.broker_session_timeout_ms:
             raise ConfigError("broker_session_timeout_ms must be at least 2 heartbeat intervals")
         try:
@@ -352,6 +373,21 @@ class BrokerConfig:
         except topic_config.InvalidConfigError as exc:
             raise ConfigError(f"broker default for a topic config: {exc}") from None
         return self
+
+
+    def _validate_security(self) -> None:
+        if self.connections_max_reauth_ms < 0:
+            raise ConfigError("connections.max.reauth.ms must be >= 0 (0: no limit), got "
+                              f"{self.connections_max_reauth_ms}")
+        try:
+            parse_super_users(self.super_users)
+        except AclError as exc:
+            raise ConfigError(str(exc)) from None
+        mechanisms = [m.strip() for m in self.sasl_enabled_mechanisms.split(",") if m.strip()]
+        unknown = [m for m in mechanisms if m not in ENABLED_MECHANISMS]
+        if unknown or not mechanisms:
+            raise ConfigError(f"sasl.enabled.mechanisms: {', '.join(unknown) or 'none'} "
+                              f"(use some of {', '.join(ENABLED_MECHANISMS)})")
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(BrokerConfig)}

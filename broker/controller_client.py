@@ -101,6 +101,19 @@ class ControllerClient:
     def controller_id(self) -> int | None:
         return self._log.leader_id()
 
+    async def call(
+        self,
+        name: str,
+        local: Callable[[Any], Awaitable[Any]],
+        remote: Callable[[grpc.aio.Channel], Callable[..., Awaitable[Any]]],
+        path: str,
+        request: Any,
+        timeout_s: float,
+    ) -> Any:
+        """Any controller call (e.g. users and ACLs, broker/security.py), with the same
+        forwarding and retries as the typed methods below."""
+        return await self._call(name, local, remote, path, request, timeout_s)
+
     def _controller_target(self, controller_id: int) -> str | None:
         registration = self._log.image.brokers.get(controller_id)
         if registration is None:

@@ -135,10 +135,9 @@ class ScramServer(SaslServer):
         if len(attributes) < 2 or attributes[0][0] != "n" or attributes[1][0] != "r":
             raise SaslFailure("SCRAM client-first message needs n= and r=")
         self.username = _saslname(attributes[0][1])
-        for key, value in attributes[2:]:
-            if key == "m":
-                raise SaslFailure("SCRAM extensions (delegation tokens) are not supported",
-                                  self.username)
+        if any(key == "m" for key, _ in attributes[2:]):
+            raise SaslFailure("SCRAM extensions (delegation tokens) are not supported",
+                              self.username)
         authzid = parts[1][2:]
         if authzid and _saslname(authzid) != self.username:
             raise SaslFailure("authorization id differs from user", self.username)
@@ -216,6 +215,13 @@ class SaslConnection:
     expires_at_ms: int | None = None
     server: SaslServer | None = None
     handshake_version: int = -1  # of the pending handshake; v0 sends raw tokens
+    close_after_reply: bool = False  # a failed exchange: answer, then disconnect
+    peer: str = ""  # host:port of the client, for the log of a failed attempt
+
+    @property
+    def raw_tokens(self) -> bool:
+        """After a v0 SaslHandshake the client sends bare SASL tokens, not Kafka requests."""
+        return self.server is not None and self.handshake_version == 0
 
     def allows(self, api_key: int, now_ms: int) -> bool:
         if api_key in (SASL_HANDSHAKE, SASL_AUTHENTICATE):

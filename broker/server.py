@@ -56,6 +56,8 @@ from raftka.broker.purgatory import Purgatory
 from raftka.broker.replica_manager import ReplicaManager, ReplicaManagerSettings
 from raftka.broker.replication.fetcher import FetcherManager
 from raftka.broker.replication.isr_updater import IsrUpdater
+from raftka.broker.security import BrokerSecurity
+from raftka.broker.security_service import SecurityServicer
 from raftka.broker.service import AdminServicer, BrokerServicer, ControllerServicer
 from raftka.broker.shutdown import ControlledShutdown, GrpcPeers
 from raftka.broker.topic_admin import TopicAdmin
@@ -73,6 +75,8 @@ from raftka.proto.raftka.v1 import (
     controller_pb2_grpc,
     group_pb2,
     group_pb2_grpc,
+    security_pb2,
+    security_pb2_grpc,
 )
 
 log = logging.getLogger("raftka.broker")
@@ -311,6 +315,7 @@ class BrokerServer:
             fenced=lambda: self.lifecycle.fenced,
             metrics=self.metrics,
             watch_server=WatchServer(config.broker_id, self.incarnation_id),
+            security=BrokerSecurity(config, replicas, self.controller_client, self.quorum),
         )
 
     def _endpoint_of(self, broker_id: int) -> str | None:
@@ -361,6 +366,8 @@ class BrokerServer:
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
             ControllerServicer(core), server
         )
+        security_pb2_grpc.add_SecurityServiceServicer_to_server(
+            SecurityServicer(core, listener), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         return server
 
@@ -372,6 +379,7 @@ class BrokerServer:
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
             controller_pb2.DESCRIPTOR.services_by_name["ControllerService"].full_name,
+            security_pb2.DESCRIPTOR.services_by_name["SecurityService"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         )

@@ -211,6 +211,9 @@ class AclIndex:
         for acl in acls:
             self._by_type.setdefault(acl.resource_type, []).append(acl)
 
+    def of_type(self, kind: ResourceType) -> list[AclBinding]:
+        return self._by_type.get(kind, [])
+
     def for_resource(self, kind: ResourceType, name: str) -> list[AclBinding]:
         return [a for a in self._by_type.get(kind, ()) if a.matches_resource(kind, name)]
 
@@ -239,6 +242,24 @@ def authorize(
     return any(a.permission == Permission.ALLOW
                and (a.operation == Operation.ALL or a.operation in allowing)
                for a in applicable)
+
+
+def may_somewhere(
+    index: AclIndex, settings: AuthorizerSettings, principal: str, host: str, op: Operation,
+    kind: ResourceType,
+) -> bool:
+    """Whether some ACL lets `principal` do `op` on some resource of `kind` (KIP-679: an
+    idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on any topic). A DENY
+    on every resource of the kind (LITERAL '*') rules it out."""
+    if not settings.enabled or principal in settings.super_users:
+        return True
+    applicable = [a for a in index.of_type(kind)
+                  if a.principal in (principal, WILDCARD_PRINCIPAL)
+                  and a.host in (host, WILDCARD_HOST) and a.operation in (op, Operation.ALL)]
+    if any(a.permission == Permission.DENY and a.pattern_type == PatternType.LITERAL
+           and a.resource_name == WILDCARD_RESOURCE for a in applicable):
+        return False
+    return any(a.permission == Permission.ALLOW for a in applicable)
 
 
 def select(acls: Mapping[str, AclBinding], wanted: AclFilter) -> list[tuple[str, AclBinding]]:

@@ -27,11 +27,16 @@ from raftka.cluster.image import (
     PartitionRegistration,
     TopicImage,
 )
-from raftka.cluster.records import SNAPSHOT_FORMAT_VERSION, MetadataFormatError, decode_batch
+from raftka.cluster.records import (
+    SNAPSHOT_FORMAT_VERSION,
+    MetadataFormatError,
+    access_control_entry,
+    decode_batch,
+    user_scram_credential,
+)
 from raftka.cluster.records import partition as partition_record
 from raftka.cluster.records import register_broker as register_broker_record
 from raftka.cluster.records import topic as topic_record
-from raftka.cluster.records import access_control_entry, user_scram_credential
 from raftka.cluster.scram import ScramCredential
 from raftka.proto.raftka.v1 import metadata_pb2
 

@@ -28,6 +28,14 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     23: (2, 4),    # OffsetForLeaderEpoch
     32: (1, 4),    # DescribeConfigs
     60: (0, 1),    # DescribeCluster
+    # security (broker/kafka/sasl_handlers.py, acl_handlers.py)
+    17: (0, 1),    # SaslHandshake
+    36: (0, 2),    # SaslAuthenticate
+    29: (1, 3),    # DescribeAcls
+    30: (1, 3),    # CreateAcls
+    31: (1, 3),    # DeleteAcls
+    50: (0, 0),    # DescribeUserScramCredentials
+    51: (0, 0),    # AlterUserScramCredentials
 }
 
 # api key -> Kafka's name for it (request metrics are labelled with these).
@@ -52,6 +60,13 @@ API_NAMES: dict[int, str] = {
     23: "OffsetForLeaderEpoch",
     32: "DescribeConfigs",
     60: "DescribeCluster",
+    17: "SaslHandshake",
+    36: "SaslAuthenticate",
+    29: "DescribeAcls",
+    30: "CreateAcls",
+    31: "DeleteAcls",
+    50: "DescribeUserScramCredentials",
+    51: "AlterUserScramCredentials",
 }
 
 

@@ -51,6 +51,12 @@ class Request:
     # Name of the Kafka listener the request came in on (answers name that listener's
     # addresses; see broker/listeners.py).
     listener: str = "PLAINTEXT"
+    # Who sent it (User:ANONYMOUS unless SASL or mTLS said otherwise) and from which host:
+    # what the ACLs are checked against (broker/kafka/acl_guard.py).
+    principal: str = "User:ANONYMOUS"
+    host: str = ""
+    # The connection's SASL state (broker/sasl.SaslConnection) on SASL listeners, else None.
+    session: Any = None
 
 
 def timeout_ms(value: Any, default: int = 30_000) -> int:
@@ -68,7 +74,8 @@ def peek_header(frame: bytes) -> tuple[int, int, int]:
     return api_key, api_version, correlation_id
 
 
-def decode_request(frame: bytes, listener: str = "PLAINTEXT") -> Request:
+def decode_request(frame: bytes, listener: str = "PLAINTEXT", principal: str = "User:ANONYMOUS",
+                   host: str = "", session: Any = None) -> Request:
     api_key, api_version, correlation_id = peek_header(frame)
     schema = request_schema(api_key, api_version)
     try:
@@ -82,7 +89,8 @@ def decode_request(frame: bytes, listener: str = "PLAINTEXT") -> Request:
         raise MalformedRequestError(f"cannot parse api {api_key} v{api_version}: {exc}") from exc
     # Bytes past the fields the schema defines are ignored, as Kafka's own parser does:
     # librdkafka 2.x's AdminClient sends Metadata v12 with three of them, and Kafka serves it.
-    return Request(api_key, api_version, correlation_id, header.client_id, body, listener)
+    return Request(api_key, api_version, correlation_id, header.client_id, body, listener,
+                   principal, host, session)
 
 
 @cache

@@ -7,7 +7,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from raftka.broker.core import BrokerCore
-from raftka.broker.kafka import admin_handlers, data_handlers, group_handlers
+from raftka.broker.kafka import (
+    acl_guard,
+    acl_handlers,
+    admin_handlers,
+    data_handlers,
+    group_handlers,
+    sasl_handlers,
+)
 from raftka.broker.kafka.codec import Request
 from raftka.broker.kafka.zero_copy import SplicedResponse
 
@@ -25,3 +32,13 @@ HANDLERS: dict[int, Handler] = {
     14: group_handlers.sync_group, 15: group_handlers.describe_groups,
     16: group_handlers.list_groups,
 }
+# Security APIs (kept apart from the table above to ease merging).
+HANDLERS.update({
+    17: sasl_handlers.sasl_handshake, 36: sasl_handlers.sasl_authenticate,
+    29: acl_handlers.describe_acls, 30: acl_handlers.create_acls, 31: acl_handlers.delete_acls,
+    50: acl_handlers.describe_user_scram_credentials,
+    51: acl_handlers.alter_user_scram_credentials,
+})
+# Every handler behind its ACL check (broker/kafka/acl_guard.py); with no authorizer the
+# guard is one attribute test.
+HANDLERS = {key: acl_guard.guarded(key, handler) for key, handler in HANDLERS.items()}

@@ -22,9 +22,13 @@ from raftka.broker.kafka import codec, zero_copy
 from raftka.broker.kafka.api_table import API_NAMES, SUPPORTED, api_versions
 from raftka.broker.kafka.codec import MalformedRequestError, UnsupportedVersionError
 from raftka.broker.kafka.dispatch import HANDLERS
+from raftka.broker.kafka.sasl_handlers import now_ms
+from raftka.broker.kafka.sasl_handlers import step as sasl_step
 from raftka.broker.kafka.zero_copy import SplicedResponse
 from raftka.broker.listeners import ListenerEndpoint
 from raftka.broker.log.file_slice import FileSlice
+from raftka.broker.sasl import SaslConnection, SaslFailure
+from raftka.cluster.acl import ANONYMOUS
 
 log = logging.getLogger("raftka.kafka")
 _SIZE = struct.Struct(">i")
@@ -38,6 +42,8 @@ class KafkaListener:
         self._host = endpoint.bind_host
         self._port = endpoint.bind_port
         self._request_max_bytes = request_max_bytes
+        # SASL_PLAINTEXT / SASL_SSL: every connection authenticates first (sasl_handlers.py).
+        self._sasl = endpoint.uses_sasl
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -65,6 +71,12 @@ class KafkaListener:
         assert task is not None
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        session = SaslConnection(self._core.security.max_reauth_ms,
+                                 peer=":".join(map(str, peer[:2])) if host else str(peer)) \
+            if self._sasl else None
+        hook = self._core.security.certificate_principal
+        principal = (hook(writer) if hook is not None else None) or ANONYMOUS
         try:
             while True:
                 try:
@@ -77,7 +89,18 @@ class KafkaListener:
                                 self._request_max_bytes)
                     return
                 frame = await reader.readexactly(size)
-                response = await self._answer(frame, peer)
+                if session is not None and session.raw_tokens:
+                    # SaslHandshake v0: a bare token in, a bare token out.
+                    try:
+                        challenge, _ = sasl_step(self._core, session, frame, peer)
+                    except SaslFailure:
+                        return
+                    writer.write(_SIZE.pack(len(challenge)) + challenge)
+                    await writer.drain()
+                    continue
+                if session is not None:
+                    principal = session.principal or ANONYMOUS
+                response = await self._answer(frame, peer, principal, host, session)
                 if isinstance(response, bytes):
                     writer.write(response)
                     await writer.drain()
@@ -88,6 +111,8 @@ class KafkaListener:
                         for piece in response:
                             if isinstance(piece, FileSlice):
                                 piece.close()
+                if session is not None and session.close_after_reply:
+                    return
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         except MalformedRequestError as exc:
@@ -100,10 +125,17 @@ class KafkaListener:
             self._connections.discard(task)
             writer.close()
 
-    async def _answer(self, frame: bytes, peer: Any) -> bytes | list[bytes | FileSlice] | None:
+    async def _answer(self, frame: bytes, peer: Any, principal: str = ANONYMOUS,
+                      host: str = "", session: SaslConnection | None = None,
+                      ) -> bytes | list[bytes | FileSlice] | None:
         """The encoded response: one frame, or for fetches pieces of one with FileSlices
         (which the caller sends and closes); None when none is due (acks=0)."""
         api_key, api_version, correlation_id = codec.peek_header(frame)
+        if session is not None and not session.allows(api_key, now_ms()):
+            state = "before authenticating" if session.principal is None else \
+                "after its session expired (connections.max.reauth.ms) without " \
+                "re-authenticating"
+            raise MalformedRequestError(f"api {api_key} {state}")
         supported = SUPPORTED.get(api_key)
         if api_key == codec.API_VERSIONS_KEY and (
                 supported is None or not supported[0] <= api_version <= supported[1]):
@@ -115,7 +147,8 @@ class KafkaListener:
             raise MalformedRequestError(
                 f"api {api_key} v{api_version} is not supported (see ApiVersions)")
         try:
-            request = codec.decode_request(frame, listener=self._name)
+            request = codec.decode_request(frame, listener=self._name, principal=principal,
+                                           host=host, session=session)
         except UnsupportedVersionError as exc:
             raise MalformedRequestError(str(exc)) from exc
         started = time.perf_counter()
