@@ -107,14 +107,24 @@ def _unavailable_reason(details: str | None, address: str) -> str:
     text = details or "unavailable"
     if "Connection refused" in text:
         return "connection refused"
-    if "Socket closed" in text or "Connection reset" in text or "failed to connect" in text:
-        # What a plaintext client sees from a TLS port (and a TLS client from a plaintext
-        # one: "Ssl handshake failed" below).
-        return (f"the connection was closed ({text.strip()}); if the broker serves TLS, "
-                "give the CA with --tls-ca or RAFTKA_TLS_CA")
-    if "ssl" in text.lower() or "handshake" in text.lower() or "certificate" in text.lower():
-        return (f"TLS failed ({text.strip()}); check the CA (--tls-ca) and, under mutual TLS, "
-                "the client certificate (--tls-cert/--tls-key), and that the broker serves TLS")
+    lowered = text.lower()
+    if "handshake" in lowered or "certificate" in lowered or "ssl" in lowered:
+        return (f"TLS handshake failed: {_tls_reason(text)}; check the CA (--tls-ca), under "
+                "mutual TLS the client certificate (--tls-cert/--tls-key), and that the "
+                "broker serves TLS")
+    if "Socket closed" in text or "Connection reset" in text:
+        # What a plaintext client sees from a TLS port.
+        return ("the broker closed the connection; if it serves TLS, give its CA with "
+                "--tls-ca or RAFTKA_TLS_CA")
     for form in (f"ipv4:{address}: ", f"ipv4:{address}", f"{address}: ", address):
         text = text.replace(form, "")
     return text.strip() or "unavailable"
+
+
+def _tls_reason(text: str) -> str:
+    """The useful end of gRPC's handshake error ("CERTIFICATE_VERIFY_FAILED: unable to get
+    local issuer certificate"), not its whole chain."""
+    for marker in ("OPENSSL_internal:", "SSL routines:"):
+        if marker in text:
+            text = text.rsplit(marker, 1)[1]
+    return text.removesuffix(": OK").strip() or "unknown reason"
