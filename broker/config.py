@@ -62,6 +62,10 @@ KAFKA_ALIASES = {
     "grpc.advertised.listeners": "grpc_advertised_listeners",
     "listener.security.protocol.map": "listener_security_protocol_map",
     "grpc.security.protocol": "grpc_security_protocol",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.client.auth": "ssl_client_auth",
     "cluster.secret.file": "cluster_secret_file",
     "cluster.secret.rotation.file": "cluster_secret_rotation_file",
     "raft.bind": "raft_bind",
@@ -156,6 +160,13 @@ class BrokerConfig:
     # The protocol of the main gRPC listener (`listen`), which the other brokers call too:
     # SSL or SASL_SSL makes every broker-to-broker call TLS.
     grpc_security_protocol: str = PLAINTEXT
+    # PEM files for the SSL / SASL_SSL listeners and this broker's calls to other brokers
+    # (broker/tls.py): its certificate, its unencrypted key, the CA that signs peers and
+    # clients; ssl_client_auth none | requested | required (mutual TLS), as in Kafka.
+    ssl_certificate_location: str = ""
+    ssl_key_location: str = ""
+    ssl_ca_location: str = ""
+    ssl_client_auth: str = "none"
     num_partitions: int = 1
     default_replication_factor: int = 1
     auto_create_topics_enable: bool = True
@@ -263,6 +274,12 @@ class BrokerConfig:
         return self.grpc_security_protocol in TLS_PROTOCOLS
 
     @property
+    def uses_tls(self) -> bool:
+        """Some listener of this broker serves TLS (so the ssl.* files are needed)."""
+        return self.grpc_uses_tls or any(
+            e.uses_tls for e in [*self.kafka_endpoints, *self.grpc_extra_endpoints])
+
+    @property
     def raft_address(self) -> str:
         if self.raft_listen:
             host, port = parse_address(self.raft_listen, "raft_listen")
@@ -327,6 +344,12 @@ class BrokerConfig:
             raise ConfigError(
                 f"grpc.security.protocol is {self.grpc_security_protocol!r}; use one of "
                 f"{', '.join(SECURITY_PROTOCOLS)}")
+        if self.uses_tls and not (self.ssl_certificate_location and self.ssl_key_location):
+            raise ConfigError("a TLS listener (SSL or SASL_SSL) needs ssl.certificate.location "
+                              "and ssl.key.location (PEM files)")
+        if self.ssl_client_auth not in ("none", "requested", "required"):
+            raise ConfigError(f"ssl.client.auth is {self.ssl_client_auth!r}; use one of none, "
+                              "requested, required")
         self.raft_bind_address  # noqa: B018
         if self.metrics_listen:
             parse_address(self.metrics_listen, "metrics_listen")

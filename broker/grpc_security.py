@@ -7,9 +7,9 @@ Who calls, in order:
 2. `x-raftka-user` + `x-raftka-password` metadata: checked against the user's SCRAM
    StoredKey (broker/security.py caches successes, so only the first call pays PBKDF2);
    wrong ones: UNAUTHENTICATED with the one generic message, the attempt logged;
-3. the client certificate's principal under mutual TLS (the hook BrokerSecurity.
-   certificate_principal, set by the TLS side);
-4. nothing: User:ANONYMOUS on a PLAINTEXT/SSL listener; UNAUTHENTICATED on a SASL_* one.
+3. on a SASL_* listener nothing else will do: UNAUTHENTICATED;
+4. the client certificate's principal under TLS (broker/tls_principal.py; User:ANONYMOUS
+   over TLS without one), or User:ANONYMOUS in plaintext.
 
 Why a password per call rather than a SCRAM exchange producing a token: any gRPC client in
 any language can send two metadata entries, there is no token state to expire or replicate
@@ -29,6 +29,7 @@ from raftka.broker.core import BrokerCore
 from raftka.broker.listeners import SASL_PROTOCOLS
 from raftka.broker.sasl import AUTHENTICATION_FAILED_MESSAGE
 from raftka.broker.security import BROKER_PRINCIPAL
+from raftka.broker.tls_principal import grpc_call_principal
 from raftka.cluster.acl import ANONYMOUS, CLUSTER_RESOURCE, Operation, ResourceType
 from raftka.cluster.cluster_auth import AUTH_HEADER, ClusterAuthError
 
@@ -87,17 +88,12 @@ class GrpcGate:
                 "unknown user or wrong password", "gRPC")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 f"SASL_AUTHENTICATION_FAILED: {AUTHENTICATION_FAILED_MESSAGE}")
-        hook = security.certificate_principal
-        if hook is not None:
-            principal = hook(context)
-            if principal:
-                return principal
         if self._requires_credentials:
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"this listener requires authentication: send {USER_HEADER} and "
                 f"{PASSWORD_HEADER} metadata (raftka --user/--password)")
-        return ANONYMOUS
+        return grpc_call_principal(context) or ANONYMOUS
 
     def allowed(self, context: grpc.aio.ServicerContext, principal: str, op: Operation,
                 kind: ResourceType, name: str) -> bool:

@@ -43,9 +43,6 @@ REQUEST_TIMED_OUT = 7
 # Verified (user, password) pairs kept so that gRPC calls do not each pay the PBKDF2 cost.
 PASSWORD_CACHE_MAX = 1024
 LOCAL_METADATA_WAIT_S = 5.0
-# The mTLS hook: a function (gRPC context or Kafka transport) -> "User:NAME" or None; set by
-# the TLS side (client certificate principal) once it is wired in.
-CertificatePrincipal = Callable[[Any], str | None]
 
 
 class BrokerSecurity:
@@ -74,7 +71,6 @@ class BrokerSecurity:
         self._index_of: tuple[object, AclIndex] | None = None
         self._password_cache: dict[bytes, bytes] = {}
         self._failures = ReportThrottle()
-        self.certificate_principal: CertificatePrincipal | None = None
 
     # ----------------------------------------------------------------- identities
     @property

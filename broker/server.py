@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from raftka.broker import tls as broker_tls
 from raftka.broker.config import BrokerConfig, parse_address
 from raftka.broker.controller_client import (
     GRPC_MESSAGE_MAX_BYTES,
@@ -114,6 +115,13 @@ class BrokerServer:
             config.broker_id,
         )
         self.incarnation_id = uuid.uuid4().hex
+        # TLS material when a listener is SSL / SASL_SSL; the gRPC listener being TLS makes
+        # this broker's calls to the others TLS too (they call that listener).
+        self.tls = broker_tls.for_broker(config)
+        self._peer_credentials = (
+            self.tls.grpc_channel_credentials()
+            if self.tls is not None and config.grpc_uses_tls else None
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._heartbeats: asyncio.Task[None] | None = None
         self._lock_fd = -1
@@ -161,11 +169,12 @@ class BrokerServer:
                 else 0
             ),
         )
-        self.channels = ChannelPool(self.internal_auth)
+        self.channels = ChannelPool(self.internal_auth, self._peer_credentials)
         self.controller_client = ControllerClient(
             config.broker_id, self.metadata_log, self.quorum, self.channels
         )
-        self.watcher = BrokerWatcher(config.broker_id, self.quorum, self.internal_auth)
+        self.watcher = BrokerWatcher(config.broker_id, self.quorum, self.internal_auth,
+                                     credentials=self._peer_credentials)
         self.core = self._build_core()
         self.replica_manager = self.core.replica_manager
         self.metadata_log.subscribe(self.replica_manager.on_metadata)
@@ -188,7 +197,9 @@ class BrokerServer:
             )
             await self.metrics_server.start()
         for endpoint in config.kafka_endpoints:
-            listener = KafkaListener(self.core, endpoint, config.request_max_bytes)
+            listener = KafkaListener(
+                self.core, endpoint, config.request_max_bytes,
+                self.tls.kafka_server_context() if self.tls and endpoint.uses_tls else None)
             self.kafka_listeners.append(listener)
             await listener.start()
         self.metadata_log.start()
@@ -371,6 +382,12 @@ class BrokerServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         return server
 
+    def _add_port(self, server: grpc.aio.Server, address: str, uses_tls: bool) -> int:
+        if not uses_tls:
+            return server.add_insecure_port(address)
+        assert self.tls is not None
+        return server.add_secure_port(address, self.tls.grpc_server_credentials())
+
     async def _start_grpc(self) -> None:
         self.health = health.aio.HealthServicer()
         server = self._grpc_server(DEFAULT_LISTENER)
@@ -385,7 +402,7 @@ class BrokerServer:
         )
         reflection.enable_server_reflection(services, server)
         host, port = self.config.listen_address
-        self.port = server.add_insecure_port(f"{host}:{port}")
+        self.port = self._add_port(server, f"{host}:{port}", self.config.grpc_uses_tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         await server.start()
@@ -396,7 +413,7 @@ class BrokerServer:
             extra = self._grpc_server(endpoint.name)
             reflection.enable_server_reflection(services, extra)
             address = f"{endpoint.bind_host}:{endpoint.bind_port}"
-            if extra.add_insecure_port(address) == 0:
+            if self._add_port(extra, address, endpoint.uses_tls) == 0:
                 raise OSError(f"cannot listen on {address} (gRPC listener {endpoint.name})")
             await extra.start()
             self.extra_grpc_servers.append(extra)

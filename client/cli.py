@@ -19,6 +19,7 @@ from raftka.client.cli_common import (  # noqa: F401 - re-exported for the cli_*
     Handler,
     add_bootstrap,
     add_json,
+    apply_tls,
     parse_key_values,
     resolve_bootstrap,
 )
@@ -55,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
+        if hasattr(args, "bootstrap") or hasattr(args, "data_dir"):
+            apply_tls(args)
         if hasattr(args, "bootstrap") and not hasattr(args, "data_dir"):
             # Commands with --data-dir (cluster ..., watch) pick their brokers themselves.
             args.bootstrap = resolve_bootstrap(args.bootstrap)

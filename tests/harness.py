@@ -116,6 +116,14 @@ class BrokerProcess:
         self.settings = settings
         self.log_path = data_dir.parent / f"broker-{broker_id}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # TLS to this broker's gRPC listener (tests/tls_harness.py); None: plaintext.
+        self.credentials: grpc.ChannelCredentials | None = None
+
+    def channel(self) -> grpc.Channel:
+        """A channel to this broker's gRPC listener, TLS when it serves TLS."""
+        if self.credentials is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, self.credentials)
 
     @property
     def address(self) -> str:
@@ -190,7 +198,7 @@ class BrokerProcess:
     def serving(self) -> bool:
         """The broker's own health check: SERVING once this incarnation is unfenced."""
         try:
-            with grpc.insecure_channel(self.address) as channel:
+            with self.channel() as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service="raftka.v1.BrokerService"), timeout=2
                 )
@@ -259,7 +267,7 @@ class LocalCluster:
         last: Exception | None = None
         for broker in candidates:
             try:
-                with grpc.insecure_channel(broker.address) as channel:
+                with broker.channel() as channel:
                     return admin_pb2_grpc.AdminServiceStub(channel).DescribeCluster(
                         admin_pb2.DescribeClusterRequest(), timeout=timeout_s
                     )

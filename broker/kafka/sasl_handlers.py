@@ -4,7 +4,7 @@ its session lifetime, connections.max.reauth.ms; the listener disconnects a clie
 goes past it without re-authenticating).
 
 The exchanges themselves are broker/sasl.py's; here is only the Kafka framing: the
-connection's state travels in `request.session`, and a failure answers
+connection's state travels in `request.sasl`, and a failure answers
 SASL_AUTHENTICATION_FAILED with the one generic message, logs user + peer, and disconnects
 (as Kafka does).
 """
@@ -36,7 +36,7 @@ def now_ms() -> int:
 
 
 async def sasl_handshake(core: BrokerCore, request: Request) -> dict[str, Any]:
-    session: SaslConnection | None = request.session
+    session: SaslConnection | None = request.sasl
     mechanisms = list(core.security.mechanisms)
     if session is None:
         return {"error_code": ILLEGAL_SASL_STATE, "mechanisms": []}
@@ -51,7 +51,7 @@ async def sasl_handshake(core: BrokerCore, request: Request) -> dict[str, Any]:
 
 
 async def sasl_authenticate(core: BrokerCore, request: Request) -> dict[str, Any]:
-    session: SaslConnection | None = request.session
+    session: SaslConnection | None = request.sasl
     if session is None or session.server is None:
         if session is not None:
             session.close_after_reply = True
