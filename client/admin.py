@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from raftka.client.credentials import resolve as resolve_credentials
 from raftka.client.errors import BrokerNotAvailableError, RaftkaError, error_for
 from raftka.client.group_admin import GroupAdmin
 from raftka.client.metadata import ClusterMetadata
@@ -41,9 +42,11 @@ class Admin:
     def __init__(
         self, bootstrap_servers: str | list[str] | None = None, *, request_timeout_ms: int = 30_000,
         tls: TlsOptions | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.request_timeout_s = request_timeout_ms / 1000
-        self._connections = Connections(tls)
+        self._connections = Connections(tls, resolve_credentials(username, password))
         self.metadata = ClusterMetadata(
             bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
         )

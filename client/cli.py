@@ -19,6 +19,7 @@ from raftka.client.cli_common import (  # noqa: F401 - re-exported for the cli_*
     Handler,
     add_bootstrap,
     add_json,
+    apply_credentials,
     apply_tls,
     parse_key_values,
     resolve_bootstrap,
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_console,
         cli_groups,
         cli_io,
+        cli_security,
         cli_topics,
     )
 
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_io.register(commands)
     cli_cluster.register(commands)
     cli_groups.register(commands)
+    cli_security.register(commands)
     cli_console.register(commands)
     bench.register(commands)
     return parser
@@ -58,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "bootstrap") or hasattr(args, "data_dir"):
             apply_tls(args)
+            apply_credentials(args)
         if hasattr(args, "bootstrap") and not hasattr(args, "data_dir"):
             # Commands with --data-dir (cluster ..., watch) pick their brokers themselves.
             args.bootstrap = resolve_bootstrap(args.bootstrap)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from raftka.client.credentials import PASSWORD_ENV, USER_ENV
 from raftka.client.local_cluster import DEFAULT_DATA_DIR, recorded_bootstrap, recorded_tls
 from raftka.client.tls_options import CA_ENV, CERT_ENV, KEY_ENV, TlsOptions
 from raftka.client.transport import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP
@@ -39,6 +41,27 @@ def add_bootstrap(parser: argparse.ArgumentParser) -> None:
     tls.add_argument("--tls-cert", metavar="PEM",
                      help=f"client certificate for mutual TLS (env {CERT_ENV})")
     tls.add_argument("--tls-key", metavar="PEM", help=f"its private key (env {KEY_ENV})")
+    auth = parser.add_argument_group("authentication (brokers whose gRPC listener is SASL_*)")
+    auth.add_argument("--user", metavar="NAME", help=f"user name (env {USER_ENV})")
+    auth.add_argument("--password-file", metavar="FILE",
+                      help=f"file holding the password (env {PASSWORD_ENV} instead)")
+
+
+def apply_credentials(args: argparse.Namespace) -> None:
+    """--user/--password-file for every channel this command opens (via $RAFTKA_USER and
+    $RAFTKA_PASSWORD, which client/credentials.py reads)."""
+    user = getattr(args, "user", None)
+    password_file = getattr(args, "password_file", None)
+    if password_file:
+        try:
+            password = Path(password_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise CliError(f"cannot read --password-file {password_file}: {exc}") from None
+        os.environ[PASSWORD_ENV] = password
+    if user:
+        os.environ[USER_ENV] = user
+        if not os.environ.get(PASSWORD_ENV):
+            raise CliError(f"--user {user} needs --password-file or ${PASSWORD_ENV}")
 
 
 def apply_tls(args: argparse.Namespace, data_dir: str = DEFAULT_DATA_DIR) -> TlsOptions | None:

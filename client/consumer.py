@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from raftka.client.credentials import resolve as resolve_credentials
 from raftka.client.errors import RaftkaError
 from raftka.client.fetcher import ConsumerRecord, Fetcher
 from raftka.client.group_member import CommitFailedError, GroupMembership
@@ -68,13 +69,15 @@ class Consumer:
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
         tls: TlsOptions | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._state: SubscriptionState[ConsumerRecord] = SubscriptionState(auto_offset_reset)
         self.client_id = client_id
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.max_poll_records = max_poll_records
         self.consumer_timeout_ms = consumer_timeout_ms
-        self._connections = Connections(tls)
+        self._connections = Connections(tls, resolve_credentials(username, password))
         self.metadata = ClusterMetadata(
             bootstrap_list(bootstrap_servers), self._connections, request_timeout_ms / 1000
         )

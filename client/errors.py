@@ -126,6 +126,15 @@ class InvalidRequestError(RaftkaError):
     code = Code.INVALID_REQUEST
 
 
+class AuthenticationError(RaftkaError):
+    """The broker did not accept the credentials (or wanted some): SASL_AUTHENTICATION_FAILED."""
+
+
+class AuthorizationError(RaftkaError):
+    """An ACL refused the call (TOPIC/GROUP/CLUSTER_AUTHORIZATION_FAILED in the message);
+    nothing was done."""
+
+
 _BY_CODE: dict[int, type[RaftkaError]] = {
     cls.code: cls
     for cls in (

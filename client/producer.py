@@ -38,6 +38,7 @@ from raftka.client.accumulator import (
     RecordFuture,
     record_size,
 )
+from raftka.client.credentials import resolve as resolve_credentials
 from raftka.client.errors import (
     BrokerNotAvailableError,
     InvalidRequestError,
@@ -95,6 +96,8 @@ class Producer:
         enable_idempotence: bool | None = None,
         seed: int | None = None,
         tls: TlsOptions | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.client_id = client_id
         self.acks = parse_acks(acks)
@@ -124,7 +127,7 @@ class Producer:
         self.allow_auto_create_topics = allow_auto_create_topics
         self._key_serializer = resolve_serializer(key_serializer)
         self._value_serializer = resolve_serializer(value_serializer)
-        self._connections = Connections(tls)
+        self._connections = Connections(tls, resolve_credentials(username, password))
         self.metadata = ClusterMetadata(
             bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
         )

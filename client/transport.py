@@ -11,6 +11,8 @@ import threading
 
 import grpc
 
+from raftka.client.credentials import Credentials, with_credentials
+from raftka.client.credentials import resolve as resolve_credentials
 from raftka.client.errors import BrokerNotAvailableError, RequestTimedOutError
 from raftka.client.tls_options import TlsOptions, resolve
 from raftka.proto.raftka.v1 import admin_pb2_grpc, broker_pb2_grpc
@@ -40,13 +42,16 @@ def bootstrap_list(bootstrap: str | list[str] | None) -> list[str]:
 
 class Connections:
     """`tls`: the TLS options of every channel; None: from $RAFTKA_TLS_* (plaintext when
-    unset; client/tls_options.py)."""
+    unset; client/tls_options.py). `credentials`: the user every call authenticates as;
+    None: from $RAFTKA_USER/$RAFTKA_PASSWORD (anonymous when unset; client/credentials.py)."""
 
-    def __init__(self, tls: TlsOptions | None = None) -> None:
+    def __init__(self, tls: TlsOptions | None = None,
+                 credentials: Credentials | None = None) -> None:
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self.tls = resolve(tls)
         self._credentials = self.tls.channel_credentials() if self.tls is not None else None
+        self.user = credentials if credentials is not None else resolve_credentials(None, None)
 
     def channel(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -62,6 +67,7 @@ class Connections:
                     if self._credentials is None
                     else grpc.secure_channel(address, self._credentials, options=options)
                 )
+                channel = with_credentials(channel, self.user)
                 self._channels[address] = channel
             return channel
 
@@ -94,8 +100,17 @@ def translate_rpc_error(exc: grpc.RpcError, address: str) -> Exception:
         return BrokerNotAvailableError(
             f"broker {address} is not reachable ({_unavailable_reason(details, address)})"
         )
-    from raftka.client.errors import InvalidRequestError, RaftkaError
+    from raftka.client.errors import (
+        AuthenticationError,
+        AuthorizationError,
+        InvalidRequestError,
+        RaftkaError,
+    )
 
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthenticationError(f"broker {address} refused the credentials: {details}")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return AuthorizationError(f"broker {address} refused: {details}")
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
         return InvalidRequestError(f"broker {address} refused the request: {details}")
     return RaftkaError(f"broker {address} failed: {code.name if code else '?'} {details}")

@@ -99,7 +99,7 @@ async def _fetch(handler: Handler, core: BrokerCore, request: Request) -> Respon
     if not denied:
         return await handler(core, request)
     kept = tuple(t for t in body.topics if t not in denied)
-    result = await handler(core, _without(request, topics=kept)) if kept else \
+    result: Response = await handler(core, _without(request, topics=kept)) if kept else \
         SplicedResponse({"throttle_time": 0, "error_code": 0, "session_id": 0,
                          "responses": []})
     assert isinstance(result, SplicedResponse)
@@ -135,7 +135,7 @@ async def _per_topic(handler: Handler, core: BrokerCore, request: Request, list_
     if not denied:
         return await handler(core, request)
     kept = tuple(t for t in topics if t not in denied)
-    result = await handler(core, _without(request, **{list_name: kept})) if kept else \
+    result: Response = await handler(core, _without(request, **{list_name: kept})) if kept else \
         {"throttle_time": 0, list_name: []}
     assert isinstance(result, dict)
     result[list_name] = [*result[list_name], *(
@@ -163,11 +163,11 @@ async def _init_producer_id(handler: Handler, core: BrokerCore, request: Request
 async def _metadata(handler: Handler, core: BrokerCore, request: Request) -> Response:
     asked = field(request.body, "topics")
     if asked is None or (request.api_version == 0 and not asked):
-        result = await handler(core, request)
-        assert isinstance(result, dict)
-        result["topics"] = [t for t in result["topics"]
-                            if _ok(core, request, Operation.DESCRIBE, TOPIC, t["name"])]
-        return result
+        every = await handler(core, request)
+        assert isinstance(every, dict)
+        every["topics"] = [t for t in every["topics"]
+                           if _ok(core, request, Operation.DESCRIBE, TOPIC, t["name"])]
+        return every
     image = core.metadata_image
     auto_create = bool(field(request.body, "allow_auto_topic_creation", True))
     may_create_any = _cluster_ok(core, request, Operation.CREATE)
@@ -185,7 +185,7 @@ async def _metadata(handler: Handler, core: BrokerCore, request: Request) -> Res
     if not refused:
         return await handler(core, request)
     kept = tuple(t for t in asked if t.name not in refused)
-    result = await handler(core, _without(request, topics=kept))
+    result: Response = await handler(core, _without(request, topics=kept))
     assert isinstance(result, dict)
     names = {t.name for t in kept}
     result["topics"] = [t for t in result["topics"] if t["name"] in names] + [
@@ -202,7 +202,7 @@ async def _create_topics(handler: Handler, core: BrokerCore, request: Request) -
     if not denied:
         return await handler(core, request)
     kept = tuple(t for t in topics if t not in denied)
-    result = await handler(core, _without(request, topics=kept)) if kept else \
+    result: Response = await handler(core, _without(request, topics=kept)) if kept else \
         {"throttle_time": 0, "topics": []}
     assert isinstance(result, dict)
     result["topics"] = [*result["topics"], *(
@@ -225,7 +225,7 @@ async def _delete_topics(handler: Handler, core: BrokerCore, request: Request) -
         narrowed = _without(request, topic_names=tuple(n for n in by_name if n not in denied))
     else:
         narrowed = _without(request, topics=tuple(s for s in states if s.name not in denied))
-    result = await handler(core, narrowed) if len(denied) < len(names) else \
+    result: Response = await handler(core, narrowed) if len(denied) < len(names) else \
         {"throttle_time": 0, "responses": []}
     assert isinstance(result, dict)
     result["responses"] = [*result["responses"], *(
@@ -257,7 +257,7 @@ async def _describe_configs(handler: Handler, core: BrokerCore, request: Request
                 "resource_name": resource.resource_name, "configs": []})
     if not refused:
         return await handler(core, request)
-    result = await handler(core, _without(request, resources=tuple(kept))) if kept else \
+    result: Response = await handler(core, _without(request, resources=tuple(kept))) if kept else \
         {"throttle_time": 0, "results": []}
     assert isinstance(result, dict)
     result["results"] = [*result["results"], *refused]
@@ -301,7 +301,7 @@ async def _find_coordinator(handler: Handler, core: BrokerCore, request: Request
     if single is not None:
         return {"throttle_time": 0, **refusal}
     kept = tuple(k for k in keys if k not in denied)
-    result = await handler(core, _without(request, coordinator_keys=kept)) if kept else \
+    result: Response = await handler(core, _without(request, coordinator_keys=kept)) if kept else \
         {"throttle_time": 0, "coordinators": []}
     assert isinstance(result, dict)
     result["coordinators"] = [*result["coordinators"],
@@ -345,7 +345,7 @@ async def _offset_fetch_topics(handler: Handler, core: BrokerCore, request: Requ
     if not denied:
         return await handler(core, request)
     kept = tuple(t for t in topics if t not in denied)
-    result = await handler(core, _without(request, topics=kept)) if kept else \
+    result: Response = await handler(core, _without(request, topics=kept)) if kept else \
         {"throttle_time": 0, "error_code": 0, "topics": []}
     assert isinstance(result, dict)
     result["topics"] = [*result["topics"], *(
@@ -362,7 +362,7 @@ async def _describe_groups(handler: Handler, core: BrokerCore, request: Request)
     if not denied:
         return await handler(core, request)
     kept = tuple(g for g in groups if g not in denied)
-    result = await handler(core, _without(request, groups=kept)) if kept else \
+    result: Response = await handler(core, _without(request, groups=kept)) if kept else \
         {"throttle_time": 0, "groups": []}
     assert isinstance(result, dict)
     result["groups"] = [*result["groups"], *(
