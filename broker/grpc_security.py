@@ -33,6 +33,7 @@ from raftka.broker.tls_principal import grpc_call_principal
 from raftka.cluster.acl import ANONYMOUS, CLUSTER_RESOURCE, Operation, ResourceType
 from raftka.cluster.cluster_auth import AUTH_HEADER, ClusterAuthError
 
+TOPIC_AUTHORIZATION_FAILED = 29
 USER_HEADER = "x-raftka-user"
 PASSWORD_HEADER = "x-raftka-password"
 # Kafka's names for the refusals, first in the gRPC status message so tools can match them.
@@ -100,13 +101,23 @@ class GrpcGate:
         return self._core.security.allowed(principal, peer_host(context), op, kind, name)
 
     def drop_hidden_topics(self, context: grpc.aio.ServicerContext, principal: str,
-                           topics: Any) -> None:
-        """Remove from a repeated field of topic messages (with .name) those `principal`
-        may not DESCRIBE (Kafka leaves them out of Metadata and ListTopics)."""
+                           topics: Any, *, named: bool = False) -> None:
+        """Topics (a repeated field of messages with .name) `principal` may not DESCRIBE:
+        left out of a listing of all, or, when the request `named` them, answered
+        TOPIC_AUTHORIZATION_FAILED with nothing else (as Kafka's Metadata does)."""
         for index in reversed(range(len(topics))):
-            if not self.allowed(context, principal, Operation.DESCRIBE, ResourceType.TOPIC,
-                                topics[index].name):
+            topic = topics[index]
+            if self.allowed(context, principal, Operation.DESCRIBE, ResourceType.TOPIC,
+                            topic.name):
+                continue
+            if not named:
                 del topics[index]
+                continue
+            name = topic.name
+            topic.Clear()
+            topic.name = name
+            topic.error_code = TOPIC_AUTHORIZATION_FAILED
+            topic.error_message = f"{principal} may not DESCRIBE topic {name!r}"
 
     async def require(self, context: grpc.aio.ServicerContext, principal: str,
                       op: Operation, kind: ResourceType, names: Iterable[str]) -> None:

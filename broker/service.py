@@ -146,9 +146,8 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             core.metadata_image, list(request.topics), core.controller_id(), self._listener,
             core.not_leading, catching_up=not core.caught_up,
         )
-        # Topics the caller may not DESCRIBE are left out (Kafka answers them as
-        # TOPIC_AUTHORIZATION_FAILED when named; leaving them out tells nothing either).
-        self._gate.drop_hidden_topics(context, principal, response.topics)
+        self._gate.drop_hidden_topics(context, principal, response.topics,
+                                      named=bool(request.topics))
         return response
 
 

@@ -158,6 +158,11 @@ _BY_CODE: dict[int, type[RaftkaError]] = {
 }
 
 
+# Kafka's TOPIC_/GROUP_/CLUSTER_AUTHORIZATION_FAILED and SASL_AUTHENTICATION_FAILED.
+_BY_CODE.update({29: AuthorizationError, 30: AuthorizationError, 31: AuthorizationError,
+                 58: AuthenticationError})
+
+
 def error_for(code: int, message: str) -> RaftkaError:
     """The exception for an ErrorCode from a reply; the message names the code."""
     cls = _BY_CODE.get(code, RaftkaError)

@@ -47,6 +47,10 @@ TLS_HANDSHAKE_TIMEOUT_S = 10.0
 _PLAINTEXT_REASONS = ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL",
                       "RECORD_LAYER_FAILURE", "UNEXPECTED_RECORD", "PACKET_LENGTH_TOO_LONG")
 
+# How long a connection whose authentication failed stays open after the refusal (s).
+FAILED_AUTHENTICATION_CLOSE_DELAY_S = 0.1
+
+
 class KafkaListener:
     def __init__(self, core: BrokerCore, endpoint: ListenerEndpoint,
                  request_max_bytes: int, ssl_context: ssl.SSLContext | None = None) -> None:
@@ -137,6 +141,9 @@ class KafkaListener:
                             if isinstance(piece, FileSlice):
                                 piece.close()
                 if sasl is not None and sasl.close_after_reply:
+                    # Kafka's connection.failed.authentication.delay.ms: the client reads
+                    # the refusal before the close, and a guesser gets fewer tries a second.
+                    await asyncio.sleep(FAILED_AUTHENTICATION_CLOSE_DELAY_S)
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
             return
