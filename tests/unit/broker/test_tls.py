@@ -182,3 +182,42 @@ def test_a_renewed_ca_directory_keeps_its_ca(ca, tmp_path):
     assert os.path.exists(again.broker(2)[0])
     assert oct(os.stat(again.broker(2)[1]).st_mode & 0o777) == "0o600"
     assert oct(os.stat(again.path("ca.key")).st_mode & 0o777) == "0o600"
+
+
+async def grpc_principal_seen(loaded: tls.BrokerTls, client) -> str | None:
+    """One call to a TLS gRPC server built from `loaded`; what grpc_call_principal saw."""
+    import grpc
+
+    from raftka.broker.tls_principal import grpc_call_principal
+
+    seen: list[str | None] = []
+
+    async def whoami(request: bytes, context) -> bytes:
+        seen.append(grpc_call_principal(context))
+        return b"ok"
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "test.Who", {"Am": grpc.unary_unary_rpc_method_handler(whoami)})])
+    port = server.add_secure_port("127.0.0.1:0", loaded.grpc_server_credentials())
+    await server.start()
+    try:
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", client) as channel:
+            assert await channel.unary_unary("/test.Who/Am")(b"", timeout=10) == b"ok"
+    finally:
+        await server.stop(None)
+    return seen[0]
+
+
+def test_grpc_calls_carry_the_client_certificates_principal(ca):
+    from raftka.client.tls_options import TlsOptions
+
+    loaded = tls.load(files(ca, "required"))
+    with_cert = TlsOptions(ca.ca, ca.client_cert, ca.client_key).channel_credentials()
+    assert asyncio.run(grpc_principal_seen(loaded, with_cert)) == "User:CN=raftka-client,O=Raftka"
+    # A broker calling another presents its own certificate: its principal is the broker's.
+    assert asyncio.run(grpc_principal_seen(loaded, loaded.grpc_channel_credentials())) == (
+        "User:CN=raftka-broker-1,O=Raftka")
+    no_auth = tls.load(files(ca, "none"))
+    assert asyncio.run(grpc_principal_seen(no_auth, TlsOptions(ca.ca).channel_credentials())) == (
+        ANONYMOUS)
