@@ -19,14 +19,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster_timings import free_base_port  # noqa: E402
+from raftka.client.cli_cluster import _wait_ready  # noqa: E402
 from raftka.client.local_cluster import LocalCluster  # noqa: E402
+
+# Every broker registered and unfenced before measuring (a loaded machine takes a while).
+READY_TIMEOUT_S = 120.0
 
 
 def raftka(*args: str, env: dict[str, str] | None = None) -> dict[str, object]:
@@ -50,10 +53,11 @@ def run_cluster(nodes: int, records: int, size: int,
         layout = local.create_or_load(nodes, free_base_port(), {}, tls=tls)
         env = local.client_tls().environment() if tls else {"RAFTKA_TLS": "0"}
         label = "TLS" if tls else "plaintext"
-        for node in layout.all_nodes():
-            local.start_node(layout, node.broker_id, detach=True)
+        processes = {n.broker_id: local.start_node(layout, n.broker_id, detach=True)
+                     for n in layout.all_nodes()}
         try:
-            time.sleep(3)
+            os.environ.update(env)  # this process's own readiness checks too
+            _wait_ready(layout, local, processes, READY_TIMEOUT_S)
             bootstrap = layout.bootstrap
             acks = "all" if nodes == 3 else "1"
             rf = str(nodes)

@@ -186,18 +186,17 @@ def test_a_plaintext_kafka_client_gets_no_metadata(secured):
 def test_plaintext_grpc_client_gets_a_clear_error(secured, monkeypatch):
     for name in ("RAFTKA_TLS", "RAFTKA_TLS_CA", "RAFTKA_TLS_CERT", "RAFTKA_TLS_KEY"):
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(RaftkaError, match=r"closed the connection: if it serves TLS, connect "
-                                          r"with TLS \(--tls-ca"):
-        with Admin(secured.cluster.bootstrap, request_timeout_ms=3000,
-                   tls=None) as admin:
-            admin.list_topics()
+    with (pytest.raises(RaftkaError, match=r"closed the connection: if it serves TLS, connect "
+                                           r"with TLS \(--tls-ca"),
+          Admin(secured.cluster.bootstrap, request_timeout_ms=3000, tls=None) as admin):
+        admin.list_topics()
 
 
 def test_a_client_trusting_another_ca_is_refused(secured, other_ca):
-    with pytest.raises(RaftkaError, match="TLS handshake failed: CERTIFICATE_VERIFY_FAILED"):
-        with Admin(secured.cluster.bootstrap, request_timeout_ms=3000,
-                   tls=TlsOptions(other_ca.ca)) as admin:
-            admin.list_topics()
+    with (pytest.raises(RaftkaError, match="TLS handshake failed: CERTIFICATE_VERIFY_FAILED"),
+          Admin(secured.cluster.bootstrap, request_timeout_ms=3000,
+                tls=TlsOptions(other_ca.ca)) as admin):
+        admin.list_topics()
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
@@ -218,14 +217,13 @@ def test_mutual_tls_required_refuses_a_client_without_a_certificate(cluster_fact
     cluster.wait_ready(timeout_s=60)
     with Admin(cluster.bootstrap, tls=client_options(ca)) as admin:
         admin.create_topic("mtls", num_partitions=1, replication_factor=1)
-    with pytest.raises(RaftkaError, match=r"present one its CA signed \(--tls-cert"):
-        with Admin(cluster.bootstrap, request_timeout_ms=3000, tls=TlsOptions(ca.ca)) as admin:
-            admin.list_topics()
+    with (pytest.raises(RaftkaError, match=r"present one its CA signed \(--tls-cert"),
+          Admin(cluster.bootstrap, request_timeout_ms=3000, tls=TlsOptions(ca.ca)) as admin):
+        admin.list_topics()
     # A certificate from another CA is no better than none.
-    with pytest.raises(RaftkaError):
-        with Admin(cluster.bootstrap, request_timeout_ms=3000,
-                   tls=TlsOptions(ca.ca, other_ca.client_cert, other_ca.client_key)) as admin:
-            admin.list_topics()
+    with pytest.raises(RaftkaError), Admin(cluster.bootstrap, request_timeout_ms=3000,
+               tls=TlsOptions(ca.ca, other_ca.client_cert, other_ca.client_key)) as admin:
+        admin.list_topics()
     kafka = f"127.0.0.1:{cluster.brokers[1].kafka_port}"
     without = AdminClient({"bootstrap.servers": kafka, "security.protocol": "SSL",
                            "ssl.ca.location": ca.ca})

@@ -25,7 +25,7 @@ def test_options_come_from_the_environment_and_go_back_to_it():
 
 
 def test_an_unreadable_file_is_named():
-    with pytest.raises(TlsOptionsError, match="TLS CA file /nonexistent/ca.pem"):
+    with pytest.raises(TlsOptionsError, match=r"TLS CA file /nonexistent/ca\.pem"):
         TlsOptions("/nonexistent/ca.pem").channel_credentials()
 
 
