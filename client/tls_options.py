@@ -4,9 +4,10 @@ which certificate and key to present.
 Why environment variables as the fallback: every SDK object (Producer, Consumer, Admin, the
 console's poller, `raftka bench`) opens its own channels, and a secured cluster should not
 need the options repeated at each. An explicit `tls=` wins; else RAFTKA_TLS_CA /
-RAFTKA_TLS_CERT / RAFTKA_TLS_KEY (or RAFTKA_TLS=1 for TLS with the system's CAs) apply to
-every channel of the process. The CLI sets those from `--tls-ca/--tls-cert/--tls-key`, or from
-the local cluster's cluster.json when `raftka cluster up --tls` made it.
+RAFTKA_TLS_CERT / RAFTKA_TLS_KEY (or RAFTKA_TLS=1 for TLS with the system's CAs) apply
+to every channel of the process; RAFTKA_TLS=0 turns them off. The CLI sets those from
+`--tls-ca/--tls-cert/--tls-key`, or from the local cluster's cluster.json when
+`raftka cluster up --tls` made it.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ class TlsOptions:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TlsOptions | None:
-        """Options from RAFTKA_TLS_*; None (plaintext) when none is set."""
+        """Options from RAFTKA_TLS_*; None (plaintext) when none is set or RAFTKA_TLS=0."""
         env = os.environ if env is None else env
+        if env.get(TLS_ENV) == "0":
+            return None
         ca, cert, key = env.get(CA_ENV, ""), env.get(CERT_ENV, ""), env.get(KEY_ENV, "")
         if not (ca or cert or key or env.get(TLS_ENV, "") not in ("", "0")):
             return None

@@ -128,9 +128,11 @@ def _unavailable_reason(details: str | None, address: str) -> str:
                 "mutual TLS the client certificate (--tls-cert/--tls-key), and that the "
                 "broker serves TLS")
     if "Socket closed" in text or "Connection reset" in text:
-        # What a plaintext client sees from a TLS port.
-        return ("the broker closed the connection; if it serves TLS, give its CA with "
-                "--tls-ca or RAFTKA_TLS_CA")
+        # What a plaintext client sees from a TLS port, and (TLS 1.3) a client whose
+        # certificate the broker refused after the handshake.
+        return ("the broker closed the connection: if it serves TLS, connect with TLS "
+                "(--tls-ca or RAFTKA_TLS_CA); if it requires client certificates, present one "
+                "its CA signed (--tls-cert/--tls-key)")
     for form in (f"ipv4:{address}: ", f"ipv4:{address}", f"{address}: ", address):
         text = text.replace(form, "")
     return text.strip() or "unavailable"

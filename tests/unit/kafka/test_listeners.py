@@ -57,10 +57,11 @@ def test_broker_config_takes_kafkas_setting_names_and_refuses_both_forms() -> No
 
     values = settings_from_mapping({"listeners": "PLAINTEXT://:9092,EXTERNAL://:9094",
                                     "advertised.listeners": "EXTERNAL://localhost:19092",
-                                    "listener.security.protocol.map": "EXTERNAL:SSL"})
+                                    "listener.security.protocol.map": "EXTERNAL:SASL_PLAINTEXT"})
     config = BrokerConfig(broker_id=1, data_dir="/d", **values).validate()
     assert [(e.name, e.host, e.port, e.security_protocol) for e in config.kafka_endpoints] == [
-        ("PLAINTEXT", "127.0.0.1", 9092, "PLAINTEXT"), ("EXTERNAL", "localhost", 19092, "SSL")]
+        ("PLAINTEXT", "127.0.0.1", 9092, "PLAINTEXT"),
+        ("EXTERNAL", "localhost", 19092, "SASL_PLAINTEXT")]
     with pytest.raises(ConfigError, match="kafka_port or listeners"):
         BrokerConfig(broker_id=1, data_dir="/d", kafka_port=9092, **values).validate()
     with pytest.raises(ConfigError, match=r"advertised\.listeners"):
@@ -101,15 +102,15 @@ def test_raftka_broker_takes_listeners_from_flags_or_set() -> None:
     by_set = config_from_args(parser.parse_args([
         "broker", "--id", "1", "--data-dir", "/d", "--set", "listeners=A://:9092",
         "--set", "advertised.listeners=A://a.example:19092",
-        "--set", "listener.security.protocol.map=A:SASL_SSL"]))
+        "--set", "listener.security.protocol.map=A:SASL_PLAINTEXT"]))
     assert [(e.name, e.host, e.port) for e in by_set.kafka_endpoints] == [
         ("A", "a.example", 19092)]
     by_flags = config_from_args(parser.parse_args([
         "broker", "--id", "1", "--data-dir", "/d", "--listeners", "A://:9092",
         "--advertised-listeners", "A://a.example:19092",
-        "--set", "listener.security.protocol.map=A:SASL_SSL"]))
+        "--set", "listener.security.protocol.map=A:SASL_PLAINTEXT"]))
     assert by_flags.kafka_endpoints == by_set.kafka_endpoints
-    assert by_set.kafka_endpoints[0].security_protocol == "SASL_SSL"
+    assert by_set.kafka_endpoints[0].security_protocol == "SASL_PLAINTEXT"
 
 
 def test_grpc_clients_get_their_listeners_address_or_the_main_one() -> None:
@@ -180,7 +181,9 @@ def test_the_main_grpc_listeners_protocol_is_its_own_setting() -> None:
     from raftka.broker.config import settings_from_mapping
 
     assert not BrokerConfig(broker_id=1, data_dir="/d").validate().grpc_uses_tls
-    values = settings_from_mapping({"grpc.security.protocol": "SASL_SSL"})
+    values = settings_from_mapping({"grpc.security.protocol": "SASL_SSL",
+                                    "ssl.certificate.location": "/c.pem",
+                                    "ssl.key.location": "/c.key"})
     assert BrokerConfig(broker_id=1, data_dir="/d", **values).validate().grpc_uses_tls
     with pytest.raises(ConfigError, match=r"grpc\.security\.protocol is 'TLS'; use one of"):
         BrokerConfig(broker_id=1, data_dir="/d", grpc_security_protocol="TLS").validate()
