@@ -587,3 +587,43 @@ def _authenticate_raw(sock: socket.socket,
     position += 4 + max(0, token_length)
     (lifetime,) = struct.unpack_from(">q", body, position)
     return int(code), message, int(lifetime), reply
+
+
+def _node_modules() -> Path | None:
+    """kafkajs: the examples' own node_modules, else $NODE_PATH (e.g. another checkout's)."""
+    import os
+
+    from tests.node_harness import NEST_DIR
+
+    local = NEST_DIR / "node_modules"
+    if local.is_dir():
+        return local
+    given = os.environ.get("NODE_PATH")
+    return Path(given) if given and (Path(given) / "kafkajs").is_dir() else None
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("mechanism", ["scram-sha-256", "scram-sha-512"])
+def test_kafkajs_round_trip_with_scram(secured: Secured, mechanism: str):
+    import os
+    import shutil
+
+    from tests.node_harness import NEST_DIR, json_lines
+
+    node, modules = shutil.which("node"), _node_modules()
+    if node is None or modules is None:
+        pytest.skip("node or kafkajs (examples/nestjs/node_modules or $NODE_PATH) missing")
+    topic, group = _unique("alice-js"), _unique("alice-js-group")
+    secured.create_topic(topic, 3)
+    secured.allow("User:alice", ResourceType.TOPIC, topic, Operation.WRITE, Operation.READ)
+    secured.allow("User:alice", ResourceType.GROUP, group, Operation.READ)
+    done = subprocess.run(
+        [node, "kafkajs-roundtrip.js", "--brokers", secured.kafka, "--topic", topic,
+         "--group", group, "--count", "50", "--timeout-ms", "30000",
+         "--sasl-mechanism", mechanism],
+        cwd=NEST_DIR, capture_output=True, text=True, timeout=90,
+        env={**os.environ, "NODE_PATH": str(modules), "KAFKA_USERNAME": "alice",
+             "KAFKA_PASSWORD": PASSWORDS["alice"]})
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    (summary,) = [line for line in json_lines(done.stdout) if "produced" in line]
+    assert summary["produced"] == summary["consumed"] == 50 and summary["missing"] == []
