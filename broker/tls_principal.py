@@ -13,8 +13,6 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from cryptography import x509
-
 ANONYMOUS = "User:ANONYMOUS"
 USER_PREFIX = "User:"
 
@@ -23,6 +21,8 @@ def principal_of_certificate(certificate: bytes | None) -> str:
     """`User:<subject DN>` of a DER or PEM certificate; `User:ANONYMOUS` for none."""
     if not certificate:
         return ANONYMOUS
+    from cryptography import x509  # only TLS connections need it (~0.15 s to import)
+
     if certificate.lstrip().startswith(b"-----BEGIN"):
         parsed = x509.load_pem_x509_certificate(certificate)
     else:

@@ -181,6 +181,7 @@ def test_a_plaintext_kafka_client_gets_no_metadata(secured):
     admin = AdminClient({"bootstrap.servers": secured.cluster.kafka_bootstrap})
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=3)
+    del admin  # the traceback's frame would keep it retrying after the cluster is gone
 
 
 def test_plaintext_grpc_client_gets_a_clear_error(secured, monkeypatch):
@@ -204,6 +205,7 @@ def test_a_client_trusting_another_ca_is_refused(secured, other_ca):
                          "security.protocol": "SSL", "ssl.ca.location": other_ca.ca})
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=3)
+    del admin
 
 
 def test_mutual_tls_required_refuses_a_client_without_a_certificate(cluster_factory,
@@ -229,11 +231,13 @@ def test_mutual_tls_required_refuses_a_client_without_a_certificate(cluster_fact
                            "ssl.ca.location": ca.ca})
     with pytest.raises(KafkaException):
         without.list_topics(timeout=3)
+    del without
     with_cert = AdminClient({"bootstrap.servers": kafka, "security.protocol": "SSL",
                              "ssl.ca.location": ca.ca,
                              "ssl.certificate.location": ca.client_cert,
                              "ssl.key.location": ca.client_key})
     assert "mtls" in with_cert.list_topics(timeout=10).topics
+    del with_cert
     assert "TLS handshake failed" in cluster.brokers[1].log_text()
 
 
