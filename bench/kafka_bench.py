@@ -23,12 +23,14 @@ from bench.cluster_timings import Bench  # noqa: E402
 from raftka.client.admin import Admin  # noqa: E402
 
 
-def kafka_produce(bootstrap: str, topic: str, records: int, size: int) -> dict[str, object]:
+def kafka_produce(bootstrap: str, topic: str, records: int, size: int,
+                  conf: dict[str, str] | None = None) -> dict[str, object]:
+    """`conf`: more client settings (e.g. security.protocol=SSL, bench/tls_cost.py)."""
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
                          "batch.size": 262144, "queue.buffering.max.messages": 1_000_000,
-                         "enable.idempotence": True})
+                         "enable.idempotence": True, **(conf or {})})
     value = b"x" * size
     started = time.monotonic()
     for _ in range(records):
@@ -46,14 +48,15 @@ def kafka_produce(bootstrap: str, topic: str, records: int, size: int) -> dict[s
 
 
 def kafka_consume(bootstrap: str, topic: str, records: int, partitions: int,
-                  group: bool) -> dict[str, object]:
+                  group: bool, conf: dict[str, str] | None = None) -> dict[str, object]:
     """Read `records` from the start: assigned partitions (the data path alone), or as a
     fresh group member (the time then includes joining the group)."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{time.time()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "fetch.max.bytes": 52428800, "max.partition.fetch.bytes": 8388608})
+                         "fetch.max.bytes": 52428800, "max.partition.fetch.bytes": 8388608,
+                         **(conf or {})})
     started = time.monotonic()
     if group:
         consumer.subscribe([topic])

@@ -15,11 +15,16 @@ from typing import Any
 
 from raftka.broker.listeners import (
     DEFAULT_LISTENER,
+    PLAINTEXT,
+    SECURITY_PROTOCOLS,
+    TLS_PROTOCOLS,
     ListenerConfigError,
     ListenerEndpoint,
     kafka_endpoints,
 )
+from raftka.broker.sasl import ENABLED_MECHANISMS
 from raftka.cluster import topic_config
+from raftka.cluster.acl import AclError, parse_super_users
 
 # Kafka's broker config names -> field names.
 KAFKA_ALIASES = {
@@ -55,12 +60,24 @@ KAFKA_ALIASES = {
     "advertised.listeners": "kafka_advertised_listeners",
     "grpc.listeners": "grpc_listeners",
     "grpc.advertised.listeners": "grpc_advertised_listeners",
+    "listener.security.protocol.map": "listener_security_protocol_map",
+    "grpc.security.protocol": "grpc_security_protocol",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.client.auth": "ssl_client_auth",
     "cluster.secret.file": "cluster_secret_file",
     "cluster.secret.rotation.file": "cluster_secret_rotation_file",
     "raft.bind": "raft_bind",
     "metrics.listen": "metrics_listen",
     "controlled.shutdown.enable": "controlled_shutdown_enable",
     "controlled.shutdown.timeout.ms": "controlled_shutdown_timeout_ms",
+    # client authentication and ACLs (broker/security.py)
+    "authorizer.enabled": "authorizer_enabled",
+    "super.users": "super_users",
+    "allow.everyone.if.no.acl.found": "allow_everyone_if_no_acl_found",
+    "connections.max.reauth.ms": "connections_max_reauth_ms",
+    "sasl.enabled.mechanisms": "sasl_enabled_mechanisms",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -137,6 +154,19 @@ class BrokerConfig:
     # own address, e.g. for clients outside a container network. Same format.
     grpc_listeners: str = ""
     grpc_advertised_listeners: str = ""
+    # Kafka's listener.security.protocol.map ("NAME:PROTOCOL,..."), for the Kafka listeners
+    # and the extra gRPC listeners; a listener it leaves out must be named after a protocol.
+    listener_security_protocol_map: str = ""
+    # The protocol of the main gRPC listener (`listen`), which the other brokers call too:
+    # SSL or SASL_SSL makes every broker-to-broker call TLS.
+    grpc_security_protocol: str = PLAINTEXT
+    # PEM files for the SSL / SASL_SSL listeners and this broker's calls to other brokers
+    # (broker/tls.py): its certificate, its unencrypted key, the CA that signs peers and
+    # clients; ssl_client_auth none | requested | required (mutual TLS), as in Kafka.
+    ssl_certificate_location: str = ""
+    ssl_key_location: str = ""
+    ssl_ca_location: str = ""
+    ssl_client_auth: str = "none"
     num_partitions: int = 1
     default_replication_factor: int = 1
     auto_create_topics_enable: bool = True
@@ -181,6 +211,18 @@ class BrokerConfig:
     # HOST:PORT of the Prometheus endpoint (GET /metrics, broker/metrics.py); "": none. Off
     # unless asked for, like any port a broker opens (`raftka cluster up` turns it on).
     metrics_listen: str = ""
+    # Client authentication and ACLs (README "Security"). ACLs are enforced on every Kafka and
+    # gRPC client API when authorizer_enabled (Kafka: authorizer.class.name set); super_users
+    # ("User:a;User:b") skip them; a resource no ACL names is allowed only with
+    # allow_everyone_if_no_acl_found (Kafka's default: false).
+    authorizer_enabled: bool = False
+    super_users: str = ""
+    allow_everyone_if_no_acl_found: bool = False
+    # KIP-368: a SASL session on a Kafka listener lasts this long (ms) before the client must
+    # re-authenticate (or be disconnected); 0: no limit (Kafka's default).
+    connections_max_reauth_ms: int = 0
+    # Mechanisms SASL_* Kafka listeners offer (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    sasl_enabled_mechanisms: str = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
     raft_options: Mapping[str, Any] = field(default_factory=dict)
 
     # -------------------------------------------------------------------- derived
@@ -207,7 +249,8 @@ class BrokerConfig:
             listeners = f"PLAINTEXT://{f'[{host}]' if ':' in host else host}:{self.kafka_port}"
         try:
             return kafka_endpoints(listeners, self.kafka_advertised_listeners,
-                                   self.advertised[0])
+                                   self.advertised[0],
+                                   protocol_map=self.listener_security_protocol_map)
         except ListenerConfigError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -216,13 +259,25 @@ class BrokerConfig:
         """The extra gRPC listeners to open (the main one is `listen`)."""
         try:
             endpoints = kafka_endpoints(self.grpc_listeners, self.grpc_advertised_listeners,
-                                        self.advertised[0], prefix="grpc.")
+                                        self.advertised[0], prefix="grpc.",
+                                        protocol_map=self.listener_security_protocol_map)
         except ListenerConfigError as exc:
             raise ConfigError(str(exc)) from None
         if any(e.name == DEFAULT_LISTENER for e in endpoints):
             raise ConfigError(f"grpc.listeners: {DEFAULT_LISTENER} is the main listener "
                               "(listen); name the extra ones otherwise")
         return endpoints
+
+    @property
+    def grpc_uses_tls(self) -> bool:
+        """The main gRPC listener is TLS, so other brokers (and this one) call it over TLS."""
+        return self.grpc_security_protocol in TLS_PROTOCOLS
+
+    @property
+    def uses_tls(self) -> bool:
+        """Some listener of this broker serves TLS (so the ssl.* files are needed)."""
+        return self.grpc_uses_tls or any(
+            e.uses_tls for e in [*self.kafka_endpoints, *self.grpc_extra_endpoints])
 
     @property
     def raft_address(self) -> str:
@@ -285,6 +340,16 @@ class BrokerConfig:
         self.listen_address  # noqa: B018 - parses and raises ConfigError
         self.kafka_endpoints  # noqa: B018
         self.grpc_extra_endpoints  # noqa: B018
+        if self.grpc_security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"grpc.security.protocol is {self.grpc_security_protocol!r}; use one of "
+                f"{', '.join(SECURITY_PROTOCOLS)}")
+        if self.uses_tls and not (self.ssl_certificate_location and self.ssl_key_location):
+            raise ConfigError("a TLS listener (SSL or SASL_SSL) needs ssl.certificate.location "
+                              "and ssl.key.location (PEM files)")
+        if self.ssl_client_auth not in ("none", "requested", "required"):
+            raise ConfigError(f"ssl.client.auth is {self.ssl_client_auth!r}; use one of none, "
+                              "requested, required")
         self.raft_bind_address  # noqa: B018
         if self.metrics_listen:
             parse_address(self.metrics_listen, "metrics_listen")
@@ -323,6 +388,7 @@ class BrokerConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        self._validate_security()
         if self.broker_heartbeat_interval_ms * 2 > self.broker_session_timeout_ms:
             raise ConfigError("broker_session_timeout_ms must be at least 2 heartbeat intervals")
         try:
@@ -330,6 +396,21 @@ class BrokerConfig:
         except topic_config.InvalidConfigError as exc:
             raise ConfigError(f"broker default for a topic config: {exc}") from None
         return self
+
+
+    def _validate_security(self) -> None:
+        if self.connections_max_reauth_ms < 0:
+            raise ConfigError("connections.max.reauth.ms must be >= 0 (0: no limit), got "
+                              f"{self.connections_max_reauth_ms}")
+        try:
+            parse_super_users(self.super_users)
+        except AclError as exc:
+            raise ConfigError(str(exc)) from None
+        mechanisms = [m.strip() for m in self.sasl_enabled_mechanisms.split(",") if m.strip()]
+        unknown = [m for m in mechanisms if m not in ENABLED_MECHANISMS]
+        if unknown or not mechanisms:
+            raise ConfigError(f"sasl.enabled.mechanisms: {', '.join(unknown) or 'none'} "
+                              f"(use some of {', '.join(ENABLED_MECHANISMS)})")
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(BrokerConfig)}

@@ -32,6 +32,7 @@ from raftka.broker.internal_auth import (
     InternalAuth,
 )
 from raftka.broker.listeners import ListenerEndpoint
+from raftka.broker.tls import aio_channel
 from raftka.cluster.metadata_log import MetadataLog
 from raftka.cluster.quorum import ControllerTimeoutError, NotControllerError, QuorumController
 from raftka.proto.raftka.v1 import (
@@ -58,16 +59,19 @@ class ChannelPool:
     """One grpc.aio channel per target, shared by every caller on this event loop, and the
     credentials (`auth`) that this broker's internal calls on them carry."""
 
-    def __init__(self, auth: InternalAuth | None = None) -> None:
+    def __init__(self, auth: InternalAuth | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.auth = auth if auth is not None else InternalAuth(None, -1)
+        self._credentials = credentials  # TLS to the other brokers (broker/tls.py); None: none
 
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._channels.get(target)
         if channel is None:
-            channel = grpc.aio.insecure_channel(
+            channel = aio_channel(
                 target,
-                options=[
+                self._credentials,
+                [
                     ("grpc.max_receive_message_length", GRPC_MESSAGE_MAX_BYTES),
                     ("grpc.max_send_message_length", GRPC_MESSAGE_MAX_BYTES),
                 ],
@@ -102,6 +106,19 @@ class ControllerClient:
 
     def controller_id(self) -> int | None:
         return self._log.leader_id()
+
+    async def call(
+        self,
+        name: str,
+        local: Callable[[Any], Awaitable[Any]],
+        remote: Callable[[grpc.aio.Channel], Callable[..., Awaitable[Any]]],
+        path: str,
+        request: Any,
+        timeout_s: float,
+    ) -> Any:
+        """Any controller call (e.g. users and ACLs, broker/security.py), with the same
+        forwarding and retries as the typed methods below."""
+        return await self._call(name, local, remote, path, request, timeout_s)
 
     def _controller_target(self, controller_id: int) -> str | None:
         registration = self._log.image.brokers.get(controller_id)

@@ -25,6 +25,7 @@ from raftka.broker.partition import TopicPartition
 from raftka.broker.produce_path import ProducePath
 from raftka.broker.producer_ids import ProducerIdManager
 from raftka.broker.replica_manager import ReplicaManager
+from raftka.broker.security import BrokerSecurity
 from raftka.broker.topic_admin import TopicAdmin
 from raftka.cluster.image import MetadataImage
 from raftka.cluster.quorum import QuorumController
@@ -51,6 +52,7 @@ class BrokerCore:
     fenced: Callable[[], bool]
     metrics: BrokerMetrics  # what /metrics serves; the adapters time their requests on it
     watch_server: WatchServer  # the stream the active controller watches this broker by
+    security: BrokerSecurity  # who calls (SASL, gRPC credentials) and what ACLs allow
 
     @property
     def not_leading(self) -> int | None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import grpc
 
 from raftka.broker.internal_auth import WATCH_BROKER, InternalAuth
+from raftka.broker.tls import aio_channel
 from raftka.cluster.image import MetadataImage
 from raftka.cluster.liveness import (
     ProbeOutcome,
@@ -69,7 +70,9 @@ class BrokerWatcher:
         quorum: QuorumController,
         auth: InternalAuth,
         settings: WatchSettings | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        self._credentials = credentials  # TLS to the watched brokers; None: plaintext
         self._broker_id = broker_id
         self._quorum = quorum
         self._auth = auth
@@ -159,9 +162,10 @@ class BrokerWatcher:
         if channel is None:
             # Reconnect quickly: after a break the next attempt is a fresh look, and the
             # probe (not this channel) is what decides.
-            channel = self._channels[address] = grpc.aio.insecure_channel(
+            channel = self._channels[address] = aio_channel(
                 address,
-                options=[
+                self._credentials,
+                [
                     ("grpc.initial_reconnect_backoff_ms", 50),
                     ("grpc.min_reconnect_backoff_ms", 50),
                     ("grpc.max_reconnect_backoff_ms", 1000),

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+from raftka.broker import tls as broker_tls
 from raftka.broker.cluster_secret import ClusterSecret, resolve_cluster_secret
 from raftka.broker.config import BrokerConfig, ConfigError
 from raftka.broker.server import BrokerServer, DataDirLockedError
@@ -42,6 +43,7 @@ def run(config: BrokerConfig, log_level: str = "INFO") -> int:
     configure_logging(log_level)
     try:
         secret = resolve_cluster_secret(config, os.environ)
+        broker_tls.for_broker(config)  # every TLS file checked before anything starts
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from raftka.broker import tls as broker_tls
 from raftka.broker.config import BrokerConfig, parse_address
 from raftka.broker.controller_client import (
     GRPC_MESSAGE_MAX_BYTES,
@@ -57,6 +58,8 @@ from raftka.broker.purgatory import Purgatory
 from raftka.broker.replica_manager import ReplicaManager, ReplicaManagerSettings
 from raftka.broker.replication.fetcher import FetcherManager
 from raftka.broker.replication.isr_updater import IsrUpdater
+from raftka.broker.security import BrokerSecurity
+from raftka.broker.security_service import SecurityServicer
 from raftka.broker.service import AdminServicer, BrokerServicer, ControllerServicer
 from raftka.broker.shutdown import ControlledShutdown, GrpcPeers
 from raftka.broker.topic_admin import TopicAdmin
@@ -74,6 +77,8 @@ from raftka.proto.raftka.v1 import (
     controller_pb2_grpc,
     group_pb2,
     group_pb2_grpc,
+    security_pb2,
+    security_pb2_grpc,
 )
 
 log = logging.getLogger("raftka.broker")
@@ -111,6 +116,13 @@ class BrokerServer:
             config.broker_id,
         )
         self.incarnation_id = uuid.uuid4().hex
+        # TLS material when a listener is SSL / SASL_SSL; the gRPC listener being TLS makes
+        # this broker's calls to the others TLS too (they call that listener).
+        self.tls = broker_tls.for_broker(config)
+        self._peer_credentials = (
+            self.tls.grpc_channel_credentials()
+            if self.tls is not None and config.grpc_uses_tls else None
+        )
         self._tasks: list[asyncio.Task[Any]] = []
         self._heartbeats: asyncio.Task[None] | None = None
         self._lock_fd = -1
@@ -158,11 +170,12 @@ class BrokerServer:
                 else 0
             ),
         )
-        self.channels = ChannelPool(self.internal_auth)
+        self.channels = ChannelPool(self.internal_auth, self._peer_credentials)
         self.controller_client = ControllerClient(
             config.broker_id, self.metadata_log, self.quorum, self.channels
         )
-        self.watcher = BrokerWatcher(config.broker_id, self.quorum, self.internal_auth)
+        self.watcher = BrokerWatcher(config.broker_id, self.quorum, self.internal_auth,
+                                     credentials=self._peer_credentials)
         self.core = self._build_core()
         self.replica_manager = self.core.replica_manager
         self.metadata_log.subscribe(self.replica_manager.on_metadata)
@@ -185,7 +198,9 @@ class BrokerServer:
             )
             await self.metrics_server.start()
         for endpoint in config.kafka_endpoints:
-            listener = KafkaListener(self.core, endpoint, config.request_max_bytes)
+            listener = KafkaListener(
+                self.core, endpoint, config.request_max_bytes,
+                self.tls.kafka_server_context() if self.tls and endpoint.uses_tls else None)
             self.kafka_listeners.append(listener)
             await listener.start()
         self.metadata_log.start()
@@ -313,6 +328,7 @@ class BrokerServer:
             fenced=lambda: self.lifecycle.fenced,
             metrics=self.metrics,
             watch_server=WatchServer(config.broker_id, self.incarnation_id),
+            security=BrokerSecurity(config, replicas, self.controller_client, self.quorum),
         )
 
     def _endpoint_of(self, broker_id: int) -> str | None:
@@ -363,8 +379,16 @@ class BrokerServer:
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
             ControllerServicer(core), server
         )
+        security_pb2_grpc.add_SecurityServiceServicer_to_server(
+            SecurityServicer(core, listener), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         return server
+
+    def _add_port(self, server: grpc.aio.Server, address: str, uses_tls: bool) -> int:
+        if not uses_tls:
+            return server.add_insecure_port(address)
+        assert self.tls is not None
+        return server.add_secure_port(address, self.tls.grpc_server_credentials())
 
     async def _start_grpc(self) -> None:
         self.health = health.aio.HealthServicer()
@@ -374,12 +398,13 @@ class BrokerServer:
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             group_pb2.DESCRIPTOR.services_by_name["GroupService"].full_name,
             controller_pb2.DESCRIPTOR.services_by_name["ControllerService"].full_name,
+            security_pb2.DESCRIPTOR.services_by_name["SecurityService"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(services, server)
         host, port = self.config.listen_address
-        self.port = server.add_insecure_port(f"{host}:{port}")
+        self.port = self._add_port(server, f"{host}:{port}", self.config.grpc_uses_tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         await server.start()
@@ -390,7 +415,7 @@ class BrokerServer:
             extra = self._grpc_server(endpoint.name)
             reflection.enable_server_reflection(services, extra)
             address = f"{endpoint.bind_host}:{endpoint.bind_port}"
-            if extra.add_insecure_port(address) == 0:
+            if self._add_port(extra, address, endpoint.uses_tls) == 0:
                 raise OSError(f"cannot listen on {address} (gRPC listener {endpoint.name})")
             await extra.start()
             self.extra_grpc_servers.append(extra)

@@ -18,6 +18,7 @@ from raftka.broker.controller_client import FORWARDED_HEADER, INTERNAL_TOPICS_HE
 from raftka.broker.core import BrokerCore
 from raftka.broker.errors import to_error
 from raftka.broker.grpc_guard import guarded
+from raftka.broker.grpc_security import GrpcGate
 from raftka.broker.internal_auth import (
     ALTER_CONFIGS,
     CREATE_PARTITIONS,
@@ -28,6 +29,7 @@ from raftka.broker.internal_auth import (
     method_path,
 )
 from raftka.broker.listeners import DEFAULT_LISTENER
+from raftka.cluster.acl import Operation, ResourceType
 from raftka.cluster.quorum import ControllerTimeoutError, NotControllerError
 from raftka.proto.raftka.v1 import (
     admin_pb2,
@@ -41,6 +43,11 @@ from raftka.proto.raftka.v1 import (
 
 log = logging.getLogger("raftka.broker")
 Code = common_pb2.ErrorCode
+TOPIC = ResourceType.TOPIC
+
+
+def _path(method: str) -> str:
+    return method_path("BrokerService", method)
 
 
 def _has_header(context: grpc.aio.ServicerContext, name: str) -> bool:
@@ -51,11 +58,15 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     def __init__(self, core: BrokerCore, listener: str = DEFAULT_LISTENER) -> None:
         self._core = core
         self._listener = listener  # whose addresses Metadata answers with
+        self._gate = GrpcGate(core, listener)  # who calls, and what they may do
 
     @guarded
     async def Produce(
         self, request: broker_pb2.ProduceRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ProduceResponse:
+        principal = await self._gate.caller(context, _path("Produce"))
+        await self._gate.require(context, principal, Operation.WRITE, TOPIC,
+                                 (p.topic for p in request.partitions))
         response = await self._core.produce_path.produce(request)
         self._add_leader_endpoints(response)
         return response
@@ -66,6 +77,10 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     ) -> broker_pb2.FetchResponse:
         if request.replica_id >= 0:  # a follower's fetch moves the HW and the ISR
             await self._core.internal_auth.require(context, FETCH)
+        else:
+            principal = await self._gate.caller(context, FETCH)
+            await self._gate.require(context, principal, Operation.READ, TOPIC,
+                                     (p.topic for p in request.partitions))
         response = await self._core.fetch_path.fetch(request)
         self._add_leader_endpoints(response)
         return response
@@ -83,6 +98,9 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
     async def ListOffsets(
         self, request: broker_pb2.ListOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ListOffsetsResponse:
+        principal = await self._gate.caller(context, _path("ListOffsets"))
+        await self._gate.require(context, principal, Operation.DESCRIBE, TOPIC,
+                                 (p.topic for p in request.partitions))
         return self._core.fetch_path.list_offsets(request)
 
     @guarded
@@ -91,12 +109,17 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         request: broker_pb2.OffsetForLeaderEpochRequest,
         context: grpc.aio.ServicerContext,
     ) -> broker_pb2.OffsetForLeaderEpochResponse:
+        principal = await self._gate.caller(context, _path("OffsetForLeaderEpoch"))
+        await self._gate.require(context, principal, Operation.DESCRIBE, TOPIC,
+                                 (p.topic for p in request.partitions))
         return self._core.fetch_path.offset_for_leader_epoch(request)
 
     @guarded
     async def InitProducerId(
         self, request: broker_pb2.InitProducerIdRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.InitProducerIdResponse:
+        principal = await self._gate.caller(context, _path("InitProducerId"))
+        await self._gate.require_cluster(context, principal, Operation.IDEMPOTENT_WRITE)
         try:
             producer_id = await self._core.producer_ids.next_id()
         except Exception as exc:
@@ -114,18 +137,35 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self, request: broker_pb2.MetadataRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.MetadataResponse:
         core = self._core
+        principal = await self._gate.caller(context, _path("Metadata"))
         if request.allow_auto_topic_creation:
-            await core.topics.auto_create_missing(request.topics)  # errors: per topic below
-        return metadata_view.metadata_response(
+            missing = [t for t in request.topics if t not in core.image.topics]
+            creatable = [t for t in missing if self._gate.allowed(
+                context, principal, Operation.CREATE, ResourceType.CLUSTER, "kafka-cluster")
+                or self._gate.allowed(context, principal, Operation.CREATE, TOPIC, t)]
+            await core.topics.auto_create_missing(creatable)  # errors: per topic below
+        response = metadata_view.metadata_response(
             core.metadata_image, list(request.topics), core.controller_id(), self._listener,
             core.not_leading, catching_up=not core.caught_up,
         )
+        self._gate.drop_hidden_topics(context, principal, response.topics,
+                                      named=bool(request.topics))
+        return response
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, core: BrokerCore, listener: str = DEFAULT_LISTENER) -> None:
         self._core = core
         self._listener = listener
+        self._gate = GrpcGate(core, listener)
+
+    async def _create_allowed(self, context: grpc.aio.ServicerContext,
+                              names: list[str]) -> None:
+        """Kafka's rule: CREATE on the cluster, or on each topic."""
+        principal = await self._gate.caller(context, CREATE_TOPICS)
+        if not self._gate.allowed(context, principal, Operation.CREATE, ResourceType.CLUSTER,
+                                  "kafka-cluster"):
+            await self._gate.require(context, principal, Operation.CREATE, TOPIC, names)
 
     async def _forwarded(self, context: grpc.aio.ServicerContext, method: str) -> bool:
         """Whether another broker forwarded this call to us as the controller; only brokers
@@ -140,6 +180,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.CreateTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateTopicsResponse:
         forwarded = await self._forwarded(context, CREATE_TOPICS)
+        if not forwarded:
+            await self._create_allowed(context, [t.name for t in request.topics])
         return await self._core.topics.create_topics(
             request,
             forwarded=forwarded,
@@ -151,6 +193,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.DeleteTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteTopicsResponse:
         forwarded = await self._forwarded(context, DELETE_TOPICS)
+        if not forwarded:
+            principal = await self._gate.caller(context, DELETE_TOPICS)
+            await self._gate.require(context, principal, Operation.DELETE, TOPIC, request.names)
         return await self._core.topics.delete_topics(request, forwarded=forwarded)
 
     @guarded
@@ -183,15 +228,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListTopics(
         self, request: admin_pb2.ListTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListTopicsResponse:
-        return metadata_view.list_topics(
-            self._core.image, request.include_internal
-        )
+        principal = await self._gate.caller(context, method_path("AdminService", "ListTopics"))
+        response = metadata_view.list_topics(self._core.image, request.include_internal)
+        self._gate.drop_hidden_topics(context, principal, response.topics)
+        return response
 
     @guarded
     async def DescribeTopics(
         self, request: admin_pb2.DescribeTopicsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DescribeTopicsResponse:
         core = self._core
+        principal = await self._gate.caller(context, method_path("AdminService",
+                                                                 "DescribeTopics"))
+        await self._gate.require(context, principal, Operation.DESCRIBE, TOPIC, request.names)
         return metadata_view.describe_topics(
             core.image,
             list(request.names),
@@ -204,6 +253,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.DescribeClusterRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DescribeClusterResponse:
         core = self._core
+        await self._gate.caller(context, method_path("AdminService", "DescribeCluster"))
         return metadata_view.describe_cluster(
             core.raft_image(), core.controller_id(), self._listener
         )

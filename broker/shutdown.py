@@ -31,9 +31,12 @@ from typing import Protocol
 import grpc
 
 from raftka.broker.controller_client import ChannelPool, ControllerClient
+from raftka.broker.internal_auth import method_path
 from raftka.cluster.image import NO_LEADER, MetadataImage
 from raftka.cluster.quorum import ControllerTimeoutError
 from raftka.proto.raftka.v1 import broker_pb2, broker_pb2_grpc, controller_pb2
+
+METADATA = method_path("BrokerService", "Metadata")
 
 log = logging.getLogger("raftka.broker")
 # How often the hand-over of Raft leadership is asked again (pysyncobj refuses while no voter
@@ -91,6 +94,8 @@ class GrpcPeers:
             reply = await stub.Metadata(
                 broker_pb2.MetadataRequest(topics=sorted({t for t, _ in partitions})),
                 timeout=timeout_s,
+                # signed: a broker's question, not subject to client ACLs
+                metadata=self._channels.auth.metadata(METADATA),
             )
         except grpc.aio.AioRpcError:
             return False

@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 
 import grpc
 
+from raftka.client.credentials import resolve as resolve_credentials
 from raftka.client.errors import BrokerNotAvailableError, RaftkaError, error_for
 from raftka.client.group_admin import GroupAdmin
 from raftka.client.metadata import ClusterMetadata
+from raftka.client.tls_options import TlsOptions
 from raftka.client.transport import Connections, bootstrap_list, translate_rpc_error
 from raftka.proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
 
@@ -40,10 +42,13 @@ class NewTopic:
 
 class Admin:
     def __init__(
-        self, bootstrap_servers: str | list[str] | None = None, *, request_timeout_ms: int = 30_000
+        self, bootstrap_servers: str | list[str] | None = None, *, request_timeout_ms: int = 30_000,
+        tls: TlsOptions | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.request_timeout_s = request_timeout_ms / 1000
-        self._connections = Connections()
+        self._connections = Connections(tls, resolve_credentials(username, password))
         self.metadata = ClusterMetadata(
             bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
         )

@@ -19,6 +19,8 @@ from raftka.client.cli_common import (  # noqa: F401 - re-exported for the cli_*
     Handler,
     add_bootstrap,
     add_json,
+    apply_credentials,
+    apply_tls,
     parse_key_values,
     resolve_bootstrap,
 )
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         cli_console,
         cli_groups,
         cli_io,
+        cli_security,
         cli_topics,
     )
 
@@ -47,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_cluster.register(commands)
     cli_groups.register(commands)
     cli_admin_ops.register(commands)
+    cli_security.register(commands)
     cli_console.register(commands)
     bench.register(commands)
     return parser
@@ -57,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
+        if hasattr(args, "bootstrap") or hasattr(args, "data_dir"):
+            apply_tls(args)
+            apply_credentials(args)
         if hasattr(args, "bootstrap") and not hasattr(args, "data_dir"):
             # Commands with --data-dir (cluster ..., watch) pick their brokers themselves.
             args.bootstrap = resolve_bootstrap(args.bootstrap)

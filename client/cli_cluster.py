@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -64,6 +65,13 @@ def register(commands: Any) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="broker setting for every node, e.g. num.partitions=3",
+    )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS on every gRPC and Kafka listener and between brokers, with a local CA and "
+        "certificates made in DATA_DIR/tls (recorded: later commands on this directory use "
+        "TLS by themselves)",
     )
     up.set_defaults(handler=run_up)
 
@@ -241,8 +249,12 @@ def run_up(args: argparse.Namespace) -> int:
     layout: ClusterLayout | None = None
     try:
         layout = local.create_or_load(
-            args.nodes, args.base_port, parse_key_values(args.set, "--set")
+            args.nodes, args.base_port, parse_key_values(args.set, "--set"),
+            tls=bool(getattr(args, "tls", False)),
         )
+        if layout.tls:
+            local.ensure_tls(layout)
+            os.environ.update(local.client_tls().environment())
         running = [i for i in range(1, layout.nodes + 1) if local.pid_of(i) is not None]
         if running:
             raise CliError(
@@ -276,6 +288,11 @@ def run_up(args: argparse.Namespace) -> int:
     )
     print(f"  gRPC bootstrap:  {layout.bootstrap}   (RAFTKA_BOOTSTRAP, --bootstrap)")
     print(f"  Kafka bootstrap: {layout.kafka_bootstrap}   (bootstrap.servers)")
+    if layout.tls:
+        material = local.tls_material()
+        print(f"  TLS:  every listener; CA {material.ca}")
+        print(f"        client certificate {material.client_cert}, key {material.client_key}")
+        print("        Kafka clients: security.protocol=SSL ssl.ca.location=<CA>")
     print(f"  try:   raftka watch --data-dir {args.data_dir}")
     print(f"         raftka console --bootstrap {layout.bootstrap}   (http://127.0.0.1:8080)")
     print(f"         raftka cluster kill {snapshot.controller} --data-dir {args.data_dir}")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from raftka.client.local_cluster import DEFAULT_DATA_DIR, recorded_bootstrap
+from raftka.client.credentials import PASSWORD_ENV, USER_ENV
+from raftka.client.local_cluster import DEFAULT_DATA_DIR, recorded_bootstrap, recorded_tls
+from raftka.client.tls_options import CA_ENV, CERT_ENV, KEY_ENV, TlsOptions
 from raftka.client.transport import BOOTSTRAP_ENV, DEFAULT_BOOTSTRAP
 
 EXIT_OK = 0
@@ -30,6 +33,54 @@ def add_bootstrap(parser: argparse.ArgumentParser) -> None:
         help=f"HOST:PORT[,HOST:PORT...] of any broker (env {BOOTSTRAP_ENV}; default: every "
         f"broker of the local cluster in ./{DEFAULT_DATA_DIR}, else {DEFAULT_BOOTSTRAP})",
     )
+    tls = parser.add_argument_group("TLS (default: $RAFTKA_TLS_*, else what `raftka cluster "
+                                    "up --tls` recorded in the data directory)")
+    tls.add_argument("--tls", action="store_true", default=None,
+                     help="connect with TLS, trusting the system's CAs unless --tls-ca")
+    tls.add_argument("--tls-ca", metavar="PEM", help=f"CA file to trust (env {CA_ENV})")
+    tls.add_argument("--tls-cert", metavar="PEM",
+                     help=f"client certificate for mutual TLS (env {CERT_ENV})")
+    tls.add_argument("--tls-key", metavar="PEM", help=f"its private key (env {KEY_ENV})")
+    auth = parser.add_argument_group("authentication (brokers whose gRPC listener is SASL_*)")
+    auth.add_argument("--user", metavar="NAME", help=f"user name (env {USER_ENV})")
+    auth.add_argument("--password-file", metavar="FILE",
+                      help=f"file holding the password (env {PASSWORD_ENV} instead)")
+
+
+def apply_credentials(args: argparse.Namespace) -> None:
+    """--user/--password-file for every channel this command opens (via $RAFTKA_USER and
+    $RAFTKA_PASSWORD, which client/credentials.py reads)."""
+    user = getattr(args, "user", None)
+    password_file = getattr(args, "password_file", None)
+    if password_file:
+        try:
+            password = Path(password_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise CliError(f"cannot read --password-file {password_file}: {exc}") from None
+        os.environ[PASSWORD_ENV] = password
+    if user:
+        os.environ[USER_ENV] = user
+        if not os.environ.get(PASSWORD_ENV):
+            raise CliError(f"--user {user} needs --password-file or ${PASSWORD_ENV}")
+
+
+def apply_tls(args: argparse.Namespace, data_dir: str = DEFAULT_DATA_DIR) -> TlsOptions | None:
+    """Make every channel this command opens use the TLS it was given: --tls* flags, else
+    $RAFTKA_TLS_*, else the local cluster's in `data_dir` when the command talks to it (no
+    --bootstrap of its own). Sets $RAFTKA_TLS_* for this process and its children."""
+    flags = [getattr(args, name, None) for name in ("tls_ca", "tls_cert", "tls_key")]
+    if any(flags) or getattr(args, "tls", None):
+        options: TlsOptions | None = TlsOptions(*(flag or "" for flag in flags))
+    else:
+        options = TlsOptions.from_env()
+        if options is not None:
+            return options
+        if getattr(args, "bootstrap", None) and not hasattr(args, "data_dir"):
+            return None
+        options = recorded_tls(getattr(args, "data_dir", None) or data_dir)
+    if options is not None:
+        os.environ.update(options.environment())
+    return options
 
 
 def resolve_bootstrap(explicit: str | None, data_dir: str = DEFAULT_DATA_DIR) -> str:

@@ -22,12 +22,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from raftka.client.credentials import resolve as resolve_credentials
 from raftka.client.errors import RaftkaError
 from raftka.client.fetcher import ConsumerRecord, Fetcher
 from raftka.client.group_member import CommitFailedError, GroupMembership
 from raftka.client.metadata import ClusterMetadata
 from raftka.client.serialization import Deserializer, resolve_deserializer
 from raftka.client.subscription import EARLIEST, LATEST, SubscriptionState
+from raftka.client.tls_options import TlsOptions
 from raftka.client.transport import Connections, bootstrap_list
 from raftka.client.types import TopicPartition
 
@@ -66,13 +68,16 @@ class Consumer:
         group_assignor: str = "range",
         on_assign: Callable[[list[TopicPartition]], None] | None = None,
         on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+        tls: TlsOptions | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._state: SubscriptionState[ConsumerRecord] = SubscriptionState(auto_offset_reset)
         self.client_id = client_id
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.max_poll_records = max_poll_records
         self.consumer_timeout_ms = consumer_timeout_ms
-        self._connections = Connections()
+        self._connections = Connections(tls, resolve_credentials(username, password))
         self.metadata = ClusterMetadata(
             bootstrap_list(bootstrap_servers), self._connections, request_timeout_ms / 1000
         )

@@ -126,6 +126,15 @@ class InvalidRequestError(RaftkaError):
     code = Code.INVALID_REQUEST
 
 
+class AuthenticationError(RaftkaError):
+    """The broker did not accept the credentials (or wanted some): SASL_AUTHENTICATION_FAILED."""
+
+
+class AuthorizationError(RaftkaError):
+    """An ACL refused the call (TOPIC/GROUP/CLUSTER_AUTHORIZATION_FAILED in the message);
+    nothing was done."""
+
+
 _BY_CODE: dict[int, type[RaftkaError]] = {
     cls.code: cls
     for cls in (
@@ -147,6 +156,11 @@ _BY_CODE: dict[int, type[RaftkaError]] = {
         InvalidRequestError,
     )
 }
+
+
+# Kafka's TOPIC_/GROUP_/CLUSTER_AUTHORIZATION_FAILED and SASL_AUTHENTICATION_FAILED.
+_BY_CODE.update({29: AuthorizationError, 30: AuthorizationError, 31: AuthorizationError,
+                 58: AuthenticationError})
 
 
 def error_for(code: int, message: str) -> RaftkaError:

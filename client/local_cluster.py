@@ -9,6 +9,8 @@ directory restarts the same cluster with its data):
     node-N/             broker N's data directory (logs/, metadata/)
     node-N.log          broker N's output
     node-N.pid          broker N's process id while it runs
+    tls/                with `cluster up --tls`: the local CA, each broker's certificate and
+                        key and a client certificate (client/local_ca.py)
 
 Ports: broker N uses base + 10*(N-1) for gRPC, +1 for Raft, +2 for the Kafka listener and
 +3 for Prometheus metrics (GET /metrics), so with the default base 9090 the first broker
@@ -34,6 +36,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from raftka.client.tls_options import TlsOptions
+
+if TYPE_CHECKING:  # imported when used: `cryptography` is only needed for --tls
+    from raftka.client.local_ca import LocalCa
 
 DEFAULT_DATA_DIR = "raftka-data"
 DEFAULT_BASE_PORT = 9090
@@ -78,6 +86,9 @@ class ClusterLayout:
     voters: int
     base_port: int
     settings: dict[str, str] = field(default_factory=dict)
+    # TLS on every gRPC and Kafka listener and between brokers (`cluster up --tls`); the
+    # CLI run against this directory then uses TLS by itself.
+    tls: bool = False
 
     def node(self, broker_id: int) -> NodeSpec:
         if not 1 <= broker_id <= self.nodes:
@@ -107,6 +118,9 @@ class ClusterLayout:
         return ",".join(n.kafka_address for n in self.all_nodes())
 
 
+TLS_DIR = "tls"
+
+
 def recorded_bootstrap(data_dir: str | Path) -> str | None:
     """The gRPC bootstrap of the local cluster in `data_dir` (all its brokers, from its
     cluster.json), or None when there is none there."""
@@ -115,6 +129,17 @@ def recorded_bootstrap(data_dir: str | Path) -> str | None:
         return local.load_layout().bootstrap
     except (LocalClusterError, ValueError, TypeError, OSError):
         return None
+
+
+def recorded_tls(data_dir: str | Path) -> TlsOptions | None:
+    """The TLS options to reach the local cluster in `data_dir` (its CA and client
+    certificate) when it runs with TLS, else None."""
+    local = LocalCluster(data_dir)
+    try:
+        layout = local.load_layout()
+    except (LocalClusterError, ValueError, TypeError, OSError):
+        return None
+    return local.client_tls() if layout.tls else None
 
 
 class LocalCluster:
@@ -140,7 +165,9 @@ class LocalCluster:
         base_port: int | None,
         settings: dict[str, str],
         voters: int | None = None,
+        tls: bool = False,
     ) -> ClusterLayout:
+        """`tls`: turn TLS on (it stays on for this directory once recorded)."""
         if self.layout_path().exists():
             layout = self.load_layout()
             if nodes is not None and nodes != layout.nodes:
@@ -153,9 +180,10 @@ class LocalCluster:
                     f"{self.root} uses base port {layout.base_port}; omit --base-port or use "
                     "another --data-dir"
                 )
-            if settings:
+            if settings or (tls and not layout.tls):
                 layout = ClusterLayout(
-                    layout.nodes, layout.voters, layout.base_port, {**layout.settings, **settings}
+                    layout.nodes, layout.voters, layout.base_port, {**layout.settings, **settings},
+                    layout.tls or tls,
                 )
         else:
             count = nodes or 3
@@ -172,7 +200,8 @@ class LocalCluster:
                     }
                 )
             merged.update(settings)
-            layout = ClusterLayout(count, voter_count, base_port or DEFAULT_BASE_PORT, merged)
+            layout = ClusterLayout(count, voter_count, base_port or DEFAULT_BASE_PORT, merged,
+                                   tls)
         self.root.mkdir(parents=True, exist_ok=True)
         self.layout_path().write_text(json.dumps(asdict(layout), indent=2) + "\n")
         return layout
@@ -186,6 +215,28 @@ class LocalCluster:
         path = self.secret_path()
         write_secret_file(path)
         return path
+
+    def tls_material(self) -> LocalCa:
+        from raftka.client.local_ca import LocalCa
+
+        return LocalCa(str(self.root / TLS_DIR))
+
+    def ensure_tls(self, layout: ClusterLayout) -> LocalCa:
+        """The CA and certificates, made on the first TLS run (the CA is kept after that,
+        so clients that trust it keep working)."""
+        material = self.tls_material()
+        wanted = [material.ca, material.client_cert, material.client_key]
+        wanted += [path for n in layout.all_nodes() for path in material.broker(n.broker_id)]
+        if not all(os.path.exists(path) for path in wanted):
+            from raftka.client.local_ca import write_local_ca
+
+            write_local_ca(material.directory, {n.broker_id: "127.0.0.1"
+                                                for n in layout.all_nodes()})
+        return material
+
+    def client_tls(self) -> TlsOptions:
+        material = self.tls_material()
+        return TlsOptions(material.ca, material.client_cert, material.client_key)
 
     def node_dir(self, broker_id: int) -> Path:
         return self.root / f"node-{broker_id}"
@@ -238,13 +289,22 @@ class LocalCluster:
             f"127.0.0.1:{node.raft_port}",
             "--voters",
             layout.voters_spec,
-            "--kafka-port",
-            str(node.kafka_port),
             "--metrics-listen",
             f"127.0.0.1:{node.metrics_port}",
             "--cluster-secret-file",
             str(self.ensure_secret()),
         ]
+        if layout.tls:
+            material = self.ensure_tls(layout)
+            cert, key = material.broker(broker_id)
+            # A listener named SSL is SSL (Kafka's rule); ssl.client.auth can be raised to
+            # required with --set, which comes after these.
+            for setting in (f"listeners=SSL://127.0.0.1:{node.kafka_port}",
+                            "grpc.security.protocol=SSL", f"ssl.certificate.location={cert}",
+                            f"ssl.key.location={key}", f"ssl.ca.location={material.ca}"):
+                command += ["--set", setting]
+        else:
+            command += ["--kafka-port", str(node.kafka_port)]
         for key, value in layout.settings.items():
             command += ["--set", f"{key}={value}"]
         return command

@@ -25,7 +25,12 @@ from dataclasses import dataclass, replace
 
 import grpc
 
-from raftka.client.errors import BrokerNotAvailableError, error_for
+from raftka.client.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    BrokerNotAvailableError,
+    error_for,
+)
 from raftka.client.transport import Connections, translate_rpc_error
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 
@@ -102,8 +107,11 @@ class ClusterMetadata:
             try:
                 response = self._connections.broker(address).Metadata(request, timeout=timeout_s)
             except grpc.RpcError as exc:
+                error = translate_rpc_error(exc, address)
+                if isinstance(error, (AuthenticationError, AuthorizationError)):
+                    raise error from None  # another broker would refuse alike
                 self.note_unreachable(address)
-                problems.append(str(translate_rpc_error(exc, address)))
+                problems.append(str(error))
                 continue
             self.note_reachable(address)
             self._absorb(response, replace_all=not topics)

@@ -38,6 +38,7 @@ from raftka.client.accumulator import (
     RecordFuture,
     record_size,
 )
+from raftka.client.credentials import resolve as resolve_credentials
 from raftka.client.errors import (
     BrokerNotAvailableError,
     InvalidRequestError,
@@ -50,6 +51,7 @@ from raftka.client.idempotence import ProducerIdentity
 from raftka.client.metadata import ClusterMetadata
 from raftka.client.partitioner import StickyPartitioner, partition_for_key
 from raftka.client.serialization import Serializer, resolve_serializer
+from raftka.client.tls_options import TlsOptions
 from raftka.client.transport import Connections, bootstrap_list, translate_rpc_error
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 from raftka.records import encode_batch
@@ -93,6 +95,9 @@ class Producer:
         allow_auto_create_topics: bool = True,
         enable_idempotence: bool | None = None,
         seed: int | None = None,
+        tls: TlsOptions | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.client_id = client_id
         self.acks = parse_acks(acks)
@@ -122,7 +127,7 @@ class Producer:
         self.allow_auto_create_topics = allow_auto_create_topics
         self._key_serializer = resolve_serializer(key_serializer)
         self._value_serializer = resolve_serializer(value_serializer)
-        self._connections = Connections()
+        self._connections = Connections(tls, resolve_credentials(username, password))
         self.metadata = ClusterMetadata(
             bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
         )

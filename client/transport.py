@@ -11,7 +11,10 @@ import threading
 
 import grpc
 
+from raftka.client.credentials import Credentials, with_credentials
+from raftka.client.credentials import resolve as resolve_credentials
 from raftka.client.errors import BrokerNotAvailableError, RequestTimedOutError
+from raftka.client.tls_options import TlsOptions, resolve
 from raftka.proto.raftka.v1 import admin_pb2_grpc, broker_pb2_grpc
 
 # Every broker of the default local cluster (`make cluster`: 3 brokers from base port 9090,
@@ -38,22 +41,33 @@ def bootstrap_list(bootstrap: str | list[str] | None) -> list[str]:
 
 
 class Connections:
-    def __init__(self) -> None:
+    """`tls`: the TLS options of every channel; None: from $RAFTKA_TLS_* (plaintext when
+    unset; client/tls_options.py). `credentials`: the user every call authenticates as;
+    None: from $RAFTKA_USER/$RAFTKA_PASSWORD (anonymous when unset; client/credentials.py)."""
+
+    def __init__(self, tls: TlsOptions | None = None,
+                 credentials: Credentials | None = None) -> None:
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
+        self.tls = resolve(tls)
+        self._credentials = self.tls.channel_credentials() if self.tls is not None else None
+        self.user = credentials if credentials is not None else resolve_credentials(None, None)
 
     def channel(self, address: str) -> grpc.Channel:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.insecure_channel(
-                    address,
-                    options=[
-                        ("grpc.max_receive_message_length", MESSAGE_MAX_BYTES),
-                        ("grpc.max_send_message_length", MESSAGE_MAX_BYTES),
-                        ("grpc.enable_retries", 0),
-                    ],
+                options = [
+                    ("grpc.max_receive_message_length", MESSAGE_MAX_BYTES),
+                    ("grpc.max_send_message_length", MESSAGE_MAX_BYTES),
+                    ("grpc.enable_retries", 0),
+                ]
+                channel = (
+                    grpc.insecure_channel(address, options=options)
+                    if self._credentials is None
+                    else grpc.secure_channel(address, self._credentials, options=options)
                 )
+                channel = with_credentials(channel, self.user)
                 self._channels[address] = channel
             return channel
 
@@ -86,8 +100,17 @@ def translate_rpc_error(exc: grpc.RpcError, address: str) -> Exception:
         return BrokerNotAvailableError(
             f"broker {address} is not reachable ({_unavailable_reason(details, address)})"
         )
-    from raftka.client.errors import InvalidRequestError, RaftkaError
+    from raftka.client.errors import (
+        AuthenticationError,
+        AuthorizationError,
+        InvalidRequestError,
+        RaftkaError,
+    )
 
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthenticationError(f"broker {address} refused the credentials: {details}")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return AuthorizationError(f"broker {address} refused: {details}")
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
         return InvalidRequestError(f"broker {address} refused the request: {details}")
     return RaftkaError(f"broker {address} failed: {code.name if code else '?'} {details}")
@@ -99,6 +122,26 @@ def _unavailable_reason(details: str | None, address: str) -> str:
     text = details or "unavailable"
     if "Connection refused" in text:
         return "connection refused"
+    lowered = text.lower()
+    if "handshake" in lowered or "certificate" in lowered or "ssl" in lowered:
+        return (f"TLS handshake failed: {_tls_reason(text)}; check the CA (--tls-ca), under "
+                "mutual TLS the client certificate (--tls-cert/--tls-key), and that the "
+                "broker serves TLS")
+    if "Socket closed" in text or "Connection reset" in text:
+        # What a plaintext client sees from a TLS port, and (TLS 1.3) a client whose
+        # certificate the broker refused after the handshake.
+        return ("the broker closed the connection: if it serves TLS, connect with TLS "
+                "(--tls-ca or RAFTKA_TLS_CA); if it requires client certificates, present one "
+                "its CA signed (--tls-cert/--tls-key)")
     for form in (f"ipv4:{address}: ", f"ipv4:{address}", f"{address}: ", address):
         text = text.replace(form, "")
     return text.strip() or "unavailable"
+
+
+def _tls_reason(text: str) -> str:
+    """The useful end of gRPC's handshake error ("CERTIFICATE_VERIFY_FAILED: unable to get
+    local issuer certificate"), not its whole chain."""
+    for marker in ("OPENSSL_internal:", "SSL routines:"):
+        if marker in text:
+            text = text.rsplit(marker, 1)[1]
+    return text.removesuffix(": OK").strip() or "unknown reason"

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from types import MappingProxyType
 
+from raftka.cluster import acl as acl_model
+from raftka.cluster.acl import AclBinding
 from raftka.cluster.image import (
     EMPTY_IMAGE,
     NO_LEADER,
@@ -25,10 +27,17 @@ from raftka.cluster.image import (
     PartitionRegistration,
     TopicImage,
 )
-from raftka.cluster.records import SNAPSHOT_FORMAT_VERSION, MetadataFormatError, decode_batch
+from raftka.cluster.records import (
+    SNAPSHOT_FORMAT_VERSION,
+    MetadataFormatError,
+    access_control_entry,
+    decode_batch,
+    user_scram_credential,
+)
 from raftka.cluster.records import partition as partition_record
 from raftka.cluster.records import register_broker as register_broker_record
 from raftka.cluster.records import topic as topic_record
+from raftka.cluster.scram import ScramCredential
 from raftka.proto.raftka.v1 import metadata_pb2
 
 log = logging.getLogger("raftka.metadata")
@@ -44,6 +53,8 @@ class MetadataDelta:
         self._names_by_id: dict[str, str] | None = None
         self._next_producer_id = image.next_producer_id
         self._timestamp_ms = image.last_timestamp_ms
+        self._credentials: dict[tuple[str, str], ScramCredential] | None = None
+        self._acls: dict[str, AclBinding] | None = None
 
     # --------------------------------------------------------------- copy on first write
     def _brokers_w(self) -> dict[int, BrokerRegistration]:
@@ -191,6 +202,46 @@ class MetadataDelta:
     def _replay_producer_ids(self, record: metadata_pb2.ProducerIdsRecord) -> None:
         self._next_producer_id = max(self._next_producer_id, record.next_producer_id)
 
+    def _credentials_w(self) -> dict[tuple[str, str], ScramCredential]:
+        if self._credentials is None:
+            self._credentials = dict(self._image.scram_credentials)
+        return self._credentials
+
+    def _acls_w(self) -> dict[str, AclBinding]:
+        if self._acls is None:
+            self._acls = dict(self._image.acls)
+        return self._acls
+
+    def _replay_user_scram_credential(
+        self, record: metadata_pb2.UserScramCredentialRecord
+    ) -> None:
+        self._credentials_w()[(record.name, record.mechanism)] = ScramCredential(
+            mechanism=record.mechanism, salt=record.salt, iterations=record.iterations,
+            stored_key=record.stored_key, server_key=record.server_key)
+
+    def _replay_remove_user_scram_credential(
+        self, record: metadata_pb2.RemoveUserScramCredentialRecord
+    ) -> None:
+        self._credentials_w().pop((record.name, record.mechanism), None)
+
+    def _replay_access_control_entry(self, record: metadata_pb2.AccessControlEntryRecord) -> None:
+        try:
+            binding = AclBinding(
+                resource_type=acl_model.ResourceType(record.resource_type),
+                resource_name=record.resource_name,
+                pattern_type=acl_model.PatternType(record.pattern_type),
+                principal=record.principal, host=record.host,
+                operation=acl_model.Operation(record.operation),
+                permission=acl_model.Permission(record.permission))
+        except ValueError as exc:
+            raise MetadataFormatError(f"ACL record {record.id}: {exc}") from exc
+        self._acls_w()[record.id] = binding
+
+    def _replay_remove_access_control_entry(
+        self, record: metadata_pb2.RemoveAccessControlEntryRecord
+    ) -> None:
+        self._acls_w().pop(record.id, None)
+
     # -------------------------------------------------------------------------- apply
     def apply(self) -> MetadataImage:
         image = self._image
@@ -206,6 +257,9 @@ class MetadataDelta:
             ),
             next_producer_id=self._next_producer_id,
             last_timestamp_ms=self._timestamp_ms,
+            scram_credentials=(image.scram_credentials if self._credentials is None
+                               else MappingProxyType(self._credentials)),
+            acls=image.acls if self._acls is None else MappingProxyType(self._acls),
         )
 
 
@@ -268,6 +322,10 @@ def image_to_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]:
                 producer_ids=metadata_pb2.ProducerIdsRecord(next_producer_id=image.next_producer_id)
             )
         )
+    for (name, _), credential in sorted(image.scram_credentials.items()):
+        out.append(user_scram_credential(name, credential))
+    for acl_id, acl in sorted(image.acls.items()):
+        out.append(access_control_entry(acl_id, acl))
     return out
 
 

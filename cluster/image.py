@@ -12,6 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from raftka.cluster.acl import AclBinding
+from raftka.cluster.scram import ScramCredential
+
 NO_LEADER = -1
 CONSUMER_OFFSETS_TOPIC = "__consumer_offsets"
 
@@ -95,6 +98,11 @@ class MetadataImage:
     next_producer_id: int = 0
     # The controller's clock in the last applied batch (replay never reads a local clock).
     last_timestamp_ms: int = 0
+    # (user name, mechanism) -> salted SCRAM credential (cluster/scram.py).
+    scram_credentials: Mapping[tuple[str, str], ScramCredential] = field(
+        default_factory=lambda: _frozen({}))
+    # ACL id -> ACL (cluster/acl.py).
+    acls: Mapping[str, AclBinding] = field(default_factory=lambda: _frozen({}))
 
     # ------------------------------------------------------------------------ queries
     def topic_by_id(self, topic_id: str) -> TopicImage | None:

@@ -23,11 +23,12 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from raftka.cluster import controller, records, topic_alterations
+from raftka.cluster import controller, records, security_controller
 from raftka.cluster.controller import ControllerResult, ControllerSettings
 from raftka.cluster.heartbeats import BrokerHeartbeatTracker
 from raftka.cluster.image import MetadataImage
 from raftka.cluster.metadata_log import MetadataLog, ProposeError
-from raftka.proto.raftka.v1 import admin_pb2, controller_pb2
+from raftka.proto.raftka.v1 import admin_pb2, controller_pb2, security_pb2
 
 log = logging.getLogger("raftka.controller")
 
@@ -325,3 +326,21 @@ class QuorumController:
         self, request: controller_pb2.AllocateProducerIdsRequest
     ) -> controller_pb2.AllocateProducerIdsResponse:
         return await self._run(lambda image: controller.allocate_producer_ids(image, request))
+
+    # ------------------------------------------------------------------ users and ACLs
+    async def alter_user_scram_credentials(
+        self, request: security_pb2.AlterUserScramCredentialsRequest
+    ) -> security_pb2.AlterUserScramCredentialsResponse:
+        return await self._run(
+            lambda image: security_controller.alter_user_scram_credentials(image, request))
+
+    async def create_acls(
+        self, request: security_pb2.CreateAclsRequest
+    ) -> security_pb2.CreateAclsResponse:
+        return await self._run(
+            lambda image: security_controller.create_acls(image, request, self._new_id))
+
+    async def delete_acls(
+        self, request: security_pb2.DeleteAclsRequest
+    ) -> security_pb2.DeleteAclsResponse:
+        return await self._run(lambda image: security_controller.delete_acls(image, request))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from raftka.cluster.acl import AclBinding
+from raftka.cluster.scram import ScramCredential
 from raftka.proto.raftka.v1 import common_pb2, metadata_pb2
 
 BATCH_FORMAT_VERSION = 1
@@ -142,6 +144,30 @@ def producer_ids(next_producer_id: int) -> MetadataRecord:
     return MetadataRecord(
         producer_ids=metadata_pb2.ProducerIdsRecord(next_producer_id=next_producer_id)
     )
+
+
+def user_scram_credential(name: str, credential: ScramCredential) -> MetadataRecord:
+    return MetadataRecord(user_scram_credential=metadata_pb2.UserScramCredentialRecord(
+        name=name, mechanism=credential.mechanism, salt=credential.salt,
+        stored_key=credential.stored_key, server_key=credential.server_key,
+        iterations=credential.iterations))
+
+
+def remove_user_scram_credential(name: str, mechanism: str) -> MetadataRecord:
+    return MetadataRecord(remove_user_scram_credential=metadata_pb2.RemoveUserScramCredentialRecord(
+        name=name, mechanism=mechanism))
+
+
+def access_control_entry(acl_id: str, acl: AclBinding) -> MetadataRecord:
+    return MetadataRecord(access_control_entry=metadata_pb2.AccessControlEntryRecord(
+        id=acl_id, resource_type=int(acl.resource_type), resource_name=acl.resource_name,
+        pattern_type=int(acl.pattern_type), principal=acl.principal, host=acl.host,
+        operation=int(acl.operation), permission=int(acl.permission)))
+
+
+def remove_access_control_entry(acl_id: str) -> MetadataRecord:
+    return MetadataRecord(
+        remove_access_control_entry=metadata_pb2.RemoveAccessControlEntryRecord(id=acl_id))
 
 
 def noop() -> MetadataRecord:

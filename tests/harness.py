@@ -4,6 +4,11 @@ Every broker is a `python -m raftka broker` child process with its own data dire
 under the test's tmp_path and ports no other run holds (each broker takes a block of four:
 gRPC, Raft, Kafka, Prometheus metrics). Processes are stopped by PID when the test ends,
 pass or fail.
+
+RAFTKA_TEST_TLS=1 runs every cluster made here with mutual TLS on its gRPC and Kafka
+listeners and between its brokers (tests/tls_harness.py), and points the SDK of the test
+process (and CLI children) at its CA and client certificate: the replication and failover
+tests, run so, show that TLS between brokers changes nothing they check.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from raftka.cluster.cluster_auth import AUTH_HEADER, ClusterCredentials
 from raftka.proto.raftka.v1 import admin_pb2, admin_pb2_grpc
 
 PORTS_PER_BROKER = 4
+TLS_MODE_ENV = "RAFTKA_TEST_TLS"
 
 
 def _port_free(port: int) -> bool:
@@ -116,6 +122,14 @@ class BrokerProcess:
         self.settings = settings
         self.log_path = data_dir.parent / f"broker-{broker_id}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # TLS to this broker's gRPC listener (tests/tls_harness.py); None: plaintext.
+        self.credentials: grpc.ChannelCredentials | None = None
+
+    def channel(self) -> grpc.Channel:
+        """A channel to this broker's gRPC listener, TLS when it serves TLS."""
+        if self.credentials is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(self.address, self.credentials)
 
     @property
     def address(self) -> str:
@@ -190,7 +204,7 @@ class BrokerProcess:
     def serving(self) -> bool:
         """The broker's own health check: SERVING once this incarnation is unfenced."""
         try:
-            with grpc.insecure_channel(self.address) as channel:
+            with self.channel() as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service="raftka.v1.BrokerService"), timeout=2
                 )
@@ -229,6 +243,11 @@ class LocalCluster:
             )
             for i in range(nodes)
         }
+        if os.environ.get(TLS_MODE_ENV) == "1":
+            from tests.tls_harness import client_options, secure
+
+            ca = secure(self, root, client_auth="required")
+            os.environ.update(client_options(ca).environment())
 
     @property
     def bootstrap(self) -> str:
@@ -259,7 +278,7 @@ class LocalCluster:
         last: Exception | None = None
         for broker in candidates:
             try:
-                with grpc.insecure_channel(broker.address) as channel:
+                with broker.channel() as channel:
                     return admin_pb2_grpc.AdminServiceStub(channel).DescribeCluster(
                         admin_pb2.DescribeClusterRequest(), timeout=timeout_s
                     )

@@ -19,6 +19,7 @@ from raftka.broker.controller_client import ChannelPool
 from raftka.broker.errors import to_error
 from raftka.broker.groups.coordinator import GroupCoordinator
 from raftka.broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
+from raftka.broker.internal_auth import method_path
 from raftka.broker.topic_admin import TopicAdmin
 from raftka.cluster.image import BrokerRegistration
 from raftka.proto.raftka.v1 import admin_pb2, common_pb2, group_pb2, group_pb2_grpc
@@ -30,6 +31,7 @@ Code = common_pb2.ErrorCode
 OFFSETS_TOPIC_CONFIGS = {"retention.ms": "-1", "max.message.bytes": "16777216"}
 # How long one broker may take to list its groups (s).
 LIST_GROUPS_TIMEOUT_S = 5.0
+LIST_GROUPS = method_path("GroupService", "ListGroups")
 
 
 class GroupDirectory:
@@ -139,7 +141,9 @@ class GroupDirectory:
         )
         try:
             return await stub.ListGroups(  # type: ignore[no-any-return]
-                group_pb2.ListGroupsRequest(local_only=True), timeout=LIST_GROUPS_TIMEOUT_S
+                group_pb2.ListGroupsRequest(local_only=True), timeout=LIST_GROUPS_TIMEOUT_S,
+                # signed: a broker's question, not subject to client ACLs
+                metadata=self._channels.auth.metadata(LIST_GROUPS),
             )
         except grpc.aio.AioRpcError:
             return None

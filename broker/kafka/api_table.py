@@ -36,6 +36,14 @@ SUPPORTED: dict[int, tuple[int, int]] = {
     42: (0, 2),    # DeleteGroups
     44: (0, 1),    # IncrementalAlterConfigs
     47: (0, 0),    # OffsetDelete
+    # security (broker/kafka/sasl_handlers.py, acl_handlers.py)
+    17: (0, 1),    # SaslHandshake
+    36: (0, 2),    # SaslAuthenticate
+    29: (1, 3),    # DescribeAcls
+    30: (1, 3),    # CreateAcls
+    31: (1, 3),    # DeleteAcls
+    50: (0, 0),    # DescribeUserScramCredentials
+    51: (0, 0),    # AlterUserScramCredentials
 }
 
 # api key -> Kafka's name for it (request metrics are labelled with these).
@@ -67,6 +75,13 @@ API_NAMES: dict[int, str] = {
     42: "DeleteGroups",
     44: "IncrementalAlterConfigs",
     47: "OffsetDelete",
+    17: "SaslHandshake",
+    36: "SaslAuthenticate",
+    29: "DescribeAcls",
+    30: "CreateAcls",
+    31: "DeleteAcls",
+    50: "DescribeUserScramCredentials",
+    51: "AlterUserScramCredentials",
 }
 
 

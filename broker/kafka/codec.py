@@ -27,6 +27,7 @@ from kio.serial import entity_reader, entity_writer
 from kio.static.primitive import Records
 
 from raftka.broker.kafka.frame_guard import FrameError, checked_frame
+from raftka.broker.kafka.session import ConnectionSession
 
 _API_VERSION_HEAD = struct.Struct(">hhi")
 _SIZE = struct.Struct(">i")
@@ -51,6 +52,15 @@ class Request:
     # Name of the Kafka listener the request came in on (answers name that listener's
     # addresses; see broker/listeners.py).
     listener: str = "PLAINTEXT"
+    # The connection it came on: who the client is (broker/kafka/session.py); None when a
+    # request is decoded outside a listener (tests, tools).
+    session: ConnectionSession | None = None
+    # Who sent it (SASL's user, else the TLS certificate's, else User:ANONYMOUS) and from which
+    # host: what the ACLs are checked against (broker/kafka/acl_guard.py).
+    principal: str = "User:ANONYMOUS"
+    host: str = ""
+    # The connection's SASL state (broker/sasl.SaslConnection) on SASL_* listeners, else None.
+    sasl: Any = None
 
 
 def timeout_ms(value: Any, default: int = 30_000) -> int:
@@ -68,7 +78,9 @@ def peek_header(frame: bytes) -> tuple[int, int, int]:
     return api_key, api_version, correlation_id
 
 
-def decode_request(frame: bytes, listener: str = "PLAINTEXT") -> Request:
+def decode_request(frame: bytes, listener: str = "PLAINTEXT",
+                   session: ConnectionSession | None = None, principal: str = "User:ANONYMOUS",
+                   host: str = "", sasl: Any = None) -> Request:
     api_key, api_version, correlation_id = peek_header(frame)
     schema = request_schema(api_key, api_version)
     try:
@@ -82,7 +94,8 @@ def decode_request(frame: bytes, listener: str = "PLAINTEXT") -> Request:
         raise MalformedRequestError(f"cannot parse api {api_key} v{api_version}: {exc}") from exc
     # Bytes past the fields the schema defines are ignored, as Kafka's own parser does:
     # librdkafka 2.x's AdminClient sends Metadata v12 with three of them, and Kafka serves it.
-    return Request(api_key, api_version, correlation_id, header.client_id, body, listener)
+    return Request(api_key, api_version, correlation_id, header.client_id, body, listener,
+                   session, principal, host, sasl)
 
 
 @cache

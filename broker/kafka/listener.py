@@ -6,6 +6,11 @@ same core the gRPC services use: the produce and fetch paths, the controller (fo
 group coordinator. Produce with acks=0 gets no reply, as in Kafka. A frame that is too big or
 cannot be parsed closes that connection (the broker carries on); an unknown API or version
 gets Kafka's answer for it (ApiVersions always answers, at version 0 if need be).
+
+An SSL or SASL_SSL listener does the TLS handshake on each accepted connection itself
+(StreamWriter.start_tls) rather than leaving it to asyncio's server: a failed handshake,
+above all a plaintext client on a TLS port, is then one warning line naming the peer and the
+likely cause, and the connection closes; asyncio's own handshake failures are silent.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import struct
 import time
 from typing import Any
@@ -22,22 +28,44 @@ from raftka.broker.kafka import codec, zero_copy
 from raftka.broker.kafka.api_table import API_NAMES, SUPPORTED, api_versions
 from raftka.broker.kafka.codec import MalformedRequestError, UnsupportedVersionError
 from raftka.broker.kafka.dispatch import HANDLERS
+from raftka.broker.kafka.sasl_handlers import now_ms
+from raftka.broker.kafka.sasl_handlers import step as sasl_step
+from raftka.broker.kafka.session import ConnectionSession
 from raftka.broker.kafka.zero_copy import SplicedResponse
 from raftka.broker.listeners import ListenerEndpoint
 from raftka.broker.log.file_slice import FileSlice
+from raftka.broker.sasl import SaslConnection, SaslFailure
+from raftka.broker.tls_principal import kafka_connection_principal
+from raftka.cluster.acl import ANONYMOUS
 
 log = logging.getLogger("raftka.kafka")
 _SIZE = struct.Struct(">i")
 UNSUPPORTED_VERSION = 35
+# A client gets this long to finish the TLS handshake before the connection is dropped (s).
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
+# OpenSSL's reasons when the first bytes are not a TLS record: a plaintext client.
+_PLAINTEXT_REASONS = ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL",
+                      "RECORD_LAYER_FAILURE", "UNEXPECTED_RECORD", "PACKET_LENGTH_TOO_LONG")
+
+# How long a connection whose authentication failed stays open after the refusal (s).
+FAILED_AUTHENTICATION_CLOSE_DELAY_S = 0.1
+
 
 class KafkaListener:
     def __init__(self, core: BrokerCore, endpoint: ListenerEndpoint,
-                 request_max_bytes: int) -> None:
+                 request_max_bytes: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        if endpoint.uses_tls and ssl_context is None:
+            raise ValueError(f"Kafka listener {endpoint.name} is {endpoint.security_protocol} "
+                             "but was given no TLS context")
         self._core = core
         self._name = endpoint.name
+        self._protocol = endpoint.security_protocol
+        self._ssl_context = ssl_context if endpoint.uses_tls else None
         self._host = endpoint.bind_host
         self._port = endpoint.bind_port
         self._request_max_bytes = request_max_bytes
+        # SASL_PLAINTEXT / SASL_SSL: every connection authenticates first (sasl_handlers.py).
+        self._sasl = endpoint.uses_sasl
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -49,7 +77,8 @@ class KafkaListener:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self._host, self._port,
                                                   reuse_address=True)
-        log.info("Kafka protocol listener %s on %s:%d", self._name, self._host, self.port)
+        log.info("Kafka protocol listener %s (%s) on %s:%d", self._name, self._protocol,
+                 self._host, self.port)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -65,7 +94,17 @@ class KafkaListener:
         assert task is not None
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
+        session = ConnectionSession(self._name, self._protocol, peer)
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        sasl = SaslConnection(self._core.security.max_reauth_ms,
+                              peer=":".join(map(str, peer[:2])) if host else str(peer)) \
+            if self._sasl else None
         try:
+            if self._ssl_context is not None:
+                if not await self._handshake(writer, peer):
+                    return
+                session.tls_principal = kafka_connection_principal(
+                    writer.get_extra_info("ssl_object"))
             while True:
                 try:
                     head = await reader.readexactly(4)
@@ -77,17 +116,35 @@ class KafkaListener:
                                 self._request_max_bytes)
                     return
                 frame = await reader.readexactly(size)
-                response = await self._answer(frame, peer)
+                if sasl is not None and sasl.raw_tokens:
+                    # After SaslHandshake v0: a bare token in, a bare token out.
+                    try:
+                        challenge, _ = sasl_step(self._core, sasl, frame, sasl.peer)
+                    except SaslFailure:
+                        return
+                    writer.write(_SIZE.pack(len(challenge)) + challenge)
+                    await writer.drain()
+                    continue
+                # SASL's user on SASL_* listeners, else the certificate's, else anonymous.
+                principal = (sasl.principal if sasl is not None else None) or \
+                    session.tls_principal or ANONYMOUS
+                response = await self._answer(frame, session, principal, host, sasl)
                 if isinstance(response, bytes):
                     writer.write(response)
                     await writer.drain()
                 elif response is not None:
                     try:
-                        await zero_copy.send(writer, response)
+                        await zero_copy.send(writer, response,
+                                             copy=self._ssl_context is not None)
                     finally:
                         for piece in response:
                             if isinstance(piece, FileSlice):
                                 piece.close()
+                if sasl is not None and sasl.close_after_reply:
+                    # Kafka's connection.failed.authentication.delay.ms: the client reads
+                    # the refusal before the close, and a guesser gets fewer tries a second.
+                    await asyncio.sleep(FAILED_AUTHENTICATION_CLOSE_DELAY_S)
+                    return
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         except MalformedRequestError as exc:
@@ -100,10 +157,40 @@ class KafkaListener:
             self._connections.discard(task)
             writer.close()
 
-    async def _answer(self, frame: bytes, peer: Any) -> bytes | list[bytes | FileSlice] | None:
+    async def _handshake(self, writer: asyncio.StreamWriter, peer: Any) -> bool:
+        """TLS on an accepted connection; False (after one warning) when it fails."""
+        assert self._ssl_context is not None
+        try:
+            await writer.start_tls(self._ssl_context,
+                                   ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
+        except ssl.SSLError as exc:
+            text = str(exc)
+            if any(reason in text for reason in _PLAINTEXT_REASONS):
+                log.warning("closing %s on %s listener %s: the client did not speak TLS "
+                            "(a plaintext client on a TLS port?)", peer, self._protocol,
+                            self._name)
+            else:
+                log.warning("closing %s on %s listener %s: TLS handshake failed: %s", peer,
+                            self._protocol, self._name, exc.reason or text)
+            return False
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.warning("closing %s on %s listener %s: no TLS handshake (%s)", peer,
+                        self._protocol, self._name, type(exc).__name__)
+            return False
+        return True
+
+    async def _answer(self, frame: bytes, session: ConnectionSession,
+                      principal: str = ANONYMOUS, host: str = "",
+                      sasl: SaslConnection | None = None,
+                      ) -> bytes | list[bytes | FileSlice] | None:
         """The encoded response: one frame, or for fetches pieces of one with FileSlices
         (which the caller sends and closes); None when none is due (acks=0)."""
         api_key, api_version, correlation_id = codec.peek_header(frame)
+        if sasl is not None and not sasl.allows(api_key, now_ms()):
+            state = "before authenticating" if sasl.principal is None else \
+                "after its session expired (connections.max.reauth.ms) without " \
+                "re-authenticating"
+            raise MalformedRequestError(f"api {api_key} {state}")
         supported = SUPPORTED.get(api_key)
         if api_key == codec.API_VERSIONS_KEY and (
                 supported is None or not supported[0] <= api_version <= supported[1]):
@@ -115,7 +202,8 @@ class KafkaListener:
             raise MalformedRequestError(
                 f"api {api_key} v{api_version} is not supported (see ApiVersions)")
         try:
-            request = codec.decode_request(frame, listener=self._name)
+            request = codec.decode_request(frame, listener=self._name, session=session,
+                                           principal=principal, host=host, sasl=sasl)
         except UnsupportedVersionError as exc:
             raise MalformedRequestError(str(exc)) from exc
         started = time.perf_counter()

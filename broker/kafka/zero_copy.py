@@ -8,6 +8,11 @@ fixes the frame size, leaving a list of byte strings and FileSlices that `send` 
 order (bytes with write(), slices with loop.sendfile, which falls back to reading the file on
 transports that cannot sendfile). Small slices are cheaper to copy than to sendfile, and go
 inline.
+
+Over TLS the kernel cannot send file bytes (they must be encrypted in user space; Linux kTLS
+is not used), so `send(copy=True)` reads each slice in chunks and writes them through the TLS
+transport, waiting for the buffer to drain between chunks so a large fetch does not sit in
+memory whole.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from raftka.broker.log.file_slice import FileSlice
 
 # Below this, a slice is read into the response: a sendfile call costs more than the copy.
 SENDFILE_MIN_BYTES = 32 * 1024
+# Over TLS, a slice is read and written this much at a time.
+COPY_CHUNK_BYTES = 1024 * 1024
 _MARKER_HEAD = b"\xfe\xedRaftkaSF"
 _INT32 = struct.Struct(">i")
 _UINT32 = struct.Struct(">I")
@@ -103,11 +110,29 @@ def splice(
     return pieces
 
 
-async def send(writer: asyncio.StreamWriter, pieces: Sequence[bytes | FileSlice]) -> None:
+async def _copy(writer: asyncio.StreamWriter, piece: FileSlice) -> None:
+    done = 0
+    while done < piece.length:
+        chunk = os.pread(piece.fd, min(COPY_CHUNK_BYTES, piece.length - done),
+                         piece.position + done)
+        if not chunk:
+            raise SliceChangedError(
+                f"read {done} of {piece.length} bytes: the segment was truncated meanwhile")
+        writer.write(chunk)
+        done += len(chunk)
+        await writer.drain()
+
+
+async def send(writer: asyncio.StreamWriter, pieces: Sequence[bytes | FileSlice], *,
+               copy: bool = False) -> None:
+    """Write the pieces in order: slices by sendfile, or copied when `copy` (TLS)."""
     loop = asyncio.get_running_loop()
     for piece in pieces:
         if isinstance(piece, bytes):
             writer.write(piece)
+            continue
+        if copy:
+            await _copy(writer, piece)
             continue
         # The slice owns the descriptor; this file object only lends it to sendfile.
         with os.fdopen(piece.fd, "rb", buffering=0, closefd=False) as file:

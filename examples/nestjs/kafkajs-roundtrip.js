@@ -6,7 +6,9 @@
 //
 // Options: --brokers LIST (comma-separated Kafka listeners, default 127.0.0.1:9092),
 // --topic NAME (default kafkajs-roundtrip), --count N (default 100), --group ID (default
-// <topic>-group), --timeout-ms MS (give up reading after this long, default 30000).
+// <topic>-group), --timeout-ms MS (give up reading after this long, default 30000),
+// --sasl-mechanism plain|scram-sha-256|scram-sha-512 (SASL_PLAINTEXT listeners; the user and
+// password come from $KAFKA_USERNAME and $KAFKA_PASSWORD).
 // Exit status 0 when every message came back and the offsets were committed, 1 otherwise.
 'use strict';
 
@@ -19,6 +21,7 @@ function parseArgs(argv) {
     count: 100,
     group: null,
     timeoutMs: 30000,
+    saslMechanism: null,
   };
   for (let i = 0; i < argv.length; i += 1) {
     const name = argv[i];
@@ -30,6 +33,7 @@ function parseArgs(argv) {
     else if (name === '--count') options.count = Number.parseInt(value, 10);
     else if (name === '--group') options.group = value;
     else if (name === '--timeout-ms') options.timeoutMs = Number.parseInt(value, 10);
+    else if (name === '--sasl-mechanism') options.saslMechanism = value;
     else throw new Error(`unknown option ${name}`);
   }
   if (!Number.isInteger(options.count) || options.count < 1) throw new Error('--count must be >= 1');
@@ -43,6 +47,13 @@ async function main() {
     clientId: 'raftka-kafkajs-roundtrip',
     brokers: options.brokers.split(',').map((b) => b.trim()).filter(Boolean),
     logLevel: logLevel.WARN,
+    ...(options.saslMechanism ? {
+      sasl: {
+        mechanism: options.saslMechanism,
+        username: process.env.KAFKA_USERNAME,
+        password: process.env.KAFKA_PASSWORD,
+      },
+    } : {}),
   });
 
   // Produce: one batch of `count` messages, acks -1 (every in-sync replica has them).

@@ -177,6 +177,7 @@ def test_a_pickled_command_sent_to_any_port_runs_nothing(cluster_factory, tmp_pa
         broker.settings = {
             **broker.settings,
             "grpc.listeners": f"EXTERNAL://127.0.0.1:{extra_ports[broker_id]}",
+            "listener.security.protocol.map": "EXTERNAL:PLAINTEXT",
         }
     cluster.start()
     cluster.wait_ready()

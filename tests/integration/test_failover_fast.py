@@ -35,7 +35,7 @@ TOPIC = "fast"
 
 def leaders(cluster: LocalCluster, via: int, topic: str = TOPIC) -> dict[int, tuple[int, list]]:
     """partition -> (leader, isr) as broker `via` answers Metadata now."""
-    with grpc.insecure_channel(cluster.brokers[via].address) as channel:
+    with cluster.brokers[via].channel() as channel:
         reply = broker_pb2_grpc.BrokerServiceStub(channel).Metadata(
             broker_pb2.MetadataRequest(topics=[topic]), timeout=2
         )

@@ -129,6 +129,7 @@ def mapped_cluster(cluster_factory) -> Iterator[MappedCluster]:
             "advertised.listeners": f"EXTERNAL://127.0.0.1:{kafka_public[broker_id]}",
             "grpc.listeners": f"EXTERNAL://127.0.0.1:{grpc_private}",
             "grpc.advertised.listeners": f"EXTERNAL://127.0.0.1:{grpc_public[broker_id]}",
+            "listener.security.protocol.map": "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
         }
     with PortMapper(mapping) as mapper:
         cluster.start()

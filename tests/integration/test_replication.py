@@ -251,7 +251,7 @@ def test_paused_leader_accepts_nothing_that_survives_and_rejoins(cluster_factory
     old_leader = partition_state(cluster, "paused", partition).leader_id
     # A connection to the old leader, open before it freezes: what is sent on it while the
     # broker is paused waits in its socket and is read the moment it wakes up.
-    channel = grpc.insecure_channel(cluster.brokers[old_leader].address)
+    channel = cluster.brokers[old_leader].channel()
     stub = broker_pb2_grpc.BrokerServiceStub(channel)
     stub.Metadata(broker_pb2.MetadataRequest(), timeout=5)
     cluster.brokers[old_leader].signal(signal.SIGSTOP)
@@ -355,7 +355,7 @@ def test_without_a_majority_acks_all_fails_clearly_and_nothing_is_lost(cluster_f
         cluster.brokers[broker_id].kill()
     # Without a Raft majority nothing can fence anyone; the survivor's lease with the
     # controller lapses after one session timeout and from then on it refuses writes.
-    stub = broker_pb2_grpc.BrokerServiceStub(grpc.insecure_channel(cluster.brokers[leader].address))
+    stub = broker_pb2_grpc.BrokerServiceStub(cluster.brokers[leader].channel())
 
     def refused() -> bool:
         reply = stub.Produce(

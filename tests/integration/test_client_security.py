@@ -1,0 +1,629 @@
+"""SASL and ACLs with real clients against a real 3-broker cluster: confluent-kafka and
+kafka-python over SASL_PLAINTEXT with SCRAM-SHA-256/512 and PLAIN; wrong passwords refused
+with SASL_AUTHENTICATION_FAILED; unauthorized produce/consume/create/delete refused with
+Kafka's codes and nothing changed; ACLs and users managed with confluent-kafka's AdminClient;
+the SDK and CLI with credentials on a SASL gRPC listener; KIP-368 session expiry.
+
+Users are made with the cluster secret's authority (SecurityAdmin(cluster_secret_file=...)),
+as the README says to make the first admin."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raftka.client.errors import AuthenticationError, AuthorizationError
+from raftka.client.security_admin import SecurityAdmin
+from raftka.cluster.acl import AclBinding, Operation, PatternType, Permission, ResourceType
+from tests.harness import LocalCluster, free_port_block, wait_for
+
+pytestmark = pytest.mark.integration
+PASSWORDS = {"admin": "admin-pw", "alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+FAILED_MESSAGE = "Authentication failed: Invalid username or password"
+
+
+class Secured:
+    def __init__(self, cluster: LocalCluster, grpc_sasl: dict[int, int]) -> None:
+        self.cluster = cluster
+        self.grpc_sasl = grpc_sasl  # broker id -> port of its SASL_PLAINTEXT gRPC listener
+
+    @property
+    def kafka(self) -> str:
+        return self.cluster.kafka_bootstrap
+
+    @property
+    def grpc(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.grpc_sasl.values())
+
+    def security(self) -> SecurityAdmin:
+        return SecurityAdmin(self.cluster.bootstrap,
+                             cluster_secret_file=str(self.cluster.secret_file))
+
+    def allow(self, principal: str, kind: ResourceType, name: str, *ops: Operation,
+              pattern: PatternType = PatternType.LITERAL) -> None:
+        with self.security() as admin:
+            admin.add_acls([AclBinding(kind, name, pattern, principal, "*", op,
+                                       Permission.ALLOW) for op in ops])
+
+    def conf(self, user: str, mechanism: str = "SCRAM-SHA-256",
+             password: str | None = None) -> dict[str, str]:
+        return {"bootstrap.servers": self.kafka, "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": mechanism, "sasl.username": user,
+                "sasl.password": PASSWORDS.get(user, "x") if password is None else password}
+
+    def end_offset(self, topic: str, partition: int = 0) -> int:
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({**self.conf("admin"), "group.id": "offsets-probe"})
+        try:
+            return int(consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                      timeout=10)[1])
+        finally:
+            consumer.close()
+
+    def topics(self) -> set[str]:
+        from confluent_kafka.admin import AdminClient
+
+        return set(AdminClient(self.conf("admin")).list_topics(timeout=10).topics)
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient(self.conf("admin"))  # kept alive until the answer is in
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=3)])
+        futures[name].result(15)
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    cluster = LocalCluster(tmp_path_factory.mktemp("secured"), 3, {
+        "authorizer.enabled": "true", "super.users": "User:admin",
+        "default.replication.factor": "3", "min.insync.replicas": "2",
+        "offsets.topic.num.partitions": "3", "group.initial.rebalance.delay.ms": "300",
+        "auto.create.topics.enable": "false"})
+    taken = {b.port + i for b in cluster.brokers.values() for i in range(4)}
+    while True:
+        base = free_port_block(len(cluster.brokers))
+        if not taken.intersection(range(base, base + len(cluster.brokers))):
+            break
+    grpc_sasl = {}
+    for offset, (broker_id, broker) in enumerate(cluster.brokers.items()):
+        grpc_sasl[broker_id] = base + offset
+        broker.settings = {
+            **broker.settings,
+            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{broker.kafka_port}",
+            "grpc.listeners": f"SASL_PLAINTEXT://127.0.0.1:{grpc_sasl[broker_id]}",
+        }
+    cluster.start()
+    try:
+        cluster.wait_ready()
+        secured = Secured(cluster, grpc_sasl)
+        with secured.security() as admin:
+            for name, password in PASSWORDS.items():
+                admin.create_user(name, password, iterations=4096)
+        yield secured
+    finally:
+        cluster.stop_all()
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# ------------------------------------------------------------------ authentication
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"])
+def test_confluent_kafka_produces_and_consumes_with_sasl(secured: Secured, mechanism: str):
+    from confluent_kafka import Consumer, Producer
+
+    topic, group = _unique("alice-ck"), _unique("alice-ck-group")
+    secured.create_topic(topic, 2)
+    secured.allow("User:alice", ResourceType.TOPIC, topic, Operation.WRITE, Operation.READ)
+    secured.allow("User:alice", ResourceType.GROUP, group, Operation.READ)
+    producer = Producer({**secured.conf("alice", mechanism), "enable.idempotence": True})
+    errors: list = []
+    for i in range(20):
+        producer.produce(topic, f"m{i}".encode(), on_delivery=lambda e, _: errors.append(e))
+    assert producer.flush(30) == 0
+    assert errors == [None] * 20
+    consumer = Consumer({**secured.conf("alice", mechanism), "group.id": group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(values) < 20 and time.monotonic() < deadline:
+        message = consumer.poll(1)
+        if message is not None:
+            assert message.error() is None, message.error()
+            values.append(message.value())
+    consumer.commit(asynchronous=False)
+    consumer.close()
+    assert sorted(values) == sorted(f"m{i}".encode() for i in range(20))
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"])
+def test_kafka_python_produces_and_consumes_with_sasl(secured: Secured, mechanism: str):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    topic, group = _unique("alice-kp"), _unique("alice-kp-group")
+    secured.create_topic(topic)
+    secured.allow("User:alice", ResourceType.TOPIC, topic, Operation.WRITE, Operation.READ)
+    secured.allow("User:alice", ResourceType.GROUP, group, Operation.READ)
+    sasl = {"bootstrap_servers": secured.kafka, "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": mechanism, "sasl_plain_username": "alice",
+            "sasl_plain_password": PASSWORDS["alice"]}
+    producer = KafkaProducer(acks="all", **sasl)  # idempotent by default: InitProducerId
+    for i in range(10):
+        producer.send(topic, f"k{i}".encode()).get(30)
+    producer.close()
+    consumer = KafkaConsumer(topic, group_id=group, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=15000, **sasl)
+    values = []
+    for record in consumer:
+        values.append(record.value)
+        if len(values) == 10:
+            break
+    consumer.commit()
+    consumer.close()
+    assert sorted(values) == sorted(f"k{i}".encode() for i in range(10))
+
+
+@pytest.mark.parametrize("user,password", [("alice", "wrong"), ("nobody", "alice-pw")])
+def test_wrong_password_or_unknown_user_gets_one_generic_refusal(secured: Secured, user: str,
+                                                                 password: str):
+    from confluent_kafka import KafkaError, Producer
+    from kafka.net.sasl.scram import ScramClient
+
+    # SCRAM-SHA-512 by hand (kafka-python's SCRAM client): the same answer either way
+    port = int(secured.kafka.split(",")[0].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert _handshake(sock, "SCRAM-SHA-512") == 0
+        client = ScramClient(user, password, "SCRAM-SHA-512")
+        code, _, _, server_first = _authenticate_raw(sock, client.first_message())
+        assert code == 0
+        client.process_server_first_message(server_first)
+        code, message, _, _ = _authenticate_raw(sock, client.final_message())
+        assert (code, message) == (58, FAILED_MESSAGE)
+        assert _closed(sock)
+    # librdkafka reports it as an authentication error with the broker's text
+    errors: list = []
+    producer = Producer({**secured.conf(user, "SCRAM-SHA-512", password),
+                         "error_cb": errors.append, "message.timeout.ms": 3000})
+    producer.produce("anything", b"x")
+    producer.flush(5)
+    assert any(e.code() == KafkaError._AUTHENTICATION and FAILED_MESSAGE in e.str()
+               for e in errors), errors
+    # the broker logged the attempt: who, and from where
+    wait_for(lambda: any(f"authentication failed for user '{user}' from 127.0.0.1:" in
+                         b.log_text() for b in secured.cluster.brokers.values()), 10,
+             "the failed attempt in a broker log")
+
+
+def test_raw_sasl_exchange_and_requests_before_authentication(secured: Secured):
+    port = int(secured.kafka.split(",")[0].rsplit(":", 1)[1])
+    # a request before authenticating closes the connection
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        _send(sock, _metadata_v1(1))
+        assert _closed(sock)
+    # PLAIN with a wrong password: SASL_AUTHENTICATION_FAILED (58), generic text, closed
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert _handshake(sock, "PLAIN") == 0
+        code, message, _ = _authenticate(sock, b"\0alice\0nope")
+        assert (code, message) == (58, FAILED_MESSAGE)
+        assert _closed(sock)
+    # the right one: served afterwards
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert _handshake(sock, "PLAIN") == 0
+        code, _, lifetime = _authenticate(sock, b"\0alice\0alice-pw")
+        assert code == 0 and lifetime == 0  # no connections.max.reauth.ms here
+        _send(sock, _metadata_v1(9))
+        assert struct.unpack(">i", _recv_frame(sock)[:4])[0] == 9
+    # an unsupported mechanism is named in the answer
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert _handshake(sock, "GSSAPI") == 33
+
+
+# ------------------------------------------------------------------- authorization
+def test_unauthorized_produce_is_refused_and_stores_nothing(secured: Secured):
+    from confluent_kafka import KafkaError, Producer
+
+    topic = _unique("guarded")
+    secured.create_topic(topic)
+    before = secured.end_offset(topic)
+    producer = Producer({**secured.conf("bob"), "message.timeout.ms": 10000})
+    errors: list = []
+    producer.produce(topic, b"not allowed", on_delivery=lambda e, _: errors.append(e))
+    producer.flush(20)
+    assert errors and errors[0] is not None
+    assert errors[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert secured.end_offset(topic) == before
+
+
+def test_unauthorized_consume_topic_and_group(secured: Secured):
+    from confluent_kafka import Consumer, KafkaError, Producer
+
+    topic, group = _unique("readable"), _unique("bob-group")
+    secured.create_topic(topic)
+    producer = Producer(secured.conf("admin"))
+    producer.produce(topic, b"secret")
+    producer.flush(20)
+
+    def first_error(conf: dict[str, str]) -> int:
+        consumer = Consumer({**conf, "auto.offset.reset": "earliest"})
+        consumer.subscribe([topic])
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                message = consumer.poll(1)
+                if message is not None and message.error() is not None:
+                    return int(message.error().code())
+                assert message is None, "a refused consumer got a record"
+            raise AssertionError("no error within 30 s")
+        finally:
+            consumer.close()
+
+    # the group is allowed, the topic not
+    secured.allow("User:bob", ResourceType.GROUP, group, Operation.READ)
+    assert first_error({**secured.conf("bob"), "group.id": group}) == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # the topic is allowed (to carol), the group not
+    secured.allow("User:carol", ResourceType.TOPIC, topic, Operation.READ)
+    assert first_error({**secured.conf("carol"), "group.id": group}) == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
+
+
+def test_unauthorized_create_and_delete_change_nothing(secured: Secured):
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    existing, wanted = _unique("keep"), _unique("never")
+    secured.create_topic(existing)
+    bob = AdminClient(secured.conf("bob"))
+    created = bob.create_topics([NewTopic(wanted, 1, 1)])[wanted]
+    with pytest.raises(Exception) as refused:
+        created.result(15)
+    assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    deleted = bob.delete_topics([existing])[existing]
+    with pytest.raises(Exception) as refused:
+        deleted.result(15)
+    assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    names = secured.topics()
+    assert existing in names and wanted not in names
+    # bob cannot even see the topic in Metadata (no DESCRIBE)
+    assert existing not in AdminClient(secured.conf("bob")).list_topics(timeout=10).topics
+
+
+def test_idempotent_producer_without_any_write_gets_cluster_authorization_failed(
+        secured: Secured):
+    from kafka import KafkaProducer
+    from kafka.errors import ClusterAuthorizationFailedError, KafkaError
+
+    topic = _unique("idem")
+    secured.create_topic(topic)
+    # carol may see the topic, and write to none: InitProducerId is refused (KIP-679)
+    secured.allow("User:carol", ResourceType.TOPIC, topic, Operation.DESCRIBE)
+    producer = KafkaProducer(
+        bootstrap_servers=secured.kafka, security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="carol",
+        sasl_plain_password=PASSWORDS["carol"], enable_idempotence=True, max_block_ms=10000)
+    try:
+        with pytest.raises(KafkaError) as refused:
+            producer.send(topic, b"x").get(20)
+        assert isinstance(refused.value, ClusterAuthorizationFailedError) or \
+            "ClusterAuthorizationFailed" in f"{refused.value!r} {refused.value}", refused.value
+    finally:
+        producer.close(timeout=5)
+    assert secured.end_offset(topic) == 0
+
+
+# ---------------------------------------------------------------------- management
+def test_acls_managed_with_confluent_admin_client(secured: Secured):
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import (
+        AclBinding as KafkaAcl,
+    )
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+    )
+    from confluent_kafka.admin import (
+        ResourceType as KafkaResource,
+    )
+
+    topic = _unique("managed")
+    secured.create_topic(topic)
+    admin = AdminClient(secured.conf("admin"))
+    binding = KafkaAcl(KafkaResource.TOPIC, topic, ResourcePatternType.LITERAL, "User:bob",
+                       "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+    for future in admin.create_acls([binding]).values():
+        future.result(15)
+    wanted = AclBindingFilter(KafkaResource.TOPIC, topic, ResourcePatternType.ANY, None,
+                              None, AclOperation.ANY, AclPermissionType.ANY)
+    described = admin.describe_acls(wanted).result(15)
+    assert [(b.name, b.principal, b.operation) for b in described] == \
+        [(topic, "User:bob", AclOperation.WRITE)]
+    errors: list = []
+    producer = Producer({**secured.conf("bob"), "message.timeout.ms": 10000})
+    producer.produce(topic, b"now allowed", on_delivery=lambda e, _: errors.append(e))
+    producer.flush(20)
+    assert errors == [None]
+    removed = admin.delete_acls([wanted])
+    assert [len(f.result(15)) for f in removed.values()] == [1]
+    assert admin.describe_acls(wanted).result(15) == []
+    # and the CLI sees the same ACLs (with the cluster secret's authority)
+    secured.allow("User:bob", ResourceType.TOPIC, topic, Operation.READ)
+    listed = _cli(secured, "acls", "list", "--topic", topic, "--json")
+    assert [(a["principal"], a["operation"]) for a in json.loads(listed)] == \
+        [("User:bob", "READ")]
+
+
+def test_users_managed_with_confluent_admin_client(secured: Secured):
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    admin = AdminClient(secured.conf("admin"))
+    upsert = UserScramCredentialUpsertion(
+        "dave", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), b"dave-pw")
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        future.result(15)
+    described = admin.describe_user_scram_credentials(["dave"])["dave"].result(15)
+    infos = described.scram_credential_infos
+    assert [(i.mechanism, i.iterations) for i in infos] == [(ScramMechanism.SCRAM_SHA_512,
+                                                             4096)]
+    # dave can log in (and do nothing else)
+    dave = {**secured.conf("dave", "SCRAM-SHA-512", "dave-pw")}
+    assert AdminClient(dave).list_topics(timeout=10).topics is not None
+    listed = json.loads(_cli(secured, "users", "list", "--json"))
+    assert {"dave", "admin", "alice"} <= {u["user"] for u in listed}
+    assert all("salt" not in json.dumps(u) for u in listed)
+    delete = UserScramCredentialDeletion("dave", ScramMechanism.SCRAM_SHA_512)
+    for future in admin.alter_user_scram_credentials([delete]).values():
+        future.result(15)
+    errors: list = []
+    producer = Producer({**dave, "message.timeout.ms": 5000,
+                         "error_cb": lambda e: errors.append(e)})
+    producer.produce("anything", b"x")
+    producer.flush(8)
+    assert any("Authentication failed" in str(e) for e in errors), errors
+
+
+def test_sdk_and_cli_with_credentials_on_a_sasl_grpc_listener(secured: Secured, tmp_path: Path):
+    from raftka import Consumer, Producer
+    from raftka.client.consumer import TopicPartition
+
+    topic = _unique("sdk")
+    secured.create_topic(topic)
+    secured.allow("User:alice", ResourceType.TOPIC, topic, Operation.WRITE, Operation.READ)
+    with Producer(secured.grpc, username="alice", password=PASSWORDS["alice"]) as producer:
+        producer.send(topic, b"via grpc").get(30)
+    consumer = Consumer(bootstrap_servers=secured.grpc, username="alice",
+                        password=PASSWORDS["alice"], auto_offset_reset="earliest")
+    consumer.assign([TopicPartition(topic, 0)])
+    got: list = []
+    deadline = time.monotonic() + 20
+    while not got and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500).values():
+            got.extend(r.value for r in batch)
+    consumer.close()
+    assert got == [b"via grpc"]
+    # wrong password, no credentials: UNAUTHENTICATED; bob: PERMISSION_DENIED, nothing stored
+    for kwargs in ({"username": "alice", "password": "wrong"}, {}):
+        with pytest.raises(AuthenticationError), \
+                Producer(secured.grpc, max_block_ms=5000, **kwargs) as refused:
+            refused.send(topic, b"x").get(10)
+    with pytest.raises(AuthorizationError, match="TOPIC_AUTHORIZATION_FAILED"), \
+            Producer(secured.grpc, username="bob", password=PASSWORDS["bob"]) as bob:
+        bob.send(topic, b"x").get(10)
+    assert secured.end_offset(topic) == 1
+    # anonymous on the PLAINTEXT gRPC listener: subject to the same ACLs
+    with pytest.raises(AuthorizationError), Producer(secured.cluster.bootstrap) as anonymous:
+        anonymous.send(topic, b"x").get(10)
+    # the CLI, as a user
+    password_file = tmp_path / "pw"
+    password_file.write_text(PASSWORDS["admin"])
+    out = _cli(secured, "topics", "list", "--json", "--bootstrap", secured.grpc,
+               "--user", "admin", "--password-file", str(password_file), secret=False)
+    assert topic in out
+    failed = _cli(secured, "topics", "list", "--bootstrap", secured.grpc, "--user", "admin",
+                  "--password-file", str(tmp_path / "missing"), secret=False, check=False)
+    assert "cannot read --password-file" in failed
+
+
+def test_describe_acls_without_an_authorizer_is_security_disabled(cluster_factory):
+    # kafka-python raises the code; librdkafka (confluent-kafka) turns it into an empty list
+    from kafka.admin import (
+        ACLFilter,
+        ACLOperation,
+        ACLPermissionType,
+        ACLResourcePatternType,
+        KafkaAdminClient,
+        ResourcePatternFilter,
+    )
+    from kafka.admin import ResourceType as KafkaResource
+    from kafka.errors import SecurityDisabledError
+
+    cluster = cluster_factory(1)
+    cluster.start()
+    cluster.wait_ready()
+    admin = KafkaAdminClient(bootstrap_servers=cluster.kafka_bootstrap)
+    wanted = ACLFilter(principal=None, host="*", operation=ACLOperation.ANY,
+                       permission_type=ACLPermissionType.ANY,
+                       resource_pattern=ResourcePatternFilter(KafkaResource.TOPIC, None,
+                                                              ACLResourcePatternType.ANY))
+    with pytest.raises(SecurityDisabledError):
+        admin.describe_acls(wanted)
+    admin.close()
+
+
+def test_session_expiry_closes_a_connection_that_does_not_reauthenticate(cluster_factory):
+    from confluent_kafka import Producer
+
+    cluster = cluster_factory(1, {"connections.max.reauth.ms": "1500",
+                                  "offsets.topic.replication.factor": "1"})
+    broker = cluster.brokers[1]
+    broker.settings["listeners"] = f"SASL_PLAINTEXT://127.0.0.1:{broker.kafka_port}"
+    cluster.start()
+    cluster.wait_ready()
+    with SecurityAdmin(cluster.bootstrap, cluster_secret_file=str(cluster.secret_file)) as a:
+        a.create_user("alice", "alice-pw", iterations=4096)
+    port = broker.kafka_port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert _handshake(sock, "PLAIN") == 0
+        code, _, lifetime = _authenticate(sock, b"\0alice\0alice-pw")
+        assert (code, lifetime) == (0, 1500)
+        _send(sock, _metadata_v1(1))
+        _recv_frame(sock)
+        time.sleep(2.0)
+        _send(sock, _metadata_v1(2))  # past the session, not re-authenticated
+        assert _closed(sock)
+    closed_before = broker.log_text().count("without re-authenticating")
+    # librdkafka re-authenticates (KIP-368) and keeps producing past several lifetimes
+    producer = Producer({"bootstrap.servers": cluster.kafka_bootstrap,
+                         "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
+                         "sasl.username": "alice", "sasl.password": "alice-pw"})
+    errors: list = []
+    for i in range(8):
+        producer.produce("reauth", f"{i}".encode(), on_delivery=lambda e, _: errors.append(e))
+        producer.flush(15)
+        time.sleep(0.6)
+    assert errors == [None] * 8
+    assert broker.log_text().count("without re-authenticating") == closed_before
+
+
+# -------------------------------------------------------------------------- helpers
+def _cli(secured: Secured, *args: str, secret: bool = True, check: bool = True) -> str:
+    command = [sys.executable, "-m", "raftka", *args]
+    if secret:
+        command += ["--cluster-secret-file", str(secured.cluster.secret_file)]
+    if "--bootstrap" not in args:
+        command += ["--bootstrap", secured.cluster.bootstrap]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    if check:
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    return done.stdout + done.stderr
+
+
+def _header(api_key: int, version: int, correlation: int) -> bytes:
+    client = b"security-test"
+    return struct.pack(">hhih", api_key, version, correlation, len(client)) + client
+
+
+def _send(sock: socket.socket, payload: bytes) -> None:
+    sock.sendall(struct.pack(">i", len(payload)) + payload)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def _recv_frame(sock: socket.socket) -> bytes:
+    (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+    return _recv_exactly(sock, size)
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionError:
+        return True
+
+
+def _metadata_v1(correlation: int) -> bytes:
+    return _header(3, 1, correlation) + struct.pack(">i", -1)
+
+
+def _handshake(sock: socket.socket, mechanism: str) -> int:
+    _send(sock, _header(17, 1, 100) + struct.pack(">h", len(mechanism)) + mechanism.encode())
+    body = _recv_frame(sock)
+    return int(struct.unpack_from(">h", body, 4)[0])
+
+
+def _authenticate(sock: socket.socket, token: bytes) -> tuple[int, str | None, int]:
+    """SaslAuthenticate v1: (error code, error message, session lifetime ms)."""
+    code, message, lifetime, _ = _authenticate_raw(sock, token)
+    return code, message, lifetime
+
+
+def _authenticate_raw(sock: socket.socket,
+                      token: bytes) -> tuple[int, str | None, int, bytes]:
+    """SaslAuthenticate v1: (error code, error message, session lifetime ms, auth bytes)."""
+    _send(sock, _header(36, 1, 101) + struct.pack(">i", len(token)) + token)
+    body = _recv_frame(sock)
+    (code,) = struct.unpack_from(">h", body, 4)
+    (length,) = struct.unpack_from(">h", body, 6)
+    position = 8
+    message = None
+    if length >= 0:
+        message = body[position:position + length].decode()
+        position += length
+    (token_length,) = struct.unpack_from(">i", body, position)
+    reply = body[position + 4:position + 4 + max(0, token_length)]
+    position += 4 + max(0, token_length)
+    (lifetime,) = struct.unpack_from(">q", body, position)
+    return int(code), message, int(lifetime), reply
+
+
+def _node_modules() -> Path | None:
+    """kafkajs: the examples' own node_modules, else $NODE_PATH (e.g. another checkout's)."""
+    import os
+
+    from tests.node_harness import NEST_DIR
+
+    local = NEST_DIR / "node_modules"
+    if local.is_dir():
+        return local
+    given = os.environ.get("NODE_PATH")
+    return Path(given) if given and (Path(given) / "kafkajs").is_dir() else None
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("mechanism", ["scram-sha-256", "scram-sha-512"])
+def test_kafkajs_round_trip_with_scram(secured: Secured, mechanism: str):
+    import os
+    import shutil
+
+    from tests.node_harness import NEST_DIR, json_lines
+
+    node, modules = shutil.which("node"), _node_modules()
+    if node is None or modules is None:
+        pytest.skip("node or kafkajs (examples/nestjs/node_modules or $NODE_PATH) missing")
+    topic, group = _unique("alice-js"), _unique("alice-js-group")
+    secured.create_topic(topic, 3)
+    secured.allow("User:alice", ResourceType.TOPIC, topic, Operation.WRITE, Operation.READ)
+    secured.allow("User:alice", ResourceType.GROUP, group, Operation.READ)
+    done = subprocess.run(
+        [node, "kafkajs-roundtrip.js", "--brokers", secured.kafka, "--topic", topic,
+         "--group", group, "--count", "50", "--timeout-ms", "30000",
+         "--sasl-mechanism", mechanism],
+        cwd=NEST_DIR, capture_output=True, text=True, timeout=90,
+        env={**os.environ, "NODE_PATH": str(modules), "KAFKA_USERNAME": "alice",
+             "KAFKA_PASSWORD": PASSWORDS["alice"]})
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    (summary,) = [line for line in json_lines(done.stdout) if "produced" in line]
+    assert summary["produced"] == summary["consumed"] == 50 and summary["missing"] == []
