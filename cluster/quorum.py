@@ -22,8 +22,7 @@ import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
-from raftka.cluster import controller, records, topic_alterations
-from raftka.cluster import controller, records, security_controller
+from raftka.cluster import controller, records, security_controller, topic_alterations
 from raftka.cluster.controller import ControllerResult, ControllerSettings
 from raftka.cluster.heartbeats import BrokerHeartbeatTracker
 from raftka.cluster.image import MetadataImage
