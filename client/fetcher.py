@@ -25,6 +25,7 @@ later round; if the metadata moved all of its partitions to other leaders, it is
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import time
@@ -112,13 +113,31 @@ class LazyBatch(Sequence[ConsumerRecord]):
 
     def _records(self) -> list[ConsumerRecord]:
         if self._decoded is None:
-            self._decoded = decode_records(
-                self._tp, self._chunk, self._header, self._from_offset, *self._deserializers
-            )
+            # The garbage collector is held off while one batch decodes (~1 ms): the reader's
+            # record objects live only until this returns, and the ConsumerRecords made of
+            # ints, bytes and () are untracked by the next young collection. Collections
+            # in between would promote thousands of short-lived objects per batch to the
+            # old generation and trigger full collections of the whole heap: measured 3x
+            # the cost of decoding itself (BENCHMARKS.md, "SDK per-record costs"). A
+            # caller's own gc.disable() is respected: the collector is only re-enabled if
+            # it was enabled before.
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._decoded = decode_records(
+                    self._tp, self._chunk, self._header, self._from_offset, *self._deserializers
+                )
+            finally:
+                if enabled:
+                    gc.enable()
             self._chunk = b""
         return self._decoded
 
     def __len__(self) -> int:
+        """Without decoding while the header can tell: the count it declares (the CRC
+        vouches for it), unless records before `from_offset` are to be skipped."""
+        if self._decoded is None and self._header.base_offset >= self._from_offset:
+            return int(self._header.records_count)
         return len(self._records())
 
     @overload
@@ -312,6 +331,28 @@ class Fetcher:
             time.sleep(backoff.backoff_ms(self._failed_rounds, self._random.random()) / 1000)
         else:
             self._failed_rounds = 0
+
+    def send_ahead(self, wait_ms: int) -> None:
+        """Send Fetches for the partitions with nothing buffered, without waiting for the
+        replies (the next fetch_once takes them in): the brokers read and send the next
+        records while the caller handles the ones poll() just returned, instead of the
+        consumer fetching only once its buffer is empty (Kafka's consumer prefetches the
+        same way). Partitions with buffered records are left alone, which bounds the buffer
+        at about one fetch per partition."""
+        if self.state.needing_reset():
+            return  # the next fetch_once resets them first
+        buffered = self.state.buffered_partitions()
+        busy = {tp for sent in self._in_flight.values() for tp in sent.offsets}
+        offsets = {
+            tp: offset
+            for tp, offset in self.state.fetch_offsets().items()
+            if tp not in busy and tp not in buffered
+        }
+        if not offsets:
+            return
+        for address, group in self._group_by_leader(list(offsets)).items():
+            if address not in self._in_flight:
+                self._in_flight[address] = self._send_fetch(address, group, offsets, wait_ms)
 
     def _send_fetch(
         self, address: str, group: list[TopicPartition], offsets: dict[TopicPartition, int],

@@ -174,6 +174,10 @@ class SubscriptionState(Generic[R]):
     def has_buffered(self) -> bool:
         return bool(self._buffer)
 
+    def buffered_partitions(self) -> set[TopicPartition]:
+        """Partitions with records waiting to be handed out."""
+        return {entry[0] for entry in self._buffer}  # type: ignore[misc]
+
     def drain(self, max_records: int) -> dict[TopicPartition, list[R]]:
         """Hand out up to `max_records` buffered records in fetch order, grouped by
         partition, moving each partition's position past the records it gave."""
