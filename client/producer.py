@@ -122,6 +122,8 @@ class Producer:
             queue.SimpleQueue()
         )
         self.allow_auto_create_topics = allow_auto_create_topics
+        self._plain_keys = key_serializer in (None, "bytes")
+        self._plain_values = value_serializer in (None, "bytes")
         self._key_serializer = resolve_serializer(key_serializer)
         self._value_serializer = resolve_serializer(value_serializer)
         self._connections = Connections()
@@ -153,8 +155,17 @@ class Producer:
         (with acks=0: when sent, offset -1)."""
         if self._closed:
             raise RuntimeError("the producer is closed")
-        key_bytes = self._key_serializer(key)
-        value_bytes = self._value_serializer(value)
+        # bytes pass through the default serializers as they are: skip the call
+        key_bytes = (
+            key
+            if (key is None or key.__class__ is bytes) and self._plain_keys
+            else self._key_serializer(key)
+        )
+        value_bytes = (
+            value
+            if value.__class__ is bytes and self._plain_values
+            else self._value_serializer(value)
+        )
         if headers:
             header_list = [(str(k), v) for k, v in headers]
             size = record_size(key_bytes, value_bytes, header_list)
