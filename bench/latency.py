@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster_timings import free_base_port  # noqa: E402
+from bench.sdk_compare import wait_for_brokers  # noqa: E402
 from raftka.client.local_cluster import LocalCluster  # noqa: E402
 
 # The value starts with the record's index and its scheduled wall-clock time (ns).
@@ -45,8 +46,6 @@ STAMP = struct.Struct(">qq")
 PERCENTILES = (50.0, 99.0, 99.9)
 # How long the consumer waits for stragglers after the last record is due (s).
 DRAIN_S = 10.0
-# Wait after starting the brokers for them to elect a controller and register (s).
-CLUSTER_SETTLE_S = 3.0
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -187,7 +186,8 @@ def main() -> int:
             layout = local.create_or_load(3, free_base_port(), {})
             for node in layout.all_nodes():
                 local.start_node(layout, node.broker_id, detach=True)
-            time.sleep(CLUSTER_SETTLE_S)
+            wait_for_brokers(layout.bootstrap, 3)
+            time.sleep(1.0)  # their heartbeats unfence them just after registering
             bootstrap = layout.bootstrap
         try:
             from raftka.client.admin import Admin

@@ -28,6 +28,7 @@ from __future__ import annotations
 import gc
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class _InFlight:
 
     future: Any
     offsets: dict[TopicPartition, int]
+    late_at: float  # monotonic s: past its long-poll wait plus FETCH_REPLY_GRACE_MS
 
 
 class ConsumerRecord(NamedTuple):
@@ -221,6 +223,7 @@ class Fetcher:
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.request_timeout_s = request_timeout_s
         self._in_flight: dict[str, _InFlight] = {}  # at most one Fetch per broker address
+        self._arrived = threading.Event()  # set by gRPC when any in-flight Fetch completes
         self._failed_rounds = 0  # rounds in a row that needed a retry (for the backoff)
         self._random = random.Random()
 
@@ -378,32 +381,48 @@ class Fetcher:
         future = self._connections.broker(address).Fetch.future(
             request, timeout=wait_ms / 1000 + self.request_timeout_s
         )
-        return _InFlight(future, {tp: offsets[tp] for tp in group})
+        future.add_done_callback(lambda _: self._arrived.set())
+        late_at = time.monotonic() + (wait_ms + FETCH_REPLY_GRACE_MS) / 1000
+        return _InFlight(future, {tp: offsets[tp] for tp in group}, late_at)
 
     def _take_replies(self, deadline: float) -> bool:
-        """Take in every in-flight reply that arrives by `deadline` (monotonic s); True when
-        the metadata needs a refresh (an error, or a broker too slow to answer)."""
+        """Take in the in-flight replies as they arrive, until some records are buffered,
+        nothing is in flight, or `deadline` (monotonic s); True when the metadata needs a
+        refresh (an error, or a broker past its reply's `late_at`).
+
+        Returns as soon as one reply brought records, leaving the other Fetches in flight
+        (Kafka's consumer does the same): waiting for every broker made records from a
+        busy partition wait out the long poll of the idle ones, up to fetch_max_wait_ms
+        (the end-to-end latency in BENCHMARKS.md)."""
         refresh = False
-        for address, sent in list(self._in_flight.items()):
-            try:
-                response = sent.future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except grpc.FutureTimeoutError:
-                log.debug("fetch from %s is late; other brokers go on", address)
-                refresh = True
-                continue
-            except grpc.FutureCancelledError:
-                del self._in_flight[address]
-                continue
-            except grpc.RpcError as exc:
-                del self._in_flight[address]
-                log.debug("fetch from %s failed: %s", address, translate_rpc_error(exc, address))
-                if getattr(exc, "code", lambda: None)() == grpc.StatusCode.UNAVAILABLE:
-                    self.metadata.note_unreachable(address)
-                refresh = True
-                continue
-            del self._in_flight[address]
-            refresh |= self._absorb(response, sent.offsets)
+        while self._in_flight:
+            self._arrived.clear()  # before looking: a completion from here on sets it again
+            for address, sent in list(self._in_flight.items()):
+                if sent.future.done():
+                    refresh |= self._take_one(address, sent)
+            now = time.monotonic()
+            for address, sent in self._in_flight.items():
+                if now >= sent.late_at:
+                    log.debug("fetch from %s is late; other brokers go on", address)
+                    refresh = True
+            if refresh or not self._in_flight or self.state.has_buffered() or now >= deadline:
+                return refresh
+            self._arrived.wait(min(deadline, *(s.late_at for s in self._in_flight.values())) - now)
         return refresh
+
+    def _take_one(self, address: str, sent: _InFlight) -> bool:
+        """Absorb one completed Fetch; True when the metadata needs a refresh."""
+        del self._in_flight[address]
+        try:
+            response = sent.future.result(timeout=0)
+        except grpc.FutureCancelledError:
+            return False
+        except grpc.RpcError as exc:
+            log.debug("fetch from %s failed: %s", address, translate_rpc_error(exc, address))
+            if getattr(exc, "code", lambda: None)() == grpc.StatusCode.UNAVAILABLE:
+                self.metadata.note_unreachable(address)
+            return True
+        return self._absorb(response, sent.offsets)
 
     def _drop_moved_fetches(self) -> None:
         """Cancel late fetches whose partitions all have other leaders now, so they are

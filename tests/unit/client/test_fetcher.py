@@ -44,6 +44,13 @@ class Done:
         self.cancelled = True
         return True
 
+    def done(self):
+        return self._outcome is not None or self.cancelled
+
+    def add_done_callback(self, callback):
+        if self.done():
+            callback(self)
+
 
 class Broker:
     """Answers Fetch and ListOffsets from scripted replies, recording the requests."""
@@ -357,3 +364,17 @@ def test_send_ahead_fetches_only_drained_partitions_and_the_next_round_takes_the
     brokers["b2"].fetch_replies.append(broker_pb2.FetchResponse(partitions=[reply(A1)]))
     fetcher.fetch_once(0)  # takes the reply sent ahead
     assert [(r.offset, r.value) for r in state.drain(10)[A0]] == [(1, "y")]
+
+
+def test_records_from_one_broker_are_handed_out_without_waiting_for_the_others_long_poll():
+    fetcher, state, brokers, metadata = setup()
+    state.assign_from_user([A0, A1])
+    state.seek(A0, 0)
+    state.seek(A1, 0)
+    brokers["b1"].fetch_replies.append(None)  # A0 is idle: its long poll has not answered
+    brokers["b2"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A1, batch(0, b"now"))]))
+    fetcher.fetch_once(60_000)  # a minute's long poll: returning at all means it did not wait
+    assert [r.value for r in state.drain(10)[A1]] == ["now"]
+    assert metadata.refreshes == 0  # b1's long poll is not late: it stays in flight
+    assert set(fetcher._in_flight) == {"b1"}
