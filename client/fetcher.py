@@ -101,7 +101,7 @@ class LazyBatch(Sequence[ConsumerRecord]):
     def __init__(
         self,
         tp: TopicPartition,
-        chunk: bytes,
+        chunk: bytes | memoryview,
         header: BatchHeader,
         from_offset: int,
         deserializers: tuple[Deserializer, Deserializer],
@@ -157,7 +157,7 @@ class LazyBatch(Sequence[ConsumerRecord]):
 
 def decode_records(
     tp: TopicPartition,
-    chunk: bytes,
+    chunk: bytes | memoryview,
     header: BatchHeader,
     from_offset: int,
     key_deserializer: Deserializer,
@@ -485,11 +485,12 @@ class Fetcher:
         batches: list[LazyBatch] = []
         next_position = position
         deserializers = (self._key_deserializer, self._value_deserializer)
+        view = memoryview(data)  # batches are views into the reply: no copy per batch
         for start, header in iter_headers(data):  # stops at a partial batch at the end
             next_position = max(next_position, header.next_offset)
             if header.last_offset < position or header.is_control or not header.records_count:
                 continue
-            chunk = data[start : start + header.size_bytes]
+            chunk = view[start : start + header.size_bytes]
             check_crc(chunk, 0, header)
             batches.append(LazyBatch(tp, chunk, header, position, deserializers))
         return batches, next_position
