@@ -376,6 +376,13 @@ class Producer:
         for batch in batches:
             if self.idempotent:
                 self._identity.stamp(batch)
+            if not batch.attempts:
+                # KIP-480: keyless records move on once their partition's batch is sent,
+                # not only when it is full; else, with linger_ms small against the round
+                # trip, every keyless record of a topic queued behind one partition's single
+                # in-flight batch (at 10,000 records/s: seconds of latency, BENCHMARKS.md).
+                # A notice for a partition the topic already left is ignored.
+                self._next_sticky(batch.topic, batch.partition)
             address = self.metadata.leader_address(batch.topic, batch.partition)
             if address is None:
                 refresh_needed = True

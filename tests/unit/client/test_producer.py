@@ -219,3 +219,12 @@ def test_send_many_keyless_records_all_arrive():
             for r in decode_batches(p.record_batches)
         )
         assert values == [b"%04d" % i for i in range(50)]
+
+
+def test_keyless_records_move_to_another_partition_once_their_batch_is_sent():
+    cluster = FakeCluster({0: A, 1: B})
+    with producer_on(cluster) as producer:  # linger 0: each batch is sent at once
+        first = producer.send("t", b"one").get(timeout=10).partition
+        second = producer.send("t", b"two").get(timeout=10).partition
+        third = producer.send("t", b"three").get(timeout=10).partition
+        assert first != second != third  # KIP-480: a sent batch moves the sticky partition
