@@ -110,7 +110,9 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
         produce_ms: list[float] = []
         lock = threading.Lock()
         padding = b"\0" * max(0, args.size - STAMP.size)
-        with Producer(bootstrap, acks="all", linger_ms=args.linger_ms) as producer:
+        with Producer(
+            bootstrap, acks="all", linger_ms=args.linger_ms, batch_size=args.batch_size
+        ) as producer:
             producer.partitions_for(topic)
             start = time.perf_counter() + 0.1
             start_wall_ns = time.time_ns() + 100_000_000
@@ -148,6 +150,7 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
         "records": total,
         "counted": total - skip,
         "linger_ms": args.linger_ms,
+        "batch_size": args.batch_size,
         "worst_send_lag_ms": round(worst_lag * 1000, 3),
         "produce_ms": percentiles(produce_ms),
         "end_to_end_ms": end_to_end["latencies_ms"],
@@ -163,6 +166,13 @@ def main() -> int:
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--size", type=int, default=100, help="record value bytes")
     parser.add_argument("--linger-ms", type=int, default=1)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=262_144,
+        help="bytes (as bench/throughput.py): with one batch in flight per partition, "
+        "a batch must hold a round trip's worth of records",
+    )
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--bootstrap", help="an existing cluster (default: start one)")
     parser.add_argument("--json", action="store_true")
