@@ -259,7 +259,10 @@ class Consumer:
             self._fetcher.fetch_once(max(0, min(remaining_ms, self.fetch_max_wait_ms)))
             if self._state.has_buffered() or time.monotonic() >= deadline:
                 break
-        return self._state.drain(limit)
+        records = self._state.drain(limit)
+        if records:
+            self._fetcher.send_ahead(self.fetch_max_wait_ms)
+        return records
 
     def __iter__(self) -> Iterator[ConsumerRecord]:
         idle_since = time.monotonic()

@@ -4,8 +4,11 @@ Split out of the Consumer, as Kafka's Java client keeps its Fetcher apart from i
 SubscriptionState, so that talking to brokers is one module and the bookkeeping it feeds is
 another (client/subscription.py, pure and unit-tested). The Fetcher asks the state what to
 fetch and from which offset, sends one Fetch per leader broker for the partitions it leads
-(long-polling up to the wait it is given), checks each returned batch's CRC and decodes it
-here — the broker sent the stored bytes untouched — and hands the records to the state.
+(long-polling up to the wait it is given), checks each returned batch's CRC here — the broker
+sent the stored bytes untouched — and hands the state one LazyBatch per batch: its records
+are decoded by aiokafka's compiled reader only when poll() hands them out, and turned into
+ConsumerRecords by C-level loops (map/zip over the reader's records), so a fetch of a million
+records costs a CRC pass until they are wanted and no Python bytecode per record after.
 NOT_LEADER answers that name a newer leader and its address (KIP-951) move the partition
 there for the next round without a Metadata call; other NOT_LEADER answers, unknown
 partitions and unreachable brokers refresh the metadata, and the next round retries after a
@@ -22,23 +25,29 @@ later round; if the metadata moved all of its partitions to other leaders, it is
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
+import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import repeat
+from operator import attrgetter
+from typing import Any, NamedTuple, overload
 
 import grpc
+from aiokafka.record.default_records import DefaultRecordBatch
 
 from raftka.client import backoff
 from raftka.client.errors import RaftkaError, UnknownTopicOrPartitionError, error_for
 from raftka.client.metadata import ClusterMetadata
-from raftka.client.serialization import Deserializer
+from raftka.client.serialization import DESERIALIZERS, Deserializer
 from raftka.client.subscription import SubscriptionState
 from raftka.client.transport import Connections, translate_rpc_error
 from raftka.client.types import TopicPartition
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
-from raftka.records import decode_batches, iter_headers
+from raftka.records import BatchHeader, CorruptBatchError, check_crc, iter_headers
 
 log = logging.getLogger("raftka.client")
 Code = common_pb2.ErrorCode
@@ -53,10 +62,13 @@ class _InFlight:
 
     future: Any
     offsets: dict[TopicPartition, int]
+    late_at: float  # monotonic s: past its long-poll wait plus FETCH_REPLY_GRACE_MS
 
 
-@dataclass(frozen=True, slots=True)
-class ConsumerRecord:
+class ConsumerRecord(NamedTuple):
+    """One record as poll() hands it out. A NamedTuple so that a batch of them is built by
+    C loops (`tuple.__new__` over zipped columns) and its fields read by C getters."""
+
     topic: str
     partition: int
     offset: int
@@ -64,6 +76,125 @@ class ConsumerRecord:
     key: Any
     value: Any
     headers: tuple[tuple[str, bytes | None], ...]
+
+
+_OFFSET = attrgetter("offset")
+_TIMESTAMP = attrgetter("timestamp")
+_KEY = attrgetter("key")
+_VALUE = attrgetter("value")
+_HEADERS = attrgetter("headers")
+_new_tuple = tuple.__new__
+_IDENTITY = DESERIALIZERS["bytes"]
+
+
+class LazyBatch(Sequence[ConsumerRecord]):
+    """The records of one fetched batch (CRC already checked), decoded on first use.
+
+    Why lazy: a fetch brings up to fetch_max_bytes (tens of MB, hundreds of thousands of
+    records); decoding it all at once would hold every record object alive until poll()
+    hands it out — memory, and work for the garbage collector that grows with it. Decoding
+    per batch when it is handed out keeps only max_poll_records alive.
+    """
+
+    __slots__ = ("_chunk", "_decoded", "_deserializers", "_from_offset", "_header", "_tp")
+
+    def __init__(
+        self,
+        tp: TopicPartition,
+        chunk: bytes | memoryview,
+        header: BatchHeader,
+        from_offset: int,
+        deserializers: tuple[Deserializer, Deserializer],
+    ) -> None:
+        self._tp = tp
+        self._chunk = chunk
+        self._header = header
+        self._from_offset = from_offset
+        self._deserializers = deserializers
+        self._decoded: list[ConsumerRecord] | None = None
+
+    def _records(self) -> list[ConsumerRecord]:
+        if self._decoded is None:
+            # The garbage collector is held off while one batch decodes (~1 ms): the reader's
+            # record objects live only until this returns, and the ConsumerRecords made of
+            # ints, bytes and () are untracked by the next young collection. Collections
+            # in between would promote thousands of short-lived objects per batch to the
+            # old generation and trigger full collections of the whole heap: measured 3x
+            # the cost of decoding itself (BENCHMARKS.md, "SDK per-record costs"). A
+            # caller's own gc.disable() is respected: the collector is only re-enabled if
+            # it was enabled before.
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._decoded = decode_records(
+                    self._tp, self._chunk, self._header, self._from_offset, *self._deserializers
+                )
+            finally:
+                if enabled:
+                    gc.enable()
+            self._chunk = b""
+        return self._decoded
+
+    def __len__(self) -> int:
+        """Without decoding while the header can tell: the count it declares (the CRC
+        vouches for it), unless records before `from_offset` are to be skipped."""
+        if self._decoded is None and self._header.base_offset >= self._from_offset:
+            return int(self._header.records_count)
+        return len(self._records())
+
+    @overload
+    def __getitem__(self, index: int) -> ConsumerRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ConsumerRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> ConsumerRecord | list[ConsumerRecord]:
+        return self._records()[index]
+
+    def __iter__(self) -> Iterator[ConsumerRecord]:
+        return iter(self._records())
+
+
+def decode_records(
+    tp: TopicPartition,
+    chunk: bytes | memoryview,
+    header: BatchHeader,
+    from_offset: int,
+    key_deserializer: Deserializer,
+    value_deserializer: Deserializer,
+) -> list[ConsumerRecord]:
+    """The records of one batch from `from_offset` on, as ConsumerRecords. The compiled
+    reader makes one object per record; the rest runs in C loops (no bytecode per record)
+    unless a deserializer other than bytes has to be called per record."""
+    try:
+        raw = list(DefaultRecordBatch(chunk))
+    except Exception as exc:  # the compiled decoder raises several types on bad bytes
+        raise CorruptBatchError(
+            f"cannot decode batch at {header.base_offset}: {str(exc) or type(exc).__name__}"
+        ) from exc
+    if header.base_offset < from_offset:
+        raw = [record for record in raw if record.offset >= from_offset]
+    keys = map(_KEY, raw)
+    values = map(_VALUE, raw)
+    if key_deserializer is not _IDENTITY:
+        keys = map(key_deserializer, keys)
+    if value_deserializer is not _IDENTITY:
+        values = map(value_deserializer, values)
+    return list(
+        map(
+            _new_tuple,
+            repeat(ConsumerRecord),
+            zip(
+                repeat(tp.topic),
+                repeat(tp.partition),
+                map(_OFFSET, raw),
+                map(_TIMESTAMP, raw),
+                keys,
+                values,
+                map(tuple, map(_HEADERS, raw)),
+            ),
+        )
+    )
 
 
 class Fetcher:
@@ -92,6 +223,7 @@ class Fetcher:
         self.max_partition_fetch_bytes = max_partition_fetch_bytes
         self.request_timeout_s = request_timeout_s
         self._in_flight: dict[str, _InFlight] = {}  # at most one Fetch per broker address
+        self._arrived = threading.Event()  # set by gRPC when any in-flight Fetch completes
         self._failed_rounds = 0  # rounds in a row that needed a retry (for the backoff)
         self._random = random.Random()
 
@@ -203,6 +335,28 @@ class Fetcher:
         else:
             self._failed_rounds = 0
 
+    def send_ahead(self, wait_ms: int) -> None:
+        """Send Fetches for the partitions with nothing buffered, without waiting for the
+        replies (the next fetch_once takes them in): the brokers read and send the next
+        records while the caller handles the ones poll() just returned, instead of the
+        consumer fetching only once its buffer is empty (Kafka's consumer prefetches the
+        same way). Partitions with buffered records are left alone, which bounds the buffer
+        at about one fetch per partition."""
+        if self.state.needing_reset():
+            return  # the next fetch_once resets them first
+        buffered = self.state.buffered_partitions()
+        busy = {tp for sent in self._in_flight.values() for tp in sent.offsets}
+        offsets = {
+            tp: offset
+            for tp, offset in self.state.fetch_offsets().items()
+            if tp not in busy and tp not in buffered
+        }
+        if not offsets:
+            return
+        for address, group in self._group_by_leader(list(offsets)).items():
+            if address not in self._in_flight:
+                self._in_flight[address] = self._send_fetch(address, group, offsets, wait_ms)
+
     def _send_fetch(
         self, address: str, group: list[TopicPartition], offsets: dict[TopicPartition, int],
         wait_ms: int,
@@ -227,32 +381,48 @@ class Fetcher:
         future = self._connections.broker(address).Fetch.future(
             request, timeout=wait_ms / 1000 + self.request_timeout_s
         )
-        return _InFlight(future, {tp: offsets[tp] for tp in group})
+        future.add_done_callback(lambda _: self._arrived.set())
+        late_at = time.monotonic() + (wait_ms + FETCH_REPLY_GRACE_MS) / 1000
+        return _InFlight(future, {tp: offsets[tp] for tp in group}, late_at)
 
     def _take_replies(self, deadline: float) -> bool:
-        """Take in every in-flight reply that arrives by `deadline` (monotonic s); True when
-        the metadata needs a refresh (an error, or a broker too slow to answer)."""
+        """Take in the in-flight replies as they arrive, until some records are buffered,
+        nothing is in flight, or `deadline` (monotonic s); True when the metadata needs a
+        refresh (an error, or a broker past its reply's `late_at`).
+
+        Returns as soon as one reply brought records, leaving the other Fetches in flight
+        (Kafka's consumer does the same): waiting for every broker made records from a
+        busy partition wait out the long poll of the idle ones, up to fetch_max_wait_ms
+        (the end-to-end latency in BENCHMARKS.md)."""
         refresh = False
-        for address, sent in list(self._in_flight.items()):
-            try:
-                response = sent.future.result(timeout=max(0.0, deadline - time.monotonic()))
-            except grpc.FutureTimeoutError:
-                log.debug("fetch from %s is late; other brokers go on", address)
-                refresh = True
-                continue
-            except grpc.FutureCancelledError:
-                del self._in_flight[address]
-                continue
-            except grpc.RpcError as exc:
-                del self._in_flight[address]
-                log.debug("fetch from %s failed: %s", address, translate_rpc_error(exc, address))
-                if getattr(exc, "code", lambda: None)() == grpc.StatusCode.UNAVAILABLE:
-                    self.metadata.note_unreachable(address)
-                refresh = True
-                continue
-            del self._in_flight[address]
-            refresh |= self._absorb(response, sent.offsets)
+        while self._in_flight:
+            self._arrived.clear()  # before looking: a completion from here on sets it again
+            for address, sent in list(self._in_flight.items()):
+                if sent.future.done():
+                    refresh |= self._take_one(address, sent)
+            now = time.monotonic()
+            for address, sent in self._in_flight.items():
+                if now >= sent.late_at:
+                    log.debug("fetch from %s is late; other brokers go on", address)
+                    refresh = True
+            if refresh or not self._in_flight or self.state.has_buffered() or now >= deadline:
+                return refresh
+            self._arrived.wait(min(deadline, *(s.late_at for s in self._in_flight.values())) - now)
         return refresh
+
+    def _take_one(self, address: str, sent: _InFlight) -> bool:
+        """Absorb one completed Fetch; True when the metadata needs a refresh."""
+        del self._in_flight[address]
+        try:
+            response = sent.future.result(timeout=0)
+        except grpc.FutureCancelledError:
+            return False
+        except grpc.RpcError as exc:
+            log.debug("fetch from %s failed: %s", address, translate_rpc_error(exc, address))
+            if getattr(exc, "code", lambda: None)() == grpc.StatusCode.UNAVAILABLE:
+                self.metadata.note_unreachable(address)
+            return True
+        return self._absorb(response, sent.offsets)
 
     def _drop_moved_fetches(self) -> None:
         """Cancel late fetches whose partitions all have other leaders now, so they are
@@ -299,30 +469,28 @@ class Fetcher:
                 refresh |= not hinted
                 continue
             if reply.record_batches:
-                records, next_position = self._decode(tp, reply.record_batches, position)
-                self.state.add_fetched(tp, records, next_position)
+                batches, next_position = self._decode(tp, reply.record_batches, position)
+                for batch in batches:
+                    self.state.add_fetched(tp, batch, next_position)
+                if not batches:  # control batches or gaps only: the position moves on
+                    self.state.add_fetched(tp, [], next_position)
         return refresh
 
     def _decode(
         self, tp: TopicPartition, data: bytes, position: int
-    ) -> tuple[list[ConsumerRecord], int]:
-        """The records of `data` from `position` on (CRC-checked), and the offset to fetch
-        next: past the last record, or past control batches and gaps that held none."""
-        records: list[ConsumerRecord] = []
+    ) -> tuple[list[LazyBatch], int]:
+        """The batches of `data` holding records from `position` on (CRC-checked here, so a
+        corrupt fetch buffers nothing; decoded later, when handed out), and the offset to
+        fetch next: past the last batch, control batches and gaps included."""
+        batches: list[LazyBatch] = []
         next_position = position
-        for record in decode_batches(data, from_offset=position, verify_crc=True):
-            records.append(
-                ConsumerRecord(
-                    tp.topic,
-                    tp.partition,
-                    record.offset,
-                    record.timestamp_ms,
-                    self._key_deserializer(record.key),
-                    self._value_deserializer(record.value),
-                    record.headers,
-                )
-            )
-            next_position = record.offset + 1
-        for _, header in iter_headers(data):  # control batches and gaps move us on too
+        deserializers = (self._key_deserializer, self._value_deserializer)
+        view = memoryview(data)  # batches are views into the reply: no copy per batch
+        for start, header in iter_headers(data):  # stops at a partial batch at the end
             next_position = max(next_position, header.next_offset)
-        return records, next_position
+            if header.last_offset < position or header.is_control or not header.records_count:
+                continue
+            chunk = view[start : start + header.size_bytes]
+            check_crc(chunk, 0, header)
+            batches.append(LazyBatch(tp, chunk, header, position, deserializers))
+        return batches, next_position

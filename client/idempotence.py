@@ -46,4 +46,4 @@ class ProducerIdentity:
         batch.producer_id = self.producer_id
         batch.producer_epoch = self.producer_epoch
         batch.base_sequence = sequence
-        self._next_sequence[key] = (sequence + len(batch.records)) & SEQUENCE_MAX
+        self._next_sequence[key] = (sequence + batch.record_count) & SEQUENCE_MAX

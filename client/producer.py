@@ -32,10 +32,11 @@ import grpc
 
 from raftka.client import backoff
 from raftka.client.accumulator import (
-    PendingRecord,
+    BatchResult,
     ProducerBatch,
     RecordAccumulator,
     RecordFuture,
+    RecordMetadata,
     record_size,
 )
 from raftka.client.credentials import resolve as resolve_credentials
@@ -48,13 +49,12 @@ from raftka.client.errors import (
     error_for,
 )
 from raftka.client.idempotence import ProducerIdentity
-from raftka.client.metadata import ClusterMetadata
-from raftka.client.partitioner import StickyPartitioner, partition_for_key
+from raftka.client.metadata import ClusterMetadata, PartitionInfo
+from raftka.client.partitioner import StickyPartitioner, murmur2, partition_for_key, to_positive
 from raftka.client.serialization import Serializer, resolve_serializer
 from raftka.client.tls_options import TlsOptions
 from raftka.client.transport import Connections, bootstrap_list, translate_rpc_error
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
-from raftka.records import encode_batch
 
 log = logging.getLogger("raftka.client")
 Code = common_pb2.ErrorCode
@@ -62,6 +62,8 @@ Code = common_pb2.ErrorCode
 ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
 # Longest the sender sleeps with nothing to do (s); it wakes sooner for any new work.
 SENDER_IDLE_POLL_S = 0.1
+# Bytes a record costs in the accumulator beyond its key and value (see accumulator.py).
+RECORD_OVERHEAD_BYTES = 24
 # How long a Produce may run past request_timeout_ms before the SDK gives up on it (s): the
 # broker answers REQUEST_TIMED_OUT itself at request_timeout_ms.
 PRODUCE_DEADLINE_GRACE_S = 5.0
@@ -125,6 +127,8 @@ class Producer:
             queue.SimpleQueue()
         )
         self.allow_auto_create_topics = allow_auto_create_topics
+        self._plain_keys = key_serializer in (None, "bytes")
+        self._plain_values = value_serializer in (None, "bytes")
         self._key_serializer = resolve_serializer(key_serializer)
         self._value_serializer = resolve_serializer(value_serializer)
         self._connections = Connections(tls, resolve_credentials(username, password))
@@ -134,6 +138,7 @@ class Producer:
         self._accumulator = RecordAccumulator(batch_size, linger_ms, buffer_memory)
         self._sticky = StickyPartitioner(random.Random(seed))
         self._sticky_lock = threading.Lock()
+        self._partition_cache: dict[str, tuple[list[PartitionInfo], list[int]]] = {}
         self._closed = False
         self._sender = threading.Thread(
             target=self._run_sender, name="raftka-producer-sender", daemon=True
@@ -155,30 +160,132 @@ class Producer:
         (with acks=0: when sent, offset -1)."""
         if self._closed:
             raise RuntimeError("the producer is closed")
-        key_bytes = self._key_serializer(key)
-        value_bytes = self._value_serializer(value)
-        header_list = [(str(k), v) for k, v in (headers or [])]
-        size = record_size(key_bytes, value_bytes, header_list)
+        # bytes pass through the default serializers as they are: skip the call
+        key_bytes = (
+            key
+            if (key is None or key.__class__ is bytes) and self._plain_keys
+            else self._key_serializer(key)
+        )
+        value_bytes = (
+            value
+            if value.__class__ is bytes and self._plain_values
+            else self._value_serializer(value)
+        )
+        if headers:
+            header_list = [(str(k), v) for k, v in headers]
+            size = record_size(key_bytes, value_bytes, header_list)
+        else:
+            header_list = []
+            size = RECORD_OVERHEAD_BYTES + len(key_bytes or b"") + len(value_bytes or b"")
         if size + 61 > self.max_request_size:
             raise MessageTooLargeError(
                 f"record of about {size} bytes exceeds max_request_size ({self.max_request_size})"
             )
         chosen = self._choose_partition(topic, key_bytes, partition)
         now_ms = int(time.time() * 1000)
-        record = PendingRecord(
+        future, batch_full = self._accumulator.append_record(
+            topic,
+            chosen,
             key_bytes,
             value_bytes,
             header_list,
-            timestamp_ms if timestamp_ms is not None else now_ms,
-        )
-        future, batch_full = self._accumulator.append(
-            topic, chosen, record, size, now_ms, self.max_block_s
+            timestamp_ms if timestamp_ms else now_ms,
+            size,
+            now_ms,
+            self.max_block_s,
         )
         if batch_full and key_bytes is None and partition is None:
-            count = len(self.metadata.partitions_for(topic) or ())
-            with self._sticky_lock:
-                self._sticky.on_new_batch(topic, count, chosen)
+            self._next_sticky(topic, chosen)
         return future
+
+    def send_many(
+        self,
+        topic: str,
+        values: Sequence[Any],
+        keys: Sequence[Any] | None = None,
+        *,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> BulkSendResult:
+        """Queue many records (without headers) at once, for callers that already hold
+        them: one serializer pass, one partition choice per key (or per batch for keyless
+        records, sticky as in send()), and the records written into their batches under one
+        lock per partition. The records of one partition keep their order. Returns one
+        result for all of them rather than a future per record."""
+        if self._closed:
+            raise RuntimeError("the producer is closed")
+        if keys is not None and len(keys) != len(values):
+            raise ValueError(f"{len(keys)} keys for {len(values)} values: give one per value")
+        serialize_value = self._value_serializer
+        value_bytes = [serialize_value(v) for v in values]
+        key_bytes = None if keys is None else [self._key_serializer(k) for k in keys]
+        largest = max((len(v or b"") for v in value_bytes), default=0) + (
+            max((len(k or b"") for k in key_bytes), default=0) if key_bytes else 0
+        )
+        if RECORD_OVERHEAD_BYTES + largest + 61 > self.max_request_size:
+            raise MessageTooLargeError(
+                f"a record of about {RECORD_OVERHEAD_BYTES + largest} bytes exceeds "
+                f"max_request_size ({self.max_request_size})"
+            )
+        now_ms = int(time.time() * 1000)
+        stamp = timestamp_ms if timestamp_ms else now_ms
+        segments: list[tuple[BatchResult, int, int]] = []
+        order: list[tuple[int, list[int]]] = []  # (partition, indexes) for keyed records
+        if partition is None and key_bytes is not None and any(k is None for k in key_bytes):
+            raise ValueError("send_many: give a key for every record, or none")
+        if partition is not None:
+            self._choose_partition(topic, None, partition)
+            added, _ = self._accumulator.append_many(
+                topic, partition, value_bytes, key_bytes, stamp, now_ms, self.max_block_s
+            )
+            segments.extend(added)
+        elif key_bytes is None:
+            segments.extend(self._send_many_sticky(topic, value_bytes, stamp, now_ms))
+        else:
+            count = len(self._partition_infos(topic)[0])
+            by_partition: dict[int, list[int]] = {}
+            for index, key in enumerate(key_bytes):
+                chosen = to_positive(murmur2(key or b"")) % count  # no None: checked above
+                by_partition.setdefault(chosen, []).append(index)
+            for chosen, indexes in by_partition.items():
+                order.append((chosen, indexes))
+                added, _ = self._accumulator.append_many(
+                    topic,
+                    chosen,
+                    [value_bytes[i] for i in indexes],
+                    [key_bytes[i] for i in indexes],
+                    stamp,
+                    now_ms,
+                    self.max_block_s,
+                )
+                segments.extend(added)
+        return BulkSendResult(segments, stamp, order or None, len(values))
+
+    def _send_many_sticky(
+        self, topic: str, values: list[bytes | None], stamp: int, now_ms: int
+    ) -> list[tuple[BatchResult, int, int]]:
+        """Keyless records: fill the sticky partition's batch, move on when it is full."""
+        segments: list[tuple[BatchResult, int, int]] = []
+        position = 0
+        while position < len(values):
+            chosen = self._choose_partition(topic, None, None)
+            # about one batch's worth per step, so a full batch moves the sticky partition
+            size = RECORD_OVERHEAD_BYTES + len(values[position] or b"")
+            step = max(1, self._accumulator.batch_size_bytes // size)
+            chunk = values[position : position + step]
+            added, full = self._accumulator.append_many(
+                topic, chosen, chunk, None, stamp, now_ms, self.max_block_s
+            )
+            segments.extend(added)
+            position += len(chunk)
+            if full or position < len(values):
+                self._next_sticky(topic, chosen)
+        return segments
+
+    def _next_sticky(self, topic: str, previous: int) -> None:
+        count = len(self.metadata.partitions_for(topic) or ())
+        with self._sticky_lock:
+            self._sticky.on_new_batch(topic, count, previous)
 
     def partitions_for(self, topic: str) -> list[int]:
         infos = self.metadata.ensure_topic(topic, self.allow_auto_create_topics)
@@ -213,8 +320,21 @@ class Producer:
         self.close()
 
     # -------------------------------------------------------------------- partitioning
-    def _choose_partition(self, topic: str, key: bytes | None, partition: int | None) -> int:
+    def _partition_infos(self, topic: str) -> tuple[list[PartitionInfo], list[int]]:
+        """The topic's partitions and those with a known leader. Cached per topic until
+        the metadata replaces its list (it never changes one in place), so send() does not
+        take the metadata lock or rebuild the list for every record."""
+        infos = self.metadata.topics.get(topic)
+        cached = self._partition_cache.get(topic)
+        if infos is not None and cached is not None and cached[0] is infos:
+            return cached
         infos = self.metadata.ensure_topic(topic, self.allow_auto_create_topics)
+        entry = (infos, [i.partition for i in infos if i.leader_id >= 0])
+        self._partition_cache[topic] = entry
+        return entry
+
+    def _choose_partition(self, topic: str, key: bytes | None, partition: int | None) -> int:
+        infos, available = self._partition_infos(topic)
         count = len(infos)
         if partition is not None:
             if not 0 <= partition < count:
@@ -224,7 +344,6 @@ class Producer:
             return partition
         if key is not None:
             return partition_for_key(key, count)
-        available = [i.partition for i in infos if i.leader_id >= 0]
         with self._sticky_lock:
             return self._sticky.partition(topic, count, available)
 
@@ -262,6 +381,13 @@ class Producer:
         for batch in batches:
             if self.idempotent:
                 self._identity.stamp(batch)
+            if not batch.attempts:
+                # KIP-480: keyless records move on once their partition's batch is sent,
+                # not only when it is full; else, with linger_ms small against the round
+                # trip, every keyless record of a topic queued behind one partition's single
+                # in-flight batch (at 10,000 records/s: seconds of latency, BENCHMARKS.md).
+                # A notice for a partition the topic already left is ignored.
+                self._next_sticky(batch.topic, batch.partition)
             address = self.metadata.leader_address(batch.topic, batch.partition)
             if address is None:
                 refresh_needed = True
@@ -317,13 +443,7 @@ class Producer:
 
     @staticmethod
     def _encode(batch: ProducerBatch) -> bytes:
-        return encode_batch(
-            [(r.key, r.value, r.headers, r.timestamp_ms) for r in batch.records],
-            now_ms=int(time.time() * 1000),  # for records sent with timestamp_ms=0
-            producer_id=batch.producer_id,
-            producer_epoch=batch.producer_epoch,
-            base_sequence=batch.base_sequence,
-        )
+        return batch.encoded()
 
     def _init_producer_id(self) -> None:
         """Ask any broker for a producer id; on failure batches go out without one (and
@@ -415,3 +535,56 @@ class Producer:
             batch.attempts, self._random.random(), self.retry_backoff_ms, self.retry_backoff_max_ms
         )
         self._accumulator.requeue(batch, now_ms + wait_ms)
+
+
+class BulkSendResult:
+    """How the records of one send_many() call ended: one object for all of them."""
+
+    __slots__ = ("_count", "_order", "_segments", "timestamp_ms")
+
+    def __init__(
+        self,
+        segments: list[tuple[BatchResult, int, int]],
+        timestamp_ms: int,
+        order: list[tuple[int, list[int]]] | None,
+        count: int,
+    ) -> None:
+        self._segments = segments
+        self._order = order  # keyed records: which input positions went to each partition
+        self._count = count
+        self.timestamp_ms = timestamp_ms
+
+    def __len__(self) -> int:
+        return self._count
+
+    def done(self) -> bool:
+        return all(result.done for result, _, _ in self._segments)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until every record is acknowledged; raise the first error (or TimeoutError)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for result, _, _ in self._segments:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not result.wait(left):
+                raise TimeoutError(f"records not acknowledged within {timeout}s")
+            if result.error is not None:
+                raise result.error
+
+    def get(self, timeout: float | None = None) -> list[RecordMetadata]:
+        """Every record's metadata, in the order given to send_many (raises as wait())."""
+        self.wait(timeout)
+        found = [
+            RecordMetadata(result.topic, result.partition, result.base_offset + first + i,
+                           self.timestamp_ms)
+            for result, first, count in self._segments
+            for i in range(count)
+        ]
+        if self._order is None:
+            return found
+        placed: list[RecordMetadata | None] = [None] * self._count
+        cursor = 0
+        for _, indexes in self._order:
+            for index in indexes:
+                placed[index] = found[cursor]
+                cursor += 1
+        return [m for m in placed if m is not None]

@@ -16,7 +16,7 @@ without a position waits for a reset to its earliest or latest offset (auto_offs
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from raftka.client.errors import OffsetOutOfRangeError
@@ -50,7 +50,11 @@ class SubscriptionState(Generic[R]):
         self._positions: dict[TopicPartition, int | None] = {}
         self._fetch_positions: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
-        self._buffer: deque[tuple[TopicPartition, R]] = deque()
+        # Fetched records in fetch order, a chunk (one fetched batch, say) per entry:
+        # [partition, records, index of the next record to hand out]. Chunks rather than
+        # records so that buffering and handing out cost per batch, not per record, and a
+        # chunk may decode itself only when it is handed out (see fetcher.LazyBatch).
+        self._buffer: deque[list[object]] = deque()
 
     # ---------------------------------------------------------------- subscription
     def subscribe(self, topics: Iterable[str]) -> None:
@@ -156,31 +160,54 @@ class SubscriptionState(Generic[R]):
         return {tp: offset for tp in wanted if (offset := self._positions.get(tp)) is not None}
 
     # ---------------------------------------------------------------------- buffer
-    def add_fetched(self, tp: TopicPartition, records: Iterable[R], next_fetch_offset: int) -> None:
+    def add_fetched(
+        self, tp: TopicPartition, records: Iterable[R], next_fetch_offset: int
+    ) -> None:
         """Buffer the records a fetch of `tp` returned; fetch from `next_fetch_offset` next
-        (past the last record, or past control batches and gaps that held none)."""
-        self._buffer.extend((tp, record) for record in records)
+        (past the last record, or past control batches and gaps that held none). `records`
+        may be a lazy Sequence: it is only sliced when handed out."""
+        chunk = records if isinstance(records, Sequence) else list(records)
+        if len(chunk):
+            self._buffer.append([tp, chunk, 0])
         self._fetch_positions[tp] = next_fetch_offset
 
     def has_buffered(self) -> bool:
         return bool(self._buffer)
+
+    def buffered_partitions(self) -> set[TopicPartition]:
+        """Partitions with records waiting to be handed out."""
+        return {entry[0] for entry in self._buffer}  # type: ignore[misc]
 
     def drain(self, max_records: int) -> dict[TopicPartition, list[R]]:
         """Hand out up to `max_records` buffered records in fetch order, grouped by
         partition, moving each partition's position past the records it gave."""
         out: dict[TopicPartition, list[R]] = {}
         while self._buffer and max_records > 0:
-            tp, record = self._buffer.popleft()
-            out.setdefault(tp, []).append(record)
-            self._positions[tp] = record.offset + 1
-            max_records -= 1
+            entry = self._buffer[0]
+            tp: TopicPartition = entry[0]  # type: ignore[assignment]
+            chunk: Sequence[R] = entry[1]  # type: ignore[assignment]
+            start: int = entry[2]  # type: ignore[assignment]
+            taken = chunk[start : start + max_records]
+            if start + len(taken) >= len(chunk):
+                self._buffer.popleft()
+            else:
+                entry[2] = start + len(taken)
+            if not taken:
+                continue
+            given = out.get(tp)
+            if given is None:
+                out[tp] = list(taken)
+            else:
+                given.extend(taken)
+            self._positions[tp] = taken[-1].offset + 1
+            max_records -= len(taken)
         self._catch_up_positions()
         return out
 
     def _catch_up_positions(self) -> None:
         """A partition with nothing left in the buffer is consumed up to its fetch position
         (which may skip control batches and gaps that held no user records)."""
-        buffered = {tp for tp, _ in self._buffer}
+        buffered = {entry[0] for entry in self._buffer}
         for tp, fetch_position in self._fetch_positions.items():
             position = self._positions.get(tp)
             if tp not in buffered and position is not None:

@@ -245,6 +245,23 @@ def patch_offsets(
     _LEADER_EPOCH.pack_into(buffer, position + _LEADER_EPOCH_AT, partition_leader_epoch)
 
 
+_PRODUCER_STATE = struct.Struct(">qhi")
+_PRODUCER_STATE_AT = 43
+
+
+def restamp_producer(
+    buffer: bytearray, producer_id: int, producer_epoch: int, base_sequence: int
+) -> None:
+    """Set producerId, producerEpoch and baseSequence of the batch at the start of `buffer`
+    and recompute its CRC (they lie inside it): for a batch built before its producer id was
+    known, without rebuilding its records."""
+    _PRODUCER_STATE.pack_into(
+        buffer, _PRODUCER_STATE_AT, producer_id, producer_epoch, base_sequence
+    )
+    size = read_batch_size(buffer)
+    struct.pack_into(">I", buffer, _CRC_AT, crc_of(buffer, 0, size))
+
+
 def encode_batch(
     records: Sequence[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes | None]], int]],
     *,

@@ -16,7 +16,7 @@ def test_batches_wait_for_linger_unless_full_or_flushing():
     acc.append("t", 0, record(), 30, now_ms=0, max_block_s=0)
     assert acc.drain(now_ms=10) == ([], 40)
     ready, _ = acc.drain(now_ms=50)
-    assert [(b.topic, b.partition, len(b.records)) for b in ready] == [("t", 0, 1)]
+    assert [(b.topic, b.partition, b.record_count) for b in ready] == [("t", 0, 1)]
     acc.append("t", 1, record(), 30, now_ms=60, max_block_s=0)
     acc.begin_flush()
     assert len(acc.drain(now_ms=60)[0]) == 1
@@ -27,7 +27,7 @@ def test_a_full_batch_is_ready_at_once_and_the_next_one_starts():
     fulls = [acc.append("t", 0, record(), 60, now_ms=0, max_block_s=0)[1] for _ in range(4)]
     assert fulls == [False, False, True, False]  # the third record starts batch two
     ready, _ = acc.drain(now_ms=1)
-    assert len(ready) == 1 and len(ready[0].records) == 2
+    assert len(ready) == 1 and ready[0].record_count == 2
 
 
 def test_one_batch_per_partition_in_flight_and_retries_go_first():

@@ -44,6 +44,13 @@ class Done:
         self.cancelled = True
         return True
 
+    def done(self):
+        return self._outcome is not None or self.cancelled
+
+    def add_done_callback(self, callback):
+        if self.done():
+            callback(self)
+
 
 class Broker:
     """Answers Fetch and ListOffsets from scripted replies, recording the requests."""
@@ -329,3 +336,45 @@ def test_a_late_reply_for_an_offset_the_consumer_moved_away_from_is_dropped():
     brokers["b1"].fetch_replies.append(broker_pb2.FetchResponse())
     fetcher.fetch_once(0)
     assert not state.has_buffered() and state.fetch_offsets() == {A0: 10}
+
+
+def test_send_ahead_fetches_only_drained_partitions_and_the_next_round_takes_the_reply():
+    fetcher, state, brokers, _ = setup()
+    state.assign_from_user([A0, A1])
+    state.seek(A0, 0)
+    state.seek(A1, 5)
+    brokers["b1"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A0, batch(0, b"x"))])
+    )
+    brokers["b2"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A1, batch(5, b"z", b"w"))])
+    )
+    fetcher.fetch_once(0)
+    assert state.drain(2) == {A0: [ConsumerRecord("a", 0, 0, 1000, None, "x", ())],
+                              A1: [ConsumerRecord("a", 1, 5, 1000, None, "z", ())]}
+    brokers["b1"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A0, batch(1, b"y"))])
+    )
+    fetcher.send_ahead(100)  # A0 is drained, A1 still has a record buffered
+    assert len(brokers["b1"].fetches) == 2 and len(brokers["b2"].fetches) == 1
+    assert brokers["b1"].fetches[1].partitions[0].fetch_offset == 1
+    fetcher.send_ahead(100)  # already in flight: not sent twice
+    assert len(brokers["b1"].fetches) == 2
+    assert [(r.offset, r.value) for r in state.drain(10)[A1]] == [(6, "w")]
+    brokers["b2"].fetch_replies.append(broker_pb2.FetchResponse(partitions=[reply(A1)]))
+    fetcher.fetch_once(0)  # takes the reply sent ahead
+    assert [(r.offset, r.value) for r in state.drain(10)[A0]] == [(1, "y")]
+
+
+def test_records_from_one_broker_are_handed_out_without_waiting_for_the_others_long_poll():
+    fetcher, state, brokers, metadata = setup()
+    state.assign_from_user([A0, A1])
+    state.seek(A0, 0)
+    state.seek(A1, 0)
+    brokers["b1"].fetch_replies.append(None)  # A0 is idle: its long poll has not answered
+    brokers["b2"].fetch_replies.append(
+        broker_pb2.FetchResponse(partitions=[reply(A1, batch(0, b"now"))]))
+    fetcher.fetch_once(60_000)  # a minute's long poll: returning at all means it did not wait
+    assert [r.value for r in state.drain(10)[A1]] == ["now"]
+    assert metadata.refreshes == 0  # b1's long poll is not late: it stays in flight
+    assert set(fetcher._in_flight) == {"b1"}

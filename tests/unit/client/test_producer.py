@@ -175,3 +175,56 @@ def test_backoff_limits_are_checked_at_start_up():
         Producer(A, retry_backoff_ms=0)
     with pytest.raises(ValueError, match="retry backoff"):
         Producer(A, retry_backoff_ms=50, retry_backoff_max_ms=10)
+
+
+def test_send_many_delivers_in_order_with_one_result_for_all():
+    cluster = FakeCluster({0: A, 1: B})
+    with producer_on(cluster) as producer:
+        result = producer.send_many("t", [b"a", b"b", b"c"], partition=1)
+        metadata = result.get(timeout=10)
+        assert [(m.partition, m.offset - metadata[0].offset) for m in metadata] == [
+            (1, 0), (1, 1), (1, 2)]
+        assert len(result) == 3 and result.done()
+        request = cluster.brokers[B].produces[0]
+        from raftka.records import decode_batches
+        values = [r.value for r in decode_batches(request.partitions[0].record_batches)]
+        assert values == [b"a", b"b", b"c"]
+
+
+def test_send_many_with_keys_partitions_as_send_does_and_answers_in_input_order():
+    from raftka.client.partitioner import partition_for_key
+
+    cluster = FakeCluster({0: A, 1: B})
+    keys = [b"k%d" % i for i in range(12)]
+    with producer_on(cluster) as producer:
+        metadata = producer.send_many("t", [b"v"] * 12, keys=keys).get(timeout=10)
+        assert [m.partition for m in metadata] == [partition_for_key(k, 2) for k in keys]
+        with pytest.raises(ValueError, match="a key for every record"):
+            producer.send_many("t", [b"v", b"w"], keys=[b"k", None])
+        with pytest.raises(ValueError, match="one per value"):
+            producer.send_many("t", [b"v", b"w"], keys=[b"k"])
+
+
+def test_send_many_keyless_records_all_arrive():
+    cluster = FakeCluster({0: A, 1: B})
+    with producer_on(cluster, batch_size=300) as producer:
+        result = producer.send_many("t", [b"%04d" % i for i in range(50)])
+        result.wait(timeout=10)
+        from raftka.records import decode_batches
+        values = sorted(
+            r.value
+            for broker in cluster.brokers.values()
+            for request in broker.produces
+            for p in request.partitions
+            for r in decode_batches(p.record_batches)
+        )
+        assert values == [b"%04d" % i for i in range(50)]
+
+
+def test_keyless_records_move_to_another_partition_once_their_batch_is_sent():
+    cluster = FakeCluster({0: A, 1: B})
+    with producer_on(cluster) as producer:  # linger 0: each batch is sent at once
+        first = producer.send("t", b"one").get(timeout=10).partition
+        second = producer.send("t", b"two").get(timeout=10).partition
+        third = producer.send("t", b"three").get(timeout=10).partition
+        assert first != second != third  # KIP-480: a sent batch moves the sticky partition
