@@ -129,6 +129,10 @@ class GroupServicer(group_pb2_grpc.GroupServiceServicer):
     async def DeleteOffsets(
         self, request: group_pb2.DeleteOffsetsRequest, context: grpc.aio.ServicerContext
     ) -> group_pb2.DeleteOffsetsResponse:
+        principal = await self._group(context, "DeleteOffsets", Operation.DELETE,
+                                      request.group_id)
+        await self._gate.require(context, principal, Operation.READ, TOPIC,
+                                 (t.topic for t in request.topics))
         try:
             return await self._coordinator.delete_offsets(request)
         except Exception as exc:

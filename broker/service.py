@@ -203,6 +203,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.AlterConfigsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.AlterConfigsResponse:
         forwarded = await self._forwarded(context, ALTER_CONFIGS)
+        if not forwarded:  # a forwarded call was checked by the broker that forwarded it
+            principal = await self._gate.caller(context, ALTER_CONFIGS)
+            await self._gate.require(context, principal, Operation.ALTER_CONFIGS, TOPIC,
+                                     (t.topic for t in request.topics))
         return await self._core.topics.alter_configs(request, forwarded=forwarded)
 
     @guarded
@@ -210,18 +214,29 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.CreatePartitionsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreatePartitionsResponse:
         forwarded = await self._forwarded(context, CREATE_PARTITIONS)
+        if not forwarded:
+            principal = await self._gate.caller(context, CREATE_PARTITIONS)
+            await self._gate.require(context, principal, Operation.ALTER, TOPIC,
+                                     (t.topic for t in request.topics))
         return await self._core.topics.create_partitions(request, forwarded=forwarded)
 
     @guarded
     async def DeleteRecords(
         self, request: admin_pb2.DeleteRecordsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DeleteRecordsResponse:
+        principal = await self._gate.caller(context, method_path("AdminService",
+                                                                 "DeleteRecords"))
+        await self._gate.require(context, principal, Operation.DELETE, TOPIC,
+                                 (p.topic for p in request.partitions))
         return await self._core.log_admin.delete_records(request)
 
     @guarded
     async def DescribeLogDirs(
         self, request: admin_pb2.DescribeLogDirsRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DescribeLogDirsResponse:
+        principal = await self._gate.caller(context, method_path("AdminService",
+                                                                 "DescribeLogDirs"))
+        await self._gate.require_cluster(context, principal, Operation.DESCRIBE)
         return self._core.log_admin.describe_log_dirs()
 
     @guarded

@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 import grpc
 
 from raftka.client.credentials import resolve as resolve_credentials
-from raftka.client.errors import BrokerNotAvailableError, RaftkaError, error_for
+from raftka.client.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    BrokerNotAvailableError,
+    RaftkaError,
+    error_for,
+)
 from raftka.client.group_admin import GroupAdmin
 from raftka.client.metadata import ClusterMetadata
 from raftka.client.tls_options import TlsOptions
@@ -61,8 +67,11 @@ class Admin:
                 try:
                     response = invoke(address)
                 except grpc.RpcError as exc:
+                    error = translate_rpc_error(exc, address)
+                    if isinstance(error, (AuthenticationError, AuthorizationError)):
+                        raise error from None  # another broker would refuse alike
                     self.metadata.note_unreachable(address)
-                    problems[address] = str(translate_rpc_error(exc, address))
+                    problems[address] = str(error)
                     continue
                 self.metadata.note_reachable(address)
                 if retry_if is not None and retry_if(response) and time.monotonic() < deadline:
@@ -254,8 +263,10 @@ class Admin:
                     result = self._connections.admin(address).DeleteRecords(
                         request, timeout=self.request_timeout_s).partitions[0]
                 except grpc.RpcError as exc:
-                    if time.monotonic() > deadline:
-                        raise translate_rpc_error(exc, address) from None
+                    error = translate_rpc_error(exc, address)
+                    if time.monotonic() > deadline or isinstance(
+                            error, (AuthenticationError, AuthorizationError)):
+                        raise error from None
             if result is not None and result.error_code not in _LEADER_MOVED:
                 if result.error_code:
                     raise error_for(result.error_code, result.error_message)
@@ -269,14 +280,18 @@ class Admin:
 
     def describe_log_dirs(self) -> list[admin_pb2.DescribeLogDirsResponse]:
         """Every live broker's log directory: size and offsets of each partition it hosts.
-        A broker that does not answer is left out."""
+        A broker that does not answer is left out; a refusal (DESCRIBE on the cluster is
+        needed) is raised, as every broker would refuse alike."""
         self.metadata.refresh()
         out = []
         for _, address in sorted(self.metadata.brokers.items()):
             try:
                 out.append(self._connections.admin(address).DescribeLogDirs(
                     admin_pb2.DescribeLogDirsRequest(), timeout=self.request_timeout_s))
-            except grpc.RpcError:
+            except grpc.RpcError as exc:
+                error = translate_rpc_error(exc, address)
+                if isinstance(error, (AuthenticationError, AuthorizationError)):
+                    raise error from None
                 continue
         return out
 

@@ -13,7 +13,12 @@ from typing import Any, TypeVar
 
 import grpc
 
-from raftka.client.errors import RaftkaError, error_for
+from raftka.client.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    RaftkaError,
+    error_for,
+)
 from raftka.client.metadata import ClusterMetadata
 from raftka.client.transport import Connections, translate_rpc_error
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2, group_pb2, group_pb2_grpc
@@ -51,7 +56,10 @@ class GroupAdmin:
                     group_pb2.FindCoordinatorRequest(group_id=group_id), timeout=self._timeout_s
                 )
             except grpc.RpcError as exc:
-                problems.append(str(translate_rpc_error(exc, address)))
+                error = translate_rpc_error(exc, address)
+                if isinstance(error, (AuthenticationError, AuthorizationError)):
+                    raise error from None  # another broker would refuse alike
+                problems.append(str(error))
                 continue
             if reply.error_code:
                 raise error_for(reply.error_code, reply.error_message)
@@ -62,16 +70,20 @@ class GroupAdmin:
         """Run `call(stub)` on the coordinator, following it when it moves."""
         deadline = time.monotonic() + self._timeout_s
         while True:
+            address = None
             try:
-                reply: Any = call(self._stub(self._coordinator(group_id)))
+                address = self._coordinator(group_id)
+                reply: Any = call(self._stub(address))
             except RaftkaError as exc:
                 if not exc.retriable or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
                 continue
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
+            except grpc.RpcError as exc:
+                error = translate_rpc_error(exc, address or "?")
+                if time.monotonic() > deadline or isinstance(
+                        error, (AuthenticationError, AuthorizationError)):
+                    raise error from None
                 time.sleep(0.2)
                 continue
             if reply.error_code in _RETRY and time.monotonic() < deadline:

@@ -9,7 +9,10 @@ changes nothing. The operations are Kafka's (KafkaApis): Produce WRITE topic, Fe
 topic, Metadata/ListOffsets/OffsetForLeaderEpoch DESCRIBE topic, auto-creation and
 CreateTopics CREATE cluster-or-topic, DeleteTopics DELETE topic, DescribeConfigs
 DESCRIBE_CONFIGS, group APIs READ/DESCRIBE group (+ READ topic for commits), InitProducerId
-IDEMPOTENT_WRITE cluster (or WRITE on some topic, KIP-679).
+IDEMPOTENT_WRITE cluster (or WRITE on some topic, KIP-679); the admin operations:
+DeleteRecords DELETE topic, AlterConfigs/IncrementalAlterConfigs ALTER_CONFIGS topic (broker
+resources: on the cluster), CreatePartitions ALTER topic, DescribeLogDirs DESCRIBE cluster,
+DeleteGroups DELETE group, OffsetDelete DELETE group + READ topic.
 
 An API without a guard here (one added later) is served only to callers allowed ALTER on
 the cluster; others are disconnected with a log line: fail closed, never open.
@@ -236,32 +239,77 @@ async def _delete_topics(handler: Handler, core: BrokerCore, request: Request) -
 
 
 async def _describe_configs(handler: Handler, core: BrokerCore, request: Request) -> Response:
+    return await _config_resources(handler, core, request, Operation.DESCRIBE_CONFIGS,
+                                   "results", {"configs": []})
+
+
+async def _alter_configs(handler: Handler, core: BrokerCore, request: Request) -> Response:
+    """AlterConfigs and IncrementalAlterConfigs alike (Kafka's AuthHelper: ALTER_CONFIGS)."""
+    return await _config_resources(handler, core, request, Operation.ALTER_CONFIGS,
+                                   "responses", {})
+
+
+async def _config_resources(handler: Handler, core: BrokerCore, request: Request,
+                            op: Operation, reply_list: str,
+                            refusal_extra: dict[str, Any]) -> Response:
+    """For requests naming config resources: `op` on each topic resource, or on the
+    cluster for broker resources; refused ones answered in `reply_list`."""
     refused = []
     kept = []
     for resource in request.body.resources:
         if resource.resource_type == RESOURCE_TOPIC:
-            allowed = _ok(core, request, Operation.DESCRIBE_CONFIGS, TOPIC,
-                          resource.resource_name)
+            allowed = _ok(core, request, op, TOPIC, resource.resource_name)
             code = TOPIC_AUTHORIZATION_FAILED
+            what = f"topic {resource.resource_name!r}"
         elif resource.resource_type == RESOURCE_BROKER:
-            allowed = _cluster_ok(core, request, Operation.DESCRIBE_CONFIGS)
+            allowed = _cluster_ok(core, request, op)
             code = CLUSTER_AUTHORIZATION_FAILED
+            what = "the cluster"
         else:
-            allowed, code = True, 0  # the handler refuses unknown types itself
+            allowed, code, what = True, 0, ""  # the handler refuses unknown types itself
         if allowed:
             kept.append(resource)
         else:
-            refused.append({"error_code": code, "error_message": _message(
-                request, Operation.DESCRIBE_CONFIGS, f"{resource.resource_name!r}"),
-                "resource_type": resource.resource_type,
-                "resource_name": resource.resource_name, "configs": []})
+            refused.append({"error_code": code, "error_message": _message(request, op, what),
+                            "resource_type": resource.resource_type,
+                            "resource_name": resource.resource_name, **refusal_extra})
     if not refused:
         return await handler(core, request)
     result: Response = await handler(core, _without(request, resources=tuple(kept))) if kept else \
+        {"throttle_time": 0, reply_list: []}
+    assert isinstance(result, dict)
+    result[reply_list] = [*result[reply_list], *refused]
+    return result
+
+
+async def _create_partitions(handler: Handler, core: BrokerCore, request: Request) -> Response:
+    topics = request.body.topics
+    denied = [t for t in topics if not _ok(core, request, Operation.ALTER, TOPIC, t.name)]
+    if not denied:
+        return await handler(core, request)
+    kept = tuple(t for t in topics if t not in denied)
+    result: Response = await handler(core, _without(request, topics=kept)) if kept else \
         {"throttle_time": 0, "results": []}
     assert isinstance(result, dict)
-    result["results"] = [*result["results"], *refused]
+    result["results"] = [*result["results"], *(
+        {"name": t.name, "error_code": TOPIC_AUTHORIZATION_FAILED,
+         "error_message": _message(request, Operation.ALTER, f"topic {t.name!r}")}
+        for t in denied)]
     return result
+
+
+async def _delete_records(handler: Handler, core: BrokerCore, request: Request) -> Response:
+    return await _per_topic(handler, core, request, "topics", "name", "name", lambda p: {
+        "partition_index": p.partition_index, "low_watermark": -1,
+        "error_code": TOPIC_AUTHORIZATION_FAILED}, op=Operation.DELETE)
+
+
+async def _describe_log_dirs(handler: Handler, core: BrokerCore, request: Request) -> Response:
+    """Kafka's rule: DESCRIBE on the cluster, else no log dirs; v3+ also says why (the
+    error_code field does not exist before v3, where the empty results are the answer)."""
+    if _cluster_ok(core, request, Operation.DESCRIBE):
+        return await handler(core, request)
+    return {"throttle_time": 0, "error_code": CLUSTER_AUTHORIZATION_FAILED, "results": []}
 
 
 # ---------------------------------------------------------------------------- groups
@@ -372,6 +420,38 @@ async def _describe_groups(handler: Handler, core: BrokerCore, request: Request)
     return result
 
 
+async def _delete_groups(handler: Handler, core: BrokerCore, request: Request) -> Response:
+    groups = request.body.groups_names
+    denied = [g for g in groups if not _ok(core, request, Operation.DELETE, GROUP, g)]
+    if not denied:
+        return await handler(core, request)
+    kept = tuple(g for g in groups if g not in denied)
+    result: Response = await handler(core, _without(request, groups_names=kept)) if kept else \
+        {"throttle_time": 0, "results": []}
+    assert isinstance(result, dict)
+    result["results"] = [*result["results"], *(
+        {"group_id": g, "error_code": GROUP_AUTHORIZATION_FAILED} for g in denied)]
+    return result
+
+
+async def _offset_delete(handler: Handler, core: BrokerCore, request: Request) -> Response:
+    """DELETE on the group (else nothing: the top-level code), READ on each topic."""
+    body = request.body
+    if not _ok(core, request, Operation.DELETE, GROUP, body.group_id):
+        return {"error_code": GROUP_AUTHORIZATION_FAILED, "throttle_time": 0, "topics": []}
+    denied = [t for t in body.topics if not _ok(core, request, Operation.READ, TOPIC, t.name)]
+    if not denied:
+        return await handler(core, request)
+    kept = tuple(t for t in body.topics if t not in denied)
+    result: Response = await handler(core, _without(request, topics=kept)) if kept else \
+        {"error_code": 0, "throttle_time": 0, "topics": []}
+    assert isinstance(result, dict)
+    if result["error_code"]:
+        return result  # a group-level error (NOT_COORDINATOR, ...) answers for everything
+    result["topics"] = [*result["topics"], *_all_partitions(denied, TOPIC_AUTHORIZATION_FAILED)]
+    return result
+
+
 async def _list_groups(handler: Handler, core: BrokerCore, request: Request) -> Response:
     result = await handler(core, request)
     if _cluster_ok(core, request, Operation.DESCRIBE):
@@ -395,6 +475,9 @@ GUARDS: dict[int, Guard] = {
     17: _open, 18: _open, 19: _create_topics, 20: _delete_topics, 22: _init_producer_id,
     23: _offset_for_leader_epoch, 29: _open, 30: _open, 31: _open, 32: _describe_configs,
     36: _open, 50: _open, 51: _open, 60: _open,
+    # the admin operations (broker/kafka/admin_ops_handlers.py)
+    21: _delete_records, 33: _alter_configs, 35: _describe_log_dirs, 37: _create_partitions,
+    42: _delete_groups, 44: _alter_configs, 47: _offset_delete,
 }
 
 

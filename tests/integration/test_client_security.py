@@ -627,3 +627,209 @@ def test_kafkajs_round_trip_with_scram(secured: Secured, mechanism: str):
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     (summary,) = [line for line in json_lines(done.stdout) if "produced" in line]
     assert summary["produced"] == summary["consumed"] == 50 and summary["missing"] == []
+
+
+# ------------------------------------------------------- admin operations under ACLs
+def _admin_fixture(secured: Secured, prefix: str) -> tuple[str, str]:
+    """A topic with 2 partitions (5 records in partition 0, retention.ms set) and an empty
+    group with committed offsets on it, made by the super user."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic, group = _unique(prefix), _unique(f"{prefix}-group")
+    admin = AdminClient(secured.conf("admin"))
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=3,
+                                  config={"retention.ms": "86400000"})])[topic].result(15)
+    producer = Producer({**secured.conf("admin"), "acks": "all"})
+    for i in range(5):
+        producer.produce(topic, f"r{i}".encode(), partition=0)
+    assert producer.flush(30) == 0
+    consumer = Consumer({**secured.conf("admin"), "group.id": group,
+                         "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
+    consumer.close()
+    return topic, group
+
+
+def _state(secured: Secured, topic: str, group: str) -> tuple[int, str, int, list[int]]:
+    """What the admin operations could change: partition count, retention.ms, partition 0's
+    log start offset, the group's committed offsets (empty when the group is gone)."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+    admin = AdminClient(secured.conf("admin"))
+    partitions = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+    configs = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])
+    (described,) = configs.values()
+    retention = described.result(15)["retention.ms"].value
+    consumer = Consumer({**secured.conf("admin"), "group.id": group})
+    try:
+        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        committed = consumer.committed([TopicPartition(topic, 0)], timeout=10)
+    finally:
+        consumer.close()
+    return partitions, retention, int(low), [c.offset for c in committed if c.offset >= 0]
+
+
+def _refusal(future: object) -> int:
+    from confluent_kafka import KafkaException
+
+    with pytest.raises(KafkaException) as refused:
+        future.result(15)  # type: ignore[attr-defined]
+    return int(refused.value.args[0].code())
+
+
+def test_unauthorized_kafka_admin_operations_are_refused_and_change_nothing(secured: Secured):
+    from confluent_kafka import KafkaError, TopicPartition
+    from confluent_kafka.admin import (
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        NewPartitions,
+    )
+    from confluent_kafka.admin import ResourceType as KafkaResource
+
+    topic, group = _admin_fixture(secured, "ops-refused")
+    before = _state(secured, topic, group)
+    assert before == (2, "86400000", 0, [3])
+    # bob may see the topic and the group (so the client finds their leader and
+    # coordinator) and use them, but not change them
+    secured.allow("User:bob", ResourceType.TOPIC, topic, Operation.DESCRIBE, Operation.READ,
+                  Operation.WRITE)
+    secured.allow("User:bob", ResourceType.GROUP, group, Operation.DESCRIBE, Operation.READ)
+    bob = AdminClient(secured.conf("bob"))
+    assert _refusal(bob.create_partitions([NewPartitions(topic, 4)])[topic]) == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    (altered,) = bob.alter_configs([ConfigResource(
+        KafkaResource.TOPIC, topic, set_config={"retention.ms": "1000"})]).values()
+    assert _refusal(altered) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    (incremental,) = bob.incremental_alter_configs([ConfigResource(
+        KafkaResource.TOPIC, topic, incremental_configs=[ConfigEntry(
+            "retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])]).values()
+    assert _refusal(incremental) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    (broker,) = bob.incremental_alter_configs([ConfigResource(
+        KafkaResource.BROKER, "1", incremental_configs=[ConfigEntry(
+            "log.retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])]).values()
+    assert _refusal(broker) == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    (trimmed,) = bob.delete_records([TopicPartition(topic, 0, 4)]).values()
+    assert _refusal(trimmed) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert _refusal(bob.delete_consumer_groups([group])[group]) == \
+        KafkaError.GROUP_AUTHORIZATION_FAILED
+    assert _state(secured, topic, group) == before
+
+
+def test_unauthorized_offset_delete_and_log_dirs_through_kafka_python(secured: Secured):
+    from kafka import TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    topic, group = _admin_fixture(secured, "ops-kp")
+    secured.allow("User:carol", ResourceType.TOPIC, topic, Operation.DESCRIBE)
+    secured.allow("User:carol", ResourceType.GROUP, group, Operation.DESCRIBE)
+    before = _state(secured, topic, group)
+    carol = KafkaAdminClient(
+        bootstrap_servers=secured.kafka, security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="carol",
+        sasl_plain_password=PASSWORDS["carol"])
+    try:
+        def offset_delete_code() -> int:
+            try:
+                answer = carol.delete_group_offsets(group, [TopicPartition(topic, 0)])
+            except Exception as exc:  # a group-level error is raised
+                return int(getattr(exc, "errno", -1))
+            (error,) = answer.values()
+            return int(getattr(error, "errno", error or 0))
+
+        assert offset_delete_code() == 30  # no DELETE on the group
+        secured.allow("User:carol", ResourceType.GROUP, group, Operation.DELETE)
+        assert offset_delete_code() == 29  # no READ on the topic
+        assert _state(secured, topic, group) == before
+        # DescribeLogDirs without DESCRIBE on the cluster: no log dirs from any broker
+        # (kafka-python does not show the v3+ top-level code; the unit tests check it)
+        refused = carol.describe_log_dirs()
+        assert len(refused) == 3 and all(b["log_dirs"] == [] for b in refused), refused
+    finally:
+        carol.close()
+
+
+def test_authorized_kafka_admin_operations_succeed(secured: Secured):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions
+    from confluent_kafka.admin import ResourceType as KafkaResource
+
+    topic, group = _admin_fixture(secured, "ops-allowed")
+    secured.allow("User:alice", ResourceType.TOPIC, topic, Operation.ALTER,
+                  Operation.ALTER_CONFIGS, Operation.DELETE, Operation.DESCRIBE)
+    secured.allow("User:alice", ResourceType.GROUP, group, Operation.DELETE,
+                  Operation.DESCRIBE)
+    alice = AdminClient(secured.conf("alice"))
+    alice.create_partitions([NewPartitions(topic, 3)])[topic].result(15)
+    (altered,) = alice.alter_configs([ConfigResource(
+        KafkaResource.TOPIC, topic, set_config={"retention.ms": "3600000"})]).values()
+    altered.result(15)
+    (trimmed,) = alice.delete_records([TopicPartition(topic, 0, 4)]).values()
+    assert trimmed.result(15).low_watermark == 4
+    alice.delete_consumer_groups([group])[group].result(15)
+    wait_for(lambda: _state(secured, topic, group) == (3, "3600000", 4, []), 15,
+             "alice's changes to show")
+
+
+def test_unauthorized_sdk_admin_operations_are_refused_and_change_nothing(secured: Secured):
+    from raftka import Admin
+
+    topic, group = _admin_fixture(secured, "ops-sdk")
+    secured.allow("User:bob", ResourceType.TOPIC, topic, Operation.DESCRIBE, Operation.READ)
+    secured.allow("User:bob", ResourceType.GROUP, group, Operation.DESCRIBE, Operation.READ)
+    before = _state(secured, topic, group)
+    with Admin(secured.grpc, username="bob", password=PASSWORDS["bob"],
+               request_timeout_ms=10_000) as bob:
+        refusals = {
+            "alter_configs": lambda: bob.alter_configs(topic, {"retention.ms": "1000"}),
+            "replace_configs": lambda: bob.alter_configs(topic, {"retention.ms": "1000"},
+                                                         replace_all=True),
+            "create_partitions": lambda: bob.create_partitions(topic, 4),
+            "delete_records": lambda: bob.delete_records(topic, 0, 4),
+        }
+        for call in refusals.values():
+            with pytest.raises(AuthorizationError, match="TOPIC_AUTHORIZATION_FAILED"):
+                call()
+        with pytest.raises(AuthorizationError, match="CLUSTER_AUTHORIZATION_FAILED"):
+            bob.describe_log_dirs()
+        with pytest.raises(AuthorizationError, match="GROUP_AUTHORIZATION_FAILED"):
+            bob.groups.delete_group(group)
+        with pytest.raises(AuthorizationError, match="GROUP_AUTHORIZATION_FAILED"):
+            bob.groups.delete_offsets(group, [topic])
+        # the message names who may not do what, as the other RPCs' refusals do
+        with pytest.raises(AuthorizationError,
+                           match=f"User:bob may not ALTER topic '{topic}'"):
+            bob.create_partitions(topic, 4)
+    # DELETE on the group, but no READ on the topic
+    secured.allow("User:carol", ResourceType.GROUP, group, Operation.DELETE,
+                  Operation.DESCRIBE)
+    secured.allow("User:carol", ResourceType.TOPIC, topic, Operation.DESCRIBE)
+    with Admin(secured.grpc, username="carol", password=PASSWORDS["carol"],
+               request_timeout_ms=10_000) as carol, \
+            pytest.raises(AuthorizationError, match="TOPIC_AUTHORIZATION_FAILED"):
+        carol.groups.delete_offsets(group, [topic])
+    assert _state(secured, topic, group) == before
+
+
+def test_authorized_sdk_admin_operations_succeed(secured: Secured):
+    from raftka import Admin
+
+    topic, group = _admin_fixture(secured, "ops-sdk-ok")
+    secured.allow("User:alice", ResourceType.TOPIC, topic, Operation.ALTER,
+                  Operation.ALTER_CONFIGS, Operation.DELETE, Operation.READ,
+                  Operation.DESCRIBE)
+    secured.allow("User:alice", ResourceType.GROUP, group, Operation.DELETE,
+                  Operation.DESCRIBE)
+    secured.allow("User:alice", ResourceType.CLUSTER, "kafka-cluster", Operation.DESCRIBE)
+    with Admin(secured.grpc, username="alice", password=PASSWORDS["alice"]) as alice:
+        alice.alter_configs(topic, {"retention.ms": "3600000"})
+        alice.create_partitions(topic, 3)
+        assert alice.delete_records(topic, 0, 4) == 4
+        assert len(alice.describe_log_dirs()) == 3
+        (deleted,) = alice.groups.delete_offsets(group, [topic])
+        assert deleted.error_code == 0
+    wait_for(lambda: _state(secured, topic, group) == (3, "3600000", 4, []), 15,
+             "alice's changes to show")

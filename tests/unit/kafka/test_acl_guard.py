@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from raftka.broker.kafka import acl_guard
+from raftka.broker.kafka import acl_guard, codec
 from raftka.broker.kafka.codec import Request, build, request_schema
 from raftka.cluster import acl
 from raftka.cluster.acl import (
@@ -147,3 +147,181 @@ def test_an_api_without_a_rule_fails_closed() -> None:
     admin = FakeCore([allow(ResourceType.CLUSTER, acl.CLUSTER_RESOURCE, Operation.ALTER)])
     run(9999, handler, admin, req)
     assert handler.seen == [req]
+
+
+# ------------------------------------------------------------------ admin operations
+T, G, C = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.CLUSTER
+
+
+def config_resources(*resources: tuple[int, str]) -> list[dict[str, Any]]:
+    return [{"resource_type": kind, "resource_name": name, "configs": []}
+            for kind, name in resources]
+
+
+def altered(req: Request) -> dict[str, Any]:
+    return {"throttle_time": 0, "responses": [
+        {"error_code": 0, "error_message": None, "resource_type": r.resource_type,
+         "resource_name": r.resource_name} for r in req.body.resources]}
+
+
+@pytest.mark.parametrize("api_key", [33, 44])
+def test_alter_configs_needs_alter_configs_on_the_topic_or_the_cluster(api_key: int) -> None:
+    core = FakeCore([allow(T, "mine", Operation.ALTER_CONFIGS),
+                     allow(T, "other", Operation.ALTER)])  # ALTER is not ALTER_CONFIGS
+    handler = Recorder(altered)
+    req = request(api_key, 1, {"resources": config_resources(
+        (acl_guard.RESOURCE_TOPIC, "mine"), (acl_guard.RESOURCE_TOPIC, "other"),
+        (acl_guard.RESOURCE_BROKER, "1")), "validate_only": False})
+    result = run(api_key, handler, core, req)
+    assert [r.resource_name for r in handler.seen[0].body.resources] == ["mine"]
+    codes = {r["resource_name"]: r["error_code"] for r in result["responses"]}
+    assert codes == {"mine": 0, "other": acl_guard.TOPIC_AUTHORIZATION_FAILED,
+                     "1": acl_guard.CLUSTER_AUTHORIZATION_FAILED}
+    messages = {r["resource_name"]: r["error_message"] for r in result["responses"]}
+    assert messages["other"] == "User:bob may not ALTER_CONFIGS topic 'other'"
+    assert messages["1"] == "User:bob may not ALTER_CONFIGS the cluster"
+    # ALTER_CONFIGS on the cluster lets broker resources through to the handler
+    cluster = FakeCore([allow(C, acl.CLUSTER_RESOURCE, Operation.ALTER_CONFIGS)])
+    broker_only = request(api_key, 1, {"resources": config_resources(
+        (acl_guard.RESOURCE_BROKER, "1")), "validate_only": False})
+    handler = Recorder(altered)
+    run(api_key, handler, cluster, broker_only)
+    assert handler.seen == [broker_only]
+
+
+def test_fully_refused_alter_configs_never_reaches_the_handler() -> None:
+    handler = Recorder(altered)
+    result = run(44, handler, FakeCore([]), request(44, 1, {"resources": config_resources(
+        (acl_guard.RESOURCE_TOPIC, "t")), "validate_only": False}))
+    assert handler.seen == []
+    assert [r["error_code"] for r in result["responses"]] == [29]
+
+
+def test_create_partitions_needs_alter_on_each_topic() -> None:
+    core = FakeCore([allow(T, "grow", Operation.ALTER)])
+    handler = Recorder(lambda req: {"throttle_time": 0, "results": [
+        {"name": t.name, "error_code": 0, "error_message": None} for t in req.body.topics]})
+    req = request(37, 3, {"topics": [{"name": n, "count": 4, "assignments": None}
+                                     for n in ("grow", "fixed")],
+                          "timeout": 1000, "validate_only": False})
+    result = run(37, handler, core, req)
+    assert [t.name for t in handler.seen[0].body.topics] == ["grow"]
+    assert {r["name"]: r["error_code"] for r in result["results"]} == \
+        {"grow": 0, "fixed": acl_guard.TOPIC_AUTHORIZATION_FAILED}
+    assert result["results"][1]["error_message"] == "User:bob may not ALTER topic 'fixed'"
+
+
+def test_delete_records_needs_delete_on_each_topic() -> None:
+    core = FakeCore([allow(T, "trim", Operation.DELETE)])
+    handler = Recorder(lambda req: {"throttle_time": 0, "topics": [
+        {"name": t.name, "partitions": [
+            {"partition_index": p.partition_index, "low_watermark": p.offset, "error_code": 0}
+            for p in t.partitions]} for t in req.body.topics]})
+    req = request(21, 2, {"topics": [
+        {"name": n, "partitions": [{"partition_index": 0, "offset": 5},
+                                   {"partition_index": 1, "offset": 5}]}
+        for n in ("trim", "keep")], "timeout": 1000})
+    result = run(21, handler, core, req)
+    assert [t.name for t in handler.seen[0].body.topics] == ["trim"]
+    by_topic = {t["name"]: t["partitions"] for t in result["topics"]}
+    assert [(p["error_code"], p["low_watermark"]) for p in by_topic["trim"]] == [(0, 5)] * 2
+    assert [(p["partition_index"], p["error_code"], p["low_watermark"])
+            for p in by_topic["keep"]] == [(0, 29, -1), (1, 29, -1)]
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_describe_log_dirs_needs_describe_on_the_cluster(version: int) -> None:
+    answer = {"throttle_time": 0, "error_code": 0, "results": [{"error_code": 0,
+                                                                 "log_dir": "/d"}]}
+    req = request(35, version, {"topics": None})
+    handler = Recorder(answer)
+    refused = run(35, handler, FakeCore([allow(T, "t", Operation.DESCRIBE)]), req)
+    assert handler.seen == [] and refused["results"] == []
+    assert refused["error_code"] == acl_guard.CLUSTER_AUTHORIZATION_FAILED
+    codec.encode_response(35, version, 1, refused)  # older versions drop the field
+    core = FakeCore([allow(C, acl.CLUSTER_RESOURCE, Operation.DESCRIBE)])
+    assert run(35, handler, core, req) is answer and handler.seen == [req]
+
+
+def test_delete_groups_needs_delete_on_each_group() -> None:
+    core = FakeCore([allow(G, "old", Operation.DELETE), allow(G, "live", Operation.READ)])
+    handler = Recorder(lambda req: {"throttle_time": 0, "results": [
+        {"group_id": g, "error_code": 0} for g in req.body.groups_names]})
+    result = run(42, handler, core, request(42, 2, {"groups_names": ["old", "live"]}))
+    assert list(handler.seen[0].body.groups_names) == ["old"]
+    assert {r["group_id"]: r["error_code"] for r in result["results"]} == \
+        {"old": 0, "live": acl_guard.GROUP_AUTHORIZATION_FAILED}
+    handler = Recorder({"throttle_time": 0, "results": []})
+    refused = run(42, handler, FakeCore([]), request(42, 2, {"groups_names": ["old"]}))
+    assert handler.seen == [] and refused["results"] == [{"group_id": "old",
+                                                          "error_code": 30}]
+
+
+def offset_delete_request(*topics: str) -> Request:
+    return request(47, 0, {"group_id": "g", "topics": [
+        {"name": t, "partitions": [{"partition_index": 0}, {"partition_index": 1}]}
+        for t in topics]})
+
+
+def offsets_deleted(req: Request) -> dict[str, Any]:
+    return {"error_code": 0, "throttle_time": 0, "topics": [
+        {"name": t.name, "partitions": [{"partition_index": p.partition_index,
+                                         "error_code": 0} for p in t.partitions]}
+        for t in req.body.topics]}
+
+
+def test_offset_delete_needs_delete_on_the_group() -> None:
+    handler = Recorder(offsets_deleted)
+    core = FakeCore([allow(G, "g", Operation.READ), allow(T, "t", Operation.READ)])
+    result = run(47, handler, core, offset_delete_request("t"))
+    assert handler.seen == []
+    assert result == {"error_code": acl_guard.GROUP_AUTHORIZATION_FAILED, "throttle_time": 0,
+                      "topics": []}
+
+
+def test_offset_delete_needs_read_on_each_topic() -> None:
+    core = FakeCore([allow(G, "g", Operation.DELETE), allow(T, "t", Operation.READ)])
+    handler = Recorder(offsets_deleted)
+    result = run(47, handler, core, offset_delete_request("t", "hidden"))
+    assert [t.name for t in handler.seen[0].body.topics] == ["t"]
+    codes = {t["name"]: [p["error_code"] for p in t["partitions"]] for t in result["topics"]}
+    assert result["error_code"] == 0
+    assert codes == {"t": [0, 0], "hidden": [29, 29]}
+    # only refused topics: the handler is not asked
+    handler = Recorder(offsets_deleted)
+    result = run(47, handler, core, offset_delete_request("hidden"))
+    assert handler.seen == [] and result["topics"][0]["partitions"][0]["error_code"] == 29
+
+
+def test_offset_delete_group_error_answers_for_everything() -> None:
+    core = FakeCore([allow(G, "g", Operation.DELETE), allow(T, "t", Operation.READ)])
+    handler = Recorder({"error_code": 16, "throttle_time": 0, "topics": []})  # NOT_COORDINATOR
+    result = run(47, handler, core, offset_delete_request("t", "hidden"))
+    assert result == {"error_code": 16, "throttle_time": 0, "topics": []}
+
+
+@pytest.mark.parametrize("api_key", [21, 33, 35, 37, 42, 44, 47])
+def test_every_admin_operation_has_a_guard_and_its_refusals_encode(api_key: int) -> None:
+    """A fully refused request is answered (not disconnected) at every served version."""
+    from raftka.broker.kafka.api_table import SUPPORTED
+
+    assert api_key in acl_guard.GUARDS
+    bodies: dict[int, dict[str, Any]] = {
+        21: {"topics": [{"name": "t", "partitions": [{"partition_index": 0, "offset": 1}]}],
+             "timeout": 1000},
+        33: {"resources": config_resources((2, "t"), (4, "1")), "validate_only": False},
+        35: {"topics": None},
+        37: {"topics": [{"name": "t", "count": 2, "assignments": None}], "timeout": 1000,
+             "validate_only": False},
+        42: {"groups_names": ["g"]},
+        44: {"resources": config_resources((2, "t"), (4, "1")), "validate_only": False},
+        47: {"group_id": "g", "topics": [{"name": "t", "partitions": [
+            {"partition_index": 0}]}]},
+    }
+    low, high = SUPPORTED[api_key]
+    for version in range(low, high + 1):
+        handler = Recorder({})
+        answer = run(api_key, handler, FakeCore([]), request(api_key, version,
+                                                             bodies[api_key]))
+        assert handler.seen == []
+        assert len(codec.encode_response(api_key, version, 1, answer)) > 8

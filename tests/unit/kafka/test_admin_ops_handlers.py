@@ -15,6 +15,7 @@ from raftka.broker.kafka import admin_ops_handlers as ops
 from raftka.broker.kafka import codec
 from raftka.broker.kafka.api_table import API_NAMES, SUPPORTED
 from raftka.broker.kafka.dispatch import HANDLERS
+from raftka.cluster.acl import AuthorizerSettings
 from raftka.proto.raftka.v1 import admin_pb2, common_pb2, group_pb2
 
 Code = common_pb2.ErrorCode
@@ -58,6 +59,9 @@ class _Core:
 
     def __init__(self) -> None:
         self.asked: list[Any] = []
+        # no authorizer, as a broker without one: the ACL guards let everything through
+        # (tests/unit/kafka/test_acl_guard.py tests them)
+        self.security = SimpleNamespace(settings=AuthorizerSettings(enabled=False))
         self.topics = SimpleNamespace(alter_configs=self._alter,
                                       create_partitions=self._partitions)
         self.log_admin = SimpleNamespace(delete_records=self._delete_records,
