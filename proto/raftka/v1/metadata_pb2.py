@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from raftka.proto.raftka.v1 import common_pb2 as proto_dot_raftka_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/raftka/v1/metadata.proto\x12\traftka.v1\x1a\x1cproto/raftka/v1/common.proto\"\x8e\x01\n\rMetadataBatch\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\x12*\n\x07records\x18\x04 \x03(\x0b\x32\x19.raftka.v1.MetadataRecord\x12\x13\n\x0b\x62\x61se_offset\x18\x05 \x01(\x03\"u\n\x10MetadataSnapshot\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12*\n\x07records\x18\x03 \x03(\x0b\x32\x19.raftka.v1.MetadataRecord\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"\xa3\x04\n\x0eMetadataRecord\x12\x30\n\ncluster_id\x18\x01 \x01(\x0b\x32\x1a.raftka.v1.ClusterIdRecordH\x00\x12:\n\x0fregister_broker\x18\x02 \x01(\x0b\x32\x1f.raftka.v1.RegisterBrokerRecordH\x00\x12\x34\n\x0c\x66\x65nce_broker\x18\x03 \x01(\x0b\x32\x1c.raftka.v1.FenceBrokerRecordH\x00\x12\x38\n\x0eunfence_broker\x18\x04 \x01(\x0b\x32\x1e.raftka.v1.UnfenceBrokerRecordH\x00\x12\'\n\x05topic\x18\x05 \x01(\x0b\x32\x16.raftka.v1.TopicRecordH\x00\x12/\n\tpartition\x18\x06 \x01(\x0b\x32\x1a.raftka.v1.PartitionRecordH\x00\x12<\n\x10partition_change\x18\x07 \x01(\x0b\x32 .raftka.v1.PartitionChangeRecordH\x00\x12\x34\n\x0cremove_topic\x18\x08 \x01(\x0b\x32\x1c.raftka.v1.RemoveTopicRecordH\x00\x12\x34\n\x0cproducer_ids\x18\t \x01(\x0b\x32\x1c.raftka.v1.ProducerIdsRecordH\x00\x12%\n\x04noop\x18\n \x01(\x0b\x32\x15.raftka.v1.NoOpRecordH\x00\x42\x08\n\x06record\"%\n\x0f\x43lusterIdRecord\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"\xb0\x01\n\x14RegisterBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12+\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x19.raftka.v1.BrokerEndpoint\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x65nced\x18\x06 \x01(\x08\x12\x14\n\x0c\x62roker_epoch\x18\x07 \x01(\x03\"&\n\x11\x46\x65nceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\"(\n\x13UnfenceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\"\xa5\x01\n\x0bTopicRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08topic_id\x18\x02 \x01(\t\x12\x34\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32#.raftka.v1.TopicRecord.ConfigsEntry\x12\x10\n\x08internal\x18\x04 \x01(\x08\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\x0fPartitionRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x08replicas\x18\x03 \x03(\x05\x12\x0b\n\x03isr\x18\x04 \x03(\x05\x12\x0e\n\x06leader\x18\x05 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\"z\n\x15PartitionChangeRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x13\n\x06leader\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07has_isr\x18\x04 \x01(\x08\x12\x0b\n\x03isr\x18\x05 \x03(\x05\x42\t\n\x07_leader\"%\n\x11RemoveTopicRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\"-\n\x11ProducerIdsRecord\x12\x18\n\x10next_producer_id\x18\x01 \x01(\x03\"\x0c\n\nNoOpRecordb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/raftka/v1/metadata.proto\x12\traftka.v1\x1a\x1cproto/raftka/v1/common.proto\"\x8e\x01\n\rMetadataBatch\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\x12*\n\x07records\x18\x04 \x03(\x0b\x32\x19.raftka.v1.MetadataRecord\x12\x13\n\x0b\x62\x61se_offset\x18\x05 \x01(\x03\"u\n\x10MetadataSnapshot\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12*\n\x07records\x18\x03 \x03(\x0b\x32\x19.raftka.v1.MetadataRecord\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"\xa3\x04\n\x0eMetadataRecord\x12\x30\n\ncluster_id\x18\x01 \x01(\x0b\x32\x1a.raftka.v1.ClusterIdRecordH\x00\x12:\n\x0fregister_broker\x18\x02 \x01(\x0b\x32\x1f.raftka.v1.RegisterBrokerRecordH\x00\x12\x34\n\x0c\x66\x65nce_broker\x18\x03 \x01(\x0b\x32\x1c.raftka.v1.FenceBrokerRecordH\x00\x12\x38\n\x0eunfence_broker\x18\x04 \x01(\x0b\x32\x1e.raftka.v1.UnfenceBrokerRecordH\x00\x12\'\n\x05topic\x18\x05 \x01(\x0b\x32\x16.raftka.v1.TopicRecordH\x00\x12/\n\tpartition\x18\x06 \x01(\x0b\x32\x1a.raftka.v1.PartitionRecordH\x00\x12<\n\x10partition_change\x18\x07 \x01(\x0b\x32 .raftka.v1.PartitionChangeRecordH\x00\x12\x34\n\x0cremove_topic\x18\x08 \x01(\x0b\x32\x1c.raftka.v1.RemoveTopicRecordH\x00\x12\x34\n\x0cproducer_ids\x18\t \x01(\x0b\x32\x1c.raftka.v1.ProducerIdsRecordH\x00\x12%\n\x04noop\x18\n \x01(\x0b\x32\x15.raftka.v1.NoOpRecordH\x00\x42\x08\n\x06record\"%\n\x0f\x43lusterIdRecord\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"\xc6\x01\n\x14RegisterBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12+\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x19.raftka.v1.BrokerEndpoint\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x65nced\x18\x06 \x01(\x08\x12\x14\n\x0c\x62roker_epoch\x18\x07 \x01(\x03\x12\x14\n\x0cmax_replicas\x18\x08 \x01(\x05\"&\n\x11\x46\x65nceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\"(\n\x13UnfenceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\"\xa5\x01\n\x0bTopicRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08topic_id\x18\x02 \x01(\t\x12\x34\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32#.raftka.v1.TopicRecord.ConfigsEntry\x12\x10\n\x08internal\x18\x04 \x01(\x08\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\x0fPartitionRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x08replicas\x18\x03 \x03(\x05\x12\x0b\n\x03isr\x18\x04 \x03(\x05\x12\x0e\n\x06leader\x18\x05 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\"z\n\x15PartitionChangeRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x13\n\x06leader\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07has_isr\x18\x04 \x01(\x08\x12\x0b\n\x03isr\x18\x05 \x03(\x05\x42\t\n\x07_leader\"%\n\x11RemoveTopicRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\"-\n\x11ProducerIdsRecord\x12\x18\n\x10next_producer_id\x18\x01 \x01(\x03\"\x0c\n\nNoOpRecordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,23 +43,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLUSTERIDRECORD']._serialized_start=889
   _globals['_CLUSTERIDRECORD']._serialized_end=926
   _globals['_REGISTERBROKERRECORD']._serialized_start=929
-  _globals['_REGISTERBROKERRECORD']._serialized_end=1105
-  _globals['_FENCEBROKERRECORD']._serialized_start=1107
-  _globals['_FENCEBROKERRECORD']._serialized_end=1145
-  _globals['_UNFENCEBROKERRECORD']._serialized_start=1147
-  _globals['_UNFENCEBROKERRECORD']._serialized_end=1187
-  _globals['_TOPICRECORD']._serialized_start=1190
-  _globals['_TOPICRECORD']._serialized_end=1355
-  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_start=1309
-  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_end=1355
-  _globals['_PARTITIONRECORD']._serialized_start=1358
-  _globals['_PARTITIONRECORD']._serialized_end=1506
-  _globals['_PARTITIONCHANGERECORD']._serialized_start=1508
-  _globals['_PARTITIONCHANGERECORD']._serialized_end=1630
-  _globals['_REMOVETOPICRECORD']._serialized_start=1632
-  _globals['_REMOVETOPICRECORD']._serialized_end=1669
-  _globals['_PRODUCERIDSRECORD']._serialized_start=1671
-  _globals['_PRODUCERIDSRECORD']._serialized_end=1716
-  _globals['_NOOPRECORD']._serialized_start=1718
-  _globals['_NOOPRECORD']._serialized_end=1730
+  _globals['_REGISTERBROKERRECORD']._serialized_end=1127
+  _globals['_FENCEBROKERRECORD']._serialized_start=1129
+  _globals['_FENCEBROKERRECORD']._serialized_end=1167
+  _globals['_UNFENCEBROKERRECORD']._serialized_start=1169
+  _globals['_UNFENCEBROKERRECORD']._serialized_end=1209
+  _globals['_TOPICRECORD']._serialized_start=1212
+  _globals['_TOPICRECORD']._serialized_end=1377
+  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_start=1331
+  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_end=1377
+  _globals['_PARTITIONRECORD']._serialized_start=1380
+  _globals['_PARTITIONRECORD']._serialized_end=1528
+  _globals['_PARTITIONCHANGERECORD']._serialized_start=1530
+  _globals['_PARTITIONCHANGERECORD']._serialized_end=1652
+  _globals['_REMOVETOPICRECORD']._serialized_start=1654
+  _globals['_REMOVETOPICRECORD']._serialized_end=1691
+  _globals['_PRODUCERIDSRECORD']._serialized_start=1693
+  _globals['_PRODUCERIDSRECORD']._serialized_end=1738
+  _globals['_NOOPRECORD']._serialized_start=1740
+  _globals['_NOOPRECORD']._serialized_end=1752
 # @@protoc_insertion_point(module_scope)
