@@ -20,7 +20,7 @@ For each N, on a fresh cluster (real broker processes, `raftka cluster up`'s lay
                         with every ISR full again (log recovery included)
   restart_all_s         SIGTERM of all three, then start all -> the same
   emfile_lines          "Too many open files" lines in the brokers' logs (should be 0)
---nofile sets RLIMIT_NOFILE of the brokers (prlimit on each started process).
+--nofile N runs the brokers with RLIMIT_NOFILE N (the broker setting max.open.files).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -77,26 +76,15 @@ def process_figures(bench: Bench) -> dict[str, dict[int, float]]:
     return {"rss_mb": rss, "fds": fds}
 
 
-def set_nofile(bench: Bench, nofile: int | None) -> None:
-    if nofile is None:
-        return
-    for pid in broker_pids(bench).values():
-        # The broker reads its limit at start-up: set it before it gets far (prlimit is
-        # racy by a few ms; the brokers started here re-read it when they size the budget).
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (nofile, nofile))
-
-
 class ScaleBench(Bench):
     def __init__(self, root: Path, settings: dict[str, str], nofile: int | None) -> None:
         super().__init__(root, settings)
-        self.nofile = nofile
         if nofile is not None:
-            self.layout.settings["broker.max.open.files"] = str(nofile)
+            self.layout.settings["max.open.files"] = str(nofile)
 
     def start_ids(self, ids: list[int]) -> None:
         for broker_id in ids:
             self.local.start_node(self.layout, broker_id, detach=True)
-        set_nofile(self, self.nofile)
 
     def wait_whole_long(self) -> float:
         started = time.monotonic()
@@ -259,7 +247,7 @@ def produce(bench: ScaleBench, topics: list[str], per_topic: int, total: int,
     producer = Producer({
         "bootstrap.servers": bench.kafka_bootstrap,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": 20,
         "queue.buffering.max.messages": 1_000_000,
         "enable.idempotence": False,
     })
@@ -361,7 +349,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--partitions", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--per-topic", type=int, default=1000)
-    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--nofile", type=int, help="RLIMIT_NOFILE of the brokers")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
