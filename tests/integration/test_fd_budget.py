@@ -22,8 +22,13 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from raftka.proto.raftka.v1 import admin_pb2, admin_pb2_grpc, broker_pb2, broker_pb2_grpc
-from raftka.proto.raftka.v1 import common_pb2
+from raftka.proto.raftka.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    broker_pb2,
+    broker_pb2_grpc,
+    common_pb2,
+)
 from tests.harness import LocalCluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
