@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 # How long one CreateTopics of up to 1,000 partitions may take to be answered (s).
 CREATE_TIMEOUT_S = 120.0
 WHOLE_TIMEOUT_S = 900.0
-ISR_TIMEOUT_S = 300.0
+ISR_TIMEOUT_S = 120.0
 
 
 def progress(message: str) -> None:
@@ -121,15 +121,21 @@ class ScaleBench(Bench):
             time.sleep(0.2)
 
     def isr_full_count(self) -> tuple[int, int]:
+        """(full, known) partitions as the broker with the newest metadata says: a broker
+        just restarted answers from an old (or empty) image until it caught up."""
+        best: tuple[int, int, int] = (-1, 0, 0)
         for address in self.addresses.values():
             try:
+                offset = admin(address).DescribeCluster(
+                    admin_pb2.DescribeClusterRequest(), timeout=10).metadata_offset
                 reply = self.metadata(address)
             except grpc.RpcError:
                 continue
             partitions = [p for t in reply.topics for p in t.partitions]
             full = sum(1 for p in partitions if p.leader_id > 0 and len(p.isr) == len(p.replicas))
-            return full, len(partitions)
-        return 0, 0
+            if offset > best[0]:
+                best = (offset, full, len(partitions))
+        return best[1], best[2]
 
 
 def wait_isr_full(bench: ScaleBench, total: int, label: str) -> float:
@@ -288,14 +294,28 @@ def produce(bench: ScaleBench, topics: list[str], per_topic: int, total: int,
             "produce_unflushed": remaining}
 
 
+def broker_serving(address: str) -> bool:
+    """The broker's own health check: SERVING once this incarnation is registered and
+    unfenced (the metadata alone still shows a killed incarnation as unfenced)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="raftka.v1.BrokerService"), timeout=2)
+    except grpc.RpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def wait_serving(bench: ScaleBench) -> None:
-    """Until a controller exists and every broker is registered and unfenced."""
+    """Until a controller exists and every broker says it serves."""
     deadline = time.monotonic() + WHOLE_TIMEOUT_S
     while time.monotonic() < deadline:
         with contextlib.suppress(RuntimeError):
             view = bench.describe()
             if (view.controller_id > 0 and len(view.brokers) == 3
-                    and all(not b.fenced for b in view.brokers)):
+                    and all(broker_serving(a) for a in bench.addresses.values())):
                 return
         time.sleep(0.1)
     raise RuntimeError("brokers not all unfenced")
