@@ -223,6 +223,12 @@ class BrokerConfig:
     connections_max_reauth_ms: int = 0
     # Mechanisms SASL_* Kafka listeners offer (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
     sasl_enabled_mechanisms: str = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    # File descriptors (broker/fd_budget.py): the RLIMIT_NOFILE to run with (0: raise the
+    # soft limit to the hard one), and how many of them segment files may never take — kept
+    # for sockets, the Raft journal, checkpoints and sendfile/fsync duplicates. The rest is
+    # the pool of open segment and index files, and bounds the replicas this broker hosts.
+    max_open_files: int = 0
+    fd_reserve: int = 1024
     raft_options: Mapping[str, Any] = field(default_factory=dict)
 
     # -------------------------------------------------------------------- derived
@@ -384,11 +390,17 @@ class BrokerConfig:
             "offsets_snapshot_every_records",
             "offsets_topic_segment_bytes",
             "internal_auth_max_clock_skew_ms",
+            "fd_reserve",
         ]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         self._validate_security()
+        if self.max_open_files < 0:
+            raise ConfigError(
+                f"max_open_files must be 0 (the hard RLIMIT_NOFILE) or positive, got "
+                f"{self.max_open_files}"
+            )
         if self.broker_heartbeat_interval_ms * 2 > self.broker_session_timeout_ms:
             raise ConfigError("broker_session_timeout_ms must be at least 2 heartbeat intervals")
         try:

@@ -329,12 +329,14 @@ class BrokerLifecycle:
         broker_id: int, incarnation_id: str, host: str, port: int, voter: bool,
         kafka_endpoints: Sequence[ListenerEndpoint] = (),
         grpc_endpoints: Sequence[ListenerEndpoint] = (),
+        max_replicas: int = 0,
     ) -> controller_pb2.RegisterBrokerRequest:
         return controller_pb2.RegisterBrokerRequest(
             broker_id=broker_id,
             incarnation_id=incarnation_id,
             voter=voter,
             pid=os.getpid(),
+            max_replicas=max_replicas,
             endpoint=common_pb2.BrokerEndpoint(
                 broker_id=broker_id, host=host, port=port,
                 kafka_port=kafka_endpoints[0].port if kafka_endpoints else 0,

@@ -30,6 +30,11 @@ from raftka.records import decode_batches
 
 log = logging.getLogger("raftka.broker")
 DEFAULT_PARTITION_FETCH_BYTES = 1024 * 1024
+# A zero-copy fetch keeps a duplicated descriptor per partition until the response is sent;
+# past this many in one response the rest are read into memory instead, so a consumer of
+# 10,000 partitions cannot take 10,000 descriptors at once (they are outside the file pool's
+# budget, inside the reserve).
+MAX_SLICES_PER_FETCH = 128
 LIST_OFFSETS_EARLIEST = -2
 LIST_OFFSETS_LATEST = -1
 
@@ -170,7 +175,11 @@ class FetchPath:
                     found = partition.log.read_slice(
                         asked.fetch_offset, limit, upper, min_one_batch=total == 0
                     )
-                    if found is not None:
+                    if found is not None and len(slices) >= MAX_SLICES_PER_FETCH:
+                        with found:
+                            reply.record_batches = found.read()
+                        total += found.length
+                    elif found is not None:
                         slices[index] = found
                         total += found.length
                 ends[tp] = self._visible_end(tp, request.replica_id)

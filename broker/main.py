@@ -11,6 +11,7 @@ import sys
 from raftka.broker import tls as broker_tls
 from raftka.broker.cluster_secret import ClusterSecret, resolve_cluster_secret
 from raftka.broker.config import BrokerConfig, ConfigError
+from raftka.broker.fd_budget import FdBudgetError
 from raftka.broker.server import BrokerServer, DataDirLockedError
 
 log = logging.getLogger("raftka.broker")
@@ -51,7 +52,7 @@ def run(config: BrokerConfig, log_level: str = "INFO") -> int:
         log.info("cluster secret from %s", secret.source)
     try:
         asyncio.run(serve(config, secret))
-    except DataDirLockedError as exc:
+    except (DataDirLockedError, FdBudgetError) as exc:
         log.error("%s", exc)
         return 2
     except OSError as exc:

@@ -35,6 +35,7 @@ from raftka.broker.controller_client import (
     ControllerClient,
 )
 from raftka.broker.core import BrokerCore
+from raftka.broker.fd_budget import FdBudget, apply_limit
 from raftka.broker.fetch_path import FetchPath
 from raftka.broker.group_service import GroupServicer
 from raftka.broker.groups.classic_protocol import ClassicProtocol
@@ -45,6 +46,7 @@ from raftka.broker.kafka.listener import KafkaListener
 from raftka.broker.listeners import DEFAULT_LISTENER
 from raftka.broker.liveness import BrokerWatcher, WatchServer
 from raftka.broker.log_admin import LogAdmin
+from raftka.broker.log.handles import shared_pool
 from raftka.broker.log_writer import LogWriter
 from raftka.broker.metrics import (
     BrokerMetrics,
@@ -136,6 +138,7 @@ class BrokerServer:
     # ------------------------------------------------------------------------ wiring
     async def start(self) -> None:
         config = self.config
+        self.fd_budget = self._apply_fd_budget()
         os.makedirs(config.data_dir, exist_ok=True)
         self._lock_data_dir()
         loop = asyncio.get_running_loop()
@@ -260,6 +263,7 @@ class BrokerServer:
                 config.is_voter,
                 config.kafka_endpoints,
                 config.grpc_extra_endpoints,
+                self.fd_budget.max_replicas,
             ),
             lambda: replicas.applied_offset,
             config.broker_heartbeat_interval_ms / 1000,
@@ -346,6 +350,13 @@ class BrokerServer:
             offsets_topic_partitions=config.offsets_topic_num_partitions,
             offsets_topic_replication_factor=config.offsets_topic_replication_factor,
         )
+
+    def _apply_fd_budget(self) -> FdBudget:
+        """Set RLIMIT_NOFILE and size the segment-file pool before any file is opened."""
+        budget = apply_limit(self.config.max_open_files, self.config.fd_reserve)
+        shared_pool().set_capacity(budget.pool_capacity)
+        log.info("file descriptors: %s", budget.describe())
+        return budget
 
     def _lock_data_dir(self) -> None:
         path = os.path.join(self.config.data_dir, ".lock")

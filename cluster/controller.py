@@ -23,7 +23,7 @@ from raftka.cluster.image import (
 )
 from raftka.cluster.naming import InvalidTopicNameError, collides, validate_topic_name
 from raftka.cluster.partition_change import build_change
-from raftka.cluster.placement import PlacementError, ReplicaPlacer
+from raftka.cluster.placement import CapacityError, PlacementError, ReplicaPlacer
 from raftka.proto.raftka.v1 import admin_pb2, common_pb2, controller_pb2
 
 R = TypeVar("R")
@@ -116,9 +116,13 @@ def create_topics(
         topic_id = new_topic_id()
         result.topic_id = topic_id
         internal = new.name == CONSUMER_OFFSETS_TOPIC
-        scratch.add(records.topic(new.name, topic_id, configs, internal=internal))
-        for index, replicas in enumerate(partitions):
-            scratch.add(records.partition(topic_id, index, replicas, replicas, replicas[0]))
+        # One delta for the topic and all its partitions: a delta per record rebuilt the
+        # image once per partition, which made creating N partitions O(N^2).
+        scratch.add(
+            records.topic(new.name, topic_id, configs, internal=internal),
+            *(records.partition(topic_id, index, replicas, replicas, replicas[0])
+              for index, replicas in enumerate(partitions)),
+        )
     return ControllerResult(tuple(scratch.records), response)
 
 
@@ -169,6 +173,8 @@ def _plan_topic(
         raise _Refused(Code.INVALID_REPLICATION_FACTOR, "no live brokers to place replicas on")
     try:
         partitions = placer.place(count, replication_factor)
+    except CapacityError as exc:
+        raise _Refused(Code.POLICY_VIOLATION, str(exc)) from None
     except PlacementError as exc:
         raise _Refused(Code.INVALID_REPLICATION_FACTOR, str(exc)) from None
     return partitions, replication_factor, configs
@@ -230,6 +236,7 @@ def register_broker(
             fenced=True,
             kafka_listeners=[(k.name, k.host, k.port) for k in endpoint.kafka_listeners],
             grpc_listeners=[(g.name, g.host, g.port) for g in endpoint.grpc_listeners],
+            max_replicas=max(0, request.max_replicas),
         )
     )
     # The epoch is the offset of the registration record once applied.

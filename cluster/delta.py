@@ -118,6 +118,7 @@ class MetadataDelta:
             pid=record.pid,
             fenced=record.fenced,
             epoch=record.broker_epoch or self._offset,
+            max_replicas=record.max_replicas,
         )
 
     def _set_fenced(self, broker_id: int, fenced: bool) -> None:
@@ -299,6 +300,7 @@ def image_to_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]:
             fenced=broker.fenced,
             kafka_listeners=broker.kafka_listeners,
             grpc_listeners=broker.grpc_listeners,
+            max_replicas=broker.max_replicas,
         )
         record.register_broker.broker_epoch = broker.epoch
         out.append(record)

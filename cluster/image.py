@@ -35,6 +35,8 @@ class BrokerRegistration:
     fenced: bool
     # Metadata offset of the registration; heartbeats must carry it (stale ones are refused).
     epoch: int
+    # Partition replicas the broker can host (its file-descriptor budget); 0: no limit.
+    max_replicas: int = 0
 
     def kafka_endpoint(self, listener: str) -> tuple[str, int] | None:
         """Where a Kafka client that came in on `listener` reaches this broker; None when

@@ -5,6 +5,11 @@ partitions (then hosting the fewest replicas, then lowest id), and its followers
 brokers hosting the fewest replicas. Counts include what the cluster already holds and what
 earlier partitions of the same request took, so repeated creates stay balanced. Deterministic:
 the same image and request give the same placement on every controller.
+
+Capacity: a broker registers how many replicas its file-descriptor budget holds
+(broker/fd_budget.py). A placement that would put more on any broker is refused whole, before
+anything is committed (CapacityError), so the cluster never holds partitions that a broker
+cannot open.
 """
 
 from __future__ import annotations
@@ -19,9 +24,19 @@ class PlacementError(ValueError):
     """Not enough live brokers for the requested replication factor."""
 
 
+class CapacityError(PlacementError):
+    """The placement would put more replicas on a broker than it registered it can host."""
+
+
 class ReplicaPlacer:
     def __init__(self, image: MetadataImage, live_brokers: Sequence[int]) -> None:
         self._live = sorted(live_brokers)
+        # Replicas each broker can host (absent: no limit stated).
+        self._capacity = {
+            broker_id: broker.max_replicas
+            for broker_id, broker in image.brokers.items()
+            if broker.max_replicas > 0
+        }
         self._leaders: Counter[int] = Counter()
         self._replicas: Counter[int] = Counter()
         for _, _, registration in image.iter_partitions():
@@ -35,7 +50,25 @@ class ReplicaPlacer:
                 f"replication factor {replication_factor} is larger than the number of live "
                 f"brokers ({len(self._live)})"
             )
-        return [self._place_one(replication_factor) for _ in range(partitions)]
+        leaders, replicas = self._leaders.copy(), self._replicas.copy()
+        placed = [self._place_one(replication_factor) for _ in range(partitions)]
+        over = [
+            (broker_id, self._replicas[broker_id], capacity)
+            for broker_id, capacity in sorted(self._capacity.items())
+            # Over capacity, and by this request (a broker already past it, say after a
+            # restart with a lower limit, refuses only what would add to it).
+            if self._replicas[broker_id] > max(capacity, replicas[broker_id])
+        ]
+        if over:
+            self._leaders, self._replicas = leaders, replicas
+            broker_id, wanted, capacity = over[0]
+            raise CapacityError(
+                f"{partitions} partition(s) with replication factor {replication_factor} would "
+                f"put {wanted} replicas on broker {broker_id}, which can host {capacity} "
+                f"(it holds {replicas[broker_id]}); its file-descriptor budget is the limit: "
+                "raise its `ulimit -n` (or max_open_files), or delete topics"
+            )
+        return placed
 
     def _place_one(self, replication_factor: int) -> tuple[int, ...]:
         leader = min(self._live, key=lambda b: (self._leaders[b], self._replicas[b], b))

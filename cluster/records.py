@@ -65,6 +65,7 @@ def register_broker(
     fenced: bool = True,
     kafka_listeners: Sequence[tuple[str, str, int]] = (),
     grpc_listeners: Sequence[tuple[str, str, int]] = (),
+    max_replicas: int = 0,
 ) -> MetadataRecord:
     return MetadataRecord(
         register_broker=metadata_pb2.RegisterBrokerRecord(
@@ -80,6 +81,7 @@ def register_broker(
             voter=voter,
             pid=pid,
             fenced=fenced,
+            max_replicas=max_replicas,
         )
     )
 

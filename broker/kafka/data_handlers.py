@@ -98,7 +98,8 @@ async def fetch(core: BrokerCore, request: Request) -> SplicedResponse:
                 "preferred_read_replica": -1,
                 "current_leader": {"leader_id": item.leader_id,
                                    "leader_epoch": item.leader_epoch},
-                "records": records_value(spliced, slices.pop(index, None))})
+                "records": records_value(spliced, slices.pop(index, None))
+                or item.record_batches})
     except BaseException:
         spliced.close()
         close_slices(slices)

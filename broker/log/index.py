@@ -11,9 +11,10 @@ when it is missing, torn, or out of order it is rebuilt from the log by the call
 from __future__ import annotations
 
 import bisect
-import os
 import struct
 from array import array
+
+from raftka.broker.log.handles import PooledFile, shared_pool
 
 
 class IndexCorruptError(ValueError):
@@ -26,7 +27,7 @@ class SparseIndex:
         self._entry = struct.Struct(">" + key_code + value_code)
         self._keys = array(key_code)
         self._values = array(value_code)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._file: PooledFile = shared_pool().open(path)
 
     @property
     def entry_size(self) -> int:
@@ -37,7 +38,7 @@ class SparseIndex:
 
     def load(self) -> None:
         """Read the file into memory; raise IndexCorruptError if it is torn or unordered."""
-        data = os.pread(self._fd, os.fstat(self._fd).st_size, 0)
+        data = self._file.pread(self._file.fstat().st_size, 0)
         if len(data) % self._entry.size:
             raise IndexCorruptError(f"{self.path}: size {len(data)} is not whole entries")
         keys = array(self._keys.typecode)
@@ -54,7 +55,7 @@ class SparseIndex:
             assert key >= self._keys[-1] and value >= self._values[-1], "index must not go back"
         self._keys.append(key)
         self._values.append(value)
-        os.pwrite(self._fd, self._entry.pack(key, value), (len(self._keys) - 1) * self._entry.size)
+        self._file.pwrite(self._entry.pack(key, value), (len(self._keys) - 1) * self._entry.size)
 
     def last(self) -> tuple[int, int] | None:
         if not self._keys:
@@ -98,16 +99,19 @@ class SparseIndex:
     def _truncate_entries(self, keep: int) -> None:
         del self._keys[keep:]
         del self._values[keep:]
-        os.ftruncate(self._fd, keep * self._entry.size)
+        self._file.ftruncate(keep * self._entry.size)
+
+    def dup(self) -> int:
+        """A descriptor of the caller's own onto the file (to fsync it); the caller closes
+        it."""
+        return self._file.dup()
 
     @property
-    def fd(self) -> int:
-        return self._fd
+    def is_open(self) -> bool:
+        return self._file.is_open
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
 
 def open_offset_index(path: str) -> SparseIndex:

@@ -447,10 +447,10 @@ class PartitionLog:
                 return  # nothing new since the last flush (a group-committed producer)
             active = self._segments[-1]
             descriptors = [
-                os.dup(fd)
+                fd
                 for segment in self._segments
                 if segment.next_offset > self.recovery_point or segment is active
-                for fd in segment.descriptors()
+                for fd in segment.duplicate_descriptors()
             ]
             self._unflushed_records = 0
             self._last_flush_ms = now_ms

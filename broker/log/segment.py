@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from raftka.broker.log.handles import PooledFile, shared_pool
 from raftka.broker.log.index import (
     IndexCorruptError,
     SparseIndex,
@@ -93,14 +94,14 @@ class LogSegment:
         self.base_offset = base_offset
         self.index_interval_bytes = index_interval_bytes
         self.log_path = os.path.join(directory, segment_file_name(base_offset, LOG_SUFFIX))
-        self._fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._file: PooledFile = shared_pool().open(self.log_path)
         self.offset_index: SparseIndex = open_offset_index(
             os.path.join(directory, segment_file_name(base_offset, INDEX_SUFFIX))
         )
         self.time_index: SparseIndex = open_time_index(
             os.path.join(directory, segment_file_name(base_offset, TIME_INDEX_SUFFIX))
         )
-        self.size_bytes = os.fstat(self._fd).st_size
+        self.size_bytes = self._file.fstat().st_size
         self.next_offset = base_offset
         self.max_timestamp_ms = NO_TIMESTAMP
         self._offset_of_max_timestamp = base_offset
@@ -119,7 +120,7 @@ class LogSegment:
         untimestamped data expires retention.ms after it was last written, not at once."""
         if self.max_timestamp_ms >= 0:
             return self.max_timestamp_ms
-        return os.fstat(self._fd).st_mtime_ns // 1_000_000
+        return self._file.fstat().st_mtime_ns // 1_000_000
 
     # ----------------------------------------------------------------------------- write
     def append(
@@ -131,7 +132,7 @@ class LogSegment:
         """Write validated batches (positions relative to `data`) at the end of the file."""
         assert batches, "append needs at least one batch"
         assert batches[0][1].base_offset >= self.next_offset, "offsets must increase"
-        written = os.pwrite(self._fd, data, self.size_bytes)
+        written = self._file.pwrite(data, self.size_bytes)
         if written != len(data):
             raise OSError(f"short write to {self.log_path}: {written} of {len(data)} bytes")
         for relative_position, header in batches:
@@ -173,7 +174,7 @@ class LogSegment:
         floor = self.offset_index.floor(offset - self.base_offset)
         position = floor[1] if floor else 0
         while position < self.size_bytes:
-            header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+            header = read_header(self._file.pread(HEADER_SIZE, position))
             if header.last_offset >= offset:
                 return position, header
             position += header.size_bytes
@@ -186,7 +187,7 @@ class LogSegment:
         first batch is returned even when larger than max_bytes, so readers make progress.
         """
         position, length = self.read_range(offset, max_bytes, max_offset, min_one_batch)
-        return os.pread(self._fd, length, position) if length else b""
+        return self._file.pread(length, position) if length else b""
 
     def read_range(
         self, offset: int, max_bytes: int, max_offset: int, min_one_batch: bool
@@ -216,7 +217,7 @@ class LogSegment:
         entry = self.offset_index.floor_by_value(cap)
         walk = max(position, entry[1]) if entry else position
         while walk < self.size_bytes:
-            header = read_header(os.pread(self._fd, HEADER_SIZE, walk))
+            header = read_header(self._file.pread(HEADER_SIZE, walk))
             if walk + header.size_bytes > cap:
                 break
             walk += header.size_bytes
@@ -231,7 +232,7 @@ class LogSegment:
             return None
         position = found[0]
         while position < self.size_bytes:
-            header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+            header = read_header(self._file.pread(HEADER_SIZE, position))
             if batch_max_timestamp(header) >= timestamp_ms:
                 return position, header
             position += header.size_bytes
@@ -240,17 +241,17 @@ class LogSegment:
     def iter_headers(self) -> Iterator[BatchHeader]:
         position = 0
         while position < self.size_bytes:
-            header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+            header = read_header(self._file.pread(HEADER_SIZE, position))
             yield header
             position += header.size_bytes
 
     def read_batch_at(self, position: int, header: BatchHeader) -> bytes:
-        return os.pread(self._fd, header.size_bytes, position)
+        return self._file.pread(header.size_bytes, position)
 
     def duplicate_descriptor(self) -> int:
         """A descriptor of its own onto the log file, for a sendfile after the log's lock is
         released: it stays valid even if the segment is closed or deleted meanwhile."""
-        return os.dup(self._fd)
+        return self._file.dup()
 
     # -------------------------------------------------------------------------- recovery
     def load(self, epoch_of: EpochOf | None = None) -> RecoveryResult:
@@ -276,7 +277,7 @@ class LogSegment:
         try:
             self._restore_max_timestamp(position)
             while position < self.size_bytes:
-                header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+                header = read_header(self._file.pread(HEADER_SIZE, position))
                 validate_header(header, self.size_bytes - position)
                 self._track_max_timestamp(header)
                 self._bytes_since_index_entry += header.size_bytes
@@ -311,7 +312,7 @@ class LogSegment:
         self._offset_of_max_timestamp = self.base_offset
         position = 0
         while position < tail_position:
-            header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+            header = read_header(self._file.pread(HEADER_SIZE, position))
             validate_header(header, self.size_bytes - position)
             self._track_max_timestamp(header)
             position += header.size_bytes
@@ -332,12 +333,12 @@ class LogSegment:
         self._offset_of_max_timestamp = self.base_offset
         self._bytes_since_index_entry = 0
         self.next_offset = self.base_offset
-        file_size = os.fstat(self._fd).st_size
+        file_size = self._file.fstat().st_size
         position = 0
         reason = ""
         while position < file_size:
             try:
-                header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+                header = read_header(self._file.pread(HEADER_SIZE, position))
                 validate_header(header, file_size - position)
                 if max_batch_bytes is not None and header.size_bytes > max_batch_bytes:
                     raise CorruptBatchError(f"batch of {header.size_bytes} bytes is implausible")
@@ -346,7 +347,7 @@ class LogSegment:
                         f"base offset {header.base_offset} does not follow on (expected "
                         f"{self.next_offset})"
                     )
-                check_crc(os.pread(self._fd, header.size_bytes, position), 0, header)
+                check_crc(self._file.pread(header.size_bytes, position), 0, header)
                 _check_epoch(header, epoch_of)
             except CorruptBatchError as exc:
                 reason = str(exc)
@@ -356,7 +357,7 @@ class LogSegment:
             position += header.size_bytes
         truncated = file_size - position
         if truncated:
-            os.ftruncate(self._fd, position)
+            self._file.ftruncate(position)
         self.size_bytes = position
         return RecoveryResult(valid_bytes=position, truncated_bytes=truncated, reason=reason)
 
@@ -372,7 +373,7 @@ class LogSegment:
             return 0
         position, header = found
         removed = self.size_bytes - position
-        os.ftruncate(self._fd, position)
+        self._file.ftruncate(position)
         self.size_bytes = position
         self.offset_index.truncate_values_from(position)
         self.time_index.truncate_values_from(header.base_offset - self.base_offset)
@@ -386,20 +387,20 @@ class LogSegment:
         self._bytes_since_index_entry = 0
         self._restore_max_timestamp(position)
         while position < self.size_bytes:
-            header = read_header(os.pread(self._fd, HEADER_SIZE, position))
+            header = read_header(self._file.pread(HEADER_SIZE, position))
             self._track_max_timestamp(header)
             self._bytes_since_index_entry += header.size_bytes
             position += header.size_bytes
 
     # ----------------------------------------------------------------------- lifecycle
-    def descriptors(self) -> list[int]:
-        """File descriptors to fsync for durability (log and both indexes)."""
-        return [self._fd, self.offset_index.fd, self.time_index.fd]
+    def duplicate_descriptors(self) -> list[int]:
+        """Descriptors of the caller's own onto the log and both indexes, to fsync outside
+        the log's lock (the pool may close its own meanwhile; fsync through any descriptor
+        flushes the whole file). The caller closes them."""
+        return [self._file.dup(), self.offset_index.dup(), self.time_index.dup()]
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
         self.offset_index.close()
         self.time_index.close()
 

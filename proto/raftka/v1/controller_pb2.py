@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from raftka.proto.raftka.v1 import common_pb2 as proto_dot_raftka_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n proto/raftka/v1/controller.proto\x12\traftka.v1\x1a\x1cproto/raftka/v1/common.proto\"\x8b\x01\n\x15RegisterBrokerRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12+\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x19.raftka.v1.BrokerEndpoint\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0b\n\x03pid\x18\x05 \x01(\x05\"\x86\x01\n\x16RegisterBrokerResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x14\n\x0c\x62roker_epoch\x18\x03 \x01(\x03\x12\x15\n\rcontroller_id\x18\x04 \x01(\x05\"Z\n\x16\x42rokerHeartbeatRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x17\n\x0fmetadata_offset\x18\x03 \x01(\x03\"\xa0\x01\n\x17\x42rokerHeartbeatResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x65nced\x18\x03 \x01(\x08\x12\x15\n\rcontroller_id\x18\x04 \x01(\x05\x12\x1d\n\x15quorum_contact_age_ms\x18\x05 \x01(\x05\"\xa2\x01\n\x15\x41lterPartitionRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x06 \x01(\x05\x12\x0f\n\x07new_isr\x18\x07 \x03(\x05\"\xa8\x01\n\x16\x41lterPartitionResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x05 \x01(\x05\x12\x0b\n\x03isr\x18\x06 \x03(\x05\"E\n\x1a\x41llocateProducerIdsRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"\x88\x01\n\x1b\x41llocateProducerIdsResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x19\n\x11\x66irst_producer_id\x18\x03 \x01(\x03\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\"D\n\x19\x43ontrolledShutdownRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"\xb0\x01\n\x1a\x43ontrolledShutdownResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\x12\x17\n\x0fmetadata_offset\x18\x04 \x01(\x03\x12!\n\x19partitions_without_leader\x18\x05 \x01(\x05\"\'\n\x12WatchBrokerRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\"=\n\x10WatchBrokerEvent\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t2\xb1\x04\n\x11\x43ontrollerService\x12U\n\x0eRegisterBroker\x12 .raftka.v1.RegisterBrokerRequest\x1a!.raftka.v1.RegisterBrokerResponse\x12X\n\x0f\x42rokerHeartbeat\x12!.raftka.v1.BrokerHeartbeatRequest\x1a\".raftka.v1.BrokerHeartbeatResponse\x12U\n\x0e\x41lterPartition\x12 .raftka.v1.AlterPartitionRequest\x1a!.raftka.v1.AlterPartitionResponse\x12\x64\n\x13\x41llocateProducerIds\x12%.raftka.v1.AllocateProducerIdsRequest\x1a&.raftka.v1.AllocateProducerIdsResponse\x12\x61\n\x12\x43ontrolledShutdown\x12$.raftka.v1.ControlledShutdownRequest\x1a%.raftka.v1.ControlledShutdownResponse\x12K\n\x0bWatchBroker\x12\x1d.raftka.v1.WatchBrokerRequest\x1a\x1b.raftka.v1.WatchBrokerEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n proto/raftka/v1/controller.proto\x12\traftka.v1\x1a\x1cproto/raftka/v1/common.proto\"\xa1\x01\n\x15RegisterBrokerRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12+\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x19.raftka.v1.BrokerEndpoint\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x14\n\x0cmax_replicas\x18\x06 \x01(\x05\"\x86\x01\n\x16RegisterBrokerResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x14\n\x0c\x62roker_epoch\x18\x03 \x01(\x03\x12\x15\n\rcontroller_id\x18\x04 \x01(\x05\"Z\n\x16\x42rokerHeartbeatRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\x17\n\x0fmetadata_offset\x18\x03 \x01(\x03\"\xa0\x01\n\x17\x42rokerHeartbeatResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0e\n\x06\x66\x65nced\x18\x03 \x01(\x08\x12\x15\n\rcontroller_id\x18\x04 \x01(\x05\x12\x1d\n\x15quorum_contact_age_ms\x18\x05 \x01(\x05\"\xa2\x01\n\x15\x41lterPartitionRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x05 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x06 \x01(\x05\x12\x0f\n\x07new_isr\x18\x07 \x03(\x05\"\xa8\x01\n\x16\x41lterPartitionResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x11\n\tleader_id\x18\x03 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x05 \x01(\x05\x12\x0b\n\x03isr\x18\x06 \x03(\x05\"E\n\x1a\x41llocateProducerIdsRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"\x88\x01\n\x1b\x41llocateProducerIdsResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x19\n\x11\x66irst_producer_id\x18\x03 \x01(\x03\x12\r\n\x05\x63ount\x18\x04 \x01(\x05\"D\n\x19\x43ontrolledShutdownRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x14\n\x0c\x62roker_epoch\x18\x02 \x01(\x03\"\xb0\x01\n\x1a\x43ontrolledShutdownResponse\x12(\n\nerror_code\x18\x01 \x01(\x0e\x32\x14.raftka.v1.ErrorCode\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\x12\x17\n\x0fmetadata_offset\x18\x04 \x01(\x03\x12!\n\x19partitions_without_leader\x18\x05 \x01(\x05\"\'\n\x12WatchBrokerRequest\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\"=\n\x10WatchBrokerEvent\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t2\xb1\x04\n\x11\x43ontrollerService\x12U\n\x0eRegisterBroker\x12 .raftka.v1.RegisterBrokerRequest\x1a!.raftka.v1.RegisterBrokerResponse\x12X\n\x0f\x42rokerHeartbeat\x12!.raftka.v1.BrokerHeartbeatRequest\x1a\".raftka.v1.BrokerHeartbeatResponse\x12U\n\x0e\x41lterPartition\x12 .raftka.v1.AlterPartitionRequest\x1a!.raftka.v1.AlterPartitionResponse\x12\x64\n\x13\x41llocateProducerIds\x12%.raftka.v1.AllocateProducerIdsRequest\x1a&.raftka.v1.AllocateProducerIdsResponse\x12\x61\n\x12\x43ontrolledShutdown\x12$.raftka.v1.ControlledShutdownRequest\x1a%.raftka.v1.ControlledShutdownResponse\x12K\n\x0bWatchBroker\x12\x1d.raftka.v1.WatchBrokerRequest\x1a\x1b.raftka.v1.WatchBrokerEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,29 +33,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.raftka.v1.controller_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERBROKERREQUEST']._serialized_start=78
-  _globals['_REGISTERBROKERREQUEST']._serialized_end=217
-  _globals['_REGISTERBROKERRESPONSE']._serialized_start=220
-  _globals['_REGISTERBROKERRESPONSE']._serialized_end=354
-  _globals['_BROKERHEARTBEATREQUEST']._serialized_start=356
-  _globals['_BROKERHEARTBEATREQUEST']._serialized_end=446
-  _globals['_BROKERHEARTBEATRESPONSE']._serialized_start=449
-  _globals['_BROKERHEARTBEATRESPONSE']._serialized_end=609
-  _globals['_ALTERPARTITIONREQUEST']._serialized_start=612
-  _globals['_ALTERPARTITIONREQUEST']._serialized_end=774
-  _globals['_ALTERPARTITIONRESPONSE']._serialized_start=777
-  _globals['_ALTERPARTITIONRESPONSE']._serialized_end=945
-  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_start=947
-  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_end=1016
-  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_start=1019
-  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_end=1155
-  _globals['_CONTROLLEDSHUTDOWNREQUEST']._serialized_start=1157
-  _globals['_CONTROLLEDSHUTDOWNREQUEST']._serialized_end=1225
-  _globals['_CONTROLLEDSHUTDOWNRESPONSE']._serialized_start=1228
-  _globals['_CONTROLLEDSHUTDOWNRESPONSE']._serialized_end=1404
-  _globals['_WATCHBROKERREQUEST']._serialized_start=1406
-  _globals['_WATCHBROKERREQUEST']._serialized_end=1445
-  _globals['_WATCHBROKEREVENT']._serialized_start=1447
-  _globals['_WATCHBROKEREVENT']._serialized_end=1508
-  _globals['_CONTROLLERSERVICE']._serialized_start=1511
-  _globals['_CONTROLLERSERVICE']._serialized_end=2072
+  _globals['_REGISTERBROKERREQUEST']._serialized_end=239
+  _globals['_REGISTERBROKERRESPONSE']._serialized_start=242
+  _globals['_REGISTERBROKERRESPONSE']._serialized_end=376
+  _globals['_BROKERHEARTBEATREQUEST']._serialized_start=378
+  _globals['_BROKERHEARTBEATREQUEST']._serialized_end=468
+  _globals['_BROKERHEARTBEATRESPONSE']._serialized_start=471
+  _globals['_BROKERHEARTBEATRESPONSE']._serialized_end=631
+  _globals['_ALTERPARTITIONREQUEST']._serialized_start=634
+  _globals['_ALTERPARTITIONREQUEST']._serialized_end=796
+  _globals['_ALTERPARTITIONRESPONSE']._serialized_start=799
+  _globals['_ALTERPARTITIONRESPONSE']._serialized_end=967
+  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_start=969
+  _globals['_ALLOCATEPRODUCERIDSREQUEST']._serialized_end=1038
+  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_start=1041
+  _globals['_ALLOCATEPRODUCERIDSRESPONSE']._serialized_end=1177
+  _globals['_CONTROLLEDSHUTDOWNREQUEST']._serialized_start=1179
+  _globals['_CONTROLLEDSHUTDOWNREQUEST']._serialized_end=1247
+  _globals['_CONTROLLEDSHUTDOWNRESPONSE']._serialized_start=1250
+  _globals['_CONTROLLEDSHUTDOWNRESPONSE']._serialized_end=1426
+  _globals['_WATCHBROKERREQUEST']._serialized_start=1428
+  _globals['_WATCHBROKERREQUEST']._serialized_end=1467
+  _globals['_WATCHBROKEREVENT']._serialized_start=1469
+  _globals['_WATCHBROKEREVENT']._serialized_end=1530
+  _globals['_CONTROLLERSERVICE']._serialized_start=1533
+  _globals['_CONTROLLERSERVICE']._serialized_end=2094
 # @@protoc_insertion_point(module_scope)

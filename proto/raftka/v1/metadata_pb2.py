@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from raftka.proto.raftka.v1 import common_pb2 as proto_dot_raftka_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/raftka/v1/metadata.proto\x12\traftka.v1\x1a\x1cproto/raftka/v1/common.proto\"\x8e\x01\n\rMetadataBatch\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\x12*\n\x07records\x18\x04 \x03(\x0b\x32\x19.raftka.v1.MetadataRecord\x12\x13\n\x0b\x62\x61se_offset\x18\x05 \x01(\x03\"u\n\x10MetadataSnapshot\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12*\n\x07records\x18\x03 \x03(\x0b\x32\x19.raftka.v1.MetadataRecord\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"\x8b\x07\n\x0eMetadataRecord\x12\x30\n\ncluster_id\x18\x01 \x01(\x0b\x32\x1a.raftka.v1.ClusterIdRecordH\x00\x12:\n\x0fregister_broker\x18\x02 \x01(\x0b\x32\x1f.raftka.v1.RegisterBrokerRecordH\x00\x12\x34\n\x0c\x66\x65nce_broker\x18\x03 \x01(\x0b\x32\x1c.raftka.v1.FenceBrokerRecordH\x00\x12\x38\n\x0eunfence_broker\x18\x04 \x01(\x0b\x32\x1e.raftka.v1.UnfenceBrokerRecordH\x00\x12\'\n\x05topic\x18\x05 \x01(\x0b\x32\x16.raftka.v1.TopicRecordH\x00\x12/\n\tpartition\x18\x06 \x01(\x0b\x32\x1a.raftka.v1.PartitionRecordH\x00\x12<\n\x10partition_change\x18\x07 \x01(\x0b\x32 .raftka.v1.PartitionChangeRecordH\x00\x12\x34\n\x0cremove_topic\x18\x08 \x01(\x0b\x32\x1c.raftka.v1.RemoveTopicRecordH\x00\x12\x34\n\x0cproducer_ids\x18\t \x01(\x0b\x32\x1c.raftka.v1.ProducerIdsRecordH\x00\x12%\n\x04noop\x18\n \x01(\x0b\x32\x15.raftka.v1.NoOpRecordH\x00\x12\x34\n\x0ctopic_config\x18\x0b \x01(\x0b\x32\x1c.raftka.v1.TopicConfigRecordH\x00\x12\x45\n\x15user_scram_credential\x18\x14 \x01(\x0b\x32$.raftka.v1.UserScramCredentialRecordH\x00\x12R\n\x1cremove_user_scram_credential\x18\x15 \x01(\x0b\x32*.raftka.v1.RemoveUserScramCredentialRecordH\x00\x12\x43\n\x14\x61\x63\x63\x65ss_control_entry\x18\x16 \x01(\x0b\x32#.raftka.v1.AccessControlEntryRecordH\x00\x12P\n\x1bremove_access_control_entry\x18\x17 \x01(\x0b\x32).raftka.v1.RemoveAccessControlEntryRecordH\x00\x42\x08\n\x06record\"%\n\x0f\x43lusterIdRecord\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"\xb0\x01\n\x14RegisterBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12+\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x19.raftka.v1.BrokerEndpoint\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x65nced\x18\x06 \x01(\x08\x12\x14\n\x0c\x62roker_epoch\x18\x07 \x01(\x03\"&\n\x11\x46\x65nceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\"(\n\x13UnfenceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\"\xa5\x01\n\x0bTopicRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08topic_id\x18\x02 \x01(\t\x12\x34\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32#.raftka.v1.TopicRecord.ConfigsEntry\x12\x10\n\x08internal\x18\x04 \x01(\x08\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\x0fPartitionRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x08replicas\x18\x03 \x03(\x05\x12\x0b\n\x03isr\x18\x04 \x03(\x05\x12\x0e\n\x06leader\x18\x05 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\"z\n\x15PartitionChangeRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x13\n\x06leader\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07has_isr\x18\x04 \x01(\x08\x12\x0b\n\x03isr\x18\x05 \x03(\x05\x42\t\n\x07_leader\"%\n\x11RemoveTopicRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\"-\n\x11ProducerIdsRecord\x12\x18\n\x10next_producer_id\x18\x01 \x01(\x03\"\x0c\n\nNoOpRecord\"\x91\x01\n\x11TopicConfigRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12:\n\x07\x63onfigs\x18\x02 \x03(\x0b\x32).raftka.v1.TopicConfigRecord.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x01\n\x19UserScramCredentialRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmechanism\x18\x02 \x01(\t\x12\x0c\n\x04salt\x18\x03 \x01(\x0c\x12\x12\n\nstored_key\x18\x04 \x01(\x0c\x12\x12\n\nserver_key\x18\x05 \x01(\x0c\x12\x12\n\niterations\x18\x06 \x01(\x05\"B\n\x1fRemoveUserScramCredentialRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmechanism\x18\x02 \x01(\t\"\xb2\x01\n\x18\x41\x63\x63\x65ssControlEntryRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rresource_type\x18\x02 \x01(\x05\x12\x15\n\rresource_name\x18\x03 \x01(\t\x12\x14\n\x0cpattern_type\x18\x04 \x01(\x05\x12\x11\n\tprincipal\x18\x05 \x01(\t\x12\x0c\n\x04host\x18\x06 \x01(\t\x12\x11\n\toperation\x18\x07 \x01(\x05\x12\x12\n\npermission\x18\x08 \x01(\x05\",\n\x1eRemoveAccessControlEntryRecord\x12\n\n\x02id\x18\x01 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/raftka/v1/metadata.proto\x12\traftka.v1\x1a\x1cproto/raftka/v1/common.proto\"\x8e\x01\n\rMetadataBatch\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x15\n\rcontroller_id\x18\x03 \x01(\x05\x12*\n\x07records\x18\x04 \x03(\x0b\x32\x19.raftka.v1.MetadataRecord\x12\x13\n\x0b\x62\x61se_offset\x18\x05 \x01(\x03\"u\n\x10MetadataSnapshot\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12*\n\x07records\x18\x03 \x03(\x0b\x32\x19.raftka.v1.MetadataRecord\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"\x8b\x07\n\x0eMetadataRecord\x12\x30\n\ncluster_id\x18\x01 \x01(\x0b\x32\x1a.raftka.v1.ClusterIdRecordH\x00\x12:\n\x0fregister_broker\x18\x02 \x01(\x0b\x32\x1f.raftka.v1.RegisterBrokerRecordH\x00\x12\x34\n\x0c\x66\x65nce_broker\x18\x03 \x01(\x0b\x32\x1c.raftka.v1.FenceBrokerRecordH\x00\x12\x38\n\x0eunfence_broker\x18\x04 \x01(\x0b\x32\x1e.raftka.v1.UnfenceBrokerRecordH\x00\x12\'\n\x05topic\x18\x05 \x01(\x0b\x32\x16.raftka.v1.TopicRecordH\x00\x12/\n\tpartition\x18\x06 \x01(\x0b\x32\x1a.raftka.v1.PartitionRecordH\x00\x12<\n\x10partition_change\x18\x07 \x01(\x0b\x32 .raftka.v1.PartitionChangeRecordH\x00\x12\x34\n\x0cremove_topic\x18\x08 \x01(\x0b\x32\x1c.raftka.v1.RemoveTopicRecordH\x00\x12\x34\n\x0cproducer_ids\x18\t \x01(\x0b\x32\x1c.raftka.v1.ProducerIdsRecordH\x00\x12%\n\x04noop\x18\n \x01(\x0b\x32\x15.raftka.v1.NoOpRecordH\x00\x12\x34\n\x0ctopic_config\x18\x0b \x01(\x0b\x32\x1c.raftka.v1.TopicConfigRecordH\x00\x12\x45\n\x15user_scram_credential\x18\x14 \x01(\x0b\x32$.raftka.v1.UserScramCredentialRecordH\x00\x12R\n\x1cremove_user_scram_credential\x18\x15 \x01(\x0b\x32*.raftka.v1.RemoveUserScramCredentialRecordH\x00\x12\x43\n\x14\x61\x63\x63\x65ss_control_entry\x18\x16 \x01(\x0b\x32#.raftka.v1.AccessControlEntryRecordH\x00\x12P\n\x1bremove_access_control_entry\x18\x17 \x01(\x0b\x32).raftka.v1.RemoveAccessControlEntryRecordH\x00\x42\x08\n\x06record\"%\n\x0f\x43lusterIdRecord\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"\xc6\x01\n\x14RegisterBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\x12\x16\n\x0eincarnation_id\x18\x02 \x01(\t\x12+\n\x08\x65ndpoint\x18\x03 \x01(\x0b\x32\x19.raftka.v1.BrokerEndpoint\x12\r\n\x05voter\x18\x04 \x01(\x08\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x65nced\x18\x06 \x01(\x08\x12\x14\n\x0c\x62roker_epoch\x18\x07 \x01(\x03\x12\x14\n\x0cmax_replicas\x18\x08 \x01(\x05\"&\n\x11\x46\x65nceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\"(\n\x13UnfenceBrokerRecord\x12\x11\n\tbroker_id\x18\x01 \x01(\x05\"\xa5\x01\n\x0bTopicRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08topic_id\x18\x02 \x01(\t\x12\x34\n\x07\x63onfigs\x18\x03 \x03(\x0b\x32#.raftka.v1.TopicRecord.ConfigsEntry\x12\x10\n\x08internal\x18\x04 \x01(\x08\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x94\x01\n\x0fPartitionRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x08replicas\x18\x03 \x03(\x05\x12\x0b\n\x03isr\x18\x04 \x03(\x05\x12\x0e\n\x06leader\x18\x05 \x01(\x05\x12\x14\n\x0cleader_epoch\x18\x06 \x01(\x05\x12\x17\n\x0fpartition_epoch\x18\x07 \x01(\x05\"z\n\x15PartitionChangeRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x13\n\x06leader\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07has_isr\x18\x04 \x01(\x08\x12\x0b\n\x03isr\x18\x05 \x03(\x05\x42\t\n\x07_leader\"%\n\x11RemoveTopicRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\"-\n\x11ProducerIdsRecord\x12\x18\n\x10next_producer_id\x18\x01 \x01(\x03\"\x0c\n\nNoOpRecord\"\x91\x01\n\x11TopicConfigRecord\x12\x10\n\x08topic_id\x18\x01 \x01(\t\x12:\n\x07\x63onfigs\x18\x02 \x03(\x0b\x32).raftka.v1.TopicConfigRecord.ConfigsEntry\x1a.\n\x0c\x43onfigsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x01\n\x19UserScramCredentialRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmechanism\x18\x02 \x01(\t\x12\x0c\n\x04salt\x18\x03 \x01(\x0c\x12\x12\n\nstored_key\x18\x04 \x01(\x0c\x12\x12\n\nserver_key\x18\x05 \x01(\x0c\x12\x12\n\niterations\x18\x06 \x01(\x05\"B\n\x1fRemoveUserScramCredentialRecord\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmechanism\x18\x02 \x01(\t\"\xb2\x01\n\x18\x41\x63\x63\x65ssControlEntryRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rresource_type\x18\x02 \x01(\x05\x12\x15\n\rresource_name\x18\x03 \x01(\t\x12\x14\n\x0cpattern_type\x18\x04 \x01(\x05\x12\x11\n\tprincipal\x18\x05 \x01(\t\x12\x0c\n\x04host\x18\x06 \x01(\t\x12\x11\n\toperation\x18\x07 \x01(\x05\x12\x12\n\npermission\x18\x08 \x01(\x05\",\n\x1eRemoveAccessControlEntryRecord\x12\n\n\x02id\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,35 +45,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLUSTERIDRECORD']._serialized_start=1249
   _globals['_CLUSTERIDRECORD']._serialized_end=1286
   _globals['_REGISTERBROKERRECORD']._serialized_start=1289
-  _globals['_REGISTERBROKERRECORD']._serialized_end=1465
-  _globals['_FENCEBROKERRECORD']._serialized_start=1467
-  _globals['_FENCEBROKERRECORD']._serialized_end=1505
-  _globals['_UNFENCEBROKERRECORD']._serialized_start=1507
-  _globals['_UNFENCEBROKERRECORD']._serialized_end=1547
-  _globals['_TOPICRECORD']._serialized_start=1550
-  _globals['_TOPICRECORD']._serialized_end=1715
-  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_start=1669
-  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_end=1715
-  _globals['_PARTITIONRECORD']._serialized_start=1718
-  _globals['_PARTITIONRECORD']._serialized_end=1866
-  _globals['_PARTITIONCHANGERECORD']._serialized_start=1868
-  _globals['_PARTITIONCHANGERECORD']._serialized_end=1990
-  _globals['_REMOVETOPICRECORD']._serialized_start=1992
-  _globals['_REMOVETOPICRECORD']._serialized_end=2029
-  _globals['_PRODUCERIDSRECORD']._serialized_start=2031
-  _globals['_PRODUCERIDSRECORD']._serialized_end=2076
-  _globals['_NOOPRECORD']._serialized_start=2078
-  _globals['_NOOPRECORD']._serialized_end=2090
-  _globals['_TOPICCONFIGRECORD']._serialized_start=2093
-  _globals['_TOPICCONFIGRECORD']._serialized_end=2238
-  _globals['_TOPICCONFIGRECORD_CONFIGSENTRY']._serialized_start=1669
-  _globals['_TOPICCONFIGRECORD_CONFIGSENTRY']._serialized_end=1715
-  _globals['_USERSCRAMCREDENTIALRECORD']._serialized_start=2241
-  _globals['_USERSCRAMCREDENTIALRECORD']._serialized_end=2375
-  _globals['_REMOVEUSERSCRAMCREDENTIALRECORD']._serialized_start=2377
-  _globals['_REMOVEUSERSCRAMCREDENTIALRECORD']._serialized_end=2443
-  _globals['_ACCESSCONTROLENTRYRECORD']._serialized_start=2446
-  _globals['_ACCESSCONTROLENTRYRECORD']._serialized_end=2624
-  _globals['_REMOVEACCESSCONTROLENTRYRECORD']._serialized_start=2626
-  _globals['_REMOVEACCESSCONTROLENTRYRECORD']._serialized_end=2670
+  _globals['_REGISTERBROKERRECORD']._serialized_end=1487
+  _globals['_FENCEBROKERRECORD']._serialized_start=1489
+  _globals['_FENCEBROKERRECORD']._serialized_end=1527
+  _globals['_UNFENCEBROKERRECORD']._serialized_start=1529
+  _globals['_UNFENCEBROKERRECORD']._serialized_end=1569
+  _globals['_TOPICRECORD']._serialized_start=1572
+  _globals['_TOPICRECORD']._serialized_end=1737
+  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_start=1691
+  _globals['_TOPICRECORD_CONFIGSENTRY']._serialized_end=1737
+  _globals['_PARTITIONRECORD']._serialized_start=1740
+  _globals['_PARTITIONRECORD']._serialized_end=1888
+  _globals['_PARTITIONCHANGERECORD']._serialized_start=1890
+  _globals['_PARTITIONCHANGERECORD']._serialized_end=2012
+  _globals['_REMOVETOPICRECORD']._serialized_start=2014
+  _globals['_REMOVETOPICRECORD']._serialized_end=2051
+  _globals['_PRODUCERIDSRECORD']._serialized_start=2053
+  _globals['_PRODUCERIDSRECORD']._serialized_end=2098
+  _globals['_NOOPRECORD']._serialized_start=2100
+  _globals['_NOOPRECORD']._serialized_end=2112
+  _globals['_TOPICCONFIGRECORD']._serialized_start=2115
+  _globals['_TOPICCONFIGRECORD']._serialized_end=2260
+  _globals['_TOPICCONFIGRECORD_CONFIGSENTRY']._serialized_start=1691
+  _globals['_TOPICCONFIGRECORD_CONFIGSENTRY']._serialized_end=1737
+  _globals['_USERSCRAMCREDENTIALRECORD']._serialized_start=2263
+  _globals['_USERSCRAMCREDENTIALRECORD']._serialized_end=2397
+  _globals['_REMOVEUSERSCRAMCREDENTIALRECORD']._serialized_start=2399
+  _globals['_REMOVEUSERSCRAMCREDENTIALRECORD']._serialized_end=2465
+  _globals['_ACCESSCONTROLENTRYRECORD']._serialized_start=2468
+  _globals['_ACCESSCONTROLENTRYRECORD']._serialized_end=2646
+  _globals['_REMOVEACCESSCONTROLENTRYRECORD']._serialized_start=2648
+  _globals['_REMOVEACCESSCONTROLENTRYRECORD']._serialized_end=2692
 # @@protoc_insertion_point(module_scope)

@@ -74,7 +74,7 @@ class ClusterIdRecord(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ...) -> None: ...
 
 class RegisterBrokerRecord(_message.Message):
-    __slots__ = ("broker_id", "incarnation_id", "endpoint", "voter", "pid", "fenced", "broker_epoch")
+    __slots__ = ("broker_id", "incarnation_id", "endpoint", "voter", "pid", "fenced", "broker_epoch", "max_replicas")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class RegisterBrokerRecord(_message.Message):
     PID_FIELD_NUMBER: _ClassVar[int]
     FENCED_FIELD_NUMBER: _ClassVar[int]
     BROKER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     incarnation_id: str
     endpoint: _common_pb2.BrokerEndpoint
@@ -89,7 +90,8 @@ class RegisterBrokerRecord(_message.Message):
     pid: int
     fenced: bool
     broker_epoch: int
-    def __init__(self, broker_id: _Optional[int] = ..., incarnation_id: _Optional[str] = ..., endpoint: _Optional[_Union[_common_pb2.BrokerEndpoint, _Mapping]] = ..., voter: _Optional[bool] = ..., pid: _Optional[int] = ..., fenced: _Optional[bool] = ..., broker_epoch: _Optional[int] = ...) -> None: ...
+    max_replicas: int
+    def __init__(self, broker_id: _Optional[int] = ..., incarnation_id: _Optional[str] = ..., endpoint: _Optional[_Union[_common_pb2.BrokerEndpoint, _Mapping]] = ..., voter: _Optional[bool] = ..., pid: _Optional[int] = ..., fenced: _Optional[bool] = ..., broker_epoch: _Optional[int] = ..., max_replicas: _Optional[int] = ...) -> None: ...
 
 class FenceBrokerRecord(_message.Message):
     __slots__ = ("broker_id",)
