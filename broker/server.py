@@ -45,8 +45,8 @@ from raftka.broker.internal_auth import InternalAuth
 from raftka.broker.kafka.listener import KafkaListener
 from raftka.broker.listeners import DEFAULT_LISTENER
 from raftka.broker.liveness import BrokerWatcher, WatchServer
-from raftka.broker.log_admin import LogAdmin
 from raftka.broker.log.handles import shared_pool
+from raftka.broker.log_admin import LogAdmin
 from raftka.broker.log_writer import LogWriter
 from raftka.broker.metrics import (
     BrokerMetrics,
