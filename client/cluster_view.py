@@ -165,7 +165,7 @@ def diff(old: ClusterSnapshot | None, new: ClusterSnapshot) -> list[str]:
         if before is None:
             events.append(f"BROKER {broker.broker_id} registered at {broker.address}")
         elif before.fenced != broker.fenced:
-            state = "FENCED (missed heartbeats)" if broker.fenced else "unfenced (alive again)"
+            state = "FENCED (by the controller)" if broker.fenced else "unfenced (alive again)"
             events.append(f"BROKER {broker.broker_id} {state}")
         elif before.pid != broker.pid and broker.pid is not None and before.pid is not None:
             events.append(f"BROKER {broker.broker_id} restarted (pid {broker.pid})")

@@ -34,7 +34,7 @@ def test_controller_change_fencing_leader_and_isr_changes_are_reported():
     events = diff(snapshot(), snapshot(controller=3, fenced=(1,), leader=2, isr=(2, 3)))
     assert events == [
         "CONTROLLER is now broker 3 (was 1)",
-        "BROKER 1 FENCED (missed heartbeats)",
+        "BROKER 1 FENCED (by the controller)",
         "LEADER of orders-0: broker 2 (was 1), epoch 1",
         "ISR of orders-0: [2,3] (was [1,2,3])",
     ]
