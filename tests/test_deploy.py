@@ -125,7 +125,7 @@ def test_kubernetes_manifests_match_the_api_schemas(version):
     validator = pytest.importorskip(
         "kubernetes_validate", reason=NOT_INSTALLED.format("kubernetes-validate"))
     docs = manifests()
-    assert set(docs) == {"ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget"}
+    assert set(docs) == {"ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget", "Job"}
     wanted = validator.latest_version() if version == "latest" else version
     for doc in docs.values():
         validator.validate(doc, wanted, strict=True)  # strict: no unknown fields either
@@ -161,6 +161,20 @@ def test_kubernetes_manifests_agree_with_each_other_and_the_image():
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == ports
     assert container["readinessProbe"]["grpc"]["port"] == ports["grpc"]
     assert container["volumeMounts"][0]["mountPath"] == "/var/lib/raftka"
+    # secured as the compose file is; the Job makes the super user with the cluster secret
+    assert config["RAFTKA_SECURITY"] == "sasl" and config["RAFTKA_ADMIN_USER"]
+    job = docs["Job"]["spec"]["template"]["spec"]
+    (creator,) = job["containers"]
+    assert creator["command"][:4] == ["raftka", "users", "create", "$(RAFTKA_ADMIN_USER)"]
+    mount = creator["volumeMounts"][0]["mountPath"]
+    assert f"{mount}/cluster.secret" in creator["command"]
+    (volume,) = job["volumes"]
+    cluster_secret = next(e for e in container["env"] if e["name"] == "RAFTKA_CLUSTER_SECRET")
+    assert volume["secret"]["secretName"] == (
+        cluster_secret["valueFrom"]["secretKeyRef"]["name"])
+    assert f"{docs['Job']['metadata']['labels']['app']}" != labels["app"]  # not a broker
+    bootstrap = creator["command"][creator["command"].index("--bootstrap") + 1]
+    assert bootstrap == ",".join(f"raftka-{i}.raftka:{ports['grpc']}" for i in range(3))
 
 
 def pod_environment(ordinal: int) -> dict[str, str]:
@@ -192,6 +206,8 @@ def test_each_pod_of_the_statefulset_becomes_its_broker(tmp_path):
         assert f"--raft-listen raftka-{ordinal}.raftka:9091" in joined
         assert f"--voters {voters}" in joined
         assert "--set min.insync.replicas=2" in joined
+        assert "--set super.users=User:admin" in joined  # RAFTKA_SECURITY=sasl
+        assert "--set listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT" in joined
 
 
 # ---------------------------------------------------------------------- compose, Dockerfile
