@@ -128,17 +128,32 @@ def cluster(image: str, tmp_path: Path, request: pytest.FixtureRequest,
     """The compose cluster, up and healthy, its admin user made; down with its volumes at
     the end, pass or fail. The SDK in this process (and the Node examples it starts) act as
     the admin: RAFTKA_USER/RAFTKA_PASSWORD, KAFKA_USERNAME/KAFKA_PASSWORD."""
-    busy = busy_ports()
-    assert not busy, (f"host ports {busy} are taken: another compose cluster? "
-                      "(`docker ps`; `docker-compose -p NAME down`)")
     for name, value in (("RAFTKA_USER", ADMIN_USER), ("RAFTKA_PASSWORD", ADMIN_PASSWORD),
                         ("KAFKA_USERNAME", ADMIN_USER), ("KAFKA_PASSWORD", ADMIN_PASSWORD)):
         monkeypatch.setenv(name, value)
+    yield from compose_cluster(image, tmp_path, request, monkeypatch, {})
+
+
+@pytest.fixture
+def unsecured_cluster(image: str, tmp_path: Path, request: pytest.FixtureRequest,
+                      monkeypatch: pytest.MonkeyPatch) -> Iterator[ComposeProject]:
+    """The compose cluster with RAFTKA_SECURITY=off; clients here carry no credentials."""
+    for name in ("RAFTKA_USER", "RAFTKA_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    yield from compose_cluster(image, tmp_path, request, monkeypatch, {"RAFTKA_SECURITY": "off"})
+
+
+def compose_cluster(image: str, tmp_path: Path, request: pytest.FixtureRequest,
+                    monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]
+                    ) -> Iterator[ComposeProject]:
+    busy = busy_ports()
+    assert not busy, (f"host ports {busy} are taken: another compose cluster? "
+                      "(`docker ps`; `docker-compose -p NAME down`)")
     for name in ("RAFTKA_SECURITY", "RAFTKA_ADMIN_USER"):  # deploy/.env's defaults apply
         monkeypatch.delenv(name, raising=False)
     project = ComposeProject(f"raftka-e2e-{os.getpid()}",
-                             {"RAFTKA_IMAGE": image, "RAFTKA_ADMIN_PASSWORD": ADMIN_PASSWORD},
-                             tmp_path / "compose.log")
+                             {"RAFTKA_IMAGE": image, "RAFTKA_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                              **settings}, tmp_path / "compose.log")
     try:
         started = time.monotonic()
         project.run("up", "--detach", "--no-build")
@@ -295,6 +310,21 @@ def test_clients_without_the_admin_credentials_are_refused(cluster: ComposeProje
     assert raftka("produce", "admin-topic", stdin="x\n").returncode == 0  # the super user
 
 
+def test_raftka_security_off_runs_it_plaintext_without_acls(unsecured_cluster: ComposeProject):
+    """The lab switch: PLAINTEXT Kafka and gRPC, no authorizer, no credentials needed."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": KAFKA_BOOTSTRAP, "acks": "all"})
+    try:
+        producer.produce("open-topic", b"plain")
+        assert producer.flush(60) == 0
+    finally:
+        producer.close()
+    consumed = raftka("consume", "open-topic", "--from-beginning", "--max-messages", "1",
+                      "--timeout-ms", "30000", user=None)
+    assert consumed.returncode == 0 and consumed.stdout.split() == ["plain"], consumed.stderr
+
+
 CONSOLE_URL = "http://127.0.0.1:8080"
 
 
@@ -319,7 +349,10 @@ def test_the_console_serves_the_cluster_on_8080(cluster: ComposeProject):
         assert page.status == 200 and b"<html" in page.read().lower()
     # it reads what the admin wrote: its calls carry the admin's credentials (under the
     # authorizer an anonymous caller would see no topic at all)
-    assert raftka("produce", "seen-by-console", stdin="hello\n").returncode == 0
+    created = raftka("topics", "create", "seen-by-console", "--partitions", "1")
+    assert created.returncode == 0, created.stderr
+    produced = raftka("produce", "seen-by-console", stdin="hello\n")
+    assert produced.returncode == 0, produced.stderr
     with urllib.request.urlopen(f"{CONSOLE_URL}/api/topics", timeout=10) as reply:
         topics = json.loads(reply.read())["topics"]
     assert "seen-by-console" in [t["name"] for t in topics], topics
