@@ -19,6 +19,14 @@
 #                                     shares (read by the broker itself; required for >1 node)
 #   RAFTKA_RAFT_BIND  where the Raft listener binds; default 0.0.0.0:9091 (the container's
 #                     own network namespace; peers are authenticated with the secret)
+#   RAFTKA_SECURITY   unset: the listeners' protocols are their names (or RAFTKA_SETTINGS' map).
+#                     sasl: every Kafka and gRPC listener (the main one on 9090 too) is
+#                     SASL_PLAINTEXT with SCRAM-SHA-512 only, the authorizer is on and
+#                     RAFTKA_ADMIN_USER is the super user (compose's default);
+#                     off: every listener PLAINTEXT, no authorizer (labs). Both write
+#                     listener.security.protocol.map for the names in the two listener lists.
+#   RAFTKA_ADMIN_USER the super user under RAFTKA_SECURITY=sasl (created by compose's one-shot
+#                     raftka-admin service, with the cluster secret's authority)
 # `raftka-entrypoint make-secret FILE` writes a new secret to FILE unless it exists (compose's
 # one-shot raftka-secret service).
 set -eu
@@ -73,6 +81,30 @@ if [ -n "${RAFTKA_GRPC_LISTENERS:-}" ]; then
 fi
 if [ -n "${RAFTKA_VOTERS:-}" ]; then
   set -- "$@" --voters "$RAFTKA_VOTERS"
+fi
+case "${RAFTKA_SECURITY:-}" in
+  '') protocol= ;;
+  off) protocol=PLAINTEXT ;;
+  sasl)
+    protocol=SASL_PLAINTEXT
+    case "${RAFTKA_ADMIN_USER:-}" in ''|*[!A-Za-z0-9._@-]*)
+      echo "raftka: RAFTKA_SECURITY=sasl needs RAFTKA_ADMIN_USER, a user name of letters," \
+        "digits and . _ @ - (got '${RAFTKA_ADMIN_USER:-}')" >&2
+      exit 2 ;;
+    esac
+    set -- "$@" --set grpc.security.protocol=SASL_PLAINTEXT \
+      --set sasl.enabled.mechanisms=SCRAM-SHA-512 \
+      --set authorizer.enabled=true --set "super.users=User:$RAFTKA_ADMIN_USER" ;;
+  *) echo "raftka: RAFTKA_SECURITY must be sasl or off, not '$RAFTKA_SECURITY'" >&2; exit 2 ;;
+esac
+if [ -n "$protocol" ]; then
+  # every listener name (Kafka's and the extra gRPC ones share the map) -> the one protocol
+  map=
+  for listener in $(printf '%s' "${RAFTKA_KAFKA_LISTENERS:-PLAINTEXT://:9092},${RAFTKA_GRPC_LISTENERS:-}" | tr ',' ' '); do
+    name="${listener%%://*}"
+    case ",$map," in *",$name:"*) ;; *) map="${map:+$map,}$name:$protocol" ;; esac
+  done
+  set -- "$@" --set "listener.security.protocol.map=$map"
 fi
 for setting in ${RAFTKA_SETTINGS:-}; do
   set -- "$@" --set "$setting"

@@ -125,7 +125,7 @@ def test_kubernetes_manifests_match_the_api_schemas(version):
     validator = pytest.importorskip(
         "kubernetes_validate", reason=NOT_INSTALLED.format("kubernetes-validate"))
     docs = manifests()
-    assert set(docs) == {"ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget"}
+    assert set(docs) == {"ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget", "Job"}
     wanted = validator.latest_version() if version == "latest" else version
     for doc in docs.values():
         validator.validate(doc, wanted, strict=True)  # strict: no unknown fields either
@@ -161,6 +161,20 @@ def test_kubernetes_manifests_agree_with_each_other_and_the_image():
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == ports
     assert container["readinessProbe"]["grpc"]["port"] == ports["grpc"]
     assert container["volumeMounts"][0]["mountPath"] == "/var/lib/raftka"
+    # secured as the compose file is; the Job makes the super user with the cluster secret
+    assert config["RAFTKA_SECURITY"] == "sasl" and config["RAFTKA_ADMIN_USER"]
+    job = docs["Job"]["spec"]["template"]["spec"]
+    (creator,) = job["containers"]
+    assert creator["command"][:4] == ["raftka", "users", "create", "$(RAFTKA_ADMIN_USER)"]
+    mount = creator["volumeMounts"][0]["mountPath"]
+    assert f"{mount}/cluster.secret" in creator["command"]
+    (volume,) = job["volumes"]
+    cluster_secret = next(e for e in container["env"] if e["name"] == "RAFTKA_CLUSTER_SECRET")
+    assert volume["secret"]["secretName"] == (
+        cluster_secret["valueFrom"]["secretKeyRef"]["name"])
+    assert f"{docs['Job']['metadata']['labels']['app']}" != labels["app"]  # not a broker
+    bootstrap = creator["command"][creator["command"].index("--bootstrap") + 1]
+    assert bootstrap == ",".join(f"raftka-{i}.raftka:{ports['grpc']}" for i in range(3))
 
 
 def pod_environment(ordinal: int) -> dict[str, str]:
@@ -192,6 +206,8 @@ def test_each_pod_of_the_statefulset_becomes_its_broker(tmp_path):
         assert f"--raft-listen raftka-{ordinal}.raftka:9091" in joined
         assert f"--voters {voters}" in joined
         assert "--set min.insync.replicas=2" in joined
+        assert "--set super.users=User:admin" in joined  # RAFTKA_SECURITY=sasl
+        assert "--set listener.security.protocol.map=PLAINTEXT:SASL_PLAINTEXT" in joined
 
 
 # ---------------------------------------------------------------------- compose, Dockerfile
@@ -205,10 +221,12 @@ def compose_file() -> dict[str, Any]:
 def test_compose_publishes_on_loopback_and_advertises_what_it_publishes():
     services = compose_file()["services"]
     brokers = {name: s for name, s in services.items() if name.startswith("raftka-")
-               and name != "raftka-secret"}
+               and name not in ("raftka-secret", "raftka-admin")}
     assert sorted(brokers) == ["raftka-1", "raftka-2", "raftka-3"]
     console = services["console"]  # the web console where the seed notes had kafka-ui
-    assert console["ports"] == ["${RAFTKA_PUBLISH_ADDRESS:-127.0.0.1}:8080:8080"]
+    # it acts as the admin for whoever reaches it: on loopback unless told, apart from the
+    # brokers
+    assert console["ports"] == ["${RAFTKA_CONSOLE_PUBLISH_ADDRESS:-127.0.0.1}:8080:8080"]
     assert console["command"][:2] == ["console", "--bootstrap"]
     assert console["read_only"] is True and console["cap_drop"] == ["ALL"]
     for name, service in brokers.items():
@@ -224,6 +242,61 @@ def test_compose_publishes_on_loopback_and_advertises_what_it_publishes():
         assert env["RAFTKA_GRPC_ADVERTISED_LISTENERS"] == f"EXTERNAL://{external}:{published[9095]}"
         assert "auto.create.topics.enable=true" in env["RAFTKA_SETTINGS"]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+
+
+def test_compose_is_secured_by_default_with_the_admin_from_the_environment():
+    services = compose_file()["services"]
+    for name in ("raftka-1", "raftka-2", "raftka-3"):
+        env = services[name]["environment"]
+        assert env["RAFTKA_SECURITY"] == "${RAFTKA_SECURITY:-sasl}"
+        assert env["RAFTKA_ADMIN_USER"] == "${RAFTKA_ADMIN_USER:-admin}"
+        assert "protocol.map" not in env["RAFTKA_SETTINGS"]  # the entrypoint writes it
+    admin = services["raftka-admin"]  # the first admin, with the cluster secret's authority
+    assert admin["command"][:3] == ["users", "create", "${RAFTKA_ADMIN_USER:-admin}"]
+    assert "/run/raftka/cluster.secret" in admin["command"]
+    assert admin["environment"]["RAFTKA_NEW_PASSWORD"].startswith("${RAFTKA_ADMIN_PASSWORD:?")
+    assert all(admin["depends_on"][b] == {"condition": "service_healthy"}
+               for b in ("raftka-1", "raftka-2", "raftka-3"))
+    console = services["console"]
+    assert console["depends_on"] == {
+        "raftka-admin": {"condition": "service_completed_successfully"}}
+    assert console["environment"]["RAFTKA_USER"] == "${RAFTKA_ADMIN_USER:-admin}"
+    dotenv = dict(line.split("=", 1) for line in (DEPLOY / ".env").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    assert dotenv["RAFTKA_ADMIN_USER"] == "admin" and dotenv["RAFTKA_SECURITY"] == "sasl"
+    assert "change-me" in dotenv["RAFTKA_ADMIN_PASSWORD"]  # README says: change it
+
+
+def test_entrypoint_secures_every_listener_under_raftka_security_sasl(tmp_path):
+    listeners = {"HOSTNAME": "raftka-1", "RAFTKA_ID": "1",
+                 "RAFTKA_KAFKA_LISTENERS": "INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:9094",
+                 "RAFTKA_GRPC_LISTENERS": "EXTERNAL://0.0.0.0:9095"}
+    result = run_entrypoint(tmp_path, {**listeners, "RAFTKA_SECURITY": "sasl",
+                                       "RAFTKA_ADMIN_USER": "admin"})
+    assert result.returncode == 0, result.stderr
+    joined = " ".join(result.stdout.split("\n"))
+    for setting in ("listener.security.protocol.map=INTERNAL:SASL_PLAINTEXT,"
+                    "EXTERNAL:SASL_PLAINTEXT", "grpc.security.protocol=SASL_PLAINTEXT",
+                    "sasl.enabled.mechanisms=SCRAM-SHA-512", "authorizer.enabled=true",
+                    "super.users=User:admin"):
+        assert f"--set {setting}" in joined, joined
+    result = run_entrypoint(tmp_path, {**listeners, "RAFTKA_SECURITY": "off"})
+    joined = " ".join(result.stdout.split("\n"))
+    assert "--set listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT" in joined
+    assert "authorizer" not in joined and "SASL" not in joined
+    unset = " ".join(run_entrypoint(tmp_path, listeners).stdout.split("\n"))
+    assert "protocol.map" not in unset  # Kubernetes and hand-made setups: as before
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [({"RAFTKA_SECURITY": "tls"}, "must be sasl or off"),
+     ({"RAFTKA_SECURITY": "sasl"}, "needs RAFTKA_ADMIN_USER"),
+     ({"RAFTKA_SECURITY": "sasl", "RAFTKA_ADMIN_USER": "a;b"}, "needs RAFTKA_ADMIN_USER")],
+)
+def test_entrypoint_refuses_a_security_mode_it_cannot_apply(tmp_path, env, message):
+    result = run_entrypoint(tmp_path, {"HOSTNAME": "raftka-1", **env})
+    assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")

@@ -15,7 +15,9 @@
 //
 // Options: --brokers LIST (comma-separated Kafka listeners, default 127.0.0.1:9092 or
 // $KAFKA_BROKERS), --client-id ID (default raftka-nest), --group-id ID (default
-// raftka-nest; Nest appends "-server"). Nest's own log lines go to the console logger at
+// raftka-nest; Nest appends "-server"), --sasl-mechanism plain|scram-sha-256|scram-sha-512
+// (SASL_PLAINTEXT listeners, e.g. deploy/docker-compose.yml; the user and password come from
+// $KAFKA_USERNAME and $KAFKA_PASSWORD). Nest's own log lines go to the console logger at
 // warn/error level only, so stdout stays one JSON object per line for the handlers.
 'use strict';
 
@@ -33,6 +35,7 @@ function parseArgs(argv) {
     if (name === '--brokers') options.brokers = value;
     else if (name === '--client-id') options.clientId = value;
     else if (name === '--group-id') options.groupId = value;
+    else if (name === '--sasl-mechanism') options.saslMechanism = value;
     else throw new Error(`unknown option ${name}`);
   }
   return options;
@@ -85,6 +88,13 @@ async function main() {
       client: {
         clientId: options.clientId,
         brokers: options.brokers.split(',').map((b) => b.trim()).filter(Boolean),
+        ...(options.saslMechanism ? {
+          sasl: {
+            mechanism: options.saslMechanism,
+            username: process.env.KAFKA_USERNAME,
+            password: process.env.KAFKA_PASSWORD,
+          },
+        } : {}),
       },
       // maxWaitTimeInMs: how long the broker may hold a fetch when there is nothing to read
       // (kafkajs waits for the fetch in flight when it disconnects; its default is 5 s).

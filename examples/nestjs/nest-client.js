@@ -14,7 +14,9 @@
 //
 // Options: --brokers LIST (default 127.0.0.1:9092 or $KAFKA_BROKERS), --client-id ID
 // (default raftka-nest), --group-id ID (default raftka-nest; Nest appends "-client"),
-// --numbers 1,2,3 (what to sum), --timeout-ms MS (default 30000).
+// --numbers 1,2,3 (what to sum), --timeout-ms MS (default 30000), --sasl-mechanism
+// plain|scram-sha-256|scram-sha-512 (SASL_PLAINTEXT listeners, e.g. deploy/docker-compose.yml;
+// the user and password come from $KAFKA_USERNAME and $KAFKA_PASSWORD).
 'use strict';
 
 require('reflect-metadata');
@@ -35,6 +37,7 @@ function parseArgs(argv) {
     else if (name === '--group-id') options.groupId = value;
     else if (name === '--numbers') options.numbers = value.split(',').map(Number);
     else if (name === '--timeout-ms') options.timeoutMs = Number.parseInt(value, 10);
+    else if (name === '--sasl-mechanism') options.saslMechanism = value;
     else throw new Error(`unknown option ${name}`);
   }
   return options;
@@ -68,6 +71,13 @@ async function main() {
       client: {
         clientId: options.clientId,
         brokers: options.brokers.split(',').map((b) => b.trim()).filter(Boolean),
+        ...(options.saslMechanism ? {
+          sasl: {
+            mechanism: options.saslMechanism,
+            username: process.env.KAFKA_USERNAME,
+            password: process.env.KAFKA_PASSWORD,
+          },
+        } : {}),
       },
       // maxWaitTimeInMs: how long the broker may hold a fetch when there is nothing to read
       // (kafkajs waits for the fetch in flight when it disconnects; its default is 5 s).

@@ -260,6 +260,21 @@ class ComposeProject:
         raise AssertionError(f"not healthy after {time.monotonic() - started:.0f}s: {states}\n"
                              f"{self.logs()}")
 
+    def wait_completed(self, service: str, timeout_s: float) -> float:
+        """Seconds until a one-shot service's container has exited with 0 (compose's
+        service_completed_successfully); an exit with another code fails at once."""
+        started = time.monotonic()
+        state = ""
+        while time.monotonic() - started < timeout_s:
+            state = docker("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+                           self.container(service)).stdout.strip()
+            if state == "exited 0":
+                return time.monotonic() - started
+            if state.startswith(("exited", "dead")):
+                break
+            time.sleep(0.25)
+        raise AssertionError(f"{service} did not complete: {state}\n{self.logs()}")
+
     def published(self, service: str) -> list[str]:
         """The host addresses the service's ports are published on, "IP:PORT"."""
         lines = docker("port", self.container(service)).stdout.splitlines()

@@ -1,8 +1,11 @@
 """deploy/docker-compose.yml for real: the image built from deploy/Dockerfile, three brokers
 up and healthy, and clients on the host using the EXTERNAL listeners the compose publishes on
 127.0.0.1: the Raftka CLI and SDK over gRPC, confluent-kafka and the NestJS example over the
-Kafka protocol. A partition leader's container is killed under acks=all load, restarted and
-seen back in the ISR; the cluster goes down and up again on its volumes; nothing acknowledged
+Kafka protocol. The compose file is secured by default (SASL_PLAINTEXT + SCRAM-SHA-512, gRPC
+credentials, ACLs): every client here is the admin user, whose password the test sets through
+RAFTKA_ADMIN_PASSWORD (over deploy/.env's default), and clients without it are refused.
+A partition leader's container is killed under acks=all load, restarted and seen back in
+the ISR; the cluster goes down and up again on its volumes; nothing acknowledged
 is lost (the fault checker of tests/faults judges the history, replica files included).
 
 Starts what it needs (tests/e2e/engine.py): the Docker engine if none runs (stopped again at
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -57,6 +61,12 @@ IMAGE = "raftka-e2e:latest"
 BROKERS = ("raftka-1", "raftka-2", "raftka-3")
 GRPC_BOOTSTRAP = "127.0.0.1:19090,127.0.0.1:19100,127.0.0.1:19110"
 KAFKA_BOOTSTRAP = "127.0.0.1:19092,127.0.0.1:19102,127.0.0.1:19112"
+ADMIN_USER = "admin"  # deploy/.env's RAFTKA_ADMIN_USER
+# this run's admin password, given to compose as RAFTKA_ADMIN_PASSWORD (the environment wins
+# over deploy/.env)
+ADMIN_PASSWORD = f"e2e-{secrets.token_urlsafe(12)}"
+KAFKA_SASL = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+              "sasl.username": ADMIN_USER, "sasl.password": ADMIN_PASSWORD}
 HEALTHY_TIMEOUT_S = 120
 FAILOVER_TIMEOUT_S = 60
 LOAD_RATE_PER_PRODUCER = 100  # values a second
@@ -113,19 +123,43 @@ def image(engine: DockerEngine, tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture
-def cluster(image: str, tmp_path: Path, request: pytest.FixtureRequest
-            ) -> Iterator[ComposeProject]:
-    """The compose cluster, up and healthy; down with its volumes at the end, pass or fail."""
+def cluster(image: str, tmp_path: Path, request: pytest.FixtureRequest,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[ComposeProject]:
+    """The compose cluster, up and healthy, its admin user made; down with its volumes at
+    the end, pass or fail. The SDK in this process (and the Node examples it starts) act as
+    the admin: RAFTKA_USER/RAFTKA_PASSWORD, KAFKA_USERNAME/KAFKA_PASSWORD."""
+    for name, value in (("RAFTKA_USER", ADMIN_USER), ("RAFTKA_PASSWORD", ADMIN_PASSWORD),
+                        ("KAFKA_USERNAME", ADMIN_USER), ("KAFKA_PASSWORD", ADMIN_PASSWORD)):
+        monkeypatch.setenv(name, value)
+    yield from compose_cluster(image, tmp_path, request, monkeypatch, {})
+
+
+@pytest.fixture
+def unsecured_cluster(image: str, tmp_path: Path, request: pytest.FixtureRequest,
+                      monkeypatch: pytest.MonkeyPatch) -> Iterator[ComposeProject]:
+    """The compose cluster with RAFTKA_SECURITY=off; clients here carry no credentials."""
+    for name in ("RAFTKA_USER", "RAFTKA_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    yield from compose_cluster(image, tmp_path, request, monkeypatch, {"RAFTKA_SECURITY": "off"})
+
+
+def compose_cluster(image: str, tmp_path: Path, request: pytest.FixtureRequest,
+                    monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]
+                    ) -> Iterator[ComposeProject]:
     busy = busy_ports()
     assert not busy, (f"host ports {busy} are taken: another compose cluster? "
                       "(`docker ps`; `docker-compose -p NAME down`)")
-    project = ComposeProject(f"raftka-e2e-{os.getpid()}", {"RAFTKA_IMAGE": image},
-                             tmp_path / "compose.log")
+    for name in ("RAFTKA_SECURITY", "RAFTKA_ADMIN_USER"):  # deploy/.env's defaults apply
+        monkeypatch.delenv(name, raising=False)
+    project = ComposeProject(f"raftka-e2e-{os.getpid()}",
+                             {"RAFTKA_IMAGE": image, "RAFTKA_ADMIN_PASSWORD": ADMIN_PASSWORD,
+                              **settings}, tmp_path / "compose.log")
     try:
         started = time.monotonic()
         project.run("up", "--detach", "--no-build")
         project.wait_healthy(BROKERS, HEALTHY_TIMEOUT_S)
         record_figure("up_to_healthy_s", time.monotonic() - started)
+        project.wait_completed("raftka-admin", HEALTHY_TIMEOUT_S)
         yield project
     finally:
         report = getattr(request.node, "rep_call", None)
@@ -137,20 +171,27 @@ def cluster(image: str, tmp_path: Path, request: pytest.FixtureRequest
         assert not left, f"compose down left {left} behind"
 
 
-def raftka(*args: str, stdin: str | None = None,
-           bootstrap: str = GRPC_BOOTSTRAP) -> subprocess.CompletedProcess[str]:
-    """The Raftka CLI on the host, told every broker's EXTERNAL gRPC address."""
+def raftka(*args: str, stdin: str | None = None, bootstrap: str = GRPC_BOOTSTRAP,
+           user: str | None = ADMIN_USER, password: str = ADMIN_PASSWORD,
+           ) -> subprocess.CompletedProcess[str]:
+    """The Raftka CLI on the host, told every broker's EXTERNAL gRPC address, as `user`
+    (None: no credentials at all)."""
+    env = {**os.environ, "RAFTKA_BOOTSTRAP": bootstrap}
+    env.pop("RAFTKA_USER", None)
+    env.pop("RAFTKA_PASSWORD", None)
+    if user is not None:
+        env.update(RAFTKA_USER=user, RAFTKA_PASSWORD=password)
     return subprocess.run(
         [sys.executable, "-m", "raftka", *args], input=stdin, capture_output=True, text=True,
-        env={**os.environ, "RAFTKA_BOOTSTRAP": bootstrap}, cwd=REPO, timeout=90,
+        env=env, cwd=REPO, timeout=90,
     )
 
 
 def kafka_read(topics: list[str], group: str, count: int, timeout_s: float = 60) -> list[bytes]:
-    """`count` values read by a confluent-kafka consumer group from the host."""
+    """`count` values read by a confluent-kafka consumer group from the host (as the admin)."""
     from confluent_kafka import Consumer
 
-    consumer = Consumer({"bootstrap.servers": KAFKA_BOOTSTRAP, "group.id": group,
+    consumer = Consumer({**KAFKA_SASL, "bootstrap.servers": KAFKA_BOOTSTRAP, "group.id": group,
                          "auto.offset.reset": "earliest", "enable.auto.commit": True})
     values: list[bytes] = []
     try:
@@ -199,7 +240,7 @@ def test_host_clients_use_the_external_listeners(cluster: ComposeProject):
     assert produced.returncode == 0, produced.stderr
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": KAFKA_BOOTSTRAP, "acks": "all",
+    producer = Producer({**KAFKA_SASL, "bootstrap.servers": KAFKA_BOOTSTRAP, "acks": "all",
                          "enable.idempotence": True})
     try:
         for value in (b"x", b"y", b"z"):
@@ -220,6 +261,68 @@ def test_host_clients_use_the_external_listeners(cluster: ComposeProject):
     # the Kafka client's commits (on the partitions that have records), seen over gRPC
     committed = [o for o in json.loads(described.stdout)["offsets"] if o["committed"] is not None]
     assert sum(o["committed"] for o in committed) == 6 and all(o["lag"] == 0 for o in committed)
+
+
+def kafka_refusal(config: dict[str, Any]) -> list[Any]:
+    """The errors a confluent-kafka AdminClient on the host reports when it asks for the
+    cluster's metadata with `config`; it must get no metadata."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    errors: list[Any] = []
+    client = AdminClient({"bootstrap.servers": KAFKA_BOOTSTRAP, "error_cb": errors.append,
+                          "socket.timeout.ms": 5_000, **config})
+    with pytest.raises(KafkaException):
+        client.list_topics(timeout=15)
+    client.poll(1)  # deliver the error callbacks
+    return errors
+
+
+def test_clients_without_the_admin_credentials_are_refused(cluster: ComposeProject):
+    """Secured by default: Kafka clients without SASL or with a wrong password, gRPC calls
+    without credentials, and users no ACL lets in are refused; the admin is let in."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({**KAFKA_SASL, "bootstrap.servers": KAFKA_BOOTSTRAP})
+    assert len(admin.list_topics(timeout=30).brokers) == 3  # the listeners do answer SASL
+    kafka_refusal({})  # PLAINTEXT: the broker closes a connection that does not start SASL
+    wrong = kafka_refusal({**KAFKA_SASL, "sasl.password": "not-the-password"})
+    assert any(e.code() == KafkaError._AUTHENTICATION and "Invalid username or password"
+               in e.str() for e in wrong), [e.str() for e in wrong]
+
+    anonymous = raftka("topics", "list", user=None)
+    assert anonymous.returncode == 1 and "requires authentication" in anonymous.stderr, (
+        anonymous.stderr)
+    guessed = raftka("topics", "list", password="not-the-password")
+    assert guessed.returncode == 1 and "Invalid username or password" in guessed.stderr, (
+        guessed.stderr)
+
+    # a user of its own, no ACL: authenticated but not authorized (the authorizer is on)
+    created = subprocess.run(
+        [sys.executable, "-m", "raftka", "users", "create", "alice", "--bootstrap",
+         GRPC_BOOTSTRAP], capture_output=True, text=True, cwd=REPO, timeout=90,
+        env={**os.environ, "RAFTKA_NEW_PASSWORD": "alice-password"})
+    assert created.returncode == 0, created.stderr
+    refused = raftka("produce", "alice-topic", stdin="x\n", user="alice",
+                     password="alice-password")
+    assert refused.returncode == 1 and "AUTHORIZATION_FAILED" in refused.stderr, refused.stderr
+    assert raftka("produce", "admin-topic", stdin="x\n").returncode == 0  # the super user
+
+
+def test_raftka_security_off_runs_it_plaintext_without_acls(unsecured_cluster: ComposeProject):
+    """The lab switch: PLAINTEXT Kafka and gRPC, no authorizer, no credentials needed."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": KAFKA_BOOTSTRAP, "acks": "all"})
+    try:
+        producer.produce("open-topic", b"plain")
+        assert producer.flush(60) == 0
+    finally:
+        producer.close()
+    consumed = raftka("consume", "open-topic", "--from-beginning", "--max-messages", "1",
+                      "--timeout-ms", "30000", user=None)
+    assert consumed.returncode == 0 and consumed.stdout.split() == ["plain"], consumed.stderr
 
 
 CONSOLE_URL = "http://127.0.0.1:8080"
@@ -244,6 +347,18 @@ def test_the_console_serves_the_cluster_on_8080(cluster: ComposeProject):
     assert sorted(b["id"] for b in overview["brokers"]) == [1, 2, 3]  # type: ignore[attr-defined]
     with urllib.request.urlopen(f"{CONSOLE_URL}/", timeout=5) as page:
         assert page.status == 200 and b"<html" in page.read().lower()
+    # it reads what the admin wrote: its calls carry the admin's credentials (under the
+    # authorizer an anonymous caller would see no topic at all)
+    created = raftka("topics", "create", "seen-by-console", "--partitions", "1")
+    assert created.returncode == 0, created.stderr
+    produced = raftka("produce", "seen-by-console", stdin="hello\n")
+    assert produced.returncode == 0, produced.stderr
+    with urllib.request.urlopen(f"{CONSOLE_URL}/api/topics", timeout=10) as reply:
+        topics = json.loads(reply.read())["topics"]
+    assert "seen-by-console" in [t["name"] for t in topics], topics
+    url = f"{CONSOLE_URL}/api/topics/seen-by-console/partitions/0/messages?from=earliest"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert "hello" in reply.read().decode()
 
 
 def leaders(topic: str) -> dict[int, int]:
@@ -262,7 +377,7 @@ def test_a_killed_leader_container_loses_no_acknowledged_record(cluster: Compose
         RaftkaProducer("raftka-sdk", GRPC_BOOTSTRAP, topic, history, values,
                        LOAD_RATE_PER_PRODUCER, LOAD_IN_FLIGHT_MAX),
         KafkaProducer("confluent", KAFKA_BOOTSTRAP, topic, history, values,
-                      LOAD_RATE_PER_PRODUCER, LOAD_IN_FLIGHT_MAX),
+                      LOAD_RATE_PER_PRODUCER, LOAD_IN_FLIGHT_MAX, config=KAFKA_SASL),
     ]
     consumer = GroupConsumer(GRPC_BOOTSTRAP, topic, group, history)
     try:
@@ -351,12 +466,14 @@ NODE_SKIP = node_skip_reason()
 @pytest.mark.skipif(NODE_SKIP is not None, reason=str(NODE_SKIP))
 def test_the_nestjs_example_runs_against_the_compose_cluster(cluster: ComposeProject,
                                                              tmp_path: Path):
+    # as the admin: KAFKA_USERNAME/KAFKA_PASSWORD (the cluster fixture sets them)
+    sasl = ("--sasl-mechanism", "scram-sha-512")
     app = NodeProcess("nest-app.js", "--brokers", KAFKA_BOOTSTRAP, "--group-id", "compose",
-                      stderr_path=tmp_path / "nest-app.stderr")
+                      *sasl, stderr_path=tmp_path / "nest-app.stderr")
     try:
         app.wait_for_line(lambda line: line.get("ready") is True, 60, "the Nest app to start")
         result = run_node("nest-client.js", "--brokers", KAFKA_BOOTSTRAP, "--group-id",
-                          "compose", "--timeout-ms", "30000", timeout_s=90)
+                          "compose", "--timeout-ms", "30000", *sasl, timeout_s=90)
         assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         lines: list[dict[str, Any]] = json_lines(result.stdout)
         assert {"pattern": "math.sum", "request": [1, 2, 3], "reply": 6} in lines

@@ -159,7 +159,9 @@ class KafkaProducer(_Paced):
     """confluent_kafka (librdkafka) through the brokers' Kafka listeners."""
 
     def __init__(self, name: str, bootstrap: str, topic: str, history: History,
-                 values: Values, rate: float, max_in_flight: int, acks: str = "all") -> None:
+                 values: Values, rate: float, max_in_flight: int, acks: str = "all",
+                 config: dict[str, Any] | None = None) -> None:
+        """`config`: more librdkafka settings (SASL ones for a secured cluster)."""
         super().__init__(name, history, values, rate, max_in_flight)
         from confluent_kafka import Producer as ConfluentProducer
 
@@ -173,6 +175,7 @@ class KafkaProducer(_Paced):
             "request.timeout.ms": 5_000,
             "message.timeout.ms": 30_000,
             "socket.timeout.ms": 5_000,
+            **(config or {}),
         }, logger=logging.getLogger(f"raftka.faults.librdkafka.{name}"))  # not stderr
 
     def _send(self, op: WriteOp) -> None:
