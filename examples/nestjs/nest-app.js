@@ -17,9 +17,12 @@
 // $KAFKA_BROKERS), --client-id ID (default raftka-nest), --group-id ID (default
 // raftka-nest; Nest appends "-server"). Nest's own log lines go to the console logger at
 // warn/error level only, so stdout stays one JSON object per line for the handlers.
+// TLS and SASL: $KAFKA_SSL_CA, $KAFKA_SASL_MECHANISM, $KAFKA_USERNAME, $KAFKA_PASSWORD
+// (kafka-security.js).
 'use strict';
 
 require('reflect-metadata');
+const { kafkaSecurityFromEnv } = require('./kafka-security');
 
 function parseArgs(argv) {
   const options = {
@@ -85,6 +88,7 @@ async function main() {
       client: {
         clientId: options.clientId,
         brokers: options.brokers.split(',').map((b) => b.trim()).filter(Boolean),
+        ...kafkaSecurityFromEnv(), // TLS / SASL from $KAFKA_SSL_CA, $KAFKA_SASL_MECHANISM
       },
       // maxWaitTimeInMs: how long the broker may hold a fetch when there is nothing to read
       // (kafkajs waits for the fetch in flight when it disconnects; its default is 5 s).

@@ -14,10 +14,12 @@
 //
 // Options: --brokers LIST (default 127.0.0.1:9092 or $KAFKA_BROKERS), --client-id ID
 // (default raftka-nest), --group-id ID (default raftka-nest; Nest appends "-client"),
-// --numbers 1,2,3 (what to sum), --timeout-ms MS (default 30000).
+// --numbers 1,2,3 (what to sum), --timeout-ms MS (default 30000). TLS and SASL:
+// $KAFKA_SSL_CA, $KAFKA_SASL_MECHANISM, $KAFKA_USERNAME, $KAFKA_PASSWORD (kafka-security.js).
 'use strict';
 
 require('reflect-metadata');
+const { kafkaSecurityFromEnv } = require('./kafka-security');
 
 function parseArgs(argv) {
   const options = {
@@ -68,6 +70,7 @@ async function main() {
       client: {
         clientId: options.clientId,
         brokers: options.brokers.split(',').map((b) => b.trim()).filter(Boolean),
+        ...kafkaSecurityFromEnv(), // TLS / SASL from $KAFKA_SSL_CA, $KAFKA_SASL_MECHANISM
       },
       // maxWaitTimeInMs: how long the broker may hold a fetch when there is nothing to read
       // (kafkajs waits for the fetch in flight when it disconnects; its default is 5 s).

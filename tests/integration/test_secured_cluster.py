@@ -201,6 +201,65 @@ def test_kafkajs_over_sasl_ssl_with_scram(secured: FullySecured, mechanism: str)
     assert summary["produced"] == summary["consumed"] == 50 and summary["missing"] == []
 
 
+def _nest_dir(tmp_path: Path) -> Path:
+    """Where the Nest scripts can run: examples/nestjs with its node_modules, else a copy of
+    the scripts beside a link to $NODE_PATH's (Nest is ES modules, which ignore NODE_PATH)."""
+    from tests.node_harness import NEST_DIR
+
+    modules = _node_modules()
+    if shutil.which("node") is None or modules is None:
+        pytest.skip("node or examples/nestjs/node_modules (or $NODE_PATH) missing")
+    if modules == NEST_DIR / "node_modules":
+        return NEST_DIR
+    if not (modules / "@nestjs" / "microservices").is_dir():
+        pytest.skip(f"{modules} has no @nestjs/microservices")
+    copy = tmp_path / "nestjs"
+    copy.mkdir()
+    for script in NEST_DIR.glob("*.js"):
+        shutil.copy(script, copy / script.name)
+    (copy / "node_modules").symlink_to(modules)
+    return copy
+
+
+@pytest.mark.node
+def test_nestjs_kafka_transport_over_sasl_ssl(secured: FullySecured, tmp_path: Path):
+    from tests.node_harness import NodeProcess, json_lines, run_node
+
+    where = _nest_dir(tmp_path)
+    group = _unique("nest")
+    for topic in ("events.created", "math.sum", "math.sum.reply"):
+        if topic not in secured.topics():
+            secured.create_topic(topic)
+        secured.allow("User:alice", ResourceType.TOPIC, topic, Operation.READ,
+                      Operation.WRITE, Operation.DESCRIBE)
+    for suffix in ("-server", "-client"):
+        secured.allow("User:alice", ResourceType.GROUP, group + suffix, Operation.READ)
+    env = {"KAFKA_SSL_CA": secured.ca.ca, "KAFKA_SASL_MECHANISM": "scram-sha-512",
+           "KAFKA_USERNAME": "alice", "KAFKA_PASSWORD": PASSWORDS["alice"]}
+    app = NodeProcess("nest-app.js", "--brokers", secured.kafka, "--group-id", group,
+                      stderr_path=tmp_path / "nest-app.stderr", cwd=where, env=env)
+    try:
+        app.wait_for_line(lambda line: line.get("ready") is True, 60, "the Nest app to start")
+        done = run_node("nest-client.js", "--brokers", secured.kafka, "--group-id", group,
+                        "--timeout-ms", "30000", cwd=where, env=env)
+        assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        lines = json_lines(done.stdout)
+        (emitted,) = [line for line in lines if line.get("emitted") == "events.created"]
+        (reply,) = [line for line in lines if line.get("pattern") == "math.sum"]
+        assert reply == {"pattern": "math.sum", "request": [1, 2, 3], "reply": 6}
+        app.wait_for_line(lambda line: line.get("event") == "events.created"
+                          and line.get("payload") == emitted["payload"], 20,
+                          "the Nest app to print the emitted event")
+    finally:
+        app.stop()
+    # the same client with a wrong password is refused, by the broker's SASL answer
+    refused = run_node("nest-client.js", "--brokers", secured.kafka, "--group-id", group,
+                       "--timeout-ms", "5000", cwd=where,
+                       env={**env, "KAFKA_PASSWORD": "wrong"})
+    assert refused.returncode != 0
+    assert "authentication failed" in refused.stderr.lower(), refused.stderr[-2000:]
+
+
 def test_sdk_and_cli_over_tls_with_credentials(secured: FullySecured, tmp_path: Path):
     from raftka import Consumer, Producer
     from raftka.client.consumer import TopicPartition
@@ -242,10 +301,15 @@ def test_sdk_and_cli_over_tls_with_credentials(secured: FullySecured, tmp_path: 
 
 # ------------------------------------------------------------------ refused clients
 def test_sdk_without_credentials_or_with_a_wrong_password_is_refused(secured: FullySecured):
+    from confluent_kafka import Producer as KafkaProducer
+
     from raftka import Admin, Producer
 
     topic = _unique("sdk-refused")
     secured.create_topic(topic)
+    stored = KafkaProducer({**secured.conf("admin"), "acks": "all"})
+    stored.produce(topic, b"secret")  # something to read, for the refused readers below
+    assert stored.flush(20) == 0
     for kwargs in ({"username": "alice", "password": "wrong"}, {}):
         with pytest.raises(AuthenticationError), \
                 Producer(secured.grpc, max_block_ms=5000, tls=secured.tls, **kwargs) as refused:
@@ -253,13 +317,24 @@ def test_sdk_without_credentials_or_with_a_wrong_password_is_refused(secured: Fu
         with pytest.raises(AuthenticationError), \
                 Admin(secured.grpc, request_timeout_ms=5000, tls=secured.tls, **kwargs) as admin:
             admin.list_topics()
+    from raftka import Consumer
+    from raftka.client.consumer import TopicPartition
+
+    anonymous = Consumer(bootstrap_servers=secured.grpc, tls=secured.tls,
+                         auto_offset_reset="earliest", request_timeout_ms=5000)
+    try:
+        anonymous.assign([TopicPartition(topic, 0)])
+        with pytest.raises(AuthenticationError):
+            anonymous.poll(timeout_ms=5000)
+    finally:
+        anonymous.close()
     # the harness's own certificate is no user either: TLS alone does not authenticate
     from tests.tls_harness import client_options
 
     with pytest.raises(AuthenticationError), \
             Admin(secured.grpc, request_timeout_ms=5000, tls=client_options(secured.ca)) as a:
         a.list_topics()
-    assert secured.end_offset(topic) == 0
+    assert secured.end_offset(topic) == 1
 
 
 def test_kafka_clients_without_sasl_or_tls_read_nothing(secured: FullySecured):
@@ -393,8 +468,66 @@ def test_unauthorized_sdk_calls_are_refused(secured: FullySecured):
                                    replication_factor=3)
         with pytest.raises(AuthorizationError, match="TOPIC_AUTHORIZATION_FAILED"):
             bob_admin.delete_topic(topic)
+    # reading: bob has no READ on the topic
+    from raftka import Consumer
+    from raftka.client.consumer import TopicPartition
+
+    consumer = Consumer(bootstrap_servers=secured.grpc, username="bob",
+                        password=PASSWORDS["bob"], tls=secured.tls,
+                        auto_offset_reset="earliest", request_timeout_ms=10_000)
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        with pytest.raises(AuthorizationError, match="TOPIC_AUTHORIZATION_FAILED"):
+            consumer.poll(timeout_ms=5000)
+    finally:
+        consumer.close()
     assert topic in secured.topics()
     assert secured.end_offset(topic) == 0
+
+
+def test_acls_managed_over_sasl_ssl_by_the_super_user_only(secured: FullySecured):
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import AclBinding as KafkaAcl
+    from confluent_kafka.admin import (
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+    )
+    from confluent_kafka.admin import ResourceType as KafkaResource
+
+    topic = _unique("granted")
+    secured.create_topic(topic)
+    binding = KafkaAcl(KafkaResource.TOPIC, topic, ResourcePatternType.LITERAL, "User:bob",
+                       "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+    # alice may not grant herself or anyone anything: CLUSTER_AUTHORIZATION_FAILED (31)
+    alice = AdminClient(secured.conf("alice", "SCRAM-SHA-512"))
+    (future,) = alice.create_acls([binding]).values()
+    with pytest.raises(Exception) as refused:
+        future.result(15)
+    assert refused.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    errors: list = []
+    bob = Producer({**secured.conf("bob"), "message.timeout.ms": 10000})
+    bob.produce(topic, b"before", on_delivery=lambda e, _: errors.append(e))
+    bob.flush(20)
+    assert [e.code() for e in errors] == [KafkaError.TOPIC_AUTHORIZATION_FAILED]
+    # the super user may, over the same SASL_SSL listener; then bob's write goes in
+    admin = AdminClient(secured.conf("admin", "SCRAM-SHA-512"))
+    for done in admin.create_acls([binding]).values():
+        done.result(15)
+    errors.clear()
+    wait_for(lambda: _produced(secured, topic), 15, "bob's write, once allowed")
+    assert secured.end_offset(topic) >= 1
+
+
+def _produced(secured: FullySecured, topic: str) -> bool:
+    from confluent_kafka import Producer
+
+    errors: list = []
+    bob = Producer({**secured.conf("bob"), "message.timeout.ms": 5000})
+    bob.produce(topic, b"after", on_delivery=lambda e, _: errors.append(e))
+    bob.flush(10)
+    return errors == [None]
 
 
 # ---------------------------------------------------------------------------- failover
@@ -446,6 +579,9 @@ def test_leader_kill_loses_no_acknowledged_record(secured: FullySecured):
         writer.join(10)
     assert producer.flush(60) == 0
     assert failed == []
+    with Admin(secured.grpc, username="admin", password=PASSWORDS["admin"],
+               tls=secured.tls) as admin:
+        assert admin.describe_topic(topic).partitions[0].leader_id not in (leader, -1)
     cluster.brokers[leader].start()
     cluster.wait_ready(timeout_s=60)
     got = _consume({**secured.conf("alice", "SCRAM-SHA-512"), "group.id": group}, topic,
