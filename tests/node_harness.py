@@ -41,11 +41,14 @@ def node_skip_reason() -> str | None:
     return None
 
 
-def run_node(*args: str, timeout_s: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+def run_node(*args: str, timeout_s: float = TIMEOUT_S, cwd: Path = NEST_DIR,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`env`: extra environment variables (e.g. KAFKA_SASL_MECHANISM) over this process's."""
     assert NODE is not None
     return subprocess.run(
         [NODE, *args],
-        cwd=NEST_DIR,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -67,7 +70,8 @@ def json_lines(text: str) -> list[dict]:
 class NodeProcess:
     """A long-running node script; its stdout JSON lines are collected as they come."""
 
-    def __init__(self, *args: str, stderr_path: Path) -> None:
+    def __init__(self, *args: str, stderr_path: Path, cwd: Path = NEST_DIR,
+                 env: dict[str, str] | None = None) -> None:
         assert NODE is not None
         self.lines: list[dict] = []
         self.stdout_text: list[str] = []
@@ -75,7 +79,8 @@ class NodeProcess:
         self._stderr = open(stderr_path, "w")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
             [NODE, *args],
-            cwd=NEST_DIR,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,

@@ -43,3 +43,26 @@ def client_options(ca: LocalCa) -> TlsOptions:
 
 def trust_only(ca: LocalCa) -> grpc.ChannelCredentials:
     return TlsOptions(ca.ca).channel_credentials()
+
+
+class _SignedAsBroker(grpc.AuthMetadataPlugin):
+    """Signs every call with the cluster secret, as a broker's internal calls are."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self._cluster = cluster
+
+    def __call__(self, context: grpc.AuthMetadataContext,
+                 callback: grpc.AuthMetadataPluginCallback) -> None:
+        service = context.service_url.rsplit("/", 1)[-1]
+        callback(self._cluster.internal_metadata(f"/{service}/{context.method_name}"), None)
+
+
+def sign_harness_calls(cluster: LocalCluster, ca: LocalCa) -> None:
+    """The harness's readiness checks over TLS, signed as a broker: for clusters whose main
+    gRPC listener is SASL_SSL (user + password on every client call), where the harness has
+    no user of its own before the first one is made."""
+    credentials = grpc.composite_channel_credentials(
+        client_options(ca).channel_credentials(),
+        grpc.metadata_call_credentials(_SignedAsBroker(cluster)))
+    for broker in cluster.brokers.values():
+        broker.credentials = credentials

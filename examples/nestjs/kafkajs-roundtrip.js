@@ -8,10 +8,12 @@
 // --topic NAME (default kafkajs-roundtrip), --count N (default 100), --group ID (default
 // <topic>-group), --timeout-ms MS (give up reading after this long, default 30000),
 // --sasl-mechanism plain|scram-sha-256|scram-sha-512 (SASL_PLAINTEXT listeners; the user and
-// password come from $KAFKA_USERNAME and $KAFKA_PASSWORD).
+// password come from $KAFKA_USERNAME and $KAFKA_PASSWORD), --ssl-ca PEM (TLS to SSL / SASL_SSL
+// listeners, trusting that CA; with --sasl-mechanism: SASL_SSL).
 // Exit status 0 when every message came back and the offsets were committed, 1 otherwise.
 'use strict';
 
+const fs = require('fs');
 const { Kafka, Partitioners, logLevel } = require('kafkajs');
 
 function parseArgs(argv) {
@@ -22,6 +24,7 @@ function parseArgs(argv) {
     group: null,
     timeoutMs: 30000,
     saslMechanism: null,
+    sslCa: null,
   };
   for (let i = 0; i < argv.length; i += 1) {
     const name = argv[i];
@@ -34,6 +37,7 @@ function parseArgs(argv) {
     else if (name === '--group') options.group = value;
     else if (name === '--timeout-ms') options.timeoutMs = Number.parseInt(value, 10);
     else if (name === '--sasl-mechanism') options.saslMechanism = value;
+    else if (name === '--ssl-ca') options.sslCa = value;
     else throw new Error(`unknown option ${name}`);
   }
   if (!Number.isInteger(options.count) || options.count < 1) throw new Error('--count must be >= 1');
@@ -47,6 +51,7 @@ async function main() {
     clientId: 'raftka-kafkajs-roundtrip',
     brokers: options.brokers.split(',').map((b) => b.trim()).filter(Boolean),
     logLevel: logLevel.WARN,
+    ...(options.sslCa ? { ssl: { ca: [fs.readFileSync(options.sslCa, 'utf8')] } } : {}),
     ...(options.saslMechanism ? {
       sasl: {
         mechanism: options.saslMechanism,

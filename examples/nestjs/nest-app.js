@@ -19,9 +19,12 @@
 // (SASL_PLAINTEXT listeners, e.g. deploy/docker-compose.yml; the user and password come from
 // $KAFKA_USERNAME and $KAFKA_PASSWORD). Nest's own log lines go to the console logger at
 // warn/error level only, so stdout stays one JSON object per line for the handlers.
+// TLS and SASL: $KAFKA_SSL_CA, $KAFKA_SASL_MECHANISM, $KAFKA_USERNAME, $KAFKA_PASSWORD
+// (kafka-security.js).
 'use strict';
 
 require('reflect-metadata');
+const { kafkaSecurityFromEnv } = require('./kafka-security');
 
 function parseArgs(argv) {
   const options = {
@@ -88,13 +91,9 @@ async function main() {
       client: {
         clientId: options.clientId,
         brokers: options.brokers.split(',').map((b) => b.trim()).filter(Boolean),
-        ...(options.saslMechanism ? {
-          sasl: {
-            mechanism: options.saslMechanism,
-            username: process.env.KAFKA_USERNAME,
-            password: process.env.KAFKA_PASSWORD,
-          },
-        } : {}),
+        // TLS / SASL from $KAFKA_SSL_CA, $KAFKA_SASL_MECHANISM (or --sasl-mechanism)
+        ...kafkaSecurityFromEnv(options.saslMechanism
+          ? { ...process.env, KAFKA_SASL_MECHANISM: options.saslMechanism } : process.env),
       },
       // maxWaitTimeInMs: how long the broker may hold a fetch when there is nothing to read
       // (kafkajs waits for the fetch in flight when it disconnects; its default is 5 s).

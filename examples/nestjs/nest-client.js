@@ -17,9 +17,12 @@
 // --numbers 1,2,3 (what to sum), --timeout-ms MS (default 30000), --sasl-mechanism
 // plain|scram-sha-256|scram-sha-512 (SASL_PLAINTEXT listeners, e.g. deploy/docker-compose.yml;
 // the user and password come from $KAFKA_USERNAME and $KAFKA_PASSWORD).
+// TLS and SASL also from $KAFKA_SSL_CA, $KAFKA_SASL_MECHANISM, $KAFKA_USERNAME,
+// $KAFKA_PASSWORD (kafka-security.js).
 'use strict';
 
 require('reflect-metadata');
+const { kafkaSecurityFromEnv } = require('./kafka-security');
 
 function parseArgs(argv) {
   const options = {
@@ -71,13 +74,9 @@ async function main() {
       client: {
         clientId: options.clientId,
         brokers: options.brokers.split(',').map((b) => b.trim()).filter(Boolean),
-        ...(options.saslMechanism ? {
-          sasl: {
-            mechanism: options.saslMechanism,
-            username: process.env.KAFKA_USERNAME,
-            password: process.env.KAFKA_PASSWORD,
-          },
-        } : {}),
+        // TLS / SASL from $KAFKA_SSL_CA, $KAFKA_SASL_MECHANISM (or --sasl-mechanism)
+        ...kafkaSecurityFromEnv(options.saslMechanism
+          ? { ...process.env, KAFKA_SASL_MECHANISM: options.saslMechanism } : process.env),
       },
       // maxWaitTimeInMs: how long the broker may hold a fetch when there is nothing to read
       // (kafkajs waits for the fetch in flight when it disconnects; its default is 5 s).
