@@ -21,12 +21,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 from aiohttp import web
 
 from raftka.client.console.backend import BrowseRequest, ClusterBackend, ConsoleInputError
 from raftka.client.console.throughput import ThroughputSeries
 from raftka.client.console.views import LiveLog
 from raftka.client.errors import RaftkaError
+from raftka.client.transport import translate_rpc_error
 
 log = logging.getLogger("raftka.console")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -229,10 +231,12 @@ class Console:
     async def _tail(self, request: web.Request) -> web.StreamResponse:
         """New records of one partition as server-sent events, from `from` (default: the
         end) on: the console keeps reading the leader from where it stopped, one page of
-        records per event."""
+        records per event, whose id is the next offset (a page that reconnects resumes there,
+        so a leader move loses nothing)."""
         topic = request.match_info["name"]
         partition = _int(request.match_info["partition"], "partition")
-        start = request.query.get("from", "")
+        # A reconnecting EventSource sends the id of the last page it got: the offset after it.
+        start = request.headers.get("Last-Event-ID", "") or request.query.get("from", "")
         first = await self._call(self.backend.browse, BrowseRequest(
             topic, partition, "offset" if start else "latest",
             _int(start, "from") if start else 0, 1))
@@ -244,11 +248,13 @@ class Console:
         await response.write(f"event: position\ndata: {position}\n\n".encode())
         idle_s = 0.0
         try:
-            while True:
+            while request.transport is not None and not request.transport.is_closing():
                 try:
                     page = await self._call(self.backend.browse, BrowseRequest(
                         topic, partition, "offset", position, TAIL_BATCH_RECORDS))
-                except RaftkaError as exc:  # a leader move: say so and keep trying
+                except (RaftkaError, grpc.RpcError) as exc:  # a leader move: say so, retry
+                    if isinstance(exc, grpc.RpcError):
+                        exc = translate_rpc_error(exc, "the partition's leader")
                     await response.write(f"event: problem\ndata: {json.dumps(str(exc))}\n\n"
                                          .encode())
                     await asyncio.sleep(TAIL_IDLE_S)
@@ -256,7 +262,7 @@ class Console:
                 if page["records"]:
                     position = page["next_offset"]
                     await response.write(
-                        f"data: {json.dumps(page['records'])}\n\n".encode())
+                        f"id: {position}\ndata: {json.dumps(page['records'])}\n\n".encode())
                     idle_s = 0.0
                     continue
                 await asyncio.sleep(TAIL_IDLE_S)
