@@ -61,6 +61,29 @@ class BrokerState:
     purgatory_size: Callable[[], int]
     raft_status: Callable[[], dict[str, object]]
     fenced: Callable[[], bool]
+    # (group, topic, partition, committed offset) of the groups this broker coordinates.
+    committed_offsets: Callable[[], Iterable[tuple[str, str, int, int]]] = lambda: ()
+
+
+def consumer_group_lag(
+    committed: Iterable[tuple[str, str, int, int]], partitions: Iterable[Any]
+) -> Iterator[tuple[str, str, int, int]]:
+    """(group, topic, partition, lag) for every committed offset whose partition is hosted
+    here: lag = high watermark - committed offset (what a consumer can still read), never
+    below 0. The coordinator knows the committed offsets and reads the end offsets from its
+    own replicas, so a scrape costs no request; a partition with no replica on this broker
+    is left out (its lag is reported by nobody, rather than guessed). A follower's high
+    watermark trails the leader's by at most one fetch round, so lag is at most that stale."""
+    end_offsets: dict[tuple[str, int], tuple[bool, int]] = {}
+    for p in partitions:
+        key = (p.tp.topic, p.tp.partition)
+        known = end_offsets.get(key)
+        if known is None or (p.is_leader and not known[0]):
+            end_offsets[key] = (bool(p.is_leader), int(p.high_watermark))
+    for group, topic, partition, offset in committed:
+        found = end_offsets.get((topic, partition))
+        if found is not None and offset >= 0:
+            yield group, topic, partition, max(0, found[1] - offset)
 
 
 class BrokerMetrics:
@@ -202,6 +225,17 @@ class _StateCollector(Collector):
         ):
             value = status.get(key)
             yield _gauge(name, doc, value if isinstance(value, int) else -1)
+        lag = GaugeMetricFamily(
+            "raftka_consumergroup_lag",
+            "High watermark minus the group's committed offset, per partition (reported by "
+            "the group's coordinator, for the partitions it hosts a replica of)",
+            labels=["group", "topic", "partition"],
+        )
+        for group, topic, partition, value in consumer_group_lag(
+            state.committed_offsets(), partitions
+        ):
+            lag.add_metric([group, topic, str(partition)], value)
+        yield lag
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -68,6 +68,11 @@ class ReplicaManager:
         self.settings = settings
         self.broker_id = settings.broker_id
         self._clock_ms = clock_ms
+        # Called with (old ISR, new ISR) whenever the committed ISR of a partition this broker
+        # leads changes, whoever proposed it (this leader's AlterPartition, or the controller
+        # removing a fenced broker): what kafka_server_replicamanager_isr{shrinks,expands}
+        # count. Set by broker/server.py.
+        self.on_leader_isr_change: Callable[[tuple[int, ...], tuple[int, ...]], None] | None = None
         self.partitions: dict[TopicPartition, Partition] = {}
         self.purgatory = purgatory
         self.image = MetadataImage()
@@ -197,8 +202,13 @@ class ReplicaManager:
         # them wait 300-500 ms with ~130 partitions (measured in bench/cluster_timings.py).
         updates.sort(key=lambda u: u[2].leader == u[1].leader_id
                      and u[2].leader_epoch == u[1].leader_epoch)
+        led_isr = [partition.isr if partition.is_leader else None for _, partition, _ in updates]
         outcomes = await self.on_writer(_apply_registrations, updates, now_ms)
-        for (tp, partition, _), change in zip(updates, outcomes, strict=True):
+        for (tp, partition, _), change, old_isr in zip(updates, outcomes, led_isr, strict=True):
+            if (old_isr is not None and partition.is_leader and change != "leader"
+                    and set(old_isr) != set(partition.isr)
+                    and self.on_leader_isr_change is not None):
+                self.on_leader_isr_change(old_isr, partition.isr)
             if change == "leader":
                 log.info(
                     "%s: leader at epoch %d (ISR %s)",

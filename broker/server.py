@@ -192,6 +192,7 @@ class BrokerServer:
                 purgatory_size=lambda: self.replica_manager.purgatory.waiting,
                 raft_status=self.metadata_log.status,
                 fenced=lambda: self.lifecycle.fenced,
+                committed_offsets=self.core.group_coordinator.committed_offsets,
             )
         )
         await self._start_grpc()
@@ -252,6 +253,7 @@ class BrokerServer:
             purgatory,
             fetchers,
         )
+        replicas.on_leader_isr_change = self.metrics.isr_changed
         host, port = config.advertised
         self.lifecycle = BrokerLifecycle(
             self.controller_client,

@@ -27,7 +27,29 @@ def register(commands: Any) -> None:
                         help=f"port to serve on (default {DEFAULT_CONSOLE_PORT})")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="without --bootstrap: the local cluster here (raftka cluster up)")
+    parser.add_argument("--metrics", metavar="HOST:PORT,...",
+                        help="the brokers' metrics listeners (metrics.listen), read for the "
+                             "Overview's throughput chart (default: those of the local "
+                             "cluster in --data-dir when it is the one shown)")
     parser.set_defaults(handler=run)
+
+
+def metrics_for(args: argparse.Namespace) -> list[str]:
+    """--metrics, else the local cluster's metrics ports when no other cluster was named
+    (brokers do not advertise their metrics listener in metadata)."""
+    if args.metrics:
+        addresses = [a.strip() for a in str(args.metrics).split(",") if a.strip()]
+        for address in addresses:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise CliError(f"--metrics takes HOST:PORT,..., got {address!r}")
+        return addresses
+    if args.bootstrap or os.environ.get(BOOTSTRAP_ENV):
+        return []
+    local = LocalCluster(args.data_dir)
+    if not local.layout_path().exists():
+        return []
+    return [f"127.0.0.1:{node.metrics_port}" for node in local.load_layout().all_nodes()]
 
 
 def bootstrap_for(args: argparse.Namespace) -> str:
@@ -48,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise CliError(f"--port must be 1..65535, got {args.port}")
-    serve(bootstrap_for(args), args.host, args.port)
+    serve(bootstrap_for(args), args.host, args.port, metrics_for(args))
     return EXIT_OK

@@ -14,14 +14,14 @@ from tests.harness import free_port_block, wait_for
 
 
 class ConsoleProcess:
-    def __init__(self, bootstrap: str, log_path: Path) -> None:
+    def __init__(self, bootstrap: str, log_path: Path, metrics: list[str] | None = None) -> None:
         self.port = free_port_block(1)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         self.process = subprocess.Popen(
             [sys.executable, "-m", "raftka", "console", "--bootstrap", bootstrap,
-             "--port", str(self.port)],
+             "--port", str(self.port)] + (["--metrics", ",".join(metrics)] if metrics else []),
             stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
         )
         log.close()

@@ -58,6 +58,7 @@ PURE_MODULES = {
     "raftka.client.backoff",
     "raftka.client.cluster_view",
     "raftka.client.console.views",
+    "raftka.client.console.throughput",
 }
 FORBIDDEN = {
     "grpc", "pysyncobj", "asyncio", "socket", "time", "uuid", "os", "random", "threading",

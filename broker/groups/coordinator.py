@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from raftka.broker.errors import BrokerError
@@ -403,6 +403,14 @@ class GroupCoordinator:
                 commit_timestamp_ms=found.commit_timestamp_ms if found else -1,
             )
         return response
+
+    def committed_offsets(self) -> Iterator[tuple[str, str, int, int]]:
+        """(group, topic, partition, offset) of every group coordinated here (for the lag
+        metric; read at scrape time on the event loop)."""
+        for loaded in self._loaded.values():
+            for group in loaded.groups.values():
+                for (topic, partition), offset in group.offsets.items():
+                    yield group.group_id, topic, partition, offset.offset
 
     # ---------------------------------------------------------------------- admin
     def list_local(self) -> list[group_pb2.GroupListing]:

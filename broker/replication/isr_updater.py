@@ -75,7 +75,6 @@ class IsrUpdater:
         log.info(
             "%s: proposing ISR %s (now %s)", partition.tp, sorted(proposed), list(partition.isr)
         )
-        before = tuple(partition.isr)
         try:
             response = await self._alter(request)
         except Exception as exc:
@@ -91,5 +90,5 @@ class IsrUpdater:
                 )
             if state is not None and state is partition.leader_state:
                 state.pending_isr = None
-        elif self._metrics is not None:
-            self._metrics.isr_changed(before, proposed)
+        # (ISR shrinks and expands are counted when the leader applies the committed ISR:
+        # ReplicaManager.on_leader_isr_change, which also sees the controller's own changes.)

@@ -16,15 +16,19 @@ import contextlib
 import json
 import logging
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 from aiohttp import web
 
 from raftka.client.console.backend import BrowseRequest, ClusterBackend, ConsoleInputError
+from raftka.client.console.throughput import ThroughputSeries
 from raftka.client.console.views import LiveLog
 from raftka.client.errors import RaftkaError
+from raftka.client.transport import translate_rpc_error
 
 log = logging.getLogger("raftka.console")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -40,13 +44,22 @@ KEEPALIVE_S = 15.0
 REQUEST_BODY_MAX_BYTES = 2 * 1024 * 1024
 # Worker threads for blocking SDK calls.
 WORKERS_MAX = 8
+# How often the throughput chart scrapes the brokers' /metrics (s), and how long one may take.
+THROUGHPUT_INTERVAL_S = 2.0
+SCRAPE_TIMEOUT_S = 2.0
+# How often a live tail with nothing new asks the leader again (s), records per push.
+TAIL_IDLE_S = 0.5
+TAIL_BATCH_RECORDS = 100
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Console:
-    def __init__(self, backend: ClusterBackend) -> None:
+    def __init__(self, backend: ClusterBackend, metrics: list[str] | None = None) -> None:
         self.backend = backend
+        self.metrics = list(metrics or [])  # brokers' metrics HOST:PORT, for the chart
+        self.throughput = ThroughputSeries()
+        self._sampler: asyncio.Task[None] | None = None
         self.live = LiveLog()
         self.poll_error = ""
         self._subscribers: set[asyncio.Queue[Any]] = set()
@@ -67,7 +80,9 @@ class Console:
             web.post("/api/topics/{name}/partitions", self._add_partitions),
             web.post("/api/topics/{name}/delete-records", self._delete_records),
             web.get("/api/topics/{name}/partitions/{partition}/messages", self._messages),
+            web.get("/api/topics/{name}/partitions/{partition}/tail", self._tail),
             web.post("/api/topics/{name}/messages", self._produce),
+            web.get("/api/throughput", self._throughput),
             web.get("/api/groups", self._groups),
             web.get("/api/groups/{group}", self._group),
             web.post("/api/groups/{group}/reset-offsets", self._reset_offsets),
@@ -84,12 +99,15 @@ class Console:
 
     async def _start_polling(self, app: web.Application) -> None:
         self._poller = asyncio.create_task(self._poll_forever(), name="console-poller")
+        if self.metrics:
+            self._sampler = asyncio.create_task(self._sample_forever(), name="console-sampler")
 
     async def _stop(self, app: web.Application) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._sampler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for queue in list(self._subscribers):
             queue.put_nowait(None)
         await asyncio.to_thread(self.backend.close)
@@ -197,6 +215,65 @@ class Console:
         await self._call(self.backend.delete_group, request.match_info["group"])
         return web.json_response({"deleted": request.match_info["group"]})
 
+    # ------------------------------------------------------------------- throughput
+    async def _sample_forever(self) -> None:
+        while True:
+            texts = await asyncio.gather(*(asyncio.to_thread(_scrape, a) for a in self.metrics))
+            self.throughput.add(int(time.time() * 1000), dict(zip(self.metrics, texts,
+                                                                  strict=True)))
+            await asyncio.sleep(THROUGHPUT_INTERVAL_S)
+
+    async def _throughput(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"metrics": self.metrics, "interval_s": THROUGHPUT_INTERVAL_S,
+                                  "points": self.throughput.to_json()})
+
+    # -------------------------------------------------------------------- live tail
+    async def _tail(self, request: web.Request) -> web.StreamResponse:
+        """New records of one partition as server-sent events, from `from` (default: the
+        end) on: the console keeps reading the leader from where it stopped, one page of
+        records per event, whose id is the next offset (a page that reconnects resumes there,
+        so a leader move loses nothing)."""
+        topic = request.match_info["name"]
+        partition = _int(request.match_info["partition"], "partition")
+        # A reconnecting EventSource sends the id of the last page it got: the offset after it.
+        start = request.headers.get("Last-Event-ID", "") or request.query.get("from", "")
+        first = await self._call(self.backend.browse, BrowseRequest(
+            topic, partition, "offset" if start else "latest",
+            _int(start, "from") if start else 0, 1))
+        position = first["from_offset"] if start else first["high_watermark"]
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        })
+        await response.prepare(request)
+        await response.write(f"event: position\ndata: {position}\n\n".encode())
+        idle_s = 0.0
+        try:
+            while request.transport is not None and not request.transport.is_closing():
+                try:
+                    page = await self._call(self.backend.browse, BrowseRequest(
+                        topic, partition, "offset", position, TAIL_BATCH_RECORDS))
+                except (RaftkaError, grpc.RpcError) as exc:  # a leader move: say so, retry
+                    if isinstance(exc, grpc.RpcError):
+                        exc = translate_rpc_error(exc, "the partition's leader")
+                    await response.write(f"event: problem\ndata: {json.dumps(str(exc))}\n\n"
+                                         .encode())
+                    await asyncio.sleep(TAIL_IDLE_S)
+                    continue
+                if page["records"]:
+                    position = page["next_offset"]
+                    await response.write(
+                        f"id: {position}\ndata: {json.dumps(page['records'])}\n\n".encode())
+                    idle_s = 0.0
+                    continue
+                await asyncio.sleep(TAIL_IDLE_S)
+                idle_s += TAIL_IDLE_S
+                if idle_s >= KEEPALIVE_S:
+                    await response.write(b": keep-alive\n\n")
+                    idle_s = 0.0
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
+
     # ------------------------------------------------------------------------- live
     async def _poll_forever(self) -> None:
         while True:
@@ -303,7 +380,18 @@ def _utf8(value: Any) -> bytes | None:
     return None if value is None else str(value).encode()
 
 
-def run(bootstrap: str, host: str, port: int) -> None:
-    console = Console(ClusterBackend(bootstrap))
-    print(f"Raftka console on http://{host}:{port}/ (cluster: {bootstrap})", flush=True)
+def _scrape(address: str) -> str | None:
+    """One broker's /metrics text, or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics",
+                                    timeout=SCRAPE_TIMEOUT_S) as reply:
+            return str(reply.read().decode("utf-8", "replace"))
+    except (OSError, ValueError):
+        return None
+
+
+def run(bootstrap: str, host: str, port: int, metrics: list[str] | None = None) -> None:
+    console = Console(ClusterBackend(bootstrap), metrics)
+    print(f"Raftka console on http://{host}:{port}/ (cluster: {bootstrap}; metrics: "
+          f"{','.join(metrics) if metrics else 'none, no throughput chart'})", flush=True)
     web.run_app(console.app(), host=host, port=port, print=None, access_log=None)

@@ -118,3 +118,42 @@ def test_it_keeps_serving_and_streams_the_failover_while_a_broker_is_down(three,
     assert console.get("topics/f/partitions/0/messages")[0] == 200
     # the victim was the first bootstrap broker or not: either way every page still answers
     three.brokers[victim].start()
+
+
+def test_throughput_from_the_brokers_metrics_and_a_live_tail(three, tmp_path):
+    console = ConsoleProcess(three.bootstrap, tmp_path / "console-metrics.log",
+                             metrics=[f"127.0.0.1:{three.brokers[i].metrics_port}"
+                                      for i in (1, 2, 3)])
+    try:
+        with Admin(three.bootstrap) as admin:
+            admin.create_topic("tailed", num_partitions=1)
+        tail = urllib.request.urlopen(f"{console.url}/api/topics/tailed/partitions/0/tail",
+                                      timeout=15)
+        assert tail.headers["Content-Type"].startswith("text/event-stream")
+        assert tail.readline() == b"event: position\n" and tail.readline() == b"data: 0\n"
+        producer = Producer(bootstrap_servers=three.bootstrap, linger_ms=0)
+        producer.send("tailed", value=b"first", key=b"k1").get(timeout=10)
+        producer.send("tailed", value=b"second").get(timeout=10)
+        pushed: list[dict] = []
+        while len(pushed) < 2:
+            line = tail.readline()
+            if line.startswith(b"data: "):
+                pushed.extend(json.loads(line[len(b"data: "):]))
+        tail.close()
+        assert [(r["offset"], r["value"]["text"]) for r in pushed] == [(0, "first"),
+                                                                       (1, "second")]
+        assert pushed[0]["key"]["text"] == "k1"
+
+        def busy_then_charted() -> bool:
+            for i in range(10):
+                producer.send("tailed", value=b"x%d" % i)
+            producer.flush()
+            points = console.get("throughput")[1]["points"]
+            return any(p["records_in"] > 0 and p["bytes_in"] > 0 for p in points)
+
+        wait_for(busy_then_charted, 30, "records/s and bytes/s in on the throughput chart")
+        producer.close()
+        status, body = console.get("throughput")
+        assert status == 200 and len(body["metrics"]) == 3
+    finally:
+        console.stop()

@@ -91,7 +91,9 @@ def test_the_console_in_a_browser(cluster_factory, tmp_path, browser):
         producer.send("orders", value=json.dumps({"from": "sdk", "n": 1}).encode(),
                       key=b"sdk-key", partition=0, headers=[("trace", b"abc")])
         producer.flush()
-    console = ConsoleProcess(cluster.bootstrap, tmp_path / "console.log")
+    console = ConsoleProcess(cluster.bootstrap, tmp_path / "console.log",
+                             metrics=[f"127.0.0.1:{cluster.brokers[i].metrics_port}"
+                                      for i in (1, 2, 3)])
     try:
         driver = browser
         # Overview
@@ -144,6 +146,7 @@ def test_the_console_in_a_browser(cluster_factory, tmp_path, browser):
         assert (found[0].key, found[0].value) == (b"ui-key", b"hello from the browser")
         assert list(found[0].headers) == [("origin", b"ui")]
 
+
         # Consumer groups: a group's lag appears and goes to 0
         group = Consumer(bootstrap_servers=cluster.bootstrap, group_id="browser-g",
                          auto_offset_reset="earliest", enable_auto_commit=False)
@@ -163,8 +166,43 @@ def test_the_console_in_a_browser(cluster_factory, tmp_path, browser):
         wait_text(driver, "#total-lag", "1")
         group.commit()
         wait_text(driver, "#total-lag", "0", timeout_s=PAGE_WAIT_S + 5)
+        # the lag chart drew the 1 and then the 0 (history kept across the page's refreshes)
+        assert float(driver.find_element(By.ID, "chart-lag").get_attribute("data-max")) >= 1
+        assert text_of(driver, "#chart-lag-legend").endswith("lag 0")
         shot(driver, "group")
         group.close()
+
+        # Messages: live tail: a record produced with the SDK appears without a reload
+        open_page(driver, console, "messages/orders/2", "messages")
+        driver.find_element(By.ID, "tail-toggle").click()
+        wait_for(lambda: driver.execute_script(
+            "return document.getElementById('tail-status').dataset.ready") == "1",
+            PAGE_WAIT_S, "the live tail to start")
+        with Producer(bootstrap_servers=cluster.bootstrap) as producer:
+            producer.send("orders", value=b"tailed from the sdk", key=b"tail-key", partition=2)
+            producer.flush()
+        wait_text(driver, "#tail-records", "tailed from the sdk")
+        assert "tail-key" in text_of(driver, "#tail-records")
+        shot(driver, "messages-tail")
+
+        # Overview: the throughput chart shows the records produced (read from /metrics)
+        open_page(driver, console, "overview", "overview")
+        busy = Producer(bootstrap_servers=cluster.bootstrap)
+
+        def chart_moved() -> bool:
+            for i in range(20):
+                busy.send("orders", value=b"chart %d" % i)
+            busy.flush()
+            maxima = driver.execute_script(
+                "const c = document.getElementById('chart-records');"
+                "const b = document.getElementById('chart-bytes');"
+                "return c && b ? [Number(c.dataset.max), Number(b.dataset.max)] : null")
+            return bool(maxima) and maxima[0] > 0 and maxima[1] > 0
+
+        wait_for(chart_moved, 30, "the throughput chart to show records/s and bytes/s")
+        busy.close()
+        assert driver.find_elements(By.CSS_SELECTOR, "#chart-records polyline")
+        shot(driver, "overview-throughput")
 
         # Live: a killed broker shows as fenced and a leader moves, within seconds
         open_page(driver, console, "live", "live")

@@ -106,3 +106,41 @@ def test_an_isr_shrink_and_expand_are_counted_and_under_replication_shows(cluste
     cluster.brokers[follower].start()
     wait_for(lambda: value(scrape(port), "kafka_server_replicamanager_isrexpands_total") >= 1,
              30, "the ISR expanding again")
+
+
+def test_consumer_group_lag_goes_up_when_produced_and_to_zero_after_the_commit(broker):
+    port = broker.brokers[1].metrics_port
+    with Admin(bootstrap_servers=broker.bootstrap) as admin:
+        admin.create_topic("lagged", num_partitions=1, replication_factor=1)
+
+    def produce(count: int) -> None:
+        with Producer(bootstrap_servers=broker.bootstrap, acks="all") as producer:
+            for i in range(count):
+                producer.send("lagged", value=b"v%d" % i)
+            producer.flush()
+
+    def lag() -> float | None:
+        return scrape(port).get(("raftka_consumergroup_lag", (
+            ("group", "lagging"), ("partition", "0"), ("topic", "lagged"))))
+
+    produce(10)
+    consumer = Consumer("lagged", bootstrap_servers=broker.bootstrap, group_id="lagging",
+                        auto_offset_reset="earliest", enable_auto_commit=False)
+    got = 0
+
+    def read(wanted: int) -> bool:
+        nonlocal got
+        got += sum(len(r) for r in consumer.poll(timeout_ms=200).values())
+        return got >= wanted
+
+    try:
+        wait_for(lambda: read(10), 20, "10 records read")
+        consumer.commit()
+        wait_for(lambda: lag() == 0, 10, "lag 0 after the first commit")
+        produce(25)
+        wait_for(lambda: lag() == 25, 10, "lag 25 after 25 more records")
+        wait_for(lambda: read(35), 20, "the 25 new records read")
+        consumer.commit()
+        wait_for(lambda: lag() == 0, 10, "lag back to 0 after the commit")
+    finally:
+        consumer.close()

@@ -4,7 +4,8 @@
 
 const REFRESH_MS = 2000;          // how often Overview and a group's page reload
 const EVENTS_SHOWN_MAX = 300;     // live events kept on the page
-const state = { events: [], live: null, timer: null, source: null };
+const LAG_POINTS_MAX = 150;       // points of a group's total-lag chart kept on the page
+const state = { events: [], live: null, timer: null, source: null, lag: {}, tail: null };
 
 // ------------------------------------------------------------------------ helpers
 function el(tag, attrs, ...children) {
@@ -61,9 +62,70 @@ function page() { return document.getElementById("page"); }
 function show(...nodes) { page().replaceChildren(...nodes); }
 function failed(error) { show(el("h1", {}, "Error"), el("p", { class: "bad" }, error.message)); }
 
+// ------------------------------------------------------------------------ charts
+// A line chart in inline SVG: series = [{ name, values: [numbers] }] sharing the x axis
+// (one point per sample). The legend shows each series' newest value; the svg carries
+// data-max (the largest value drawn) so a test can tell an empty chart from a live one.
+const SVG = "http://www.w3.org/2000/svg";
+const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea"];
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+function shortNumber(v) {
+  if (v >= 1e9) return (v / 1e9).toFixed(1) + "G";
+  if (v >= 1e6) return (v / 1e6).toFixed(1) + "M";
+  if (v >= 1e3) return (v / 1e3).toFixed(1) + "k";
+  return String(Math.round(v * 10) / 10);
+}
+
+function lineChart(id, title, series, unit) {
+  const width = 600, height = 160, pad = 36;
+  const max = Math.max(0, ...series.flatMap(s => s.values));
+  const top = max > 0 ? max : 1;
+  const count = Math.max(2, ...series.map(s => s.values.length));
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", id,
+                             "data-max": max, role: "img", "aria-label": title });
+  chart.append(svg("line", { x1: pad, y1: height - pad / 2, x2: width, y2: height - pad / 2,
+                             class: "axis" }));
+  const label = svg("text", { x: 2, y: 12, class: "axis-label" });
+  label.textContent = shortNumber(top) + " " + unit;
+  chart.append(label);
+  series.forEach((s, index) => {
+    const points = s.values.map((v, i) => {
+      const x = pad + (width - pad) * i / (count - 1);
+      const y = (height - pad / 2) - (height - pad) * v / top;
+      return x.toFixed(1) + "," + y.toFixed(1);
+    });
+    if (points.length) chart.append(svg("polyline", { points: points.join(" "), fill: "none",
+      stroke: COLORS[index % COLORS.length], "stroke-width": 2, "data-series": s.name }));
+  });
+  const legend = el("div", { class: "legend", id: id + "-legend" }, series.map((s, index) =>
+    el("span", { "data-series": s.name, style: "color:" + COLORS[index % COLORS.length] },
+       s.name + " " + shortNumber(s.values.length ? s.values[s.values.length - 1] : 0))));
+  return el("div", { class: "chart-box" }, el("h2", {}, title), chart, legend);
+}
+
+async function throughputCharts() {
+  const t = await api("throughput");
+  if (!t.metrics.length) {
+    return el("p", { class: "muted", id: "throughput" }, "No throughput chart: start the " +
+              "console with --metrics HOST:PORT,... (the brokers' metrics listeners).");
+  }
+  const pick = name => t.points.map(p => p[name]);
+  return el("div", { class: "charts", id: "throughput" },
+    lineChart("chart-records", "Records/s", [{ name: "in", values: pick("records_in") },
+                                             { name: "out", values: pick("records_out") }], "/s"),
+    lineChart("chart-bytes", "Bytes/s", [{ name: "in", values: pick("bytes_in") },
+                                         { name: "out", values: pick("bytes_out") }], "B/s"));
+}
+
 // ------------------------------------------------------------------------ pages
 async function overview() {
-  const o = await api("overview");
+  const [o, charts] = await Promise.all([api("overview"), throughputCharts()]);
   document.getElementById("cluster-badge").textContent =
     "cluster " + o.cluster_id + " · controller " + o.controller;
   const brokers = o.brokers.map(b => el("tr", { "data-broker": b.id },
@@ -91,6 +153,7 @@ async function overview() {
       card("Topics / partitions", o.topics + " / " + o.partitions),
       card("Under-replicated", o.under_replicated.length, "under-replicated"),
       card("Offline", o.offline.length, "offline")),
+    charts,
     el("h2", {}, "Brokers"),
     table(["Id", "State", "Role", "Listeners", { label: "Leads", num: 1 },
            { label: "Replicas", num: 1 }, { label: "PID", num: 1 }], brokers, "brokers"),
@@ -226,7 +289,9 @@ async function messages(topicName, partitionText) {
       el("option", { value: v, selected: v === params.get("format") }, v)))),
     el("label", {}, "Filter", el("input", { name: "filter", id: "filter", placeholder: "text",
                                              oninput: event => filterRows(event.target.value) })),
-    el("button", { type: "submit" }, "Browse"));
+    el("button", { type: "submit" }, "Browse"),
+    el("button", { type: "button", id: "tail-toggle", onclick: () => toggleTail(chosen,
+      Number(form.partition.value || 0)) }, "Live tail"));
   const produce = el("form", { class: "inline", id: "produce", onsubmit: async event => {
     event.preventDefault();
     const f = event.target;
@@ -251,7 +316,11 @@ async function messages(topicName, partitionText) {
     el("label", {}, "Headers (key=value per line)", el("textarea", { name: "headers" })),
     el("button", { type: "submit" }, "Produce"),
     el("span", { id: "produced", class: "muted" }));
-  show(el("h1", {}, "Messages"), form, el("div", { id: "records" },
+  show(el("h1", {}, "Messages"), form,
+       el("div", { id: "tail", hidden: true }, el("h2", {}, "Live tail"),
+          el("p", { class: "muted", id: "tail-status" }, ""),
+          table([{ label: "Offset", num: 1 }, "Timestamp", "Key", "Value"], [], "tail-records")),
+       el("div", { id: "records" },
        topicName ? el("p", { class: "muted" }, "loading...") : el("p", { class: "muted" },
        "pick a topic and partition")), el("h2", {}, "Produce a record"), produce);
   if (!topicName) return;
@@ -274,6 +343,43 @@ async function messages(topicName, partitionText) {
        " · showing " + data.records.length + " from " + data.from_offset),
     table([{ label: "Offset", num: 1 }, "Timestamp", "Key", "Value", "Headers"], rows,
           "messages"));
+}
+
+const TAIL_ROWS_MAX = 200;  // newest records the live tail keeps on the page
+
+function stopTail() {
+  if (state.tail) { state.tail.close(); state.tail = null; }
+}
+
+// New records of one partition pushed by the console (server-sent events), newest first.
+function toggleTail(topicName, partition) {
+  const box = document.getElementById("tail");
+  const button = document.getElementById("tail-toggle");
+  if (state.tail) { stopTail(); button.textContent = "Live tail"; return; }
+  if (!topicName) { toast("pick a topic first", true); return; }
+  box.hidden = false;
+  button.textContent = "Stop tail";
+  const body = document.querySelector("#tail-records tbody");
+  body.replaceChildren();
+  const status = document.getElementById("tail-status");
+  const source = new EventSource("/api/topics/" + encodeURIComponent(topicName) +
+                                 "/partitions/" + partition + "/tail");
+  source.addEventListener("position", e => {
+    status.textContent = "waiting for records of " + topicName + "-" + partition +
+                         " from offset " + e.data;
+    status.dataset.ready = "1";
+  });
+  source.addEventListener("problem", e => { status.textContent = JSON.parse(e.data); });
+  source.onmessage = e => {
+    for (const r of JSON.parse(e.data)) {
+      body.prepend(el("tr", { "data-offset": r.offset }, el("td", { class: "num" }, r.offset),
+        el("td", {}, when(r.timestamp_ms)), el("td", {}, rendered(r.key, "auto")),
+        el("td", {}, rendered(r.value, "auto"))));
+    }
+    while (body.rows.length > TAIL_ROWS_MAX) body.lastChild.remove();
+    status.textContent = "live: " + topicName + "-" + partition;
+  };
+  state.tail = source;
 }
 
 function filterRows(text) {
@@ -306,6 +412,8 @@ async function group(id) {
     el("td", { class: "num" }, o.committed ?? "-"), el("td", { class: "num" }, o.end),
     el("td", { class: "num lag" }, o.lag ?? "-")));
   const topicsOf = [...new Set(g.offsets.map(o => o.topic))];
+  const history = state.lag[id] = (state.lag[id] || []).concat([g.total_lag || 0])
+    .slice(-LAG_POINTS_MAX);
   const reset = el("form", { class: "inline", onsubmit: async event => {
     event.preventDefault();
     const f = event.target;
@@ -330,6 +438,8 @@ async function group(id) {
        el("div", { class: "cards" }, card("State", g.state, "group-state"),
           card("Protocol", g.protocol), card("Epoch", g.group_epoch),
           card("Coordinator", g.coordinator), card("Total lag", g.total_lag, "total-lag")),
+       lineChart("chart-lag", "Total lag over time (sampled every " + REFRESH_MS / 1000 + " s " +
+                 "while this page is open)", [{ name: "lag", values: history }], "records"),
        el("h2", {}, "Members"),
        table(["Member", "Client", { label: "Epoch", num: 1 }, "Subscribed", "Assignment"],
              members, "members"),
@@ -385,6 +495,7 @@ function currentPage() {
 
 async function route() {
   clearTimeout(state.timer);
+  stopTail();
   const path = location.hash.replace(/^#\/?/, "").split("?")[0].split("/").map(decodeURIComponent);
   const name = path[0] || "overview";
   for (const link of document.querySelectorAll("nav a")) {

@@ -53,3 +53,45 @@ def test_the_http_answer():
 
 def test_every_kafka_api_served_has_a_metrics_name():
     assert set(API_NAMES) == set(SUPPORTED)
+
+
+class _Replica:
+    def __init__(self, topic: str, partition: int, leader: bool, hw: int) -> None:
+        from raftka.broker.partition import TopicPartition
+
+        self.tp = TopicPartition(topic, partition)
+        self.is_leader = leader
+        self.high_watermark = hw
+        self.isr = self.replicas = [1]
+        self.min_insync_replicas = 1
+
+
+def test_consumer_group_lag_is_high_watermark_minus_committed_from_hosted_replicas():
+    from raftka.broker.metrics import consumer_group_lag
+
+    hosted = [_Replica("t", 0, False, 7), _Replica("t", 0, True, 10), _Replica("t", 1, False, 4)]
+    committed = [("g", "t", 0, 3), ("g", "t", 1, 4), ("g", "t", 2, 0), ("h", "t", 1, 9)]
+    assert sorted(consumer_group_lag(committed, hosted)) == [
+        ("g", "t", 0, 7),  # the leader's high watermark wins over a follower's
+        ("g", "t", 1, 0),
+        ("h", "t", 1, 0),  # committed past what this replica knows: never negative
+    ]  # t-2 has no replica here: left out, not guessed
+
+
+def test_consumer_group_lag_is_exported_per_group_topic_partition():
+    from raftka.broker.metrics import BrokerState
+
+    class Image:
+        topics: dict[str, object] = {}
+        brokers: dict[int, object] = {}
+        offset = 0
+
+    metrics = BrokerMetrics()
+    metrics.watch(BrokerState(
+        broker_id=1, partitions=lambda: [_Replica("t", 0, True, 10)], image=Image,
+        is_controller=lambda: False, purgatory_size=lambda: 0, raft_status=dict,
+        fenced=lambda: False, committed_offsets=lambda: [("g", "t", 0, 4)],
+    ))
+    found = samples(metrics)
+    key = "raftka_consumergroup_lag[('group', 'g'), ('partition', '0'), ('topic', 't')]"
+    assert found[key] == 6
