@@ -14,7 +14,13 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from raftka.proto.raftka.v1 import admin_pb2, broker_pb2, controller_pb2, group_pb2
+from raftka.proto.raftka.v1 import (
+    admin_pb2,
+    broker_pb2,
+    controller_pb2,
+    group_pb2,
+    security_pb2,
+)
 from tests.fuzz.mutators import uvarint
 
 
@@ -22,14 +28,13 @@ def request_types() -> dict[str, type[Message]]:
     """Input type of every RPC of every service, by full name (services listed from the
     generated descriptors, so a new RPC is fuzzed without editing this file)."""
     found: dict[str, type[Message]] = {}
-    for module in (admin_pb2, broker_pb2, controller_pb2, group_pb2):
+    modules = (admin_pb2, broker_pb2, controller_pb2, group_pb2, security_pb2)
+    owners = {module.DESCRIPTOR.name: module for module in modules}
+    for module in modules:
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 descriptor = method.input_type
-                owner = {admin_pb2.DESCRIPTOR.name: admin_pb2,
-                         broker_pb2.DESCRIPTOR.name: broker_pb2,
-                         controller_pb2.DESCRIPTOR.name: controller_pb2,
-                         group_pb2.DESCRIPTOR.name: group_pb2}[descriptor.file.name]
+                owner = owners[descriptor.file.name]
                 found[descriptor.full_name] = getattr(owner, descriptor.name)
     return found
 
