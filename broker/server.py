@@ -351,6 +351,7 @@ class BrokerServer:
             topic_config_defaults=config.topic_config_defaults(),
             offsets_topic_partitions=config.offsets_topic_num_partitions,
             offsets_topic_replication_factor=config.offsets_topic_replication_factor,
+            cluster_size_min=len(config.voter_map),
         )
 
     def _apply_fd_budget(self) -> FdBudget:

@@ -23,7 +23,12 @@ from raftka.cluster.image import (
 )
 from raftka.cluster.naming import InvalidTopicNameError, collides, validate_topic_name
 from raftka.cluster.partition_change import build_change
-from raftka.cluster.placement import CapacityError, PlacementError, ReplicaPlacer
+from raftka.cluster.placement import (
+    CapacityError,
+    PlacementError,
+    ReplicaPlacer,
+    default_replication_factor,
+)
 from raftka.proto.raftka.v1 import admin_pb2, common_pb2, controller_pb2
 
 R = TypeVar("R")
@@ -49,6 +54,9 @@ class ControllerSettings:
     topic_config_defaults: Mapping[str, str] = field(default_factory=dict)
     offsets_topic_partitions: int = 10  # offsets.topic.num.partitions
     offsets_topic_replication_factor: int = 3  # offsets.topic.replication.factor
+    # Brokers the cluster is meant to have at least (its Raft voters): a default replication
+    # factor is capped at the cluster's size, never at the brokers that happen to be up.
+    cluster_size_min: int = 0
 
 
 class _Scratch:
@@ -164,7 +172,16 @@ def _plan_topic(
     if new.replication_factor > 0:
         replication_factor = new.replication_factor
     else:
-        replication_factor = max(1, min(settings.default_replication_factor, live))
+        replication_factor = default_replication_factor(
+            settings.default_replication_factor, image, settings.cluster_size_min
+        )
+        if replication_factor > live:
+            raise _Refused(
+                Code.INVALID_REPLICATION_FACTOR,
+                f"replication factor {replication_factor} (default.replication.factor) is "
+                f"larger than the {live} available broker(s); start the missing broker(s) "
+                "or ask for a replication factor",
+            )
     try:
         configs = topic_config.validate(dict(new.configs))
     except topic_config.InvalidConfigError as exc:

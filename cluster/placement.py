@@ -79,3 +79,14 @@ class ReplicaPlacer:
         self._leaders[leader] += 1
         self._replicas.update(replicas)
         return replicas
+
+
+def default_replication_factor(
+    configured: int, image: MetadataImage, cluster_size_min: int
+) -> int:
+    """`configured` capped at the cluster's size: the brokers registered, fenced or not, or
+    the voters it is configured with, whichever is more. Why not the live brokers: a topic
+    created while one of three is down would silently get two replicas for ever, where
+    Kafka refuses (INVALID_REPLICATION_FACTOR) until the broker is back."""
+    size = max(len(image.brokers), cluster_size_min)
+    return max(1, min(configured, size))

@@ -22,6 +22,7 @@ from raftka.broker.groups.offsets_log import OFFSETS_TOPIC, partition_for_group
 from raftka.broker.internal_auth import method_path
 from raftka.broker.topic_admin import TopicAdmin
 from raftka.cluster.image import BrokerRegistration
+from raftka.cluster.placement import default_replication_factor
 from raftka.proto.raftka.v1 import admin_pb2, common_pb2, group_pb2, group_pb2_grpc
 
 log = logging.getLogger("raftka.groups")
@@ -57,14 +58,22 @@ class GroupDirectory:
                 return
             config = self._config
             live = len(image.unfenced_broker_ids())
+            replication_factor = default_replication_factor(
+                config.offsets_topic_replication_factor, image, len(config.voter_map)
+            )
+            if replication_factor > live:
+                # Not yet (start-up, or a broker down): committed offsets on fewer replicas
+                # than asked would stay so for ever. FindCoordinator answers
+                # COORDINATOR_NOT_AVAILABLE meanwhile, which clients retry (as Kafka does).
+                log.debug("%s waits for %d live brokers (%d now)", OFFSETS_TOPIC,
+                          replication_factor, live)
+                return
             request = admin_pb2.CreateTopicsRequest(
                 topics=[
                     admin_pb2.NewTopic(
                         name=OFFSETS_TOPIC,
                         num_partitions=config.offsets_topic_num_partitions,
-                        replication_factor=max(
-                            1, min(config.offsets_topic_replication_factor, live)
-                        ),
+                        replication_factor=replication_factor,
                         configs={
                             **OFFSETS_TOPIC_CONFIGS,
                             "segment.bytes": str(config.offsets_topic_segment_bytes),

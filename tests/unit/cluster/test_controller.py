@@ -57,13 +57,36 @@ def test_existing_and_colliding_names_are_refused():
     assert clash.response.topics[0].error_code == Code.INVALID_TOPIC_EXCEPTION
 
 
-def test_default_replication_factor_is_capped_at_live_brokers():
+def test_default_replication_factor_is_capped_at_the_cluster_size():
+    """A cluster smaller than default.replication.factor (a 2-broker lab) still creates
+    topics with the default: every broker holds a replica."""
     settings = ControllerSettings(default_replication_factor=3, num_partitions=2)
     result, _ = create(image_with_brokers(1, 2), "t", partitions=0, rf=0, settings=settings)
     assert (
         result.response.topics[0].num_partitions,
         result.response.topics[0].replication_factor,
     ) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("brokers", "fenced", "voters"),
+    [
+        ((1, 2, 3), (3,), 3),  # a broker of three is down
+        ((1,), (), 3),  # start-up: one of three voters registered so far
+    ],
+)
+def test_default_replication_factor_is_refused_when_brokers_are_missing(brokers, fenced, voters):
+    """Kafka refuses (INVALID_REPLICATION_FACTOR) rather than create a topic with fewer
+    replicas than default.replication.factor: a topic made with RF 2 while one of three
+    brokers was down would stay under-replicated for ever, silently."""
+    settings = ControllerSettings(default_replication_factor=3, cluster_size_min=voters)
+    image = image_with_brokers(*brokers, fenced=fenced)
+    result, _ = create(image, "t", partitions=1, rf=0, settings=settings)
+    topic = result.response.topics[0]
+    assert topic.error_code == Code.INVALID_REPLICATION_FACTOR
+    assert "replication factor 3" in topic.error_message
+    assert "default.replication.factor" in topic.error_message
+    assert result.records == ()
 
 
 def test_validate_only_writes_nothing():
