@@ -270,10 +270,10 @@ class Profiler:
     def attach(self, label: str, pid: int) -> None:
         out = self.into / f"{label.replace(' ', '-')}.txt"
         command = [PY_SPY, "record", "-p", str(pid), "-d", str(int(ROW_TIMEOUT_S)), "-r",
-                   str(self.rate_hz), "-f", "raw", "-o", str(out), "--native", "--threads",
-                   "--nonblocking"]
-        self.spies[label] = (subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL), out)
+                   str(self.rate_hz), "-f", "raw", "-o", str(out), "--native", "--threads"]
+        with open(out.with_suffix(".log"), "wb") as spy_log:
+            self.spies[label] = (subprocess.Popen(command, stdout=spy_log,
+                                                  stderr=subprocess.STDOUT), out)
 
     def stop(self, top: int) -> dict[str, dict[str, Any]]:
         summaries = {}
@@ -287,6 +287,9 @@ class Profiler:
                 spy.wait()
             if out.exists():
                 summaries[label] = report.summarize_raw_profile(out.read_text(), top)
+            else:
+                problem = out.with_suffix(".log").read_text(errors="replace").strip()
+                log(f"  no py-spy profile of the {label}: {problem.splitlines()[:1]}")
         self.spies.clear()
         return summaries
 
@@ -296,6 +299,7 @@ class Servers:
     """The server processes a row's CPU is counted for: column label -> pid."""
 
     pids: dict[str, int]
+    python: bool = True  # py-spy can profile them (nats-server is Go: it cannot)
 
     def cpu(self) -> dict[str, float]:
         return {label: cpu_s(pid) for label, pid in self.pids.items()}
@@ -309,7 +313,7 @@ def run_client(command: list[str], env: dict[str, str], cwd: Path, servers: Serv
         client = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err)
         if profiler is not None:
             profiler.attach("client", client.pid)
-            for label, pid in servers.pids.items():
+            for label, pid in servers.pids.items() if servers.python else ():
                 profiler.attach(label, pid)
         _, status, usage = os.wait4(client.pid, 0)
         client.returncode = os.waitstatus_to_exitcode(status)
@@ -430,7 +434,7 @@ class NatsCluster:
     def servers(self) -> Servers:
         return Servers({f"server {i}": node.process.pid
                         for i, node in enumerate(self.cluster.nodes.values(), 1)
-                        if node.process is not None})
+                        if node.process is not None}, python=False)
 
     @property
     def leader_text(self) -> str:
@@ -515,7 +519,7 @@ class Run:
         command, servers, leaders = self.command(spec)
         profiler = None
         if profile:
-            into = self.scratch / "profiles" / spec.name
+            into = (self.options.profile_dir or self.scratch / "profiles") / spec.name
             into.mkdir(parents=True, exist_ok=True)
             profiler = Profiler(self.options.profile_rate, into)
         row = run_client(command, self.client_env(), self.tree, servers, profiler,
@@ -648,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy every process per row")
     parser.add_argument("--profile-rate", type=int, default=50, help="py-spy samples/s")
     parser.add_argument("--profile-top", type=int, default=8, help="frames per profile")
+    parser.add_argument("--profile-dir", type=Path,
+                        help="keep the raw py-spy files here (ROW/PROCESS.txt)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--markdown", type=Path, help="write a BENCHMARKS.md section here")
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)

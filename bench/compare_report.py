@@ -119,8 +119,9 @@ def ratio_table(
 
 
 # --------------------------------------------------------------------------- profiles
-# Samples whose innermost frame is one of these are a thread waiting, not working: dropped
-# from the own-time summary (py-spy --native still samples threads parked in the kernel).
+# Samples whose innermost named frame is one of these are a thread waiting, not working
+# (for a lock, a condition, the kernel's poll, a sleep, or the GIL: contention, not CPU):
+# dropped from the own-time summary, since py-spy --native samples threads parked there too.
 IDLE_NATIVE_LEAVES = frozenset({
     "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "select", "pselect",
     "pselect6", "clock_nanosleep", "__clock_nanosleep", "nanosleep", "__nanosleep",
@@ -131,6 +132,7 @@ IDLE_NATIVE_LEAVES = frozenset({
     "sem_clockwait", "do_futex_wait", "__new_sem_wait_slow64", "__new_sem_wait_slow",
     "accept", "accept4", "time_sleep", "pysleep", "select_epoll_poll", "select_poll_poll",
     "lock_PyThread_acquire_lock", "acquire_timed", "PyThread_acquire_lock_timed",
+    "select_poll_poll_impl", "select_epoll_poll_impl", "take_gil", "drop_gil",
 })
 # Python functions (name, file suffix) that only wait (seen as the leaf without --native):
 # selectors' select, a threading Condition/Event wait, queue.get, Thread.join.
@@ -156,10 +158,39 @@ def is_idle(frame: str) -> bool:
     return any(name == n and where.endswith(suffix) for n, suffix in IDLE_PYTHON_LEAVES)
 
 
+def _unresolved(frame: str) -> bool:
+    """A native frame py-spy has no symbol for: `0x7f... (libc.so.6)`."""
+    return frame.startswith("0x")
+
+
+def own_frame(frames: Sequence[str]) -> tuple[str, bool]:
+    """(the frame a sample's own time goes to, whether the sample only waits).
+
+    py-spy --native often cannot name a libc function (no symbols), so the innermost frames
+    can be bare addresses: the first named frame above them decides, e.g. a lock wait
+    (`PyThread_acquire_lock_timed;0x7f..;0x7f..`) is waiting, and `ProducerBatch.add;0x7f..`
+    is ProducerBatch.add's own time spent in a libc call, shown as `ProducerBatch.add (...)
+    > libc.so.6`."""
+    named = len(frames) - 1
+    while named >= 0 and _unresolved(frames[named]):
+        named -= 1
+    if named < 0:
+        library = _frame_key(frames[-1])[1]
+        return f"unnamed ({library})", False
+    if is_idle(frames[named]):
+        return "", True
+    name, where = _frame_key(frames[named])
+    label = f"{name} ({where})" if where else name
+    if named < len(frames) - 1:
+        label += f" > {_frame_key(frames[-1])[1]}"
+    return label, False
+
+
 def summarize_raw_profile(text: str, top: int = 12) -> dict[str, Any]:
     """Own time per frame from py-spy's raw (collapsed) output: `frame;frame;...;leaf COUNT`
-    lines. Thread labels (py-spy --threads) and idle leaves (is_idle) are dropped; the
-    shares are of the busy samples, and `busy_share` is busy samples over all samples."""
+    lines. Thread labels (py-spy --threads), samples that only wait (own_frame, is_idle) and
+    interpreter start-up (importlib) are dropped; the shares are of the busy samples, and
+    `busy_share` is busy samples over all samples."""
     own: collections.Counter[str] = collections.Counter()
     total = busy = 0
     for line in text.splitlines():
@@ -169,10 +200,12 @@ def summarize_raw_profile(text: str, top: int = 12) -> dict[str, Any]:
         count = int(count_text)
         frames = [f for f in stack.split(";") if f and not f.startswith(("thread (", "process "))]
         total += count
-        if not frames or is_idle(frames[-1]) or "importlib._bootstrap" in stack:
+        if not frames or "importlib._bootstrap" in stack:
             continue
-        name, where = _frame_key(frames[-1])
-        own[f"{name} ({where})" if where else name] += count
+        label, idle = own_frame(frames)
+        if idle:
+            continue
+        own[label] += count
         busy += count
     return {
         "samples": total,
