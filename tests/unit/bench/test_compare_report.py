@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import compare, compare_report as report
+from bench import compare
+from bench import compare_report as report
 
 # A /proc/PID/stat line whose command name holds spaces and a ")" (fields 14/15 = utime,
 # stime in ticks: 250 and 50).
