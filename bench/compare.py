@@ -42,7 +42,8 @@ start-up (importlib). Profiling costs CPU, so a profiled run's throughput is low
 
 --tree PATH: the brokers and the clients (`raftka` imported from PATH) from another
 checkout, e.g. `git archive main | tar -x -C /tmp/main-tree`, for before/after. This script,
-its bench helpers and the latency rows' consumer child stay this tree's.
+its bench helpers, the brokers' command line (LocalCluster.command) and the latency rows'
+consumer child stay this tree's.
 --set KEY=VALUE: a broker setting (repeatable), passed to every broker as --set.
 --only/--skip: comma-separated row names or groups (raftka, sdk, kafka, nats, latency,
 sync). A consume row whose producing row is not selected fills its topic first, unmeasured.
@@ -62,6 +63,8 @@ import bench  # noqa: E402,F401  (this tree's bench/, before --tree's raftka goe
 _TREE_ENV = "RAFTKA_COMPARE_TREE"
 if os.environ.get(_TREE_ENV):
     sys.path.insert(0, os.environ[_TREE_ENV])
+    # Bound now: every bench module puts this tree first on sys.path when imported.
+    import raftka  # noqa: F401
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -84,6 +87,8 @@ CPU_COLUMNS = ("client", *SERVERS)
 # Longest wait for the brokers to register and be unfenced, and for a topic's leaders (s).
 CLUSTER_READY_TIMEOUT_S = 120.0
 TOPIC_READY_TIMEOUT_S = 60.0
+# How often the start-up checks that no broker has exited while waiting for them (s).
+READY_POLL_S = 2.0
 # Longest a row's client may run (s): far above any row at the default sizes.
 ROW_TIMEOUT_S = 1800.0
 # Records per nats-py fetch() in nats-consume.
@@ -364,7 +369,19 @@ class RaftkaCluster:
                     start_new_session=True)
             self.handles[node.broker_id] = process
             self.local.pid_path(node.broker_id).write_text(f"{process.pid}\n")
-        wait_for_brokers(self.layout.bootstrap, 3, CLUSTER_READY_TIMEOUT_S)
+        deadline = time.monotonic() + CLUSTER_READY_TIMEOUT_S
+        while True:
+            for broker_id, process in self.handles.items():
+                if process.poll() is not None:  # e.g. a --set it does not know
+                    tail = self.local.log_path(broker_id).read_text(errors="replace")[-1500:]
+                    raise RuntimeError(f"broker {broker_id} exited ({process.returncode}):\n"
+                                       f"{tail}")
+            try:
+                wait_for_brokers(self.layout.bootstrap, 3, READY_POLL_S)
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
         time.sleep(1.0)  # their heartbeats unfence them just after registering
 
     @property
@@ -572,10 +589,9 @@ def git_commit(tree: Path) -> str:
 
 
 # =========================================================================== output
-THROUGHPUT_HEADERS = ["row", "what", "records", "records/s", "MB/s",
-                      *(f"CPU-s/M {c}" for c in CPU_COLUMNS)]
-LATENCY_HEADERS = ["row", "what", "p50 ms", "p99 ms", "p99.9 ms", "e2e p99 ms",
-                   *(f"CPU-s/M {c}" for c in CPU_COLUMNS)]
+CPU_HEADERS = [*(f"CPU-s/M {c}" for c in CPU_COLUMNS), "CPU-s/M servers"]
+THROUGHPUT_HEADERS = ["row", "what", "records", "records/s", "MB/s", *CPU_HEADERS]
+LATENCY_HEADERS = ["row", "what", "p50 ms", "p99 ms", "p99.9 ms", "e2e p99 ms", *CPU_HEADERS]
 TARGET_HEADERS = ["figure", "value", "target", "value / target", "met"]
 PROFILE_HEADERS = ["row / process", "#", "own time", "frame"]
 
@@ -698,6 +714,9 @@ def main(argv: list[str] | None = None) -> int:
 
                 result["nats_version"] = nats_server_version(run.nats.cluster.binary)
             run.run(specs)
+        except (RuntimeError, TimeoutError) as error:
+            print(f"compare: error: {error}", file=sys.stderr)
+            return 1
         finally:
             for cluster in (run.raftka, run.nats):
                 if cluster is not None:

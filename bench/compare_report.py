@@ -226,9 +226,16 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def servers_total(cpu: Mapping[str, float | None]) -> float | None:
+    """CPU-s per million records of every process but the client."""
+    values = [v for name, v in cpu.items() if name != "client"]
+    return None if not values or None in values else round(sum(v or 0.0 for v in values), 2)
+
+
 def cpu_cells(row: Mapping[str, Any], processes: Sequence[str]) -> list[str]:
+    """One cell per process, then the servers' total."""
     cpu = row.get("cpu_s_per_m", {})
-    return [_number(cpu.get(name)) for name in processes]
+    return [*(_number(cpu.get(name)) for name in processes), _number(servers_total(cpu))]
 
 
 def render_table(headers: Sequence[str], body: Sequence[Sequence[str]],

@@ -120,3 +120,8 @@ def test_the_target_rows_in_the_table() -> None:
     first = body[0]
     assert first == ["pre-built batches produce", "1,200,000", "≥ 1,000,000", "1.2x", "yes"]
     assert ["SDK send() / NATS publish", "8x", "≥ 10x", "", "NO"] in body
+
+
+def test_the_servers_total_leaves_out_the_client() -> None:
+    assert report.servers_total({"client": 9.0, "server 1": 1.25, "server 2": 2.0}) == 3.25
+    assert report.servers_total({"client": 9.0}) is None
