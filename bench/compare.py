@@ -645,6 +645,9 @@ def markdown_section(result: dict[str, Any]) -> str:
         "",
         render(result, markdown=True),
         "",
+        "value / target: at or above 1 meets a ≥ target, at or below 1 a ≤ target (latency). "
+        "Ratios are records/s of one row over another's in this run.",
+        "",
         f"uptime before: `{o['uptime_before']}`  ",
         f"uptime after: `{o['uptime_after']}`",
         "",

@@ -279,7 +279,7 @@ def profile_body(profiles: Mapping[str, Mapping[str, Any]], top: int) -> list[li
     body = []
     for key, summary in profiles.items():
         for rank, (frame, share) in enumerate(summary["top"][:top], 1):
-            label = f"{key} (busy {summary['busy_share']:.0%} of {summary['samples']})" \
-                if rank == 1 else ""
+            label = (f"{key} (busy in {summary['busy_share']:.0%} of {summary['samples']} "
+                     "thread samples)") if rank == 1 else ""
             body.append([label, str(rank), f"{share:.1f}%", frame.replace("|", "\\|")])
     return body

@@ -125,3 +125,9 @@ def test_the_target_rows_in_the_table() -> None:
 def test_the_servers_total_leaves_out_the_client() -> None:
     assert report.servers_total({"client": 9.0, "server 1": 1.25, "server 2": 2.0}) == 3.25
     assert report.servers_total({"client": 9.0}) is None
+
+
+def test_a_stack_with_no_named_frame_is_counted_as_unnamed_work() -> None:
+    assert report.own_frame(["0x7f00 (libc.so.6)", "0x7f01 (libc.so.6)"]) == (
+        "unnamed (libc.so.6)", False)
+    assert report.own_frame(["run (threading.py:9)", "wait (threading.py:320)"]) == ("", True)
