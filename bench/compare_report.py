@@ -155,7 +155,9 @@ def is_idle(frame: str) -> bool:
     name, where = _frame_key(frame)
     if name in IDLE_NATIVE_LEAVES:
         return True
-    return any(name == n and where.endswith(suffix) for n, suffix in IDLE_PYTHON_LEAVES)
+    # py-spy names a method Class.method (EpollSelector.select, Condition.wait, Queue.get).
+    method = name.rsplit(".", 1)[-1]
+    return any(method == n and where.endswith(suffix) for n, suffix in IDLE_PYTHON_LEAVES)
 
 
 def _unresolved(frame: str) -> bool:

@@ -69,7 +69,7 @@ RAW = "\n".join([
     "PyThread_acquire_lock_timed (libpython3.11.so.1.0);0x7f00aa (libc.so.6);0x7f00ab (libc.so.6)"
     " 100",
     "thread (13);_run (grpc.py:1);epoll_wait (libc.so.6) 40",
-    "thread (14);select (selectors.py:468) 15",
+    "thread (14);EpollSelector.select (selectors.py:468) 15",
     "thread (11): MainThread;ProducerBatch.add (raftka/client/accumulator.py:194);"
     "0x7f1ae16abcae (libc.so.6) 10",
     "thread (11): MainThread;<module> (<frozen importlib._bootstrap>:1);compile (x.py:1) 5",
@@ -131,3 +131,11 @@ def test_a_stack_with_no_named_frame_is_counted_as_unnamed_work() -> None:
     assert report.own_frame(["0x7f00 (libc.so.6)", "0x7f01 (libc.so.6)"]) == (
         "unnamed (libc.so.6)", False)
     assert report.own_frame(["run (threading.py:9)", "wait (threading.py:320)"]) == ("", True)
+
+
+def test_waiting_python_methods_are_idle_whatever_their_class() -> None:
+    for frame in ("Condition.wait (threading.py:320)", "Queue.get (queue.py:171)",
+                  "Thread._wait_for_tstate_lock (threading.py:1116)",
+                  "EpollSelector.select (selectors.py:468)"):
+        assert report.is_idle(frame), frame
+    assert not report.is_idle("Producer.send (raftka/client/producer.py:90)")
