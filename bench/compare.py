@@ -39,6 +39,11 @@ time, leaving out samples whose innermost frame only waits (epoll_wait, poll/sel
 nanosleep, futex and pthread condition waits, semaphore waits, Python's selectors.select,
 threading waits, queue.get — see bench/compare_report.py's IDLE_* sets) and interpreter
 start-up (importlib). Profiling costs CPU, so a profiled run's throughput is lower.
+Why --native: without it a thread blocked in C (a gRPC call, a C queue's get, select.poll)
+shows as busy in the Python frame that called in; with it the kernel wait is the leaf and is
+dropped. Caveat: py-spy put 50-70% of the SDK consumer's busy samples in libpython's
+gc_collect_main, yet turning the cyclic GC off cut that client's CPU by only ~20% (and the
+producer's by nothing) in a side-by-side check, so read libpython frames' shares with care.
 
 --tree PATH: the brokers and the clients (`raftka` imported from PATH) from another
 checkout, e.g. `git archive main | tar -x -C /tmp/main-tree`, for before/after. This script,
