@@ -38,7 +38,10 @@ every server process during each row; each profile is summarized as the top fram
 time, leaving out samples whose innermost frame only waits (epoll_wait, poll/select,
 nanosleep, futex and pthread condition waits, semaphore waits, Python's selectors.select,
 threading waits, queue.get — see bench/compare_report.py's IDLE_* sets) and interpreter
-start-up (importlib). Profiling costs CPU, so a profiled run's throughput is lower.
+start-up (importlib). "Busy" still holds blocking I/O calls (fsync, write, sendmsg): wall
+time of a thread, not only CPU. py-spy stops each process RATE times a second to unwind its
+stacks, so a profiled run's throughput is far lower (pre-built batches 330,000 -> 20,000
+rec/s at 100 Hz in one loaded run): take figures from a run without --profile.
 Why --native: without it a thread blocked in C (a gRPC call, a C queue's get, select.poll)
 shows as busy in the Python frame that called in; with it the kernel wait is the leaf and is
 dropped. Caveat: py-spy put 50-70% of the SDK consumer's busy samples in libpython's
