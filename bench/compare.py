@@ -711,7 +711,16 @@ def main(argv: list[str] | None = None) -> int:
         "settings": settings, "records": options.records, "size": options.size,
         "profile_top": options.profile_top,
     }
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM unwinds through the finally below, which stops every server this run started.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return _run(options, specs, settings, tree, result)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(options: argparse.Namespace, specs: list[RowSpec], settings: dict[str, str],
+         tree: Path, result: dict[str, Any]) -> int:
     with tempfile.TemporaryDirectory(prefix="raftka-compare-") as scratch:
         run = Run(options, tree, Path(scratch))
         try:
