@@ -118,9 +118,13 @@ class Cluster:
     root: Path
     sync_always: bool = False
     nodes: dict[str, Node] = field(default_factory=dict)
+    # 3 ports per server (client, cluster, http); default: free ones the kernel picks.
+    ports: list[int] | None = None
 
     def configure(self) -> None:
-        ports = free_ports(3 * len(SERVER_NAMES))
+        ports = self.ports or free_ports(3 * len(SERVER_NAMES))
+        if len(ports) != 3 * len(SERVER_NAMES):
+            raise ValueError(f"{3 * len(SERVER_NAMES)} ports needed, got {len(ports)}")
         routes = ", ".join(
             f"nats-route://127.0.0.1:{ports[3 * i + 1]}" for i in range(len(SERVER_NAMES))
         )
@@ -298,7 +302,12 @@ async def produce(
     cluster: Cluster, leader: str, records: int, size: int, window: int
 ) -> dict[str, Any]:
     """Pipelined acknowledged publishes through one connection to the stream leader's server."""
-    nc = await connect(cluster.nodes[leader].url)
+    return await produce_to(cluster.nodes[leader].url, records, size, window)
+
+
+async def produce_to(url: str, records: int, size: int, window: int) -> dict[str, Any]:
+    """produce(), to the server at `url` (bench/compare.py runs it in a process of its own)."""
+    nc = await connect(url)
     errors: list[BaseException] = []
     acked = 0
 
