@@ -22,6 +22,9 @@ page load (about:blank first, so no hash-route shortcut), timed in the page itse
                   Frame, then a task)
   fetch_ms        the page's own call of the endpoint, from the browser's Resource Timing
   load_ms         Navigation Timing's loadEventEnd (the HTML, CSS and script)
+  messages_page_records_decoded   records the brokers decoded for one message page of 50
+                  from a partition of 20,050 (their records-out counter): a page, not the
+                  partition
 
 Printed as median and max of --runs. --screenshot saves the Overview after records have
 flowed for a while (throughput chart with data, brokers, quorum); --topic-screenshot the
@@ -154,6 +157,9 @@ def browser(wanted: dict[str, int]) -> Any:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    # The viewport itself WINDOW (--window-size sizes the window, toolbars included).
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False})
     driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
                            {"source": OBSERVER_JS % json.dumps(wanted)})
     return driver
@@ -186,24 +192,52 @@ def page_load(driver: Any, url: str, selector: str, api_path: str) -> dict[str, 
             "fetch_waiting_ms": timing["server"], "load_ms": timing["load"]}
 
 
-def produce(bootstrap: str, partitions: int) -> None:
+def records_out(metrics: list[str], topic: str) -> int:
+    """Records the brokers decoded for consumers of `topic`, summed over their /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for address in metrics:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (sample.name == "raftka_brokertopicmetrics_messagesout_total"
+                        and sample.labels.get("topic") == topic):
+                    total += sample.value
+    return int(total)
+
+
+def produce(bootstrap: str, partitions: int) -> dict[str, int]:
+    """Every partition gets records; returns the sends that failed, by topic-partition."""
     from raftka import Producer
 
+    sent: list[tuple[str, Any]] = []
     with Producer(bootstrap_servers=bootstrap, acks="all", linger_ms=5) as producer:
         for p in range(partitions):
             for i in range(RECORDS_PER_PARTITION):
-                producer.send(BIG_TOPIC, value=json.dumps({"page": f"/p/{i}", "n": i}).encode(),
-                              key=b"user-%d" % (p * 7 % 101), partition=p)
+                sent.append((f"{BIG_TOPIC}-{p}", producer.send(
+                    BIG_TOPIC, value=json.dumps({"page": f"/p/{i}", "n": i}).encode(),
+                    key=b"user-%d" % (p * 7 % 101), partition=p)))
         for name, count in SMALL_TOPICS.items():
             for p in range(count):
                 for i in range(50):
-                    producer.send(name, value=json.dumps(
+                    sent.append((f"{name}-{p}", producer.send(name, value=json.dumps(
                         {"id": i, "amount": i * 3 % 97, "topic": name}).encode(),
-                        key=b"k%d" % i, partition=p)
+                        key=b"k%d" % i, partition=p)))
         for i in range(DEEP_PARTITION_RECORDS):
-            producer.send("orders", value=b'{"order": %d, "status": "paid"}' % i,
-                          key=b"o%d" % i, partition=0)
+            sent.append(("orders-0", producer.send(
+                "orders", value=b'{"order": %d, "status": "paid"}' % i, key=b"o%d" % i,
+                partition=0)))
         producer.flush()
+    failed: dict[str, int] = {}
+    for name, future in sent:
+        try:
+            future.get(timeout=60)
+        except Exception as exc:  # counted and reported, not fatal
+            key = f"{name}: {type(exc).__name__}"
+            failed[key] = failed.get(key, 0) + 1
+    return failed
 
 
 def commit_group(bootstrap: str) -> None:
@@ -299,7 +333,9 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         total = args.partitions + sum(SMALL_TOPICS.values())
         wait_isr_full(bench, total, "create")
         progress("producing")
-        produce(bootstrap, args.partitions)
+        result["produce_failed"] = produce(bootstrap, args.partitions)
+        if result["produce_failed"]:
+            progress(f"  sends that failed: {result['produce_failed']}")
         commit_group(bootstrap)
         wait_isr_full(bench, total, "after produce")  # __consumer_offsets too, once made
         metrics = [f"127.0.0.1:{n.metrics_port}" for n in bench.layout.all_nodes()]
@@ -329,11 +365,17 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             result[name] = {key: summary([r[key] for r in runs]) for key in runs[0]}
             result[name]["runs_painted_ms"] = [round(r["painted_ms"]) for r in runs]
             progress(f"  browser {name}: {result[name]}")
+        # One message page: what the brokers decoded for it (their records-out counter)
+        before = records_out(metrics, "orders")
         deep = console.get("topics/orders/partitions/0/messages?from=earliest&limit=50")
+        result["messages_page_records_decoded"] = records_out(metrics, "orders") - before
         result["messages_partition_records"] = deep["high_watermark"] - deep["log_start_offset"]
         result["messages_page_records"] = len(deep["records"])
         result["messages_next_offset"] = deep["next_offset"]
         screenshots(driver, console, bootstrap, args.screenshot, args.topic_screenshot)
+        result["throughput_last_points"] = console.get("throughput")["points"][-4:]
+        overview = console.get("overview")
+        result["under_replicated_at_end"] = overview["under_replicated"]
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         result["browser_errors"] = [e["message"] for e in errors]
         result["load_average"] = os.getloadavg()
