@@ -66,7 +66,7 @@ DEEP_PARTITION_RECORDS = 20_000
 # How long a page may take to show all its rows before the run counts as failed (s).
 PAGE_TIMEOUT_S = 60.0
 # How long records flow while the Overview is open before its screenshot (s).
-CHART_FILL_S = 16.0
+CHART_FILL_S = 30.0
 
 # Installed before the page's own scripts on every document: records when each watched
 # table first holds its expected rows, and when the frame after that was painted.
@@ -292,11 +292,14 @@ class BackgroundLoad:
         self._thread.join(30)
 
 
-def screenshots(driver: Any, console: Console, bootstrap: str, overview: str | None,
-                topic: str | None) -> None:
-    if overview:
-        load = BackgroundLoad(bootstrap)
-        try:
+def screenshots(driver: Any, bootstrap: str, metrics: list[str], root: Path,
+                overview: str | None, topic: str | None) -> None:
+    """From a console of their own, so the chart shows the steady load, not the spikes of
+    the timed runs' reads."""
+    console = Console(bootstrap, metrics, root / "console-screenshots.log")
+    load = BackgroundLoad(bootstrap) if overview else None
+    try:
+        if overview:
             driver.get("about:blank")
             driver.get(f"{console.url}/#/overview")
             time.sleep(CHART_FILL_S)
@@ -304,15 +307,17 @@ def screenshots(driver: Any, console: Console, bootstrap: str, overview: str | N
             Path(overview).parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(overview)
             progress(f"  saved {overview}")
-        finally:
+        if topic:
+            driver.get("about:blank")
+            driver.get(f"{console.url}/#/topics/{BIG_TOPIC}")
+            time.sleep(2)
+            Path(topic).parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(topic)
+            progress(f"  saved {topic}")
+    finally:
+        if load is not None:
             load.stop()
-    if topic:
-        driver.get("about:blank")
-        driver.get(f"{console.url}/#/topics/{BIG_TOPIC}")
-        time.sleep(2)
-        Path(topic).parent.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(topic)
-        progress(f"  saved {topic}")
+        console.stop()
 
 
 def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -372,7 +377,8 @@ def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         result["messages_partition_records"] = deep["high_watermark"] - deep["log_start_offset"]
         result["messages_page_records"] = len(deep["records"])
         result["messages_next_offset"] = deep["next_offset"]
-        screenshots(driver, console, bootstrap, args.screenshot, args.topic_screenshot)
+        if args.screenshot or args.topic_screenshot:
+            screenshots(driver, bootstrap, metrics, root, args.screenshot, args.topic_screenshot)
         result["throughput_last_points"] = console.get("throughput")["points"][-4:]
         overview = console.get("overview")
         result["under_replicated_at_end"] = overview["under_replicated"]
