@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from raftka.broker.groups.lag import consumer_group_lag, local_end_offsets
 
 log = logging.getLogger("raftka.metrics")
 
@@ -63,27 +65,9 @@ class BrokerState:
     fenced: Callable[[], bool]
     # (group, topic, partition, committed offset) of the groups this broker coordinates.
     committed_offsets: Callable[[], Iterable[tuple[str, str, int, int]]] = lambda: ()
-
-
-def consumer_group_lag(
-    committed: Iterable[tuple[str, str, int, int]], partitions: Iterable[Any]
-) -> Iterator[tuple[str, str, int, int]]:
-    """(group, topic, partition, lag) for every committed offset whose partition is hosted
-    here: lag = high watermark - committed offset (what a consumer can still read), never
-    below 0. The coordinator knows the committed offsets and reads the end offsets from its
-    own replicas, so a scrape costs no request; a partition with no replica on this broker
-    is left out (its lag is reported by nobody, rather than guessed). A follower's high
-    watermark trails the leader's by at most one fetch round, so lag is at most that stale."""
-    end_offsets: dict[tuple[str, int], tuple[bool, int]] = {}
-    for p in partitions:
-        key = (p.tp.topic, p.tp.partition)
-        known = end_offsets.get(key)
-        if known is None or (p.is_leader and not known[0]):
-            end_offsets[key] = (bool(p.is_leader), int(p.high_watermark))
-    for group, topic, partition, offset in committed:
-        found = end_offsets.get((topic, partition))
-        if found is not None and offset >= 0:
-            yield group, topic, partition, max(0, found[1] - offset)
+    # (topic, partition) -> end offset, also of partitions not hosted here (learned from
+    # their leaders: broker/groups/end_offsets.py); None: the hosted replicas' only.
+    end_offsets: Callable[[], Mapping[tuple[str, int], int]] | None = None
 
 
 class BrokerMetrics:
@@ -228,11 +212,14 @@ class _StateCollector(Collector):
         lag = GaugeMetricFamily(
             "raftka_consumergroup_lag",
             "High watermark minus the group's committed offset, per partition (reported by "
-            "the group's coordinator, for the partitions it hosts a replica of)",
+            "the group's coordinator; end offsets of partitions it has no replica of are "
+            "asked of their leaders at scrape time)",
             labels=["group", "topic", "partition"],
         )
+        end_offsets = (state.end_offsets() if state.end_offsets is not None
+                       else local_end_offsets(partitions))
         for group, topic, partition, value in consumer_group_lag(
-            state.committed_offsets(), partitions
+            state.committed_offsets(), end_offsets
         ):
             lag.add_metric([group, topic, str(partition)], value)
         yield lag
@@ -282,12 +269,16 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):
 
 # ------------------------------------------------------------------------- /metrics
 class MetricsServer:
-    """A minimal HTTP/1.1 server for GET /metrics (and GET / with a link), on the loop."""
+    """A minimal HTTP/1.1 server for GET /metrics (and GET / with a link), on the loop.
+    `before_scrape` runs before each /metrics answer (the group coordinator asks leaders
+    for end offsets there); if it fails the scrape is answered anyway."""
 
-    def __init__(self, metrics: BrokerMetrics, host: str, port: int) -> None:
+    def __init__(self, metrics: BrokerMetrics, host: str, port: int,
+                 before_scrape: Callable[[], Awaitable[None]] | None = None) -> None:
         self._metrics = metrics
         self._host = host
         self._port = port
+        self._before_scrape = before_scrape
         self._server: asyncio.Server | None = None
 
     @property
@@ -310,7 +301,13 @@ class MetricsServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_HEAD_TIMEOUT_S)
-            status, content_type, body = self.answer(head.split(b"\r\n", 1)[0])
+            request_line = head.split(b"\r\n", 1)[0]
+            if self._before_scrape is not None and b" /metrics" in request_line:
+                try:
+                    await self._before_scrape()
+                except Exception:
+                    log.exception("before answering a scrape")
+            status, content_type, body = self.answer(request_line)
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body

@@ -41,6 +41,7 @@ from raftka.broker.group_service import GroupServicer
 from raftka.broker.groups.classic_protocol import ClassicProtocol
 from raftka.broker.groups.coordinator import GroupCoordinator, GroupSettings
 from raftka.broker.groups.directory import GroupDirectory
+from raftka.broker.groups.end_offsets import EndOffsetsFromLeaders
 from raftka.broker.internal_auth import InternalAuth
 from raftka.broker.kafka.listener import KafkaListener
 from raftka.broker.listeners import DEFAULT_LISTENER
@@ -183,6 +184,12 @@ class BrokerServer:
         self.replica_manager = self.core.replica_manager
         self.metadata_log.subscribe(self.replica_manager.on_metadata)
         self.replica_manager.start()
+        self.end_offsets = EndOffsetsFromLeaders(
+            config.broker_id, self.channels, self._endpoint_of,
+            lambda: self.replica_manager.image,
+            lambda: self.replica_manager.partitions.values(),
+            self.core.group_coordinator.committed_offsets,
+        )
         self.metrics.watch(
             BrokerState(
                 broker_id=config.broker_id,
@@ -193,12 +200,14 @@ class BrokerServer:
                 raft_status=self.metadata_log.status,
                 fenced=lambda: self.lifecycle.fenced,
                 committed_offsets=self.core.group_coordinator.committed_offsets,
+                end_offsets=self.end_offsets.end_offsets,
             )
         )
         await self._start_grpc()
         if config.metrics_listen:
             self.metrics_server = MetricsServer(
-                self.metrics, *parse_address(config.metrics_listen, "metrics_listen")
+                self.metrics, *parse_address(config.metrics_listen, "metrics_listen"),
+                before_scrape=self.end_offsets.refresh,
             )
             await self.metrics_server.start()
         for endpoint in config.kafka_endpoints:

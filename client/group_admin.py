@@ -112,47 +112,48 @@ class GroupAdmin:
         )
 
     def lag(self, description: group_pb2.DescribeGroupResponse) -> list[PartitionLag]:
-        """Committed offset, end (high watermark) and lag of every partition of the topics
-        the group subscribes to or has committed for."""
+        """Committed offset, end (high watermark, from the partition's leader) and lag of
+        every partition of the topics the group subscribes to or has committed for. One
+        ListOffsets per leader for all its partitions (a group on a 1,000-partition topic
+        costs a call per broker, not per partition). End -1 and lag None: no leader
+        answered for that partition, so its lag is not known (not 0)."""
         committed = {(o.topic, o.partition): o.offset for o in description.offsets}
         topics = {t for t, _ in committed} | {
             t for m in description.members for t in m.subscribed_topic_names
         }
         self._metadata.refresh()
+        wanted = [(topic, info.partition) for topic in sorted(topics)
+                  for info in self._metadata.partitions_for(topic) or []]
+        ends = self._end_offsets(wanted)
         out = []
-        for topic in sorted(topics):
-            for info in self._metadata.partitions_for(topic) or []:
-                end = self._end_offset(topic, info.partition)
-                done = committed.get((topic, info.partition))
-                out.append(
-                    PartitionLag(
-                        topic,
-                        info.partition,
-                        done,
-                        end,
-                        None if done is None else max(0, end - done),
-                    )
-                )
+        for topic, partition in wanted:
+            end = ends.get((topic, partition), -1)
+            done = committed.get((topic, partition))
+            lag = None if done is None or done < 0 or end < 0 else max(0, end - done)
+            out.append(PartitionLag(topic, partition, done, end, lag))
         return out
 
-    def _end_offset(self, topic: str, partition: int) -> int:
-        address = self._metadata.leader_address(topic, partition)
-        if address is None:
-            return -1
-        request = broker_pb2.ListOffsetsRequest(
-            partitions=[
-                broker_pb2.ListOffsetsPartition(topic=topic, partition=partition, timestamp_ms=-1)
-            ]
-        )
-        try:
-            reply = (
-                self._connections.broker(address)
-                .ListOffsets(request, timeout=self._timeout_s)
-                .partitions[0]
-            )
-        except grpc.RpcError:
-            return -1
-        return reply.offset if not reply.error_code else -1
+    def _end_offsets(self, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        by_leader: dict[str, list[tuple[str, int]]] = {}
+        for topic, partition in wanted:
+            address = self._metadata.leader_address(topic, partition)
+            if address is not None:
+                by_leader.setdefault(address, []).append((topic, partition))
+        ends: dict[tuple[str, int], int] = {}
+        for address, partitions in by_leader.items():
+            request = broker_pb2.ListOffsetsRequest(partitions=[
+                broker_pb2.ListOffsetsPartition(topic=topic, partition=partition,
+                                                timestamp_ms=-1)
+                for topic, partition in partitions])
+            try:
+                reply = self._connections.broker(address).ListOffsets(
+                    request, timeout=self._timeout_s)
+            except grpc.RpcError:
+                continue
+            for answer in reply.partitions:
+                if not answer.error_code:
+                    ends[(answer.topic, answer.partition)] = answer.offset
+        return ends
 
     # ----------------------------------------------------------------------- writes
     def reset_offsets(

@@ -52,6 +52,7 @@ PURE_MODULES = {
     "raftka.broker.groups.deletion",
     "raftka.broker.groups.state",
     "raftka.broker.groups.topic_regex",
+    "raftka.broker.groups.lag",
     "raftka.client.accumulator",
     "raftka.client.subscription",
     "raftka.client.partitioner",

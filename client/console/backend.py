@@ -21,8 +21,12 @@ from raftka.client.producer import Producer
 from raftka.client.transport import Connections, bootstrap_list, translate_rpc_error
 from raftka.proto.raftka.v1 import admin_pb2, broker_pb2, common_pb2
 
-# Records one message-browser page may hold, and the bytes one fetch may bring.
+# Records one message-browser page may hold.
 BROWSE_RECORDS_MAX = 500
+# The first fetch of a page asks for this many bytes, each further one (the page is not
+# full yet) for twice as many, up to the most (bytes): a page of 50 small records reads
+# ~64 KiB of the partition, not 4 MiB of it (which the broker would decode, every record).
+BROWSE_FETCH_FIRST_BYTES = 64 * 1024
 BROWSE_FETCH_MAX_BYTES = 4 * 1024 * 1024
 # How long one call to a broker may take before the next broker is tried (s).
 CALL_TIMEOUT_S = 3.0
@@ -155,8 +159,9 @@ class ClusterBackend:
         return int(reply.offset)
 
     def browse(self, request: BrowseRequest) -> dict[str, Any]:
-        """Up to `limit` records of one partition, read from its leader with one fetch
-        (plus more while the fetch stops short and records remain)."""
+        """Up to `limit` records of one partition from an offset, read from its leader with
+        one small fetch (plus larger ones while the page is not full and records remain):
+        a page, never the partition. The next page starts at `next_offset`."""
         request.validate()
         topic, partition = request.topic, request.partition
         address = self._leader(topic, partition)
@@ -173,17 +178,19 @@ class ClusterBackend:
             offset = min(max(request.value, start_offset), end_offset)
         records: list[dict[str, Any]] = []
         position = offset
+        fetch_bytes = BROWSE_FETCH_FIRST_BYTES
         while position < end_offset and len(records) < request.limit:
             reply = self._connections.broker(address).Fetch(
                 broker_pb2.FetchRequest(
-                    replica_id=-1, max_wait_ms=0, max_bytes=BROWSE_FETCH_MAX_BYTES,
+                    replica_id=-1, max_wait_ms=0, max_bytes=fetch_bytes,
                     decode_records=True,
                     partitions=[broker_pb2.FetchPartition(
                         topic=topic, partition=partition, fetch_offset=position,
-                        partition_max_bytes=BROWSE_FETCH_MAX_BYTES, current_leader_epoch=-1)],
+                        partition_max_bytes=fetch_bytes, current_leader_epoch=-1)],
                 ),
                 timeout=CALL_TIMEOUT_S,
             ).partitions[0]
+            fetch_bytes = min(2 * fetch_bytes, BROWSE_FETCH_MAX_BYTES)
             if reply.error_code:
                 raise error_for(reply.error_code, reply.error_message)
             fresh = [r for r in reply.records if r.offset >= position]

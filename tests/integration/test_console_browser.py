@@ -1,7 +1,9 @@
 """The console in a real browser (Debian's headless Chromium driven by Selenium) against 3
 real brokers: every page shows live data, records go both ways between the UI and the SDK,
 a killed broker shows as fenced with a leader move in the live view, and the browser logs
-no error. Screenshots go to build/console-screenshots/ (docs/console.png is one of them).
+no error; the message browser pages through a partition; reloads do not starve the page
+of connections. Screenshots go to build/console-screenshots/ (the ones in docs/ come from
+bench/console_render.py).
 
 Skips only when Chromium, its driver or Selenium is missing (.ci/run installs them)."""
 
@@ -223,6 +225,62 @@ def test_the_console_in_a_browser(cluster_factory, tmp_path, browser):
         shot(driver, "overview-broker-down")
         print(f"killed broker {victim}: fenced and leader move shown after {shown_after_s:.1f}s")
 
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        console.stop()
+
+
+# Full page loads in a row: more than a browser's 6 connections to one host.
+RELOADS = 8
+
+
+def test_message_pages_and_reloads(cluster_factory, tmp_path, browser):
+    """The message browser shows one page of a partition and steps to older and newer
+    pages by offset; and reloading the console again and again does not leave the next
+    page's API calls queued behind the streams of the pages left (each page's live-event
+    stream is closed when it is hidden: Chromium kept them for about a minute)."""
+    from selenium.webdriver.common.by import By
+
+    cluster = cluster_factory(1)
+    cluster.start()
+    cluster.wait_ready()
+    with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        admin.create_topic("deep", num_partitions=1, replication_factor=1)
+    with Producer(bootstrap_servers=cluster.bootstrap) as producer:
+        for i in range(120):
+            producer.send("deep", value=b"record %d" % i, partition=0)
+        producer.flush()
+    console = ConsoleProcess(cluster.bootstrap, tmp_path / "console.log")
+    try:
+        driver = browser
+
+        def offsets() -> list[int]:
+            return [int(row.get_attribute("data-offset")) for row in
+                    driver.find_elements(By.CSS_SELECTOR, "#messages tbody tr[data-offset]")]
+
+        def step(button: str, first: int) -> None:
+            driver.execute_script("document.body.dataset.loaded = ''")
+            driver.find_element(By.ID, button).click()
+            wait_for(lambda: offsets()[:1] == [first], PAGE_WAIT_S, f"the page from {first}")
+
+        open_page(driver, console, "messages/deep/0?from=earliest&limit=50", "messages")
+        assert offsets() == list(range(50))
+        assert driver.find_element(By.ID, "older").get_attribute("disabled") is not None
+        step("newer", 50)
+        assert offsets() == list(range(50, 100))
+        step("newer", 100)
+        assert offsets() == list(range(100, 120))
+        assert driver.find_element(By.ID, "newer").get_attribute("disabled") is not None
+        step("older", 50)
+        assert offsets() == list(range(50, 100))
+
+        for i in range(RELOADS):
+            driver.get("about:blank")
+            started = time.monotonic()
+            open_page(driver, console, "topics", "topics")
+            assert "deep" in text_of(driver, "#topics"), f"reload {i + 1}"
+            print(f"reload {i + 1}: {time.monotonic() - started:.2f} s")
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert not errors, errors
     finally:

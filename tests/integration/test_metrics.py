@@ -144,3 +144,59 @@ def test_consumer_group_lag_goes_up_when_produced_and_to_zero_after_the_commit(b
         wait_for(lambda: lag() == 0, 10, "lag back to 0 after the commit")
     finally:
         consumer.close()
+
+
+def test_lag_is_reported_for_partitions_the_coordinator_has_no_replica_of(cluster_factory):
+    """RF=1 over 3 brokers: most partitions live on brokers other than the group's
+    coordinator, which must still report their lag (it asks their leaders), and so must
+    the console's group page."""
+    from raftka.client.console.backend import ClusterBackend
+
+    cluster = cluster_factory(3)
+    cluster.start()
+    cluster.wait_ready()
+    partitions = 6
+    with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+        admin.create_topic("spread", num_partitions=partitions, replication_factor=1)
+    with Producer(bootstrap_servers=cluster.bootstrap, acks="all") as producer:
+        for p in range(partitions):
+            for i in range(5 * (p + 1)):
+                producer.send("spread", value=b"r%d" % i, partition=p)
+        producer.flush()
+    consumer = Consumer("spread", bootstrap_servers=cluster.bootstrap, group_id="far",
+                        auto_offset_reset="earliest", enable_auto_commit=False)
+    try:
+        def assigned() -> bool:
+            consumer.poll(timeout_ms=200)
+            return len(consumer.assignment()) == partitions
+
+        wait_for(assigned, 30, "all 6 partitions assigned")
+        # committed offset p on partition p: lag = 5 (p + 1) - p, a different value each
+        consumer.commit({TopicPartition("spread", p): p for p in range(partitions)})
+        expected = {p: 5 * (p + 1) - p for p in range(partitions)}
+        with Admin(bootstrap_servers=cluster.bootstrap) as admin:
+            coordinator = admin.groups.describe_group("far").coordinator_id
+            replicas = {p.partition: list(p.replicas)
+                        for p in admin.describe_topic("spread").partitions}
+        elsewhere = [p for p, r in replicas.items() if coordinator not in r]
+        assert elsewhere, f"every partition has a replica on coordinator {coordinator}: {replicas}"
+        port = cluster.brokers[coordinator].metrics_port
+
+        def lags() -> dict[int, float]:
+            return {int(dict(labels)["partition"]): v
+                    for (name, labels), v in scrape(port).items()
+                    if name == "raftka_consumergroup_lag" and dict(labels)["group"] == "far"}
+
+        wait_for(lambda: lags() == expected, 15,
+                 f"a lag sample for every partition, {expected} (partitions {elsewhere} "
+                 f"have no replica on coordinator {coordinator})")
+
+        backend = ClusterBackend(cluster.bootstrap)
+        try:
+            page = backend.group("far")
+        finally:
+            backend.close()
+        assert {o["partition"]: o["lag"] for o in page["offsets"]} == expected
+        assert page["total_lag"] == sum(expected.values())
+    finally:
+        consumer.close()

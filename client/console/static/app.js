@@ -338,11 +338,26 @@ async function messages(topicName, partitionText) {
        r.value.kind === "json" ? el("span", { class: "tag" }, "json") : null),
     el("td", {}, r.headers.map(h => el("div", {}, h.key + "=",
                                        h.value.kind === "null" ? "null" : h.value.text ?? h.value.hex)))));
+  // One page of `limit` records at a time, never the whole partition: older and newer
+  // pages are the same request from another offset.
+  const limit = Number(query.get("limit"));
+  const pageAt = offset => () => {
+    const next = new URLSearchParams({ from: "offset", value: String(offset), limit,
+                                       format });
+    location.hash = "#/messages/" + encodeURIComponent(topicName) + "/" +
+                    Number(partitionText || 0) + "?" + next;
+  };
+  const pager = el("div", { class: "pager", id: "pager" },
+    el("button", { type: "button", id: "older", disabled: data.from_offset <= data.log_start_offset,
+                   onclick: pageAt(Math.max(data.log_start_offset, data.from_offset - limit)) },
+       "Older " + limit),
+    el("button", { type: "button", id: "newer", disabled: data.next_offset >= data.high_watermark,
+                   onclick: pageAt(data.next_offset) }, "Newer " + limit));
   document.getElementById("records").replaceChildren(
-    el("p", { class: "muted" }, "offsets " + data.log_start_offset + ".." + data.high_watermark +
-       " · showing " + data.records.length + " from " + data.from_offset),
+    el("p", { class: "muted", id: "records-range" }, "offsets " + data.log_start_offset + ".." +
+       data.high_watermark + " · showing " + data.records.length + " from " + data.from_offset),
     table([{ label: "Offset", num: 1 }, "Timestamp", "Key", "Value", "Headers"], rows,
-          "messages"));
+          "messages"), pager);
 }
 
 const TAIL_ROWS_MAX = 200;  // newest records the live tail keeps on the page
@@ -523,6 +538,15 @@ async function refresh(name) {
   else state.timer = setTimeout(() => refresh(name), REFRESH_MS);
 }
 
+// A page left for another keeps its server-sent event streams open while the browser may
+// still bring it back (back/forward cache), and a browser opens at most 6 connections to one
+// host: a few reloads would leave the next page's API calls queued for a minute. So the
+// streams close when the page is hidden and the live one reopens if the page comes back.
+window.addEventListener("pagehide", () => {
+  stopTail();
+  if (state.source) { state.source.close(); state.source = null; }
+});
+window.addEventListener("pageshow", event => { if (event.persisted && !state.source) connectLive(); });
 window.addEventListener("hashchange", route);
 connectLive();
 route();

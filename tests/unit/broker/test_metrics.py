@@ -67,15 +67,56 @@ class _Replica:
 
 
 def test_consumer_group_lag_is_high_watermark_minus_committed_from_hosted_replicas():
-    from raftka.broker.metrics import consumer_group_lag
+    from raftka.broker.groups.lag import consumer_group_lag, local_end_offsets
 
     hosted = [_Replica("t", 0, False, 7), _Replica("t", 0, True, 10), _Replica("t", 1, False, 4)]
     committed = [("g", "t", 0, 3), ("g", "t", 1, 4), ("g", "t", 2, 0), ("h", "t", 1, 9)]
-    assert sorted(consumer_group_lag(committed, hosted)) == [
+    assert sorted(consumer_group_lag(committed, local_end_offsets(hosted))) == [
         ("g", "t", 0, 7),  # the leader's high watermark wins over a follower's
         ("g", "t", 1, 0),
         ("h", "t", 1, 0),  # committed past what this replica knows: never negative
-    ]  # t-2 has no replica here: left out, not guessed
+    ]  # t-2's end offset is not known: left out, not guessed
+
+
+def test_only_partitions_not_hosted_are_asked_for_once_per_leader():
+    from raftka.broker.groups.lag import end_offsets_to_ask
+
+    leaders = {("t", 0): 1, ("t", 1): 2, ("t", 2): 3, ("t", 3): 2, ("t", 4): -1, ("u", 0): 3}
+    committed = [("g", "t", 0, 5), ("g", "t", 1, 5), ("h", "t", 1, 2), ("g", "t", 2, 0),
+                 ("g", "t", 3, 1), ("g", "t", 4, 1), ("g", "u", 0, -1)]
+    plan, left_out = end_offsets_to_ask(committed, {("t", 0)}, lambda t, p: leaders[(t, p)],
+                                        self_id=1, partitions_max=100)
+    # t-0 is hosted here, t-4 has no leader, u-0 has no committed offset (-1)
+    assert plan == {2: [("t", 1), ("t", 3)], 3: [("t", 2)]} and left_out == 0
+    plan, left_out = end_offsets_to_ask(committed, set(), lambda t, p: leaders[(t, p)],
+                                        self_id=1, partitions_max=2)
+    assert plan == {2: [("t", 1)], 3: [("t", 2)]} and left_out == 1  # t-0: led here
+
+
+def test_an_end_offset_learned_too_long_ago_is_dropped():
+    from raftka.broker.groups.lag import fresh_end_offsets
+
+    learned = {("t", 0): (10, 100.0), ("t", 1): (20, 69.0)}
+    assert fresh_end_offsets(learned, now_s=100.0, max_age_s=30.0) == {("t", 0): 10}
+
+
+def test_lag_uses_the_end_offsets_given_for_partitions_not_hosted():
+    from raftka.broker.metrics import BrokerState
+
+    class Image:
+        topics: dict[str, object] = {}
+        brokers: dict[int, object] = {}
+        offset = 0
+
+    metrics = BrokerMetrics()
+    metrics.watch(BrokerState(
+        broker_id=1, partitions=lambda: [], image=Image,
+        is_controller=lambda: False, purgatory_size=lambda: 0, raft_status=dict,
+        fenced=lambda: False, committed_offsets=lambda: [("g", "far", 3, 4)],
+        end_offsets=lambda: {("far", 3): 9},
+    ))
+    key = "raftka_consumergroup_lag[('group', 'g'), ('partition', '3'), ('topic', 'far')]"
+    assert samples(metrics)[key] == 5
 
 
 def test_consumer_group_lag_is_exported_per_group_topic_partition():
