@@ -65,8 +65,6 @@ class FetchPath:
             for item, asked in zip(response.partitions, request.partitions, strict=True):
                 if item.record_batches:
                     item.records.extend(to_proto_records(item.record_batches, asked.fetch_offset))
-                    if self._metrics is not None:
-                        self._metrics.messages_out.labels(item.topic).inc(len(item.records))
         return response
 
     async def fetch_slices(
@@ -88,7 +86,7 @@ class FetchPath:
         keys = [TopicPartition(p.topic, p.partition) for p in request.partitions]
         while True:
             slices: dict[int, FileSlice] | None = {} if zero_copy else None
-            response, total_bytes, ends = self._read_all(request, max_bytes, slices)
+            response, total_bytes, ends, served = self._read_all(request, max_bytes, slices)
             settled = any(p.error_code or p.diverged for p in response.partitions)
             remaining = deadline - loop.time()
             if total_bytes >= max(request.min_bytes, 1) or settled or remaining <= 0:
@@ -113,6 +111,8 @@ class FetchPath:
                 found = slices.get(index) if slices else None
                 size = found.length if found is not None else len(item.record_batches)
                 self._metrics.served(item.topic, size, follower)
+                if index in served:
+                    self._metrics.messages_out.labels(item.topic).inc(served[index])
         return response, slices or {}
 
     def _visible_end(self, tp: TopicPartition, replica_id: int) -> int:
@@ -126,12 +126,16 @@ class FetchPath:
         request: broker_pb2.FetchRequest,
         max_bytes: int,
         slices: dict[int, FileSlice] | None,
-    ) -> tuple[broker_pb2.FetchResponse, int, dict[TopicPartition, int]]:
+    ) -> tuple[broker_pb2.FetchResponse, int, dict[TopicPartition, int], dict[int, int]]:
         """One pass over the asked partitions; with `slices`, batches go there (by index)
-        instead of into record_batches."""
+        instead of into record_batches. Last: for a consumer's fetch, the offsets served per
+        partition index (from the fetch offset to the end of what was read; the records
+        themselves are never decoded for this count)."""
         response = broker_pb2.FetchResponse()
         total = 0
         ends: dict[TopicPartition, int] = {}
+        served: dict[int, int] = {}
+        consumer = request.replica_id < 0
         for index, asked in enumerate(request.partitions):
             tp = TopicPartition(asked.topic, asked.partition)
             reply = response.partitions.add(
@@ -165,12 +169,21 @@ class FetchPath:
                 upper = None if request.replica_id >= 0 else partition.high_watermark
                 budget = max(0, max_bytes - total)
                 limit = min(asked.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES, budget)
-                if slices is None:
+                if slices is None and not consumer:
                     data = partition.log.read(
                         asked.fetch_offset, limit, upper, min_one_batch=total == 0
                     )
                     reply.record_batches = data
                     total += len(data)
+                elif slices is None:
+                    found = partition.log.read_slice(
+                        asked.fetch_offset, limit, upper, min_one_batch=total == 0
+                    )
+                    if found is not None:
+                        with found:
+                            reply.record_batches = found.read()
+                        total += found.length
+                        served[index] = max(0, found.next_offset - asked.fetch_offset)
                 else:
                     found = partition.log.read_slice(
                         asked.fetch_offset, limit, upper, min_one_batch=total == 0
@@ -182,10 +195,12 @@ class FetchPath:
                     elif found is not None:
                         slices[index] = found
                         total += found.length
+                    if found is not None and consumer:
+                        served[index] = max(0, found.next_offset - asked.fetch_offset)
                 ends[tp] = self._visible_end(tp, request.replica_id)
             except Exception as exc:
                 fill_error(reply, exc)
-        return response, total, ends
+        return response, total, ends, served
 
     def _follower_fetch(
         self,

@@ -92,8 +92,9 @@ class BrokerMetrics:
         )
         self.messages_out = Counter(
             "raftka_brokertopicmetrics_messagesout",
-            "Records served to consumers (gRPC fetches that decode records; Kafka has no such "
-            "metric)", ["topic"], registry=registry,
+            "Offsets served to consumers, every fetch path (gRPC, Kafka listener), counted "
+            "from the fetch offset to the end of the batches sent; Kafka has no such metric",
+            ["topic"], registry=registry,
         )
         self.replication_bytes_out = Counter(
             "kafka_server_brokertopicmetrics_replicationbytesout",

@@ -17,6 +17,9 @@ class FileSlice:
     fd: int
     position: int
     length: int
+    # The offset after the slice's last batch (-1: not known), so a fetch can count the
+    # offsets it served without reading the records.
+    next_offset: int = -1
     _closed: bool = field(default=False, repr=False)
 
     def read(self) -> bytes:

@@ -276,9 +276,12 @@ class PartitionLog:
         with self._lock:
             upper = self._read_upper_bound(offset, max_offset)
             for segment in self._segments_from(offset) if offset < upper else []:
-                position, length = segment.read_range(offset, max_bytes, upper, min_one_batch)
+                position, length, after = segment.read_range(
+                    offset, max_bytes, upper, min_one_batch
+                )
                 if length:
-                    return FileSlice(segment.duplicate_descriptor(), position, length)
+                    return FileSlice(segment.duplicate_descriptor(), position, length,
+                                     next_offset=after)
             return None
 
     def _read_upper_bound(self, offset: int, max_offset: int | None) -> int:

@@ -186,30 +186,37 @@ class LogSegment:
         `max_offset` is exclusive (a consumer's high watermark). With `min_one_batch`, the
         first batch is returned even when larger than max_bytes, so readers make progress.
         """
-        position, length = self.read_range(offset, max_bytes, max_offset, min_one_batch)
+        position, length, _ = self.read_range(offset, max_bytes, max_offset, min_one_batch)
         return self._file.pread(length, position) if length else b""
 
     def read_range(
         self, offset: int, max_bytes: int, max_offset: int, min_one_batch: bool
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
         """(position, length) in the file of what `read` returns, found from batch headers
-        alone, so the bytes themselves can go to a socket with sendfile; length 0 if none."""
+        alone, so the bytes themselves can go to a socket with sendfile; length 0 if none.
+        Third: the offset after the range's last batch (what a reader asks for next), so a
+        fetch can count what it served without reading the records."""
         start = self.position_of(offset)
         if start is None:
-            return 0, 0
+            return 0, 0, offset
         position, first = start
         if first.last_offset >= max_offset:
-            return 0, 0
+            return 0, 0, offset
         limit = self.position_of(max_offset)
-        end = limit[0] if limit else self.size_bytes
+        end, after = (limit[0], limit[1].base_offset) if limit else (
+            self.size_bytes, self.next_offset)
         if end - position <= max_bytes:
-            return position, end - position
+            return position, end - position, after
         if first.size_bytes > max_bytes:
-            return (position, first.size_bytes) if min_one_batch else (0, 0)
-        return position, self._complete_batches_end(position, position + max_bytes) - position
+            if min_one_batch:
+                return position, first.size_bytes, first.last_offset + 1
+            return 0, 0, offset
+        end, after = self._complete_batches_end(position, position + max_bytes)
+        return position, end - position, after
 
-    def _complete_batches_end(self, position: int, cap: int) -> int:
-        """End of the last whole batch that starts at or after `position` and ends by `cap`.
+    def _complete_batches_end(self, position: int, cap: int) -> tuple[int, int]:
+        """End of the last whole batch that starts at or after `position` and ends by `cap`,
+        and the offset after it.
 
         Index entries sit on batch starts, so the walk starts at most index_interval_bytes
         before `cap` rather than at `position`.
@@ -219,9 +226,9 @@ class LogSegment:
         while walk < self.size_bytes:
             header = read_header(self._file.pread(HEADER_SIZE, walk))
             if walk + header.size_bytes > cap:
-                break
+                return walk, header.base_offset
             walk += header.size_bytes
-        return walk
+        return walk, self.next_offset
 
     def find_offset_by_timestamp(self, timestamp_ms: int) -> tuple[int, BatchHeader] | None:
         """Position and header of the first batch whose max timestamp is >= timestamp_ms."""

@@ -75,6 +75,53 @@ def test_metrics_move_when_records_are_produced_and_consumed(broker):
     )
 
 
+def test_records_out_count_every_consumer_path(broker):
+    """The console's "records out" chart reads raftka_brokertopicmetrics_messagesout. It
+    counted only gRPC fetches that asked the broker to decode records, so the SDK's and
+    Kafka clients' consumption showed 0 records/s out; now every fetch path counts the
+    offsets it served."""
+    from confluent_kafka import Consumer as KafkaConsumer
+
+    port = broker.brokers[1].metrics_port
+    with Admin(bootstrap_servers=broker.bootstrap) as admin:
+        admin.create_topic("out", num_partitions=1, replication_factor=1)
+    with Producer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=0) as producer:
+        for i in range(40):  # several batches
+            producer.send("out", value=b"v%d" % i).get(timeout=10)
+    before = value(scrape(port), "raftka_brokertopicmetrics_messagesout_total", topic="out")
+    assert before == 0
+
+    consumer = Consumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest")
+    consumer.assign([TopicPartition("out", 0)])
+    got = 0
+
+    def read_all() -> bool:
+        nonlocal got
+        got += sum(len(r) for r in consumer.poll(timeout_ms=200).values())
+        return got >= 40
+
+    wait_for(read_all, 10, "40 records read back by the SDK")
+    consumer.close()
+    after_sdk = value(scrape(port), "raftka_brokertopicmetrics_messagesout_total", topic="out")
+    assert after_sdk == 40
+
+    kafka = KafkaConsumer({"bootstrap.servers": broker.kafka_bootstrap, "group.id": "out-g",
+                           "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    kafka.subscribe(["out"])
+    seen = 0
+    try:
+        def kafka_read_all() -> bool:
+            nonlocal seen
+            seen += sum(1 for m in kafka.consume(50, timeout=0.5) if m.error() is None)
+            return seen >= 40
+
+        wait_for(kafka_read_all, 30, "40 records read back over the Kafka listener")
+    finally:
+        kafka.close()
+    after_kafka = value(scrape(port), "raftka_brokertopicmetrics_messagesout_total", topic="out")
+    assert after_kafka == 80
+
+
 def test_kafka_requests_are_counted_per_api(broker):
     from confluent_kafka.admin import AdminClient
 
