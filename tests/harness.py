@@ -2,8 +2,8 @@
 
 Every broker is a `python -m raftka broker` child process with its own data directory
 under the test's tmp_path and ports no other run holds (each broker takes a block of five:
-gRPC, Raft, Kafka, Prometheus metrics, replication listener). Processes are stopped by PID when the test ends,
-pass or fail.
+gRPC, Raft, Kafka, Prometheus metrics, replication listener). Processes are stopped by PID
+when the test ends, pass or fail.
 
 RAFTKA_TEST_TLS=1 runs every cluster made here with mutual TLS on its gRPC and Kafka
 listeners and between its brokers (tests/tls_harness.py), and points the SDK of the test

@@ -61,7 +61,8 @@ class ReplicationListener:
         self._nonce = nonce
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._refusals = ReportThrottle()
+        # One log line per kind and interval: refused credentials, broken framing.
+        self._refusals = {kind: ReportThrottle() for kind in ("credentials", "framing")}
 
     @property
     def port(self) -> int:
@@ -95,9 +96,9 @@ class ReplicationListener:
             if broker_id is not None:
                 await self._answer_fetches(broker_id, reader, writer)
         except wire.WireError as exc:
-            self._refuse(peer, str(exc))
+            self._refuse("framing", peer, str(exc))
         except TimeoutError:
-            self._refuse(peer, f"no handshake within {HANDSHAKE_TIMEOUT_S:g} s")
+            self._refuse("framing", peer, f"no handshake within {HANDSHAKE_TIMEOUT_S:g} s")
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass  # the follower went away (it reconnects), or broke the TLS session
         finally:
@@ -106,8 +107,8 @@ class ReplicationListener:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    def _refuse(self, peer: Any, why: str) -> None:
-        left_out = self._refusals.report(time.monotonic())
+    def _refuse(self, kind: str, peer: Any, why: str) -> None:
+        left_out = self._refusals[kind].report(time.monotonic())
         if left_out is not None:
             more = f" ({left_out} more refused since the last report)" if left_out else ""
             log.warning("replication listener: closing %s: %s%s", peer, why, more)
@@ -123,8 +124,8 @@ class ReplicationListener:
             writer.write(wire.VERDICT.pack(wire.REFUSED))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
-            self._refuse(peer, f"handshake as broker {broker_id} without valid cluster "
-                               "credentials (another secret?)")
+            self._refuse("credentials", peer, f"handshake as broker {broker_id} without "
+                         "valid cluster credentials (another secret?)")
             return None
         writer.write(wire.VERDICT.pack(wire.ACCEPTED))
         await writer.drain()
