@@ -1,0 +1,29 @@
+"""replication.transport and replication.listen: defaults, and clear errors at start-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from raftka.broker.config import ConfigError, build_config
+
+
+def config(**settings: str):
+    return build_config({}, {"broker_id": 1, "data_dir": "/tmp/x", "listen": "127.0.0.1:9090",
+                             **settings})
+
+
+def test_the_stream_is_the_default_at_the_grpc_port_plus_four():
+    assert config().replication_address == ("127.0.0.1", 9094)
+    assert config(replication_listen="0.0.0.0:7000").replication_address == ("0.0.0.0", 7000)
+    assert config(replication_transport="grpc").replication_address is None
+
+
+def test_bad_replication_settings_name_themselves():
+    with pytest.raises(ConfigError, match="replication.transport is 'udp'"):
+        config(replication_transport="udp")
+    with pytest.raises(ConfigError, match="replication.listen must be HOST:PORT"):
+        config(replication_listen="nowhere")
+    with pytest.raises(ConfigError, match="transport is grpc"):
+        config(replication_transport="grpc", replication_listen="127.0.0.1:7000")
+    with pytest.raises(ConfigError, match="past 65535"):
+        config(listen="127.0.0.1:65533")
