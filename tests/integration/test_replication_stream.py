@@ -211,3 +211,30 @@ def test_brokers_on_the_grpc_transport_replicate_with_the_others(cluster_factory
     assert all(stream_fetches(cluster, i) > 0 for i in streaming_leaders)
     assert stream_fetches(cluster, 3) == 0, "broker 3 runs no replication listener"
     assert "replication listener" not in cluster.brokers[3].log_text()
+
+
+def test_over_tls_the_stream_replicates_and_a_plaintext_peer_gets_nothing(
+        cluster_factory, tmp_path, monkeypatch):
+    from tests.tls_harness import client_options, secure
+
+    cluster = cluster_factory(3, {"default.replication.factor": "3",
+                                  "min.insync.replicas": "2"})
+    ca = secure(cluster, tmp_path / "tls", client_auth="required")
+    cluster.start()
+    cluster.wait_ready(timeout_s=60)
+    for key, setting in client_options(ca).environment().items():
+        monkeypatch.setenv(key, setting)  # the SDK here, and partition_state's, use TLS
+    with Admin(cluster.bootstrap) as admin:
+        admin.create_topic("sealed", 1, 3)
+    wait_isr(cluster, "sealed", {1, 2, 3})
+    with Producer(cluster.bootstrap, acks="all", linger_ms=5) as producer:
+        for _ in range(200):
+            producer.send("sealed", os.urandom(10_000), partition=0)
+        producer.flush()
+    wait_identical(cluster, "sealed")
+    leader = partition_state(cluster, "sealed").leader_id
+    assert stream_fetches(cluster, leader) > 0
+    # A plaintext handshake on the TLS port: no challenge comes back.
+    received, closed = _talk(cluster.brokers[leader].replication_port,
+                             wire.hello(2, os.urandom(wire.NONCE_BYTES)))
+    assert closed and not received.startswith(wire.MAGIC)

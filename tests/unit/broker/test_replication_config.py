@@ -19,9 +19,9 @@ def test_the_stream_is_the_default_at_the_grpc_port_plus_four():
 
 
 def test_bad_replication_settings_name_themselves():
-    with pytest.raises(ConfigError, match="replication.transport is 'udp'"):
+    with pytest.raises(ConfigError, match=r"replication\.transport is 'udp'"):
         config(replication_transport="udp")
-    with pytest.raises(ConfigError, match="replication.listen must be HOST:PORT"):
+    with pytest.raises(ConfigError, match=r"replication\.listen must be HOST:PORT"):
         config(replication_listen="nowhere")
     with pytest.raises(ConfigError, match="transport is grpc"):
         config(replication_transport="grpc", replication_listen="127.0.0.1:7000")
