@@ -101,6 +101,8 @@ class ReplicationListener:
             self._refuse("framing", peer, f"no handshake within {HANDSHAKE_TIMEOUT_S:g} s")
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass  # the follower went away (it reconnects), or broke the TLS session
+        except Exception:
+            log.exception("replication listener: serving %s failed; closing", peer)
         finally:
             self._connections.discard(task)
             writer.close()
