@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import struct
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from raftka import Admin, Producer
 from raftka.broker.replication import stream_wire as wire
 from raftka.proto.raftka.v1 import broker_pb2
-from tests.harness import LocalCluster, wait_for
+from tests.harness import TLS_MODE_ENV, LocalCluster, wait_for
 from tests.integration.test_metrics import scrape, value
 from tests.integration.test_replication import (
     NumberedProducer,
@@ -120,16 +121,29 @@ def _read_until_closed(sock: socket.socket) -> tuple[bytes, bool]:
             chunk = sock.recv(65536)
         except TimeoutError:
             return received, False
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             return received, True
         if not chunk:
             return received, True
         received += chunk
 
 
-def _talk(port: int, data: bytes) -> tuple[bytes, bool]:
+def _connect(port: int, tls: bool | None = None) -> socket.socket:
+    """A connection to a replication listener; TLS (with the harness's client certificate)
+    when the cluster runs so (RAFTKA_TEST_TLS=1), unless `tls` says otherwise."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if tls is None:
+        tls = os.environ.get(TLS_MODE_ENV) == "1"
+    if not tls:
+        return sock
+    context = ssl.create_default_context(cafile=os.environ["RAFTKA_TLS_CA"])
+    context.load_cert_chain(os.environ["RAFTKA_TLS_CERT"], os.environ["RAFTKA_TLS_KEY"])
+    return context.wrap_socket(sock, server_hostname="127.0.0.1")
+
+
+def _talk(port: int, data: bytes, tls: bool | None = None) -> tuple[bytes, bool]:
     """Send `data` on a fresh connection; what came back and whether the peer closed."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with _connect(port, tls) as sock:
         sock.sendall(data)
         return _read_until_closed(sock)
 
@@ -161,7 +175,7 @@ def test_a_connection_without_the_secret_is_refused_and_changes_nothing(cluster_
                                               partition_max_bytes=1 << 20,
                                               current_leader_epoch=before.leader_epoch,
                                               last_fetched_epoch=-1)])
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with _connect(port) as sock:
         sock.sendall(wire.hello(follower, os.urandom(wire.NONCE_BYTES)))
         challenge = b""
         while len(challenge) < wire.CHALLENGE.size:
@@ -236,5 +250,5 @@ def test_over_tls_the_stream_replicates_and_a_plaintext_peer_gets_nothing(
     assert stream_fetches(cluster, leader) > 0
     # A plaintext handshake on the TLS port: no challenge comes back.
     received, closed = _talk(cluster.brokers[leader].replication_port,
-                             wire.hello(2, os.urandom(wire.NONCE_BYTES)))
+                             wire.hello(2, os.urandom(wire.NONCE_BYTES)), tls=False)
     assert closed and not received.startswith(wire.MAGIC)
