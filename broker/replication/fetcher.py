@@ -39,6 +39,7 @@ from raftka.broker.replication.stream_client import (
     StreamConnection,
     StreamDialer,
     StreamRefusedError,
+    StreamUnreachableError,
 )
 from raftka.proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
@@ -49,6 +50,10 @@ PARTITION_FETCH_BYTES_MAX = 1024 * 1024
 FETCH_BYTES_MAX = 16 * 1024 * 1024
 # How long one fetch may take, over its long poll.
 FETCH_TIMEOUT_S = FETCH_WAIT_MAX_MS / 1000 + 10
+# A leader whose replication listener cannot be reached (a firewall that lets only its gRPC
+# port through, say; or a leader restarting) is fetched from over gRPC for this long before
+# the stream is tried again.
+STREAM_RETRY_AFTER_S = 15.0
 BACKOFF_S = 0.05
 BACKOFF_MAX_S = 1.0
 _WAIT_FOR_METADATA = {
@@ -72,6 +77,9 @@ class LeaderFetcher:
         self._added = asyncio.Event()  # a partition joined since this round's request
         self._refused = False  # the leader refused our credentials (and we said so)
         self._stream: StreamConnection | None = None  # to the leader's replication listener
+        self._stream_retry_at = 0.0  # loop time; before it, fetch over gRPC (unreachable)
+        self._grpc_meanwhile = False  # gRPC fetches worked while the stream was unreachable
+        self._fallback_said = False  # and a warning said so
 
     def add(self, partition: Partition) -> None:
         self.partitions[partition.tp] = partition
@@ -150,8 +158,22 @@ class LeaderFetcher:
                 call = stub.Fetch(request, timeout=FETCH_TIMEOUT_S,
                                   metadata=manager.channels.auth.metadata(FETCH))
             response = await self._unless_added(call)
+            if self._stream_retry_at:
+                self._note_fallback(stream is not None)
             if response is None:
                 return True  # a partition joined: ask again at once, with it
+        except StreamUnreachableError as exc:
+            # Also what a leader that died or restarts looks like: said only when it stays
+            # so across a retry while gRPC works (a blocked port).
+            log.debug("broker %d: %s", self.leader_id, exc)
+            if self._grpc_meanwhile and not self._fallback_said:
+                self._fallback_said = True
+                log.warning("broker %d: its replication listener is unreachable (%s) but gRPC "
+                            "works; fetching over gRPC, trying the stream every %g s",
+                            self.leader_id, exc, STREAM_RETRY_AFTER_S)
+            self._stream_retry_at = asyncio.get_running_loop().time() + STREAM_RETRY_AFTER_S
+            self.close_stream()
+            return False  # after the backoff, this leader is asked over gRPC
         except StreamRefusedError as exc:
             if not self._refused:
                 self._refused = True
@@ -180,11 +202,24 @@ class LeaderFetcher:
             healthy &= await self._absorb(partition, reply)
         return healthy
 
+    def _note_fallback(self, streamed: bool) -> None:
+        """A fetch went through while the stream was (or had been) unreachable."""
+        if not streamed:
+            self._grpc_meanwhile = True
+            return
+        if self._fallback_said:
+            log.info("broker %d: fetching over the replication stream again", self.leader_id)
+        self._stream_retry_at = 0.0
+        self._grpc_meanwhile = self._fallback_said = False
+
     def _stream_to(self, leader_id: int) -> StreamConnection | None:
         """The connection to the leader's replication listener (made on first use, new
         when its address changed); None when this fetch goes over gRPC."""
         dialer = self.manager.streams
         where = dialer.endpoint_of(leader_id) if dialer is not None else None
+        if (where is not None and self._stream_retry_at
+                and asyncio.get_running_loop().time() < self._stream_retry_at):
+            where = None  # unreachable a moment ago: gRPC until the retry time
         stream = self._stream
         if stream is not None and (where is None or (stream.host, stream.port) != where):
             self.close_stream()

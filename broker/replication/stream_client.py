@@ -26,12 +26,20 @@ from raftka.proto.raftka.v1 import broker_pb2
 # The stream reader's buffer (bytes): big enough that a fetch of large batches is not read
 # in many pause/resume steps of the transport.
 READ_BUFFER_BYTES = 4 * 1024 * 1024
-# How long connecting, TLS and the handshake may take (s).
-CONNECT_TIMEOUT_S = 10.0
+# How long opening the connection (TCP and TLS) may take (s): short, because a follower
+# waits that long before falling back to gRPC when a firewall drops the port's packets.
+CONNECT_TIMEOUT_S = 5.0
+# How long the replication handshake may take once connected (s).
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class StreamRefusedError(ConnectionError):
     """The leader refused this broker's handshake (its cluster secret differs)."""
+
+
+class StreamUnreachableError(ConnectionError):
+    """No connection to the leader's replication listener could be opened (refused, timed
+    out, unroutable): the fetch loop tries gRPC for a while (fetcher.py)."""
 
 
 @dataclass(frozen=True)
@@ -65,10 +73,16 @@ class StreamConnection:
         """Open the connection and prove cluster membership; StreamRefusedError if the
         leader refuses, WireError if the other end is no replication listener."""
         dialer = self.dialer
-        async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            reader, writer = await asyncio.open_connection(
-                self.host, self.port, limit=READ_BUFFER_BYTES, ssl=dialer.ssl_context,
-                server_hostname=self.host if dialer.ssl_context is not None else None)
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(
+                    self.host, self.port, limit=READ_BUFFER_BYTES, ssl=dialer.ssl_context,
+                    server_hostname=self.host if dialer.ssl_context is not None else None)
+        except (OSError, TimeoutError) as exc:
+            raise StreamUnreachableError(
+                f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}"
+            ) from exc
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
             try:
                 follower_nonce = dialer.nonce(wire.NONCE_BYTES)
                 writer.write(wire.hello(dialer.broker_id, follower_nonce))

@@ -161,3 +161,41 @@ def test_a_cancelled_fetch_closes_the_connection_and_the_next_one_reconnects(tmp
             await listener.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_leader_whose_stream_port_is_unreachable_is_fetched_from_over_grpc():
+    import grpc
+
+    from raftka.broker.controller_client import ChannelPool
+    from raftka.broker.partition import TopicPartition
+    from raftka.broker.replication.fetcher import FetcherManager
+    from raftka.proto.raftka.v1 import broker_pb2_grpc
+    from tests.unit.replication.test_leader_fetcher import FakePartition, Leader, free_port
+
+    async def scenario() -> list[set[str]]:
+        leader = Leader()
+        server = grpc.aio.server()
+        broker_pb2_grpc.add_BrokerServiceServicer_to_server(leader, server)
+        port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
+        await server.start()
+        channels = ChannelPool()
+        closed_port = free_port()  # nothing listens there: connections are refused
+
+        async def on_writer(fn, *args):
+            return fn(*args)
+
+        manager = FetcherManager(
+            broker_id=2, channels=channels, endpoint_of=lambda _: f"127.0.0.1:{port}",
+            on_writer=on_writer, clock_ms=lambda: 0, broker_epoch=lambda: 1,
+            notify=lambda tp: None,
+            streams=StreamDialer(2, InternalAuth(None, 2), lambda _: ("127.0.0.1", closed_port)))
+        try:
+            manager.follow(FakePartition(TopicPartition("a", 0)), 1)  # type: ignore[arg-type]
+            await asyncio.wait_for(leader.seen.wait(), 10)
+            return leader.asked
+        finally:
+            await manager.close()
+            await channels.close()
+            await server.stop(0)
+
+    assert asyncio.run(scenario()) == [{"a-0"}]
