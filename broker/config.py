@@ -401,7 +401,7 @@ class BrokerConfig:
         if self.replication_listen and self.replication_transport == REPLICATION_GRPC:
             raise ConfigError("replication.listen is set but replication.transport is grpc "
                               "(no replication listener runs then); drop one of them")
-        self.replication_address  # noqa: B018 - parses and raises ConfigError
+        self._check_replication_port_free()
         voters = self.voter_map
         if self.voters and self.broker_id in voters and voters[self.broker_id] != self.raft_address:
             raise ConfigError(
@@ -452,6 +452,29 @@ class BrokerConfig:
             raise ConfigError(f"broker default for a topic config: {exc}") from None
         return self
 
+
+    def _check_replication_port_free(self) -> None:
+        """The replication listener's port is no other listener's (its default, the gRPC
+        port + 4, can be one that a deployment gave to something else)."""
+        where = self.replication_address
+        if where is None:
+            return
+        others = {"listen": self.listen_address,
+                  "raft listener": parse_address(self.raft_bind_address, "raft_bind")}
+        for endpoint in self.kafka_endpoints:
+            others[f"Kafka listener {endpoint.name}"] = (endpoint.bind_host, endpoint.bind_port)
+        for endpoint in self.grpc_extra_endpoints:
+            others[f"gRPC listener {endpoint.name}"] = (endpoint.bind_host, endpoint.bind_port)
+        if self.metrics_listen:
+            others["metrics.listen"] = parse_address(self.metrics_listen, "metrics_listen")
+        wildcard = ("", "0.0.0.0", "::")
+        for name, (host, port) in others.items():
+            if port == where[1] and (host == where[0] or host in wildcard
+                                     or where[0] in wildcard):
+                given = "replication.listen" if self.replication_listen else (
+                    f"replication.listen (default: gRPC port + {REPLICATION_PORT_OFFSET})")
+                raise ConfigError(f"{given} {where[0]}:{where[1]} is also the {name}'s "
+                                  "address; set replication.listen to a free port")
 
     def _validate_security(self) -> None:
         if self.connections_max_reauth_ms < 0:

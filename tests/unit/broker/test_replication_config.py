@@ -27,3 +27,14 @@ def test_bad_replication_settings_name_themselves():
         config(replication_transport="grpc", replication_listen="127.0.0.1:7000")
     with pytest.raises(ConfigError, match="past 65535"):
         config(listen="127.0.0.1:65533")
+
+
+def test_a_replication_port_another_listener_has_is_refused():
+    with pytest.raises(ConfigError, match="Kafka listener EXTERNAL's address"):
+        config(kafka_listeners="INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:9094",
+               listener_security_protocol_map="INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT")
+    with pytest.raises(ConfigError, match="metrics"):
+        config(metrics_listen="127.0.0.1:9094")
+    assert config(kafka_listeners="INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:9094",
+                  listener_security_protocol_map="INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+                  replication_listen="0.0.0.0:9096").replication_address == ("0.0.0.0", 9096)
