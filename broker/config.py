@@ -227,7 +227,9 @@ class BrokerConfig:
     replication_transport: str = REPLICATION_STREAM
     # HOST:PORT this broker's replication listener binds (served whatever the transport,
     # unless the transport is "grpc"); its port is advertised at the gRPC advertised host.
-    # Default: the listen host at the gRPC port + 4 (`raftka cluster up` leaves it free).
+    # Default: the listen host at the gRPC port + 4 (`raftka cluster up` leaves it free);
+    # when that is another listener's port, or cannot be bound, the broker runs without one
+    # (with a warning) and its followers fetch from it over gRPC.
     replication_listen: str = ""
     # Client authentication and ACLs (README "Security"). ACLs are enforced on every Kafka and
     # gRPC client API when authorizer_enabled (Kafka: authorizer.class.name set); super_users
@@ -306,17 +308,51 @@ class BrokerConfig:
     @property
     def replication_address(self) -> tuple[str, int] | None:
         """Where the replication listener binds; None when this broker runs none
-        (replication.transport=grpc: it neither serves nor uses the stream)."""
+        (replication.transport=grpc, or the default address is unusable: see
+        replication_default_unusable)."""
         if self.replication_transport != REPLICATION_STREAM:
             return None
         if self.replication_listen:
             return parse_address(self.replication_listen, "replication.listen")
+        if self.replication_default_unusable is not None:
+            return None
         host, port = self.listen_address
-        if port + REPLICATION_PORT_OFFSET >= 65536:
-            raise ConfigError(
-                f"replication.listen: the default (gRPC port {port} + "
-                f"{REPLICATION_PORT_OFFSET}) is past 65535; set replication.listen")
         return host, port + REPLICATION_PORT_OFFSET
+
+    @property
+    def replication_default_unusable(self) -> str | None:
+        """Why the default replication listener (gRPC port + 4) is not opened, when it is
+        another listener's port or past 65535: a configuration that worked before the
+        listener existed keeps working (followers then fetch from this broker over gRPC),
+        with a warning at start-up. None when it is usable or replication.listen is set."""
+        if self.replication_transport != REPLICATION_STREAM or self.replication_listen:
+            return None
+        host, port = self.listen_address
+        port += REPLICATION_PORT_OFFSET
+        if port >= 65536:
+            return f"its default port (gRPC port + {REPLICATION_PORT_OFFSET}) is past 65535"
+        other = self._listener_at(host, port)
+        if other is not None:
+            return (f"its default address {host}:{port} (gRPC port + "
+                    f"{REPLICATION_PORT_OFFSET}) is the {other}'s")
+        return None
+
+    def _listener_at(self, host: str, port: int) -> str | None:
+        """The name of this broker's other listener bound where (host, port) is, if any."""
+        others = {"gRPC listener": self.listen_address,
+                  "raft listener": parse_address(self.raft_bind_address, "raft_bind")}
+        for endpoint in self.kafka_endpoints:
+            others[f"Kafka listener {endpoint.name}"] = (endpoint.bind_host, endpoint.bind_port)
+        for endpoint in self.grpc_extra_endpoints:
+            others[f"gRPC listener {endpoint.name}"] = (endpoint.bind_host, endpoint.bind_port)
+        if self.metrics_listen:
+            others["metrics listener"] = parse_address(self.metrics_listen, "metrics_listen")
+        wildcard = ("", "0.0.0.0", "::")
+        for name, (other_host, other_port) in others.items():
+            if other_port == port and (other_host == host or other_host in wildcard
+                                       or host in wildcard):
+                return name
+        return None
 
     @property
     def raft_address(self) -> str:
@@ -454,27 +490,14 @@ class BrokerConfig:
 
 
     def _check_replication_port_free(self) -> None:
-        """The replication listener's port is no other listener's (its default, the gRPC
-        port + 4, can be one that a deployment gave to something else)."""
+        """An explicit replication.listen may not be another listener's address."""
         where = self.replication_address
-        if where is None:
+        if where is None or not self.replication_listen:
             return
-        others = {"listen": self.listen_address,
-                  "raft listener": parse_address(self.raft_bind_address, "raft_bind")}
-        for endpoint in self.kafka_endpoints:
-            others[f"Kafka listener {endpoint.name}"] = (endpoint.bind_host, endpoint.bind_port)
-        for endpoint in self.grpc_extra_endpoints:
-            others[f"gRPC listener {endpoint.name}"] = (endpoint.bind_host, endpoint.bind_port)
-        if self.metrics_listen:
-            others["metrics.listen"] = parse_address(self.metrics_listen, "metrics_listen")
-        wildcard = ("", "0.0.0.0", "::")
-        for name, (host, port) in others.items():
-            if port == where[1] and (host == where[0] or host in wildcard
-                                     or where[0] in wildcard):
-                given = "replication.listen" if self.replication_listen else (
-                    f"replication.listen (default: gRPC port + {REPLICATION_PORT_OFFSET})")
-                raise ConfigError(f"{given} {where[0]}:{where[1]} is also the {name}'s "
-                                  "address; set replication.listen to a free port")
+        other = self._listener_at(*where)
+        if other is not None:
+            raise ConfigError(f"replication.listen {where[0]}:{where[1]} is also the {other}'s "
+                              "address; give it a free port")
 
     def _validate_security(self) -> None:
         if self.connections_max_reauth_ms < 0:

@@ -349,6 +349,11 @@ class BrokerLifecycle:
             ),
         )
 
+    def advertise_replication_port(self, port: int) -> None:
+        """The replication listener's port to register (0: none); before the first
+        registration."""
+        self._request.endpoint.replication_port = port
+
     async def run(self) -> None:
         while True:
             try:

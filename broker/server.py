@@ -27,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from raftka.broker import tls as broker_tls
-from raftka.broker.config import BrokerConfig, parse_address
+from raftka.broker.config import REPLICATION_STREAM, BrokerConfig, parse_address
 from raftka.broker.controller_client import (
     GRPC_MESSAGE_MAX_BYTES,
     BrokerLifecycle,
@@ -232,24 +232,40 @@ class BrokerServer:
         )
 
     async def _start_replication_listener(self) -> None:
-        where = self.config.replication_address
+        """Open the replication listener and advertise its port; without one (transport
+        grpc, or the default address unusable) followers fetch from this broker over gRPC."""
+        config = self.config
+        unusable = config.replication_default_unusable
+        if unusable is not None:
+            log.warning("no replication listener: %s; followers fetch from this broker over "
+                        "gRPC (set replication.listen to a free HOST:PORT)", unusable)
+        where = config.replication_address
         if where is None:
+            self.lifecycle.advertise_replication_port(0)
             return
-        tls = self.tls if self.config.grpc_uses_tls else None
-        self.replication_listener = ReplicationListener(
+        tls = self.tls if config.grpc_uses_tls else None
+        listener = ReplicationListener(
             self.core.fetch_path, self.internal_auth, *where,
             ssl_context=tls.kafka_server_context() if tls is not None else None,
             metrics=self.metrics)
         try:
-            await self.replication_listener.start()
+            await listener.start()
         except OSError as exc:
-            raise OSError(f"cannot listen on {where[0]}:{where[1]} (replication.listen): "
-                          f"{exc.strerror or exc}") from None
+            problem = f"cannot listen on {where[0]}:{where[1]}: {exc.strerror or exc}"
+            if config.replication_listen:
+                raise OSError(f"{problem} (replication.listen)") from None
+            log.warning("no replication listener: %s (the default, gRPC port + 4); followers "
+                        "fetch from this broker over gRPC (set replication.listen to a free "
+                        "HOST:PORT)", problem)
+            self.lifecycle.advertise_replication_port(0)
+            return
+        self.replication_listener = listener
+        self.lifecycle.advertise_replication_port(listener.port)
 
     def _stream_dialer(self) -> StreamDialer | None:
         """How this broker's followers reach leaders' replication listeners; None with
         replication.transport=grpc."""
-        if self.config.replication_address is None:
+        if self.config.replication_transport != REPLICATION_STREAM:
             return None
         tls = self.tls if self.config.grpc_uses_tls else None
         return StreamDialer(self.config.broker_id, self.internal_auth,
@@ -303,7 +319,6 @@ class BrokerServer:
                 config.kafka_endpoints,
                 config.grpc_extra_endpoints,
                 self.fd_budget.max_replicas,
-                replication_port=(config.replication_address or ("", 0))[1],
             ),
             lambda: replicas.applied_offset,
             config.broker_heartbeat_interval_ms / 1000,
