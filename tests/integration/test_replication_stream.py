@@ -252,3 +252,28 @@ def test_over_tls_the_stream_replicates_and_a_plaintext_peer_gets_nothing(
     received, closed = _talk(cluster.brokers[leader].replication_port,
                              wire.hello(2, os.urandom(wire.NONCE_BYTES)), tls=False)
     assert closed and not received.startswith(wire.MAGIC)
+
+
+def test_a_broker_whose_default_replication_port_is_taken_serves_over_grpc(cluster_factory):
+    """A configuration from before the listener (its EXTERNAL Kafka listener at gRPC + 4)."""
+    cluster = cluster_factory(3, {"default.replication.factor": "3",
+                                  "min.insync.replicas": "2"})
+    broker = cluster.brokers[2]
+    protocol = "SSL" if os.environ.get(TLS_MODE_ENV) == "1" else "PLAINTEXT"
+    broker.settings = {
+        **broker.settings,
+        "listeners": f"{protocol}://127.0.0.1:{broker.kafka_port},"
+                     f"EXTERNAL://127.0.0.1:{broker.replication_port}",
+        "listener.security.protocol.map": f"EXTERNAL:{protocol},{protocol}:{protocol}",
+    }
+    cluster.start()
+    cluster.wait_ready()
+    assert "no replication listener: its default address" in broker.log_text()
+    with Admin(cluster.bootstrap) as admin:
+        admin.create_topic("yielding", 3, 3)
+    for partition in range(3):
+        wait_isr(cluster, "yielding", {1, 2, 3}, partition)
+    produce(cluster.bootstrap, "yielding", 300, size=3_000, partitions=3)
+    for partition in range(3):
+        wait_identical(cluster, "yielding", partition)
+    assert stream_fetches(cluster, 2) == 0
