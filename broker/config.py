@@ -70,6 +70,8 @@ KAFKA_ALIASES = {
     "cluster.secret.rotation.file": "cluster_secret_rotation_file",
     "raft.bind": "raft_bind",
     "metrics.listen": "metrics_listen",
+    "replication.listen": "replication_listen",
+    "replication.transport": "replication_transport",
     "controlled.shutdown.enable": "controlled_shutdown_enable",
     "controlled.shutdown.timeout.ms": "controlled_shutdown_timeout_ms",
     # client authentication and ACLs (broker/security.py)
@@ -90,6 +92,13 @@ _TOPIC_DEFAULTS = {
     "min_insync_replicas": "min.insync.replicas",
     "unclean_leader_election_enable": "unclean.leader.election.enable",
 }
+
+
+REPLICATION_STREAM, REPLICATION_GRPC = "stream", "grpc"
+REPLICATION_TRANSPORTS = (REPLICATION_STREAM, REPLICATION_GRPC)
+# The default replication listener's port, past the gRPC port (Raft is +1, Kafka +2 and
+# metrics +3 in `raftka cluster up`'s layout).
+REPLICATION_PORT_OFFSET = 4
 
 
 class ConfigError(ValueError):
@@ -211,6 +220,17 @@ class BrokerConfig:
     # HOST:PORT of the Prometheus endpoint (GET /metrics, broker/metrics.py); "": none. Off
     # unless asked for, like any port a broker opens (`raftka cluster up` turns it on).
     metrics_listen: str = ""
+    # How followers here copy their leaders' logs: "stream" (broker/replication/
+    # stream_wire.py: a plain TCP connection per leader, batches sent with sendfile) or
+    # "grpc" (BrokerService.Fetch, the older path). A follower streams only from a leader
+    # that advertises a replication listener; otherwise, and with "grpc", it uses gRPC.
+    replication_transport: str = REPLICATION_STREAM
+    # HOST:PORT this broker's replication listener binds (served whatever the transport,
+    # unless the transport is "grpc"); its port is advertised at the gRPC advertised host.
+    # Default: the listen host at the gRPC port + 4 (`raftka cluster up` leaves it free);
+    # when that is another listener's port, or cannot be bound, the broker runs without one
+    # (with a warning) and its followers fetch from it over gRPC.
+    replication_listen: str = ""
     # Client authentication and ACLs (README "Security"). ACLs are enforced on every Kafka and
     # gRPC client API when authorizer_enabled (Kafka: authorizer.class.name set); super_users
     # ("User:a;User:b") skip them; a resource no ACL names is allowed only with
@@ -286,6 +306,55 @@ class BrokerConfig:
             e.uses_tls for e in [*self.kafka_endpoints, *self.grpc_extra_endpoints])
 
     @property
+    def replication_address(self) -> tuple[str, int] | None:
+        """Where the replication listener binds; None when this broker runs none
+        (replication.transport=grpc, or the default address is unusable: see
+        replication_default_unusable)."""
+        if self.replication_transport != REPLICATION_STREAM:
+            return None
+        if self.replication_listen:
+            return parse_address(self.replication_listen, "replication.listen")
+        if self.replication_default_unusable is not None:
+            return None
+        host, port = self.listen_address
+        return host, port + REPLICATION_PORT_OFFSET
+
+    @property
+    def replication_default_unusable(self) -> str | None:
+        """Why the default replication listener (gRPC port + 4) is not opened, when it is
+        another listener's port or past 65535: a configuration that worked before the
+        listener existed keeps working (followers then fetch from this broker over gRPC),
+        with a warning at start-up. None when it is usable or replication.listen is set."""
+        if self.replication_transport != REPLICATION_STREAM or self.replication_listen:
+            return None
+        host, port = self.listen_address
+        port += REPLICATION_PORT_OFFSET
+        if port >= 65536:
+            return f"its default port (gRPC port + {REPLICATION_PORT_OFFSET}) is past 65535"
+        other = self._listener_at(host, port)
+        if other is not None:
+            return (f"its default address {host}:{port} (gRPC port + "
+                    f"{REPLICATION_PORT_OFFSET}) is the {other}'s")
+        return None
+
+    def _listener_at(self, host: str, port: int) -> str | None:
+        """The name of this broker's other listener bound where (host, port) is, if any."""
+        others = {"gRPC listener": self.listen_address,
+                  "raft listener": parse_address(self.raft_bind_address, "raft_bind")}
+        for endpoint in self.kafka_endpoints:
+            others[f"Kafka listener {endpoint.name}"] = (endpoint.bind_host, endpoint.bind_port)
+        for endpoint in self.grpc_extra_endpoints:
+            others[f"gRPC listener {endpoint.name}"] = (endpoint.bind_host, endpoint.bind_port)
+        if self.metrics_listen:
+            others["metrics listener"] = parse_address(self.metrics_listen, "metrics_listen")
+        wildcard = ("", "0.0.0.0", "::")
+        for name, (other_host, other_port) in others.items():
+            if other_port == port and (other_host == host or other_host in wildcard
+                                       or host in wildcard):
+                return name
+        return None
+
+    @property
     def raft_address(self) -> str:
         if self.raft_listen:
             host, port = parse_address(self.raft_listen, "raft_listen")
@@ -310,6 +379,8 @@ class BrokerConfig:
         hosts = [self.listen_address[0], self.raft_bind_address.rpartition(":")[0]]
         hosts += [e.bind_host for e in self.kafka_endpoints]
         hosts += [e.bind_host for e in self.grpc_extra_endpoints]
+        if self.replication_address is not None:
+            hosts.append(self.replication_address[0])
         return hosts
 
     @property
@@ -359,6 +430,14 @@ class BrokerConfig:
         self.raft_bind_address  # noqa: B018
         if self.metrics_listen:
             parse_address(self.metrics_listen, "metrics_listen")
+        if self.replication_transport not in REPLICATION_TRANSPORTS:
+            raise ConfigError(
+                f"replication.transport is {self.replication_transport!r}; use one of "
+                f"{', '.join(REPLICATION_TRANSPORTS)}")
+        if self.replication_listen and self.replication_transport == REPLICATION_GRPC:
+            raise ConfigError("replication.listen is set but replication.transport is grpc "
+                              "(no replication listener runs then); drop one of them")
+        self._check_replication_port_free()
         voters = self.voter_map
         if self.voters and self.broker_id in voters and voters[self.broker_id] != self.raft_address:
             raise ConfigError(
@@ -409,6 +488,16 @@ class BrokerConfig:
             raise ConfigError(f"broker default for a topic config: {exc}") from None
         return self
 
+
+    def _check_replication_port_free(self) -> None:
+        """An explicit replication.listen may not be another listener's address."""
+        where = self.replication_address
+        if where is None or not self.replication_listen:
+            return
+        other = self._listener_at(*where)
+        if other is not None:
+            raise ConfigError(f"replication.listen {where[0]}:{where[1]} is also the {other}'s "
+                              "address; give it a free port")
 
     def _validate_security(self) -> None:
         if self.connections_max_reauth_ms < 0:

@@ -330,6 +330,7 @@ class BrokerLifecycle:
         kafka_endpoints: Sequence[ListenerEndpoint] = (),
         grpc_endpoints: Sequence[ListenerEndpoint] = (),
         max_replicas: int = 0,
+        replication_port: int = 0,
     ) -> controller_pb2.RegisterBrokerRequest:
         return controller_pb2.RegisterBrokerRequest(
             broker_id=broker_id,
@@ -344,8 +345,14 @@ class BrokerLifecycle:
                                  for e in kafka_endpoints],
                 grpc_listeners=[common_pb2.NamedEndpoint(name=e.name, host=e.host, port=e.port)
                                 for e in grpc_endpoints],
+                replication_port=replication_port,
             ),
         )
+
+    def advertise_replication_port(self, port: int) -> None:
+        """The replication listener's port to register (0: none); before the first
+        registration."""
+        self._request.endpoint.replication_port = port
 
     async def run(self) -> None:
         while True:

@@ -17,6 +17,7 @@ import grpc
 
 from raftka.cluster.cluster_auth import (
     AUTH_HEADER,
+    HANDSHAKE_PROOF_BYTES,
     ClusterAuthError,
     ClusterCredentials,
     ReportThrottle,
@@ -76,6 +77,23 @@ class InternalAuth:
             return extra
         token = self._credentials.token(method, self._broker_id, self._clock_ms())
         return ((AUTH_HEADER, token), *extra)
+
+    def handshake_proof(self, follower_nonce: bytes, leader_nonce: bytes) -> bytes:
+        """This broker's answer to a replication listener's challenge (zeros without a
+        secret: a leader that has one refuses it, one without accepts anything)."""
+        if self._credentials is None:
+            return bytes(HANDSHAKE_PROOF_BYTES)
+        return self._credentials.handshake_proof(follower_nonce, leader_nonce, self._broker_id)
+
+    def handshake_proven(
+        self, proof: bytes, follower_nonce: bytes, leader_nonce: bytes, broker_id: int
+    ) -> bool:
+        """The follower answered the challenge with the cluster secret (always True
+        without one)."""
+        if self._credentials is None:
+            return True
+        return self._credentials.handshake_proven(proof, follower_nonce, leader_nonce,
+                                                  broker_id)
 
     def check(self, invocation_metadata: object, method: str) -> int | None:
         """The calling broker's id; ClusterAuthError if the call proves no membership."""

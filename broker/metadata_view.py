@@ -26,6 +26,7 @@ def _endpoint(image: MetadataImage, broker_id: int, listener: str) -> common_pb2
                          for n, h, p in b.kafka_listeners],
         grpc_listeners=[common_pb2.NamedEndpoint(name=n, host=h, port=p)
                         for n, h, p in b.grpc_listeners],
+        replication_port=b.replication_port,
     )
 
 

@@ -27,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from raftka.broker import tls as broker_tls
-from raftka.broker.config import BrokerConfig, parse_address
+from raftka.broker.config import REPLICATION_STREAM, BrokerConfig, parse_address
 from raftka.broker.controller_client import (
     GRPC_MESSAGE_MAX_BYTES,
     BrokerLifecycle,
@@ -61,6 +61,8 @@ from raftka.broker.purgatory import Purgatory
 from raftka.broker.replica_manager import ReplicaManager, ReplicaManagerSettings
 from raftka.broker.replication.fetcher import FetcherManager
 from raftka.broker.replication.isr_updater import IsrUpdater
+from raftka.broker.replication.stream_client import StreamDialer
+from raftka.broker.replication.stream_server import ReplicationListener
 from raftka.broker.security import BrokerSecurity
 from raftka.broker.security_service import SecurityServicer
 from raftka.broker.service import AdminServicer, BrokerServicer, ControllerServicer
@@ -132,6 +134,7 @@ class BrokerServer:
         self.grpc_server: grpc.aio.Server | None = None
         self.extra_grpc_servers: list[grpc.aio.Server] = []
         self.kafka_listeners: list[KafkaListener] = []
+        self.replication_listener: ReplicationListener | None = None
         self.metrics = BrokerMetrics()
         self.metrics_server: MetricsServer | None = None
         self.port = 0
@@ -216,6 +219,8 @@ class BrokerServer:
                 self.tls.kafka_server_context() if self.tls and endpoint.uses_tls else None)
             self.kafka_listeners.append(listener)
             await listener.start()
+        # Before registering: the registration advertises the listener's port.
+        await self._start_replication_listener()
         self.metadata_log.start()
         self._heartbeats = asyncio.create_task(self.lifecycle.run(), name="heartbeats")
         self._tasks = [
@@ -235,6 +240,53 @@ class BrokerServer:
             config.voter_map,
         )
 
+    async def _start_replication_listener(self) -> None:
+        """Open the replication listener and advertise its port; without one (transport
+        grpc, or the default address unusable) followers fetch from this broker over gRPC."""
+        config = self.config
+        unusable = config.replication_default_unusable
+        if unusable is not None:
+            log.warning("no replication listener: %s; followers fetch from this broker over "
+                        "gRPC (set replication.listen to a free HOST:PORT)", unusable)
+        where = config.replication_address
+        if where is None:
+            self.lifecycle.advertise_replication_port(0)
+            return
+        tls = self.tls if config.grpc_uses_tls else None
+        listener = ReplicationListener(
+            self.core.fetch_path, self.internal_auth, *where,
+            ssl_context=tls.kafka_server_context() if tls is not None else None,
+            metrics=self.metrics)
+        try:
+            await listener.start()
+        except OSError as exc:
+            problem = f"cannot listen on {where[0]}:{where[1]}: {exc.strerror or exc}"
+            if config.replication_listen:
+                raise OSError(f"{problem} (replication.listen)") from None
+            log.warning("no replication listener: %s (the default, gRPC port + 4); followers "
+                        "fetch from this broker over gRPC (set replication.listen to a free "
+                        "HOST:PORT)", problem)
+            self.lifecycle.advertise_replication_port(0)
+            return
+        self.replication_listener = listener
+        self.lifecycle.advertise_replication_port(listener.port)
+
+    def _stream_dialer(self) -> StreamDialer | None:
+        """How this broker's followers reach leaders' replication listeners; None with
+        replication.transport=grpc."""
+        if self.config.replication_transport != REPLICATION_STREAM:
+            return None
+        tls = self.tls if self.config.grpc_uses_tls else None
+        return StreamDialer(self.config.broker_id, self.internal_auth,
+                            self._replication_endpoint_of,
+                            tls.client_context() if tls is not None else None)
+
+    def _replication_endpoint_of(self, broker_id: int) -> tuple[str, int] | None:
+        registration = self.metadata_log.image.brokers.get(broker_id)
+        if registration is None or registration.fenced or registration.replication_port <= 0:
+            return None
+        return registration.host, registration.replication_port
+
     def _build_core(self) -> BrokerCore:
         """Every collaborator the adapters need, in dependency order, before any adapter
         exists (so no adapter sees a half-built broker)."""
@@ -249,6 +301,7 @@ class BrokerServer:
             now_ms,
             lambda: self.lifecycle.broker_epoch,
             purgatory.notify,
+            self._stream_dialer(),
         )
         replicas = ReplicaManager(
             ReplicaManagerSettings(
@@ -536,6 +589,8 @@ class BrokerServer:
         self.core.watch_server.close()  # else each watch stream holds gRPC's grace period
         for listener in self.kafka_listeners:
             await listener.stop()
+        if self.replication_listener is not None:
+            await self.replication_listener.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         for extra in self.extra_grpc_servers:

@@ -72,6 +72,19 @@ class BrokerTls:
         }[self.client_auth]
         return context
 
+    def client_context(self) -> ssl.SSLContext:
+        """For this broker's own asyncio connections to the others (the replication
+        stream): as grpc_channel_credentials — trust the CA, check the host name, present
+        this broker's certificate."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = MINIMUM_TLS_VERSION
+        if self.ca_pem is not None:
+            context.load_verify_locations(cadata=self.ca_pem.decode())
+        else:
+            context.load_default_certs()
+        context.load_cert_chain(self.files.certificate, self.files.key)
+        return context
+
     def grpc_server_credentials(self) -> grpc.ServerCredentials:
         """For the gRPC SSL / SASL_SSL listeners. grpcio offers only "require a verified
         client certificate" or "ask for none", so `requested` asks for none on gRPC (a gRPC

@@ -13,8 +13,9 @@ directory restarts the same cluster with its data):
                         key and a client certificate (client/local_ca.py)
 
 Ports: broker N uses base + 10*(N-1) for gRPC, +1 for Raft, +2 for the Kafka listener and
-+3 for Prometheus metrics (GET /metrics), so with the default base 9090 the first broker
-answers gRPC on 9090, Kafka on 9092 and metrics on 9093.
++3 for Prometheus metrics (GET /metrics) and +4 for the replication listener (followers copy
+its logs there), so with the default base 9090 the first broker answers gRPC on 9090, Kafka
+on 9092, metrics on 9093 and replication on 9094.
 
 Which process is a broker: the command that started it holds its process handle (Popen)
 and judges it by that alone — `cluster up` while it supervises, `cluster start` while it
@@ -70,6 +71,7 @@ class NodeSpec:
     raft_port: int
     kafka_port: int
     metrics_port: int
+    replication_port: int
 
     @property
     def address(self) -> str:
@@ -96,7 +98,7 @@ class ClusterLayout:
                 f"no broker {broker_id}: this cluster has brokers 1..{self.nodes}"
             )
         base = self.base_port + PORT_STRIDE * (broker_id - 1)
-        return NodeSpec(broker_id, base, base + 1, base + 2, base + 3)
+        return NodeSpec(broker_id, base, base + 1, base + 2, base + 3, base + 4)
 
     def all_nodes(self) -> list[NodeSpec]:
         return [self.node(i) for i in range(1, self.nodes + 1)]
@@ -294,6 +296,10 @@ class LocalCluster:
             "--cluster-secret-file",
             str(self.ensure_secret()),
         ]
+        transport = {k.replace("-", "_").replace(".", "_"): v
+                     for k, v in layout.settings.items()}.get("replication_transport", "stream")
+        if transport != "grpc":  # else no replication listener runs
+            command += ["--set", f"replication.listen=127.0.0.1:{node.replication_port}"]
         if layout.tls:
             material = self.ensure_tls(layout)
             cert, key = material.broker(broker_id)

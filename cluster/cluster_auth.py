@@ -15,6 +15,10 @@ Limits (said in README too): this is authentication, not encryption; on a networ
 can listen to, a captured token can be replayed for the same method within the skew window.
 Client TLS / mTLS is what closes that.
 
+The replication listener (broker/replication/stream_wire.py) authenticates a connection once,
+by challenge and response: `handshake_proof` is an HMAC over both sides' fresh nonces and the
+follower's broker id, so a recorded handshake proves nothing on a later connection.
+
 The Raft transport uses a different key derived from the same secret (`raft_password`), so
 the two uses never share key material.
 """
@@ -35,6 +39,9 @@ DEFAULT_MAX_CLOCK_SKEW_MS = 120_000
 
 _TOKEN_DOMAIN = b"raftka-internal-v1"
 _RAFT_DOMAIN = b"raftka-raft-v1"
+_REPLICATION_DOMAIN = b"raftka-replication-v1"
+# Length of a replication handshake proof (HMAC-SHA256), bytes.
+HANDSHAKE_PROOF_BYTES = 32
 
 
 class ClusterAuthError(Exception):
@@ -68,6 +75,12 @@ def _mac(key: bytes, method: str, broker_id: int, now_ms: int) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def _handshake_mac(key: bytes, follower_nonce: bytes, leader_nonce: bytes, broker_id: int) -> bytes:
+    message = b"|".join(
+        (_REPLICATION_DOMAIN, follower_nonce, leader_nonce, str(broker_id).encode()))
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
 class ClusterCredentials:
     """Signs tokens with the cluster secret and accepts tokens signed with it or with any of
     `also_accepted` (the other secret while a secret is being rotated)."""
@@ -88,6 +101,19 @@ class ClusterCredentials:
 
     def token(self, method: str, broker_id: int, now_ms: int) -> str:
         return f"{TOKEN_VERSION}.{broker_id}.{now_ms}.{_mac(self._key, method, broker_id, now_ms)}"
+
+    def handshake_proof(self, follower_nonce: bytes, leader_nonce: bytes, broker_id: int) -> bytes:
+        """The follower's answer to a replication listener's challenge."""
+        return _handshake_mac(self._key, follower_nonce, leader_nonce, broker_id)
+
+    def handshake_proven(
+        self, proof: bytes, follower_nonce: bytes, leader_nonce: bytes, broker_id: int
+    ) -> bool:
+        """`proof` answers this challenge with the cluster secret (or a rotation one)."""
+        return any(
+            hmac.compare_digest(_handshake_mac(key, follower_nonce, leader_nonce, broker_id), proof)
+            for key in self._accepted
+        )
 
     def verify(self, token: str | None, method: str, now_ms: int) -> int:
         """The caller's broker id, or ClusterAuthError saying why the token is refused."""

@@ -254,6 +254,7 @@ def register_broker(
             kafka_listeners=[(k.name, k.host, k.port) for k in endpoint.kafka_listeners],
             grpc_listeners=[(g.name, g.host, g.port) for g in endpoint.grpc_listeners],
             max_replicas=max(0, request.max_replicas),
+            replication_port=endpoint.replication_port,
         )
     )
     # The epoch is the offset of the registration record once applied.

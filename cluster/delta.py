@@ -119,6 +119,7 @@ class MetadataDelta:
             fenced=record.fenced,
             epoch=record.broker_epoch or self._offset,
             max_replicas=record.max_replicas,
+            replication_port=endpoint.replication_port,
         )
 
     def _set_fenced(self, broker_id: int, fenced: bool) -> None:
@@ -301,6 +302,7 @@ def image_to_records(image: MetadataImage) -> list[metadata_pb2.MetadataRecord]:
             kafka_listeners=broker.kafka_listeners,
             grpc_listeners=broker.grpc_listeners,
             max_replicas=broker.max_replicas,
+            replication_port=broker.replication_port,
         )
         record.register_broker.broker_epoch = broker.epoch
         out.append(record)

@@ -37,6 +37,9 @@ class BrokerRegistration:
     epoch: int
     # Partition replicas the broker can host (its file-descriptor budget); 0: no limit.
     max_replicas: int = 0
+    # Port of the replication listener at `host` (broker/replication/); 0: none, fetch over
+    # gRPC (registrations from before the field, or replication.transport=grpc).
+    replication_port: int = 0
 
     def kafka_endpoint(self, listener: str) -> tuple[str, int] | None:
         """Where a Kafka client that came in on `listener` reaches this broker; None when

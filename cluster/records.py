@@ -66,6 +66,7 @@ def register_broker(
     kafka_listeners: Sequence[tuple[str, str, int]] = (),
     grpc_listeners: Sequence[tuple[str, str, int]] = (),
     max_replicas: int = 0,
+    replication_port: int = 0,
 ) -> MetadataRecord:
     return MetadataRecord(
         register_broker=metadata_pb2.RegisterBrokerRecord(
@@ -77,6 +78,7 @@ def register_broker(
                                  for name, h, p in kafka_listeners],
                 grpc_listeners=[common_pb2.NamedEndpoint(name=name, host=h, port=p)
                                 for name, h, p in grpc_listeners],
+                replication_port=replication_port,
             ),
             voter=voter,
             pid=pid,

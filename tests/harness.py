@@ -1,9 +1,9 @@
 """Real broker processes on 127.0.0.1 for integration tests.
 
 Every broker is a `python -m raftka broker` child process with its own data directory
-under the test's tmp_path and ports no other run holds (each broker takes a block of four:
-gRPC, Raft, Kafka, Prometheus metrics). Processes are stopped by PID when the test ends,
-pass or fail.
+under the test's tmp_path and ports no other run holds (each broker takes a block of five:
+gRPC, Raft, Kafka, Prometheus metrics, replication listener). Processes are stopped by PID
+when the test ends, pass or fail.
 
 RAFTKA_TEST_TLS=1 runs every cluster made here with mutual TLS on its gRPC and Kafka
 listeners and between its brokers (tests/tls_harness.py), and points the SDK of the test
@@ -31,7 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from raftka.cluster.cluster_auth import AUTH_HEADER, ClusterCredentials
 from raftka.proto.raftka.v1 import admin_pb2, admin_pb2_grpc
 
-PORTS_PER_BROKER = 4
+PORTS_PER_BROKER = 5
 TLS_MODE_ENV = "RAFTKA_TEST_TLS"
 
 
@@ -118,6 +118,7 @@ class BrokerProcess:
         self.raft_port = port + 1
         self.kafka_port = port + 2
         self.metrics_port = port + 3
+        self.replication_port = port + 4  # the broker's default replication.listen
         self.voters = voters
         self.settings = settings
         self.log_path = data_dir.parent / f"broker-{broker_id}.log"

@@ -13,6 +13,11 @@ cuts the loop's in-flight long poll short: the poll is cancelled and the next ro
 it at once, instead of up to FETCH_WAIT_MAX_MS later, which after a failover is time the new
 leader's acks=all writes wait for this follower. Only the wait on the RPC is cancelled, never
 the appending of a reply that has arrived.
+
+Transport: a leader that advertises a replication listener is fetched from over the
+replication stream (stream_client.py: one reused, authenticated TCP connection, batches sent
+by sendfile) when this broker's replication.transport is "stream"; otherwise over gRPC
+BrokerService.Fetch. Both give the same FetchResponse, so everything below is the same.
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ import grpc
 from raftka.broker.controller_client import ChannelPool
 from raftka.broker.internal_auth import FETCH
 from raftka.broker.partition import Partition, TopicPartition
+from raftka.broker.replication import stream_wire
 from raftka.broker.replication.follower_state import StartOver, TruncateTo, resolve_divergence
+from raftka.broker.replication.stream_client import (
+    StreamConnection,
+    StreamDialer,
+    StreamRefusedError,
+    StreamUnreachableError,
+)
 from raftka.proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 
 log = logging.getLogger("raftka.replication")
@@ -36,6 +48,12 @@ Code = common_pb2.ErrorCode
 FETCH_WAIT_MAX_MS = 500
 PARTITION_FETCH_BYTES_MAX = 1024 * 1024
 FETCH_BYTES_MAX = 16 * 1024 * 1024
+# How long one fetch may take, over its long poll.
+FETCH_TIMEOUT_S = FETCH_WAIT_MAX_MS / 1000 + 10
+# A leader whose replication listener cannot be reached (a firewall that lets only its gRPC
+# port through, say; or a leader restarting) is fetched from over gRPC for this long before
+# the stream is tried again.
+STREAM_RETRY_AFTER_S = 15.0
 BACKOFF_S = 0.05
 BACKOFF_MAX_S = 1.0
 _WAIT_FOR_METADATA = {
@@ -58,6 +76,10 @@ class LeaderFetcher:
         self._changed = asyncio.Event()
         self._added = asyncio.Event()  # a partition joined since this round's request
         self._refused = False  # the leader refused our credentials (and we said so)
+        self._stream: StreamConnection | None = None  # to the leader's replication listener
+        self._stream_retry_at = 0.0  # loop time; before it, fetch over gRPC (unreachable)
+        self._grpc_meanwhile = False  # gRPC fetches worked while the stream was unreachable
+        self._fallback_said = False  # and a warning said so
 
     def add(self, partition: Partition) -> None:
         self.partitions[partition.tp] = partition
@@ -70,7 +92,18 @@ class LeaderFetcher:
         self.partitions.pop(tp, None)
         self._changed.set()
 
+    def close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
     async def _run(self) -> None:
+        try:
+            await self._rounds()
+        finally:
+            self.close_stream()
+
+    async def _rounds(self) -> None:
         backoff = BACKOFF_S
         while self.partitions:
             self._changed.clear()
@@ -116,15 +149,41 @@ class LeaderFetcher:
                 for tp, p in asked.items()
             ],
         )
-        stub = broker_pb2_grpc.BrokerServiceStub(manager.channels.get(target))
+        stream = self._stream_to(self.leader_id)
         try:
-            response = await self._unless_added(stub.Fetch(
-                request,
-                timeout=FETCH_WAIT_MAX_MS / 1000 + 10,
-                metadata=manager.channels.auth.metadata(FETCH),
-            ))
+            if stream is not None:
+                call: Awaitable[broker_pb2.FetchResponse] = stream.fetch(request, FETCH_TIMEOUT_S)
+            else:
+                stub = broker_pb2_grpc.BrokerServiceStub(manager.channels.get(target))
+                call = stub.Fetch(request, timeout=FETCH_TIMEOUT_S,
+                                  metadata=manager.channels.auth.metadata(FETCH))
+            response = await self._unless_added(call)
+            if self._stream_retry_at:
+                self._note_fallback(stream is not None)
             if response is None:
                 return True  # a partition joined: ask again at once, with it
+        except StreamUnreachableError as exc:
+            # Also what a leader that died or restarts looks like: said only when it stays
+            # so across a retry while gRPC works (a blocked port).
+            log.debug("broker %d: %s", self.leader_id, exc)
+            if self._grpc_meanwhile and not self._fallback_said:
+                self._fallback_said = True
+                log.warning("broker %d: its replication listener is unreachable (%s) but gRPC "
+                            "works; fetching over gRPC, trying the stream every %g s",
+                            self.leader_id, exc, STREAM_RETRY_AFTER_S)
+            self._stream_retry_at = asyncio.get_running_loop().time() + STREAM_RETRY_AFTER_S
+            self.close_stream()
+            return False  # after the backoff, this leader is asked over gRPC
+        except StreamRefusedError as exc:
+            if not self._refused:
+                self._refused = True
+                log.warning("broker %d refused our replica fetch: %s", self.leader_id, exc)
+            return False
+        except (OSError, EOFError, TimeoutError, stream_wire.WireError) as exc:
+            # OSError covers refused connections and resets; EOFError a short read.
+            log.debug("stream fetch from broker %d: %s: %s", self.leader_id,
+                      type(exc).__name__, exc)
+            return False
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED and not self._refused:
                 self._refused = True  # said once, until a fetch goes through again
@@ -143,6 +202,32 @@ class LeaderFetcher:
             healthy &= await self._absorb(partition, reply)
         return healthy
 
+    def _note_fallback(self, streamed: bool) -> None:
+        """A fetch went through while the stream was (or had been) unreachable."""
+        if not streamed:
+            self._grpc_meanwhile = True
+            return
+        if self._fallback_said:
+            log.info("broker %d: fetching over the replication stream again", self.leader_id)
+        self._stream_retry_at = 0.0
+        self._grpc_meanwhile = self._fallback_said = False
+
+    def _stream_to(self, leader_id: int) -> StreamConnection | None:
+        """The connection to the leader's replication listener (made on first use, new
+        when its address changed); None when this fetch goes over gRPC."""
+        dialer = self.manager.streams
+        where = dialer.endpoint_of(leader_id) if dialer is not None else None
+        if (where is not None and self._stream_retry_at
+                and asyncio.get_running_loop().time() < self._stream_retry_at):
+            where = None  # unreachable a moment ago: gRPC until the retry time
+        stream = self._stream
+        if stream is not None and (where is None or (stream.host, stream.port) != where):
+            self.close_stream()
+            stream = None
+        if stream is None and where is not None and dialer is not None:
+            stream = self._stream = dialer.connection(*where)
+        return stream
+
     async def _unless_added(
         self, call: Awaitable[broker_pb2.FetchResponse]
     ) -> broker_pb2.FetchResponse | None:
@@ -155,7 +240,8 @@ class LeaderFetcher:
             added.cancel()
             if not reply.done():
                 reply.cancel()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, OSError,
+                                         EOFError, stream_wire.WireError):
                     await reply
         return reply.result() if not reply.cancelled() else None
 
@@ -236,8 +322,12 @@ class FetcherManager:
         clock_ms: Callable[[], int],
         broker_epoch: Callable[[], int],
         notify: Callable[[TopicPartition], None],
+        streams: StreamDialer | None = None,
     ) -> None:
+        """`streams`: how to reach leaders' replication listeners; None fetches over gRPC
+        only (replication.transport=grpc)."""
         self.broker_id = broker_id
+        self.streams = streams
         self.channels = channels
         self.endpoint_of = endpoint_of
         self.on_writer = on_writer
@@ -273,5 +363,7 @@ class FetcherManager:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for fetcher in self._fetchers.values():
+            fetcher.close_stream()
         self._fetchers.clear()
         self._leader_of.clear()

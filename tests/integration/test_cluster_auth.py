@@ -198,6 +198,7 @@ def test_a_pickled_command_sent_to_any_port_runs_nothing(cluster_factory, tmp_pa
             "grpc": broker.port,
             "kafka": broker.kafka_port,
             "grpc-extra": extra_ports[broker_id],
+            "replication": broker.replication_port,
         }
         for name, port in ports.items():
             body = pickle_body(markers / f"ran-{broker_id}-{name}")
@@ -209,8 +210,8 @@ def test_a_pickled_command_sent_to_any_port_runs_nothing(cluster_factory, tmp_pa
 
     for (broker_id, name), sock in sent.items():
         closed = closed_by_peer(sock, 3)
-        if name.startswith("raft"):
-            assert closed, f"broker {broker_id} kept the connection of a forged Raft frame open"
+        if name.startswith("raft") or name == "replication":
+            assert closed, f"broker {broker_id} kept the connection of a forged {name} frame open"
     time.sleep(0.5)  # anything that ran would have touched its marker by now
 
     assert sorted(p.name for p in markers.iterdir()) == []
@@ -637,7 +638,8 @@ def test_every_listener_binds_the_configured_host_only(cluster_factory):
     ports = {
         port: f"broker {i} {name}"
         for i, b in cluster.brokers.items()
-        for name, port in (("grpc", b.port), ("raft", b.raft_port), ("kafka", b.kafka_port))
+        for name, port in (("grpc", b.port), ("raft", b.raft_port), ("kafka", b.kafka_port),
+                           ("replication", b.replication_port))
     }
     read = listening_sockets if shutil.which("ss") else listening_sockets_from_proc
 
@@ -659,7 +661,8 @@ def broker_command(data_dir: Path, base: int, *extra: str, voters: bool = True) 
         "--kafka-port", str(base + 2),
     ]
     if voters:
-        command += ["--voters", f"1@127.0.0.1:{base + 1},2@127.0.0.1:{base + 4}"]
+        # Voter 2 past the broker's own ports (gRPC, Raft, Kafka, -, replication at +4).
+        command += ["--voters", f"1@127.0.0.1:{base + 1},2@127.0.0.1:{base + 5}"]
     return command + list(extra)
 
 

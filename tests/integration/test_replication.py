@@ -453,6 +453,10 @@ def test_cli_produce_with_acks_all_keeps_going_through_a_leader_kill(cluster_fac
             produce.stdin.flush()
             time.sleep(0.05)
         if i == 1000:
+            # Only once the CLI has produced through this leader: a CLI slow to start (a
+            # loaded machine) would else meet the new leader first and retry nothing.
+            wait_for(lambda: partition_state(cluster, "drill").high_watermark > 0, 60,
+                     "the CLI's first acknowledged records")
             cluster.brokers[leader].kill()
     produce.stdin.close()
     assert produce.wait(120) == 0, produce.stderr.read() if produce.stderr else ""

@@ -147,20 +147,22 @@ class Record(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., headers: _Optional[_Iterable[_Union[Header, _Mapping]]] = ..., timestamp_ms: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class BrokerEndpoint(_message.Message):
-    __slots__ = ("broker_id", "host", "port", "kafka_port", "kafka_listeners", "grpc_listeners")
+    __slots__ = ("broker_id", "host", "port", "kafka_port", "kafka_listeners", "grpc_listeners", "replication_port")
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     KAFKA_PORT_FIELD_NUMBER: _ClassVar[int]
     KAFKA_LISTENERS_FIELD_NUMBER: _ClassVar[int]
     GRPC_LISTENERS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_PORT_FIELD_NUMBER: _ClassVar[int]
     broker_id: int
     host: str
     port: int
     kafka_port: int
     kafka_listeners: _containers.RepeatedCompositeFieldContainer[NamedEndpoint]
     grpc_listeners: _containers.RepeatedCompositeFieldContainer[NamedEndpoint]
-    def __init__(self, broker_id: _Optional[int] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., kafka_port: _Optional[int] = ..., kafka_listeners: _Optional[_Iterable[_Union[NamedEndpoint, _Mapping]]] = ..., grpc_listeners: _Optional[_Iterable[_Union[NamedEndpoint, _Mapping]]] = ...) -> None: ...
+    replication_port: int
+    def __init__(self, broker_id: _Optional[int] = ..., host: _Optional[str] = ..., port: _Optional[int] = ..., kafka_port: _Optional[int] = ..., kafka_listeners: _Optional[_Iterable[_Union[NamedEndpoint, _Mapping]]] = ..., grpc_listeners: _Optional[_Iterable[_Union[NamedEndpoint, _Mapping]]] = ..., replication_port: _Optional[int] = ...) -> None: ...
 
 class NamedEndpoint(_message.Message):
     __slots__ = ("name", "host", "port")
