@@ -176,7 +176,6 @@ class ReplicaManager:
         return True
 
     async def _apply(self, changes: LocalChanges, image: MetadataImage) -> None:
-        now_ms = self._clock_ms()
         for removed in changes.removed:
             tp = TopicPartition(removed.topic, removed.partition)
             partition = self.partitions.pop(tp, None)
@@ -203,7 +202,11 @@ class ReplicaManager:
         updates.sort(key=lambda u: u[2].leader == u[1].leader_id
                      and u[2].leader_epoch == u[1].leader_epoch)
         led_isr = [partition.isr if partition.is_leader else None for _, partition, _ in updates]
-        outcomes = await self.on_writer(_apply_registrations, updates, now_ms)
+        # The clock is read when the registrations take effect, not at the start: opening
+        # many new partitions first can take seconds, and a new leader grants its followers
+        # a full lag period from then (a stale clock made every leader of a 1,000-partition
+        # creation shrink its ISR to itself at once).
+        outcomes = await self.on_writer(_apply_registrations, updates, self._clock_ms)
         for (tp, partition, _), change, old_isr in zip(updates, outcomes, led_isr, strict=True):
             if (old_isr is not None and partition.is_leader and change != "leader"
                     and set(old_isr) != set(partition.isr)
@@ -338,8 +341,11 @@ def _write_partition_metadata(directory: str, topic_id: str) -> None:
 
 
 def _apply_registrations(
-    updates: list[tuple[TopicPartition, Partition, PartitionRegistration]], now_ms: int
+    updates: list[tuple[TopicPartition, Partition, PartitionRegistration]],
+    clock_ms: Callable[[], int],
 ) -> list[str]:
-    """Writer thread: Partition.apply_registration for each, in order."""
+    """Writer thread: Partition.apply_registration for each, in order, at the time they
+    take effect."""
+    now_ms = clock_ms()
     return [partition.apply_registration(registration, now_ms) for _, partition, registration
             in updates]

@@ -160,3 +160,51 @@ def test_a_hand_over_of_many_partitions_is_one_trip_to_the_writer_thread(tmp_pat
         return applying
 
     assert asyncio.run(main()) == 1
+
+
+def test_a_new_leader_grants_its_followers_a_lag_period_from_when_it_took_over(
+    tmp_path, monkeypatch
+):
+    """Seen with 1,000 partitions on a loaded machine: creating them took ~10 s of partition
+    opening, and the leaders' followers were judged from a clock read before that, so every
+    leader proposed shrinking its ISR to itself within a second of the creation (334 at
+    once), and some of those partitions never got their ISR back."""
+    now = [1_700_000_000_000]
+
+    def clock() -> int:
+        return now[0]
+
+    opened = ReplicaManager._open_partition
+
+    async def slow_open(self, tp, hosted):  # opening takes 20 s of the clock
+        partition = await opened(self, tp, hosted)
+        now[0] += 20_000
+        return partition
+
+    monkeypatch.setattr(ReplicaManager, "_open_partition", slow_open)
+    image = apply_records(image_with_brokers(1, 2), [
+        records.topic("t", TOPIC_ID, {}),
+        records.partition(TOPIC_ID, 0, [1, 2], [1, 2], leader=ME),
+    ])
+
+    async def main() -> ReplicaManager:
+        writer, purgatory = LogWriter(), Purgatory()
+        fetchers = FetcherManager(ME, ChannelPool(), lambda _b: None, writer.run, clock,
+                                  lambda: -1, purgatory.notify)
+        replicas = ReplicaManager(
+            ReplicaManagerSettings(broker_id=ME, log_dir=str(tmp_path),
+                                   topic_config_defaults={}),
+            clock, writer, purgatory, fetchers,
+        )
+        replicas.start()
+        replicas.on_metadata(MetadataImage(), image)
+        replicas.on_registered(image.offset)
+        await replicas.wait_for_metadata(lambda i: i.offset >= image.offset, 5.0)
+        await asyncio.sleep(0.05)
+        await replicas.close()
+        return replicas
+
+    replicas = asyncio.run(main())
+    state = replicas.partitions[TopicPartition("t", 0)].leader_state
+    assert state is not None
+    assert state.lagging_followers(now[0] + 1, lag_max_ms=10_000) == set()
