@@ -245,7 +245,17 @@ class ControllerClient:
             controller_id = self.controller_id()
             try:
                 if controller_id == self.broker_id:
-                    response = await local(request)
+                    # Bounded like a remote call: on a loaded controller the call may queue
+                    # behind its lock for as long as it likes, and a caller that never hears
+                    # back never proposes again (a leader's ISR change stayed pending for
+                    # minutes). The outcome of a call cut short is unknown, as over gRPC.
+                    try:
+                        response = await asyncio.wait_for(
+                            local(request), max(0.1, deadline - loop.time())
+                        )
+                    except TimeoutError:
+                        last_problem = "the controller (this broker) did not answer in time"
+                        break
                 elif controller_id is not None:
                     target = self._controller_target(controller_id)
                     if target is None:
