@@ -55,10 +55,18 @@ class MetadataLog(Protocol):
         ...
 
     async def propose(self, batch: bytes, timeout_s: float) -> int:
-        """Commit `batch`; return the metadata offset after it was applied here."""
+        """Commit `batch`; return the metadata offset after it was applied here, or
+        SKIPPED_OFFSET when replay skipped it (built on an image the log had moved past)."""
         ...
 
     def status(self) -> dict[str, object]: ...
+
+
+# What propose returns for a batch that was committed but skipped on replay: it was built on
+# an image the log had moved past (another controller wrote, or an earlier write of this
+# one whose wait timed out landed first). Not an offset: an offset after a batch of the same
+# length would look like success.
+SKIPPED_OFFSET = -1
 
 
 class InMemoryMetadataLog:
@@ -104,8 +112,9 @@ class InMemoryMetadataLog:
         if not self._leader:
             raise ProposeError("not the leader", not_leader=True)
         await asyncio.sleep(0)
+        before = self._image
         self.apply(batch)
-        return self._image.offset
+        return SKIPPED_OFFSET if self._image is before else self._image.offset
 
     def apply(self, batch: bytes) -> None:
         old, self._image = self._image, apply_encoded_batch(self._image, batch)

@@ -26,7 +26,7 @@ from raftka.cluster import controller, records, security_controller, topic_alter
 from raftka.cluster.controller import ControllerResult, ControllerSettings
 from raftka.cluster.heartbeats import BrokerHeartbeatTracker
 from raftka.cluster.image import MetadataImage
-from raftka.cluster.metadata_log import MetadataLog, ProposeError
+from raftka.cluster.metadata_log import SKIPPED_OFFSET, MetadataLog, ProposeError
 from raftka.proto.raftka.v1 import admin_pb2, controller_pb2, security_pb2
 
 log = logging.getLogger("raftka.controller")
@@ -224,10 +224,16 @@ class QuorumController:
                 self._active = False
                 raise NotControllerError(self.leader_hint()) from exc
             raise ControllerTimeoutError(str(exc)) from exc
-        if offset != built_on + len(batch):
+        if offset == SKIPPED_OFFSET or offset != built_on + len(batch):
+            # Replay skipped it: another controller wrote first, or an earlier write of this
+            # one whose wait timed out landed first. Either way this image is behind the
+            # log: step down (the next tick activates again once caught up, if Raft still
+            # says so); the caller retries. (The offset alone could not tell a skipped batch
+            # from success after an earlier batch of the same length.)
             self._active = False
-            log.warning("a metadata batch built at offset %d was skipped: another controller "
-                        "wrote first; this node is no longer the controller", built_on)
+            log.warning("a metadata batch built at offset %d was skipped: the log had moved "
+                        "on (another controller, or an earlier write that timed out); "
+                        "stepping down until caught up", built_on)
             raise NotControllerError(self.leader_hint())
         return offset
 

@@ -56,7 +56,7 @@ from raftka.cluster import raft_journal
 from raftka.cluster.cluster_auth import ReportThrottle
 from raftka.cluster.delta import apply_encoded_batch, decode_snapshot, encode_snapshot
 from raftka.cluster.image import EMPTY_IMAGE, MetadataImage
-from raftka.cluster.metadata_log import ImageListener, ProposeError
+from raftka.cluster.metadata_log import SKIPPED_OFFSET, ImageListener, ProposeError
 from raftka.cluster.raft_elections import LeaderLossDetector, LostLeaderSettings
 from raftka.cluster.records import MetadataFormatError
 
@@ -248,7 +248,10 @@ class _MetadataStateMachine(SyncObjConsumer):
             raise
         if self.image is old:
             log.warning("skipped a metadata batch built on an older image (by a controller "
-                        "that had been replaced); offset stays %d", old.offset)
+                        "that had been replaced, or after a write whose wait timed out); "
+                        "offset stays %d", old.offset)
+            self._on_image(old, self.image)
+            return SKIPPED_OFFSET
         self._on_image(old, self.image)
         return self.image.offset
 

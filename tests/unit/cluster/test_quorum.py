@@ -159,3 +159,52 @@ def test_a_batch_built_on_an_image_that_moved_on_changes_nothing() -> None:
     unconditional = records.encode_batch([records.cluster_id("x")], timestamp_ms=1,
                                          controller_id=1)
     assert apply_encoded_batch(image, unconditional).cluster_id == "x"
+
+
+def test_a_write_replay_skipped_is_not_answered_as_done() -> None:
+    """Seen with 1,000 partitions under load: an ISR change whose wait timed out on the
+    controller landed later, so the next write, built on the image before it, was skipped
+    on replay — and answered NONE, because the offset after the earlier batch of the same
+    length looked like its own. The leader then waited for an ISR change that never came,
+    with its partition out of the ISR for minutes."""
+    from raftka.cluster import records
+    from raftka.proto.raftka.v1 import admin_pb2
+
+    async def scenario() -> None:
+        quorum, log, clock = await running_controller()
+        created = await quorum.create_topics(admin_pb2.CreateTopicsRequest(
+            topics=[admin_pb2.NewTopic(name="t", num_partitions=1, replication_factor=2)]))
+        assert created.topics[0].error_code == common_pb2.ErrorCode.NONE
+        registration = log.image.partition("t", 0)
+        leader, topic_id = registration.leader, log.image.topics["t"].topic_id
+        broker_epoch = log.image.brokers[leader].epoch
+        # An earlier write built on this same image lands first (its wait timed out).
+        earlier = records.encode_batch(
+            (records.partition_change(topic_id, 0, isr=(leader,)),),
+            timestamp_ms=clock(), controller_id=1, base_offset=log.image.offset + 1)
+        proposing = log.propose
+
+        async def racing(batch: bytes, timeout_s: float) -> int:
+            log.apply(earlier)
+            return await proposing(batch, timeout_s)
+
+        log.propose = racing  # type: ignore[method-assign]
+        follower = next(r for r in registration.replicas if r != leader)
+        with pytest.raises(NotControllerError):
+            await quorum.alter_partition(controller_pb2.AlterPartitionRequest(
+                broker_id=leader, broker_epoch=broker_epoch, topic="t", partition=0,
+                leader_epoch=registration.leader_epoch,
+                partition_epoch=registration.partition_epoch,
+                new_isr=sorted({leader, follower}) if follower not in registration.isr
+                else [leader]))
+        assert log.image.partition("t", 0).isr == (leader,)  # only the earlier write
+        assert not quorum.active  # stepped down until caught up ...
+        log.propose = proposing  # type: ignore[method-assign]
+        for _ in range(20):  # ... and back at the next ticks: Raft still says it leads
+            await quorum.tick()
+            await asyncio.sleep(0)
+            if quorum.active:
+                break
+        assert quorum.active
+
+    asyncio.run(scenario())
