@@ -34,7 +34,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger("raftka.metrics")
@@ -63,6 +63,9 @@ class BrokerState:
     fenced: Callable[[], bool]
     # (group, topic, partition, committed offset) of the groups this broker coordinates.
     committed_offsets: Callable[[], Iterable[tuple[str, str, int, int]]] = lambda: ()
+    # The controller's AlterPartition counts on this node (cluster/quorum.py
+    # AlterPartitionStats); None where there is no controller.
+    alter_partition_stats: Callable[[], Any] = lambda: None
 
 
 def consumer_group_lag(
@@ -225,6 +228,20 @@ class _StateCollector(Collector):
         ):
             value = status.get(key)
             yield _gauge(name, doc, value if isinstance(value, int) else -1)
+        stats = state.alter_partition_stats()
+        if stats is not None:
+            for name, doc, value in (
+                ("raftka_controller_alter_partition_requests",
+                 "AlterPartition requests this node answered as controller", stats.requests),
+                ("raftka_controller_alter_partition_partitions",
+                 "Partitions those AlterPartition requests named", stats.partitions),
+                ("raftka_controller_alter_partition_batches",
+                 "Metadata batches (Raft entries) AlterPartition committed: one per request "
+                 "that changed anything", stats.commits),
+                ("raftka_controller_alter_partition_changes",
+                 "ISR changes committed by AlterPartition", stats.changes),
+            ):
+                yield CounterMetricFamily(name, doc, value=value)
         lag = GaugeMetricFamily(
             "raftka_consumergroup_lag",
             "High watermark minus the group's committed offset, per partition (reported by "

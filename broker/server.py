@@ -193,6 +193,7 @@ class BrokerServer:
                 raft_status=self.metadata_log.status,
                 fenced=lambda: self.lifecycle.fenced,
                 committed_offsets=self.core.group_coordinator.committed_offsets,
+                alter_partition_stats=lambda: self.quorum.alter_partition_stats,
             )
         )
         await self._start_grpc()
