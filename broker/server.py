@@ -248,6 +248,8 @@ class BrokerServer:
                 log_dir=config.log_dir,
                 topic_config_defaults=config.topic_config_defaults(),
                 replica_lag_time_max_ms=config.replica_lag_time_max_ms,
+                high_watermark_checkpoint_interval_ms=(
+                    config.replica_high_watermark_checkpoint_interval_ms),
             ),
             now_ms,
             writer,
