@@ -17,9 +17,11 @@ What may be late and what may not:
   *higher* than what is fsynced, so when a truncation lowers it below what the file says,
   the file is rewritten at once (as Kafka's truncateTo checkpoints the recovery points).
 - The log start offset must never go back across a restart (records deleted by
-  DeleteRecords would reappear): every change of it is written at once, before the call
-  that made it returns. Retention's changes are durable anyway (the segments below are
-  gone, and the loader never starts before the first segment), but are written just the same.
+  DeleteRecords would reappear): a change of it that the segment files do not imply is
+  written at once, before the call that made it returns. Retention's changes need no
+  write (the segments below are gone, and the loader never starts before the first
+  segment): a retention round over 10,000 partitions must not rewrite the file 10,000
+  times.
 
 Old data directories (a `partition.checkpoint` per partition) still load: an offset missing
 from these files is read from the partition's own file, which is deleted once all three
@@ -72,6 +74,16 @@ class CheckpointedLog(Protocol):
     high_watermark: int
     recovery_point: int
     log_start_offset: int
+
+    @property
+    def first_segment_base_offset(self) -> int: ...
+
+
+def restart_log_start(stored: StoredOffsets, partition_log: CheckpointedLog) -> int:
+    """The log start offset a restart would give the log, by the loader's rule, once the
+    log reaches it: the stored one, never before the first segment. When segments were
+    deleted below it (retention), that is the new start without any write."""
+    return max(stored.log_start_offset or 0, partition_log.first_segment_base_offset)
 
 
 # ------------------------------------------------------------------------------ format
@@ -209,12 +221,10 @@ class DirectoryCheckpoints:
             durable = self._durable.get(key)
             if durable is None or self._logs.get(key) is not partition_log:
                 return
-            urgent = []
-            for kind in _KINDS:
-                stored = getattr(durable, kind) or 0
-                now = getattr(partition_log, kind)
-                if stored > now or (kind == "log_start_offset" and stored != now):
-                    urgent.append(kind)
+            urgent = [kind for kind in ("high_watermark", "recovery_point")
+                      if (getattr(durable, kind) or 0) > getattr(partition_log, kind)]
+            if restart_log_start(durable, partition_log) != partition_log.log_start_offset:
+                urgent.append("log_start_offset")
             if urgent:
                 self._write(urgent)
 

@@ -122,6 +122,10 @@ class PartitionLog:
         return self._segments[-1].next_offset
 
     @property
+    def first_segment_base_offset(self) -> int:
+        return self._segments[0].base_offset
+
+    @property
     def size_bytes(self) -> int:
         return sum(segment.size_bytes for segment in self._segments)
 

@@ -113,11 +113,12 @@ def test_a_log_start_offset_never_goes_back_across_a_crash(tmp_path):
     _, logs = start(tmp_path)
     fill(logs["t-0"], 30)
     logs["t-0"].update_high_watermark(30)
-    assert logs["t-0"].advance_start_offset(17)  # mid-segment: files alone cannot tell
+    assert logs["t-0"].advance_start_offset(18)  # mid-segment: files alone cannot tell
+    assert logs["t-0"].first_segment_base_offset == 17
     crash(logs)  # no periodic round ran
-    assert read_offsets(str(tmp_path / LOG_START_FILE)) == {("t", 0): 17, ("t", 1): 0}
+    assert read_offsets(str(tmp_path / LOG_START_FILE)) == {("t", 0): 18, ("t", 1): 0}
     _, again = start(tmp_path)
-    assert again["t-0"].log_start_offset == 17
+    assert again["t-0"].log_start_offset == 18
 
 
 def test_a_recovery_point_lowered_by_truncation_is_written_at_once(tmp_path):
@@ -171,3 +172,16 @@ def test_an_older_data_directory_loads_and_moves_to_the_directory_files(tmp_path
     _, again = start(tmp_path)
     assert {(p.high_watermark, p.log_start_offset, p.recovery_point)
             for p in again.values()} == {(14, 4, 20)}
+
+
+def test_retention_rewrites_no_file_the_deleted_segments_say_it_already(tmp_path):
+    checkpoints, logs = start(tmp_path)
+    fill(logs["t-0"], 30)
+    logs["t-0"].update_high_watermark(30)
+    checkpoints.write_if_changed()
+    written = checkpoints.files_written
+    assert logs["t-0"].advance_start_offset(17)  # on a segment boundary, as retention cuts
+    assert checkpoints.files_written == written
+    crash(logs)
+    _, again = start(tmp_path)
+    assert again["t-0"].log_start_offset == 17
