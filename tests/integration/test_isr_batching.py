@@ -10,6 +10,7 @@ import signal
 import pytest
 
 from raftka import Admin
+from raftka.proto.raftka.v1 import broker_pb2, broker_pb2_grpc
 from tests.harness import LocalCluster, wait_for
 from tests.integration.test_metrics import scrape, value
 
@@ -32,8 +33,13 @@ def counts(cluster: LocalCluster, controller: int) -> dict[str, float]:
 
 
 def isrs(cluster: LocalCluster, via: int) -> list[tuple[int, set[int]]]:
-    with Admin(cluster.brokers[via].address, request_timeout_ms=10_000) as admin:
-        return [(p.leader_id, set(p.isr)) for p in admin.describe_topic("wide").partitions]
+    """(leader, ISR) of every partition, as broker `via` (the controller) has them: its
+    Metadata answer alone (the Admin's describe asks every leader, a paused one too)."""
+    with cluster.brokers[via].channel() as channel:
+        reply = broker_pb2_grpc.BrokerServiceStub(channel).Metadata(
+            broker_pb2.MetadataRequest(topics=["wide"]), timeout=10)
+    partitions = sorted(reply.topics[0].partitions, key=lambda p: p.partition)
+    return [(p.leader_id, set(p.isr)) for p in partitions]
 
 
 def since(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
