@@ -214,9 +214,9 @@ class DirectoryCheckpoints:
 
     def save(self, key: Key, partition_log: CheckpointedLog) -> None:
         """The log's offsets changed: write now what may not be late — a log start offset
-        that moved either way, or a high watermark or recovery point below the stored one
-        (a restart must not take offsets past what this log holds and has synced); higher
-        ones wait for the periodic round."""
+        other than the one a restart would find (`restart_log_start`), or a high watermark
+        or recovery point below the stored one (a restart must not take offsets past what
+        this log holds and has synced); the rest waits for the periodic round."""
         with self._lock:
             durable = self._durable.get(key)
             if durable is None or self._logs.get(key) is not partition_log:
@@ -234,7 +234,7 @@ class DirectoryCheckpoints:
             return self._write(_KINDS, only_changed=True)
 
     def write_all(self) -> None:
-        """Shutdown (after every log is closed and flushed): all three files."""
+        """Shutdown (after every log is closed and flushed): every file that changed."""
         with self._lock:
             self._write(_KINDS, only_changed=True)
 
