@@ -298,6 +298,10 @@ class BrokerServer:
             now_ms,
             config.replica_lag_time_max_ms,
             self.metrics,
+            eligible=lambda broker_id: (
+                (broker := self.replica_manager.image.brokers.get(broker_id)) is not None
+                and not broker.fenced
+            ),
         )
         groups = GroupCoordinator(
             replicas,

@@ -135,8 +135,12 @@ class IsrUpdater:
         clock_ms: Callable[[], int],
         lag_max_ms: int,
         metrics: BrokerMetrics | None = None,
+        eligible: Callable[[int], bool] | None = None,
     ) -> None:
+        """`eligible(broker_id)`: whether a broker may join an ISR now (registered and
+        unfenced in this broker's metadata)."""
         self.broker_id = broker_id
+        self._eligible = eligible
         self._metrics = metrics
         self._alter = alter
         self._broker_epoch = broker_epoch
@@ -157,7 +161,7 @@ class IsrUpdater:
             state = partition.leader_state
             if state is None:
                 continue
-            proposed = state.proposed_isr(now_ms, self._lag_max_ms)
+            proposed = state.proposed_isr(now_ms, self._lag_max_ms, self._eligible)
             if proposed is None:
                 continue
             state.pending_isr = proposed

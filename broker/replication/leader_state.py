@@ -16,7 +16,7 @@ joining follower before the controller has made it a member (Kafka's KIP-497).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 UNKNOWN_OFFSET = -1
@@ -126,12 +126,18 @@ class LeaderState:
                  or now_ms - progress.last_caught_up_ms <= lag_max_ms)
         }
 
-    def proposed_isr(self, now_ms: int, lag_max_ms: int) -> frozenset[int] | None:
-        """The ISR to ask the controller for, or None when none is due (or one is pending)."""
+    def proposed_isr(
+        self, now_ms: int, lag_max_ms: int, eligible: Callable[[int], bool] | None = None
+    ) -> frozenset[int] | None:
+        """The ISR to ask the controller for, or None when none is due (or one is pending).
+        `eligible` says which brokers may join (unfenced in this broker's metadata): the
+        controller refuses the others, and asking again every round is wasted work."""
         if self.pending_isr is not None:
             return None
         lagging = self.lagging_followers(now_ms, lag_max_ms)
         joining = self.caught_up_followers(now_ms, lag_max_ms)
+        if eligible is not None:
+            joining = {r for r in joining if eligible(r)}
         if not lagging and not joining:
             return None
         return (self.isr - lagging) | joining

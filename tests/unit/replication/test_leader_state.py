@@ -84,3 +84,17 @@ def test_a_silent_follower_of_an_idle_partition_is_not_let_back_in():
     assert state.proposed_isr(now_ms=1_750, lag_max_ms=1_000) is None
     state.record_fetch(3, 0, 0, now_ms=2_000)  # it is back
     assert state.proposed_isr(now_ms=2_250, lag_max_ms=1_000) == frozenset({1, 2, 3})
+
+
+def test_a_fenced_follower_is_not_proposed_back_in():
+    """Seen at 1,000 partitions: after a kill -9 the controller fenced the broker at once,
+    but its last fetches were recent, so every leader proposed it back into every ISR each
+    round (250 ms) for a lag period: 11,000 proposals refused as INELIGIBLE_REPLICA. As in
+    Kafka (KIP-841), a leader proposes only brokers its metadata shows unfenced."""
+    state = leader(isr=(1, 2), now=0)
+    state.record_fetch(2, 0, 0, now_ms=100)
+    state.record_fetch(3, 0, 0, now_ms=100)
+    assert state.proposed_isr(now_ms=200, lag_max_ms=1_000,
+                              eligible=lambda b: b != 3) is None
+    assert state.proposed_isr(now_ms=200, lag_max_ms=1_000,
+                              eligible=lambda b: True) == frozenset({1, 2, 3})
