@@ -20,6 +20,11 @@ For each N, on a fresh cluster (real broker processes, `raftka cluster up`'s lay
                         with every ISR full again (log recovery included)
   restart_all_s         SIGTERM of all three, then start all -> the same
   emfile_lines          "Too many open files" lines in the brokers' logs (should be 0)
+  metadata              after each step: the metadata offset (records), the Raft commit index
+                        (entries: one per controller batch), the ISR changes leaders proposed
+                        ("proposing ISR" lines) and the AlterPartition batches the controller
+                        committed ("AlterPartition from broker" lines; a tree before batching
+                        sends one AlterPartition and commits one entry per proposal)
 --nofile N runs the brokers with RLIMIT_NOFILE N (the broker setting max.open.files).
 """
 
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -349,6 +355,30 @@ def restart_all(bench: ScaleBench, total: int) -> dict[str, float]:
             "restart_all_isr_full_s": round(time.monotonic() - started, 2) if isr >= 0 else -1}
 
 
+def metadata_figures(bench: ScaleBench) -> dict[str, int]:
+    """How much metadata the run wrote so far, and how much of it was ISR changes."""
+    figures = {"metadata_offset": -1, "raft_commit_index": -1}
+    with contextlib.suppress(RuntimeError):
+        figures["metadata_offset"] = int(bench.describe().metadata_offset)
+    for node in bench.layout.all_nodes():
+        with contextlib.suppress(OSError, ValueError):
+            url = f"http://127.0.0.1:{node.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                for line in reply.read().decode().splitlines():
+                    if line.startswith("kafka_server_raft_metrics_high_watermark "):
+                        figures["raft_commit_index"] = max(figures["raft_commit_index"],
+                                                           int(float(line.split()[1])))
+    proposals = batches = 0
+    for broker_id in bench.addresses:
+        with contextlib.suppress(OSError):
+            text = bench.local.log_path(broker_id).read_text(errors="replace")
+            proposals += text.count(": proposing ISR ")
+            batches += text.count("AlterPartition from broker ")
+    figures["isr_proposals"] = proposals
+    figures["alter_partition_batches_logged"] = batches
+    return figures
+
+
 def emfile_lines(bench: ScaleBench) -> int:
     count = 0
     for broker_id in bench.addresses:
@@ -369,21 +399,22 @@ def run_one(root: Path, total: int, args: argparse.Namespace,
         result["idle"] = process_figures(bench)
         result.update(create_all(bench, total, args.per_topic))
         progress(f"  created: {result['create_s']} s, ISRs full at {result['isr_full_s']} s")
-        result["after_create"] = process_figures(bench)
+        result["after_create"] = {**process_figures(bench), **metadata_figures(bench)}
         result["status_s"] = status_time(bench)
         result.update(console_times(bench, result["topics"][0]))
         progress(f"  status {result['status_s']} s, console {result['console_topics_s']} s")
         result["produce"] = produce(bench, result["topics"], args.per_topic, total, args.records)
         progress(f"  produce {result['produce']}")
-        result["after_produce"] = process_figures(bench)
+        result["after_produce"] = {**process_figures(bench), **metadata_figures(bench)}
         result.update(restart_one(bench, total))
+        result["after_restart_one"] = metadata_figures(bench)
         progress(f"  restart one: {result['restart_one_isr_full_s']} s")
         result.update(restart_all(bench, total))
         progress(f"  restart all: {result['restart_all_isr_full_s']} s")
         result["status_after_restart_s"] = status_time(bench)
         result["produce_after_restart"] = produce(
             bench, result["topics"], args.per_topic, total, args.records // 5)
-        result["after_restart"] = process_figures(bench)
+        result["after_restart"] = {**process_figures(bench), **metadata_figures(bench)}
     finally:
         result["emfile_lines"] = emfile_lines(bench)
         bench.stop()

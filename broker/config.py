@@ -46,6 +46,8 @@ KAFKA_ALIASES = {
     "broker.session.timeout.ms": "broker_session_timeout_ms",
     "broker.heartbeat.interval.ms": "broker_heartbeat_interval_ms",
     "replica.lag.time.max.ms": "replica_lag_time_max_ms",
+    "replica.high.watermark.checkpoint.interval.ms":
+        "replica_high_watermark_checkpoint_interval_ms",
     "socket.request.max.bytes": "request_max_bytes",
     "fetch.max.bytes": "fetch_max_bytes",
     "offsets.topic.num.partitions": "offsets_topic_num_partitions",
@@ -191,6 +193,10 @@ class BrokerConfig:
     broker_session_timeout_ms: int = 3_000
     broker_heartbeat_interval_ms: int = 500
     replica_lag_time_max_ms: int = 10_000
+    # Every this often the high watermarks and recovery points of all partitions are
+    # written to one checkpoint file each per log directory, if they changed (ms; Kafka's
+    # default). Checked on the log.flush.check.interval rounds.
+    replica_high_watermark_checkpoint_interval_ms: int = 5_000
     auto_leader_rebalance_enable: bool = True
     leader_imbalance_check_interval_ms: int = 30_000
     request_max_bytes: int = 100 * 1024 * 1024
@@ -455,6 +461,7 @@ class BrokerConfig:
             "broker_session_timeout_ms",
             "broker_heartbeat_interval_ms",
             "replica_lag_time_max_ms",
+            "replica_high_watermark_checkpoint_interval_ms",
             "request_max_bytes",
             "fetch_max_bytes",
             "metadata_write_timeout_ms",

@@ -106,7 +106,8 @@ class LogAdmin:
                                       partition.high_watermark),
                 leader=partition.is_leader, log_start_offset=partition.log_start_offset,
                 log_end_offset=partition.log_end_offset,
-                high_watermark=partition.high_watermark)
+                high_watermark=partition.high_watermark,
+                recovery_point=partition.log.recovery_point)
         return response
 
 

@@ -34,7 +34,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from raftka.broker.groups.lag import consumer_group_lag, local_end_offsets
@@ -68,6 +68,9 @@ class BrokerState:
     # (topic, partition) -> end offset, also of partitions not hosted here (learned from
     # their leaders: broker/groups/end_offsets.py); None: the hosted replicas' only.
     end_offsets: Callable[[], Mapping[tuple[str, int], int]] | None = None
+    # The controller's AlterPartition counts on this node (cluster/quorum.py
+    # AlterPartitionStats); None where there is no controller.
+    alter_partition_stats: Callable[[], Any] = lambda: None
 
 
 class BrokerMetrics:
@@ -210,6 +213,20 @@ class _StateCollector(Collector):
         ):
             value = status.get(key)
             yield _gauge(name, doc, value if isinstance(value, int) else -1)
+        stats = state.alter_partition_stats()
+        if stats is not None:
+            for name, doc, value in (
+                ("raftka_controller_alter_partition_requests",
+                 "AlterPartition requests this node answered as controller", stats.requests),
+                ("raftka_controller_alter_partition_partitions",
+                 "Partitions those AlterPartition requests named", stats.partitions),
+                ("raftka_controller_alter_partition_batches",
+                 "Metadata batches (Raft entries) AlterPartition committed: one per request "
+                 "that changed anything", stats.commits),
+                ("raftka_controller_alter_partition_changes",
+                 "ISR changes committed by AlterPartition", stats.changes),
+            ):
+                yield CounterMetricFamily(name, doc, value=value)
         lag = GaugeMetricFamily(
             "raftka_consumergroup_lag",
             "High watermark minus the group's committed offset, per partition (reported by "

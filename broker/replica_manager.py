@@ -29,6 +29,7 @@ from raftka.broker.errors import (
 )
 from raftka.broker.log.checkpoint import write_json
 from raftka.broker.log.config import LogConfig
+from raftka.broker.log.dir_checkpoints import DirectoryCheckpoints, StoredOffsets
 from raftka.broker.log.log import PartitionLog
 from raftka.broker.log_writer import LogWriter
 from raftka.broker.partition import NO_EPOCH, Partition, TopicPartition
@@ -51,6 +52,11 @@ class ReplicaManagerSettings:
     log_dir: str
     topic_config_defaults: dict[str, str]
     replica_lag_time_max_ms: int = 10_000
+    # How often the high watermarks (and recovery points) of every partition are written to
+    # the log directory's checkpoint files, when they changed (Kafka's
+    # replica.high.watermark.checkpoint.interval.ms); a moved log start offset is written
+    # at once (broker/log/dir_checkpoints.py).
+    high_watermark_checkpoint_interval_ms: int = 5_000
 
 
 class ReplicaManager:
@@ -87,6 +93,8 @@ class ReplicaManager:
         self._worker: asyncio.Task[None] | None = None
         self.fetchers = fetchers
         os.makedirs(settings.log_dir, exist_ok=True)
+        self.checkpoints = DirectoryCheckpoints(settings.log_dir)
+        self._last_checkpoint_ms = clock_ms()
 
     # ------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -99,6 +107,9 @@ class ReplicaManager:
         now_ms = self._clock_ms()
         for partition in list(self.partitions.values()):
             await self._writer.run(partition.log.close, now_ms)
+        # Every log is flushed now: the recovery points say so, and the next start scans
+        # nothing it need not.
+        await self._writer.run(self.checkpoints.write_all)
         self._writer.shutdown()
 
     async def on_writer(self, function: Callable[..., T], *args: object) -> T:
@@ -182,6 +193,7 @@ class ReplicaManager:
             self.fetchers.unfollow(tp)
             if partition is not None:
                 await self.on_writer(partition.log.delete)
+                self.checkpoints.forget((tp.topic, tp.partition))
                 log.info("deleted partition %s (topic id %s)", tp, removed.topic_id)
             self.purgatory.notify(tp)
         updates: list[tuple[TopicPartition, Partition, PartitionRegistration]] = []
@@ -240,7 +252,9 @@ class ReplicaManager:
                     hosted.topic_id,
                 )
                 shutil.rmtree(directory)
-            partition_log = PartitionLog.open(directory, config, self._clock_ms())
+            partition_log = open_checkpointed_log(
+                self.checkpoints, (tp.topic, tp.partition), directory, config, self._clock_ms()
+            )
             _write_partition_metadata(directory, hosted.topic_id)
             return partition_log
 
@@ -308,10 +322,15 @@ class ReplicaManager:
 
     # ------------------------------------------------------------------------ maintenance
     async def run_maintenance(self, retention: bool) -> None:
-        """Periodic: fsync rolled segments, roll idle ones (segment.ms), apply retention,
-        checkpoint high watermarks that moved."""
+        """Periodic: fsync rolled segments, roll idle ones (segment.ms), apply retention;
+        every high_watermark_checkpoint_interval_ms, write the directory's checkpoint
+        files that changed (one file for all partitions, not one per partition)."""
         now_ms = self._clock_ms()
         partitions = list(self.partitions.values())
+        checkpoint_due = (now_ms - self._last_checkpoint_ms
+                          >= self.settings.high_watermark_checkpoint_interval_ms)
+        if checkpoint_due:
+            self._last_checkpoint_ms = now_ms
 
         def work() -> None:
             for partition in partitions:
@@ -320,11 +339,36 @@ class ReplicaManager:
                     partition.log.roll_if_due(now_ms)
                     if retention:
                         partition.log.enforce_retention(now_ms)
-                    partition.log.write_checkpoint()
                 except OSError as exc:
                     log.error("maintenance of %s failed: %s", partition.tp, exc)
+            if checkpoint_due:
+                try:
+                    self.checkpoints.write_if_changed()
+                except OSError as exc:
+                    log.error("writing the checkpoints of %s failed: %s",
+                              self.settings.log_dir, exc)
 
         await self.on_writer(work)
+
+
+def open_checkpointed_log(
+    checkpoints: DirectoryCheckpoints,
+    key: tuple[str, int],
+    directory: str,
+    config: LogConfig,
+    now_ms: int,
+) -> PartitionLog:
+    """Writer thread: open a partition's log from the offsets its log directory's
+    checkpoints hold (or its own older file), and let them keep its offsets from now on.
+    A directory that does not exist yet is a new log: whatever the files say of a partition
+    of that name is a deleted one's (dropped on their next round), and would make the new
+    log start at its offsets."""
+    stored = (checkpoints.stored(key, directory) if os.path.isdir(directory)
+              else StoredOffsets())
+    partition_log = PartitionLog.open(directory, config, now_ms, stored)
+    partition_log.on_offsets_changed = lambda: checkpoints.save(key, partition_log)
+    checkpoints.register(key, partition_log)
+    return partition_log
 
 
 def _read_partition_metadata(directory: str) -> str | None:

@@ -204,6 +204,7 @@ class BrokerServer:
                 fenced=lambda: self.lifecycle.fenced,
                 committed_offsets=self.core.group_coordinator.committed_offsets,
                 end_offsets=self.end_offsets.end_offsets,
+                alter_partition_stats=lambda: self.quorum.alter_partition_stats,
             )
         )
         await self._start_grpc()
@@ -309,6 +310,8 @@ class BrokerServer:
                 log_dir=config.log_dir,
                 topic_config_defaults=config.topic_config_defaults(),
                 replica_lag_time_max_ms=config.replica_lag_time_max_ms,
+                high_watermark_checkpoint_interval_ms=(
+                    config.replica_high_watermark_checkpoint_interval_ms),
             ),
             now_ms,
             writer,
@@ -357,6 +360,10 @@ class BrokerServer:
             now_ms,
             config.replica_lag_time_max_ms,
             self.metrics,
+            eligible=lambda broker_id: (
+                (broker := self.replica_manager.image.brokers.get(broker_id)) is not None
+                and not broker.fenced
+            ),
         )
         groups = GroupCoordinator(
             replicas,

@@ -398,58 +398,104 @@ def alter_partition(
     image: MetadataImage,
     request: controller_pb2.AlterPartitionRequest,
 ) -> ControllerResult[controller_pb2.AlterPartitionResponse]:
-    """A leader asks to change its partition's ISR. Only the current leader, at the current
-    leader and partition epochs, may; new members must be live replicas (Kafka's
-    AlterPartition rules), and the leader stays in."""
+    """A leader asks to change the ISR of partitions it leads: every change it has pending
+    (`request.partitions`), or one in the older single-partition form (the top-level fields,
+    answered in the response's top-level fields).
+
+    Each partition is judged on its own, against the image as the request found it (Kafka's
+    AlterPartition rules): only the current leader, at the current leader and partition
+    epochs, may change it; new members must be live replicas, and the leader stays in. A
+    refused partition gets its error and the current registration, and does not hold back
+    the others. The accepted changes are one batch of records, so a broker's whole round of
+    ISR changes costs one metadata commit, not one per partition."""
+    if not request.partitions:
+        item = controller_pb2.AlterPartitionItem(
+            topic=request.topic, partition=request.partition,
+            leader_epoch=request.leader_epoch, partition_epoch=request.partition_epoch,
+            new_isr=request.new_isr,
+        )
+        result, record = _alter_one(image, request.broker_id, request.broker_epoch, item)
+        single = controller_pb2.AlterPartitionResponse(
+            error_code=result.error_code, error_message=result.error_message,
+            leader_id=result.leader_id, leader_epoch=result.leader_epoch,
+            partition_epoch=result.partition_epoch, isr=result.isr,
+        )
+        return ControllerResult(() if record is None else (record,), single)
     response = controller_pb2.AlterPartitionResponse(leader_id=-1)
-    registration = image.partition(request.topic, request.partition)
+    batch: list[records.MetadataRecord] = []
+    seen: set[tuple[str, int]] = set()
+    for item in request.partitions:
+        key = (item.topic, item.partition)
+        if key in seen:
+            response.partitions.add(
+                topic=item.topic, partition=item.partition, leader_id=-1,
+                error_code=Code.INVALID_REQUEST,
+                error_message=f"{item.topic}-{item.partition} appears more than once",
+            )
+            continue
+        seen.add(key)
+        result, record = _alter_one(image, request.broker_id, request.broker_epoch, item)
+        response.partitions.append(result)
+        if record is not None:
+            batch.append(record)
+    return ControllerResult(tuple(batch), response)
+
+
+def _alter_one(
+    image: MetadataImage, broker_id: int, broker_epoch: int,
+    item: controller_pb2.AlterPartitionItem,
+) -> tuple[controller_pb2.AlterPartitionResult, records.MetadataRecord | None]:
+    """One partition's verdict: its result, and the record carrying the change (None when
+    refused or when the ISR is already the one asked for)."""
+    result = controller_pb2.AlterPartitionResult(
+        topic=item.topic, partition=item.partition, leader_id=-1)
+    registration = image.partition(item.topic, item.partition)
     if registration is None:
-        response.error_code = Code.UNKNOWN_TOPIC_OR_PARTITION
-        response.error_message = f"unknown partition {request.topic}-{request.partition}"
-        return ControllerResult((), response)
-    response.leader_id = registration.leader
-    response.leader_epoch = registration.leader_epoch
-    response.partition_epoch = registration.partition_epoch
-    response.isr.extend(registration.isr)
-    broker = image.brokers.get(request.broker_id)
+        result.error_code = Code.UNKNOWN_TOPIC_OR_PARTITION
+        result.error_message = f"unknown partition {item.topic}-{item.partition}"
+        return result, None
+    result.leader_id = registration.leader
+    result.leader_epoch = registration.leader_epoch
+    result.partition_epoch = registration.partition_epoch
+    result.isr.extend(registration.isr)
+    broker = image.brokers.get(broker_id)
     problem: tuple[int, str] | None = None
-    if broker is None or broker.epoch != request.broker_epoch or broker.fenced:
+    if broker is None or broker.epoch != broker_epoch or broker.fenced:
         problem = (
             Code.STALE_BROKER_EPOCH,
-            f"broker {request.broker_id} is not registered with epoch "
-            f"{request.broker_epoch} (or is fenced)",
+            f"broker {broker_id} is not registered with epoch {broker_epoch} (or is fenced)",
         )
-    elif registration.leader != request.broker_id:
+    elif registration.leader != broker_id:
         problem = (
             Code.NOT_LEADER_OR_FOLLOWER,
-            f"broker {request.broker_id} does not lead {request.topic}-"
-            f"{request.partition}; {registration.leader} does",
+            f"broker {broker_id} does not lead {item.topic}-{item.partition}; "
+            f"{registration.leader} does",
         )
-    elif request.leader_epoch != registration.leader_epoch:
+    elif item.leader_epoch != registration.leader_epoch:
         problem = (
             Code.FENCED_LEADER_EPOCH,
-            f"leader epoch {request.leader_epoch} is not {registration.leader_epoch}",
+            f"leader epoch {item.leader_epoch} is not {registration.leader_epoch}",
         )
-    elif request.partition_epoch != registration.partition_epoch:
+    elif item.partition_epoch != registration.partition_epoch:
         problem = (
             Code.INVALID_UPDATE_VERSION,
-            f"partition epoch {request.partition_epoch} is not {registration.partition_epoch}",
+            f"partition epoch {item.partition_epoch} is not {registration.partition_epoch}",
         )
     else:
-        problem = _isr_problem(image, registration, set(request.new_isr), request.broker_id)
+        problem = _isr_problem(image, registration, set(item.new_isr), broker_id)
     if problem is not None:
-        response.error_code = problem[0]  # type: ignore[assignment]
-        response.error_message = problem[1]
-        return ControllerResult((), response)
-    new_isr = tuple(r for r in registration.replicas if r in set(request.new_isr))
+        result.error_code = problem[0]  # type: ignore[assignment]
+        result.error_message = problem[1]
+        return result, None
+    new_isr = tuple(r for r in registration.replicas if r in set(item.new_isr))
     if new_isr == registration.isr:
-        return ControllerResult((), response)
-    topic = image.topics[request.topic]
-    record = records.partition_change(topic.topic_id, request.partition, isr=new_isr)
-    del response.isr[:]
-    response.isr.extend(new_isr)
-    response.partition_epoch = registration.partition_epoch + 1
-    return ControllerResult((record,), response)
+        return result, None
+    topic = image.topics[item.topic]
+    record = records.partition_change(topic.topic_id, item.partition, isr=new_isr)
+    del result.isr[:]
+    result.isr.extend(new_isr)
+    result.partition_epoch = registration.partition_epoch + 1
+    return result, record
 
 
 def _isr_problem(

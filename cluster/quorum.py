@@ -20,6 +20,7 @@ import logging
 import math
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from raftka.cluster import controller, records, security_controller, topic_alterations
@@ -58,6 +59,18 @@ def random_id() -> str:
     return uuid.uuid4().hex[:22]
 
 
+@dataclass(slots=True)
+class AlterPartitionStats:
+    """What this node answered as controller (since it started): AlterPartition requests,
+    the partitions they named, the metadata batches they committed and the ISR changes in
+    those batches. Batching shows as far fewer commits than changes."""
+
+    requests: int = 0
+    partitions: int = 0
+    commits: int = 0
+    changes: int = 0
+
+
 class QuorumController:
     def __init__(
         self,
@@ -87,6 +100,7 @@ class QuorumController:
         # Broker id -> epoch of a registration in controlled shutdown (one entry per broker
         # at most): a late heartbeat of it must not unfence it again.
         self._shutting_down: dict[int, int] = {}
+        self.alter_partition_stats = AlterPartitionStats()
 
     # ------------------------------------------------------------------------ leadership
     @property
@@ -325,7 +339,25 @@ class QuorumController:
     async def alter_partition(
         self, request: controller_pb2.AlterPartitionRequest
     ) -> controller_pb2.AlterPartitionResponse:
-        return await self._run(lambda image: controller.alter_partition(image, request))
+        changes: list[int] = []
+
+        def handler(image: MetadataImage) -> ControllerResult[
+                controller_pb2.AlterPartitionResponse]:
+            result = controller.alter_partition(image, request)
+            changes.append(len(result.records))
+            return result
+
+        response = await self._run(handler)
+        stats = self.alter_partition_stats
+        stats.requests += 1
+        stats.partitions += len(request.partitions) or 1
+        if changes and changes[-1]:
+            stats.commits += 1
+            stats.changes += changes[-1]
+            log.info("AlterPartition from broker %d: %d partition(s) asked, %d ISR change(s) "
+                     "committed in one metadata batch", request.broker_id,
+                     len(request.partitions) or 1, changes[-1])
+        return response
 
     async def allocate_producer_ids(
         self, request: controller_pb2.AllocateProducerIdsRequest

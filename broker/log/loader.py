@@ -22,13 +22,9 @@ import logging
 import os
 from dataclasses import dataclass
 
-from raftka.broker.log.checkpoint import (
-    CHECKPOINT_FILE,
-    read_epoch_checkpoint,
-    read_json,
-    write_epoch_checkpoint,
-)
+from raftka.broker.log.checkpoint import read_epoch_checkpoint, write_epoch_checkpoint
 from raftka.broker.log.config import LogConfig
+from raftka.broker.log.dir_checkpoints import StoredOffsets, read_legacy
 from raftka.broker.log.epoch_cache import LeaderEpochCache
 from raftka.broker.log.segment import (
     INDEX_SUFFIX,
@@ -63,17 +59,23 @@ class LoadedLog:
         return self.segments[-1].next_offset
 
 
-def load_log(directory: str, config: LogConfig, now_ms: int) -> LoadedLog:
+def load_log(
+    directory: str, config: LogConfig, now_ms: int, stored: StoredOffsets | None = None
+) -> LoadedLog:
     """Open and recover the segments in `directory` (which must exist; it may be empty).
 
+    `stored`: the offsets the log directory's checkpoints hold for it (dir_checkpoints.py);
+    None reads the partition's own `partition.checkpoint` (a log opened on its own, or an
+    older data directory). An offset not stored counts as 0 (the log start offset then
+    comes from the first segment; the recovery point 0 makes every segment be scanned).
     `now_ms` stands in for the first append time of a non-empty active segment (segment.ms
     rolls count from when this process first saw it). Files are repaired in place: tails cut,
     segments and orphan files deleted, the epoch checkpoint rewritten when it changed.
     """
-    checkpoint = read_json(os.path.join(directory, CHECKPOINT_FILE)) or {}
-    stored_recovery_point = int(checkpoint.get("recovery_point", 0))
-    stored_start = int(checkpoint.get("log_start_offset", 0))
-    stored_high_watermark = int(checkpoint.get("high_watermark", 0))
+    offsets = stored if stored is not None else read_legacy(directory)
+    stored_recovery_point = offsets.recovery_point or 0
+    stored_start = offsets.log_start_offset or 0
+    stored_high_watermark = offsets.high_watermark or 0
     bases = segment_base_offsets_on_disk(directory)
     remove_orphan_files(directory, set(bases))
     # Written (and fsynced) before any batch of a new epoch, so it speaks for every batch.

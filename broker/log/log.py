@@ -25,11 +25,12 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from raftka.broker.log.checkpoint import CHECKPOINT_FILE, write_epoch_checkpoint, write_json
 from raftka.broker.log.config import LogConfig
+from raftka.broker.log.dir_checkpoints import StoredOffsets
 from raftka.broker.log.epoch_cache import LeaderEpochCache
 from raftka.broker.log.file_slice import FileSlice
 from raftka.broker.log.loader import load_log
@@ -91,17 +92,24 @@ class PartitionLog:
         # Orders checkpoint file writes, which happen outside the main lock.
         self._checkpoint_lock = threading.Lock()
         self._checkpointed: dict[str, int] | None = None
+        # Set when the log directory's checkpoints (dir_checkpoints.py) keep this log's
+        # offsets: called instead of writing `partition.checkpoint` whenever they change.
+        self.on_offsets_changed: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------------- opening
     @classmethod
-    def open(cls, directory: str, config: LogConfig, now_ms: int) -> PartitionLog:
+    def open(
+        cls, directory: str, config: LogConfig, now_ms: int, stored: StoredOffsets | None = None
+    ) -> PartitionLog:
+        """`stored`: the offsets the directory-level checkpoints hold for this log; None
+        reads (and then keeps writing) the log's own `partition.checkpoint`."""
         os.makedirs(directory, exist_ok=True)
         partition_log = cls(directory, config)
-        partition_log._load(now_ms)
+        partition_log._load(now_ms, stored)
         return partition_log
 
-    def _load(self, now_ms: int) -> None:
-        loaded = load_log(self.directory, self.config, now_ms)
+    def _load(self, now_ms: int, stored: StoredOffsets | None) -> None:
+        loaded = load_log(self.directory, self.config, now_ms, stored)
         self._segments = loaded.segments
         self.log_start_offset = loaded.log_start_offset
         self.high_watermark = loaded.high_watermark
@@ -112,6 +120,10 @@ class PartitionLog:
     @property
     def log_end_offset(self) -> int:
         return self._segments[-1].next_offset
+
+    @property
+    def first_segment_base_offset(self) -> int:
+        return self._segments[0].base_offset
 
     @property
     def size_bytes(self) -> int:
@@ -484,7 +496,12 @@ class PartitionLog:
         return False
 
     def write_checkpoint(self) -> None:
-        """Persist the offsets (skipped when nothing changed since the last write)."""
+        """The offsets changed: tell the directory's checkpoints (which write at once only
+        what may not be late), or, for a log on its own, persist them in
+        `partition.checkpoint` (skipped when nothing changed since the last write)."""
+        if self.on_offsets_changed is not None:
+            self.on_offsets_changed()
+            return
         with self._lock:
             state = {
                 "high_watermark": self.high_watermark,

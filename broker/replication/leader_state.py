@@ -16,7 +16,7 @@ joining follower before the controller has made it a member (Kafka's KIP-497).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 UNKNOWN_OFFSET = -1
@@ -109,21 +109,35 @@ class LeaderState:
             and now_ms - self._followers[r].last_caught_up_ms > lag_max_ms
         }
 
-    def caught_up_followers(self) -> set[int]:
-        """Replicas outside the ISR with every committed record and this epoch's start."""
+    def caught_up_followers(
+        self, now_ms: int | None = None, lag_max_ms: int | None = None
+    ) -> set[int]:
+        """Replicas outside the ISR with every committed record and this epoch's start, and
+        (given `now_ms`) caught up within `lag_max_ms`: on an idle partition a follower
+        that stopped fetching still "has" every record (0 >= 0), and letting it back in
+        only to shrink it out again on the next round made every ISR flap."""
         threshold = max(self.high_watermark, self.epoch_start_offset)
         return {
             r
             for r, progress in self._followers.items()
-            if r not in self.isr and progress.log_end_offset >= threshold
+            if r not in self.isr
+            and progress.log_end_offset >= threshold
+            and (now_ms is None or lag_max_ms is None
+                 or now_ms - progress.last_caught_up_ms <= lag_max_ms)
         }
 
-    def proposed_isr(self, now_ms: int, lag_max_ms: int) -> frozenset[int] | None:
-        """The ISR to ask the controller for, or None when none is due (or one is pending)."""
+    def proposed_isr(
+        self, now_ms: int, lag_max_ms: int, eligible: Callable[[int], bool] | None = None
+    ) -> frozenset[int] | None:
+        """The ISR to ask the controller for, or None when none is due (or one is pending).
+        `eligible` says which brokers may join (unfenced in this broker's metadata): the
+        controller refuses the others, and asking again every round is wasted work."""
         if self.pending_isr is not None:
             return None
         lagging = self.lagging_followers(now_ms, lag_max_ms)
-        joining = self.caught_up_followers()
+        joining = self.caught_up_followers(now_ms, lag_max_ms)
+        if eligible is not None:
+            joining = {r for r in joining if eligible(r)}
         if not lagging and not joining:
             return None
         return (self.isr - lagging) | joining

@@ -1,11 +1,16 @@
 """Damage a stopped broker's partition directories the way a power loss would.
 
 Why a module of its own: what is lost at a power cut is decided from the files alone (the
-checkpoint's recovery point is the last offset the broker fsynced), so it is tested on a
-directory without a cluster, and the nemesis only chooses the victim and the seed.
+checkpointed recovery point: the broker had fsynced at least that far), so it is tested on
+a directory without a cluster, and the nemesis only chooses the victim and the seed.
 
-Model: everything up to the recovery point survives (it was fsynced, and the checkpoint
-that names it was written atomically after the fsync); of what came after, a random prefix
+Model: everything up to the recovery point survives (it was fsynced before the checkpoint
+that names it was written atomically). The log directory's `recovery-point-offset-checkpoint`
+is written every replica.high.watermark.checkpoint.interval.ms, so it may trail the fsyncs
+by that much: the model may take a little more than a real power cut would (what was
+fsynced since), never less. Older data directories keep it in each partition's
+`partition.checkpoint`, which is read when the directory's file does not name the
+partition. Of what came after, a random prefix
 survives, cut at any byte (so a batch may be torn), and segment files created after the
 recovery point's segment are gone entirely (their directory entries were never synced).
 The Raft journal and the epoch/producer checkpoints are synced on every change, so they
@@ -20,6 +25,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from raftka.broker.log.dir_checkpoints import RECOVERY_POINT_FILE, read_offsets
 from raftka.records import HEADER_SIZE, read_header
 
 CHECKPOINT = "partition.checkpoint"
@@ -40,6 +46,10 @@ class PowerCut:
 
 
 def _recovery_point(directory: Path) -> int:
+    topic, _, partition = directory.name.rpartition("-")
+    shared = read_offsets(str(directory.parent / RECOVERY_POINT_FILE)) or {}
+    if partition.isdigit() and (topic, int(partition)) in shared:
+        return shared[(topic, int(partition))]
     try:
         return int(json.loads((directory / CHECKPOINT).read_text()).get("recovery_point", 0))
     except (OSError, ValueError):

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from raftka import Admin, Consumer, Producer
+from raftka.broker.log.dir_checkpoints import LOG_START_FILE, read_offsets
 from raftka.client.consumer import TopicPartition
 from raftka.proto.raftka.v1 import common_pb2, group_pb2, group_pb2_grpc
 from tests.harness import LocalCluster, wait_for
@@ -379,8 +380,11 @@ def test_offsets_log_stays_small_and_forgets_deleted_topics(cluster_factory):
     ]
 
     def trimmed() -> bool:
+        # Each broker writes a moved log start offset to its log directory's checkpoint
+        # at once (broker/log/dir_checkpoints.py).
         starts = [
-            json.loads((d / "partition.checkpoint").read_text())["log_start_offset"]
+            (read_offsets(str(d.parent / LOG_START_FILE)) or {}).get(
+                ("__consumer_offsets", index), 0)
             for d in directories
         ]
         segments = [len(list(d.glob("*.log"))) for d in directories]

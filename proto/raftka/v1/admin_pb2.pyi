@@ -328,7 +328,7 @@ class DescribeLogDirsResponse(_message.Message):
     def __init__(self, broker_id: _Optional[int] = ..., log_dir: _Optional[str] = ..., total_bytes: _Optional[int] = ..., usable_bytes: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[LogDirPartition, _Mapping]]] = ...) -> None: ...
 
 class LogDirPartition(_message.Message):
-    __slots__ = ("topic", "partition", "size_bytes", "offset_lag", "leader", "log_start_offset", "log_end_offset", "high_watermark")
+    __slots__ = ("topic", "partition", "size_bytes", "offset_lag", "leader", "log_start_offset", "log_end_offset", "high_watermark", "recovery_point")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -337,6 +337,7 @@ class LogDirPartition(_message.Message):
     LOG_START_OFFSET_FIELD_NUMBER: _ClassVar[int]
     LOG_END_OFFSET_FIELD_NUMBER: _ClassVar[int]
     HIGH_WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_POINT_FIELD_NUMBER: _ClassVar[int]
     topic: str
     partition: int
     size_bytes: int
@@ -345,4 +346,5 @@ class LogDirPartition(_message.Message):
     log_start_offset: int
     log_end_offset: int
     high_watermark: int
-    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., size_bytes: _Optional[int] = ..., offset_lag: _Optional[int] = ..., leader: _Optional[bool] = ..., log_start_offset: _Optional[int] = ..., log_end_offset: _Optional[int] = ..., high_watermark: _Optional[int] = ...) -> None: ...
+    recovery_point: int
+    def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., size_bytes: _Optional[int] = ..., offset_lag: _Optional[int] = ..., leader: _Optional[bool] = ..., log_start_offset: _Optional[int] = ..., log_end_offset: _Optional[int] = ..., high_watermark: _Optional[int] = ..., recovery_point: _Optional[int] = ...) -> None: ...

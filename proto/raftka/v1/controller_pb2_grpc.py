@@ -85,8 +85,10 @@ class ControllerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AlterPartition(self, request, context):
-        """A partition leader asks to change the ISR of a partition it leads (shrink a lagging
-        follower out, or let a caught-up one back in).
+        """A partition leader asks to change the ISR of partitions it leads (shrink a lagging
+        follower out, or let a caught-up one back in). One request carries every change the
+        broker has pending (Kafka's AlterPartitionManager); the controller judges each
+        partition on its own and commits the accepted ones as one metadata batch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

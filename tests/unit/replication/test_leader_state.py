@@ -67,3 +67,34 @@ def test_a_caught_up_follower_is_proposed_back_once_it_has_the_epoch_start():
     assert state.proposed_isr(now_ms=4, lag_max_ms=10_000) is None
     state.update_isr((1, 2, 3))
     assert state.pending_isr is None and state.isr == frozenset({1, 2, 3})
+
+
+def test_a_silent_follower_of_an_idle_partition_is_not_let_back_in():
+    """Seen with 300 idle partitions: a follower that stopped fetching was shrunk out for
+    lag, then at once proposed back (its log end offset 0 still reached the high watermark
+    0), then out again, every ISR round, until the controller fenced it: thousands of
+    metadata commits. A follower rejoins only if it caught up within the lag limit."""
+    state = leader(isr=(1, 2, 3), now=0)
+    state.record_fetch(2, 0, 0, now_ms=100)
+    state.record_fetch(3, 0, 0, now_ms=100)  # and then broker 3 goes silent
+    state.record_fetch(2, 0, 0, now_ms=1_500)
+    shrunk = state.proposed_isr(now_ms=1_500, lag_max_ms=1_000)
+    assert shrunk == frozenset({1, 2})
+    state.update_isr(shrunk)
+    assert state.proposed_isr(now_ms=1_750, lag_max_ms=1_000) is None
+    state.record_fetch(3, 0, 0, now_ms=2_000)  # it is back
+    assert state.proposed_isr(now_ms=2_250, lag_max_ms=1_000) == frozenset({1, 2, 3})
+
+
+def test_a_fenced_follower_is_not_proposed_back_in():
+    """Seen at 1,000 partitions: after a kill -9 the controller fenced the broker at once,
+    but its last fetches were recent, so every leader proposed it back into every ISR each
+    round (250 ms) for a lag period: 11,000 proposals refused as INELIGIBLE_REPLICA. As in
+    Kafka (KIP-841), a leader proposes only brokers its metadata shows unfenced."""
+    state = leader(isr=(1, 2), now=0)
+    state.record_fetch(2, 0, 0, now_ms=100)
+    state.record_fetch(3, 0, 0, now_ms=100)
+    assert state.proposed_isr(now_ms=200, lag_max_ms=1_000,
+                              eligible=lambda b: b != 3) is None
+    assert state.proposed_isr(now_ms=200, lag_max_ms=1_000,
+                              eligible=lambda b: True) == frozenset({1, 2, 3})
