@@ -26,10 +26,17 @@ SETTINGS = {
 }
 
 
-def counts(cluster: LocalCluster, controller: int) -> dict[str, float]:
-    samples = scrape(cluster.brokers[controller].metrics_port)
-    return {kind: value(samples, f"raftka_controller_alter_partition_{kind}_total")
-            for kind in ("requests", "partitions", "batches", "changes")}
+def counts(cluster: LocalCluster, paused: int | None = None) -> dict[str, float]:
+    """The controllers' AlterPartition counters summed over the running brokers (but a
+    `paused` one, which cannot answer and is no controller): a resumed voter may call an
+    election (pysyncobj has no pre-vote), and the controller move with it."""
+    total = dict.fromkeys(("requests", "partitions", "batches", "changes"), 0.0)
+    for broker_id, broker in cluster.brokers.items():
+        if broker.running and broker_id != paused:
+            samples = scrape(broker.metrics_port)
+            for kind in total:
+                total[kind] += value(samples, f"raftka_controller_alter_partition_{kind}_total")
+    return total
 
 
 def isrs(cluster: LocalCluster, via: int) -> list[tuple[int, set[int]]]:
@@ -59,25 +66,25 @@ def test_a_silent_follower_leaves_and_rejoins_hundreds_of_isrs_in_a_few_commits(
              "every ISR full after the create")
     followed = [i for i, (leader, _) in enumerate(isrs(cluster, controller)) if leader != victim]
     assert len(followed) > PARTITIONS // 2
-    before = counts(cluster, controller)
+    before = counts(cluster)
 
     cluster.brokers[victim].signal(signal.SIGSTOP)  # alive, but silent
     try:
         wait_for(lambda: all(victim not in isrs(cluster, controller)[i][1] for i in followed),
                  60, f"broker {victim} out of the ISR of every partition it follows")
-        shrunk = since(counts(cluster, controller), before)
+        shrunk = since(counts(cluster, paused=victim), before)
+        # Counted from before it resumes: its leaders may let it back in at once.
+        before = counts(cluster, paused=victim)
     finally:
         cluster.brokers[victim].signal(signal.SIGCONT)
     assert shrunk["changes"] >= len(followed), shrunk
     # Two leaders, each a few rounds at most: far fewer requests and commits than changes.
     assert shrunk["batches"] <= shrunk["changes"] / 10, shrunk
     assert shrunk["requests"] <= shrunk["partitions"] / 10, shrunk
-    assert cluster.describe().controller_id == controller
 
-    before = counts(cluster, controller)
     wait_for(lambda: all(len(isr) == 3 for _, isr in isrs(cluster, controller)), 60,
              f"broker {victim} back in every ISR")
-    expanded = since(counts(cluster, controller), before)
+    expanded = since(counts(cluster), before)
     assert expanded["changes"] >= len(followed), expanded
     assert expanded["batches"] <= expanded["changes"] / 10, expanded
 
@@ -86,10 +93,10 @@ def test_a_silent_follower_leaves_and_rejoins_hundreds_of_isrs_in_a_few_commits(
     cluster.brokers[victim].kill()
     wait_for(lambda: all(victim not in isr for _, isr in isrs(cluster, controller)), 60,
              f"killed broker {victim} out of every ISR")
-    before = counts(cluster, controller)
+    before = counts(cluster)
     cluster.brokers[victim].start()
     wait_for(lambda: all(len(isr) == 3 for _, isr in isrs(cluster, controller)), 90,
              f"restarted broker {victim} back in every ISR")
-    rejoined = since(counts(cluster, controller), before)
+    rejoined = since(counts(cluster), before)
     assert rejoined["changes"] >= PARTITIONS, rejoined
     assert rejoined["batches"] <= rejoined["changes"] / 10, rejoined
