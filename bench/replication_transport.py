@@ -32,13 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.sync_send_latency import sdk_sends  # noqa: E402
 from raftka.client.admin import Admin  # noqa: E402
 from raftka.client.cli_cluster import _wait_ready  # noqa: E402
 from raftka.client.local_cluster import LocalCluster  # noqa: E402
 from tests.harness import free_port_block  # noqa: E402
 
 READY_TIMEOUT_S = 120.0
-WARMUP_SENDS = 20
 PORTS_PER_CLUSTER = 30  # three brokers, PORT_STRIDE 10 apart
 TRANSPORTS = ("grpc", "stream")
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -59,16 +59,7 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 
 
 def sync_sends(bootstrap: str, topic: str, acks: str, sends: int) -> dict[str, float]:
-    from raftka.client.producer import Producer
-
-    samples = []
-    with Producer(bootstrap, acks=acks, linger_ms=0) as producer:
-        for i in range(WARMUP_SENDS + sends):
-            started = time.perf_counter()
-            producer.send(topic, b"x" * 100, partition=0).get(timeout=10)
-            if i >= WARMUP_SENDS:
-                samples.append((time.perf_counter() - started) * 1000)
-    return percentiles(samples)
+    return percentiles(sdk_sends(bootstrap, topic, acks, sends))
 
 
 def bench_produce(bootstrap: str, records: int) -> dict[str, object]:
