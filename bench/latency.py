@@ -8,6 +8,13 @@ at `start + i / rate`, whatever happened before; when the sender falls behind it
 overdue records at once, and every latency is measured from the record's *scheduled* time,
 so time spent behind schedule counts against the system.
 
+--gc-freeze: the producing process calls gc.freeze() once it is set up (the Python docs'
+gc.freeze, as latency-minded services do), so full collections no longer walk the ~36,000
+objects its imports made. Kept to check the garbage collector's share: once the SDK's
+per-record reference cycle was gone (client/accumulator.py: gen-0 collections in a 7 s run
+at 10,000 records/s fell from 378 to 9) it made no consistent difference (BENCHMARKS.md).
+The default measures the process as Python leaves it.
+
 Two latencies per record:
 - produce: scheduled time to acknowledgement (acks=all, RF=3, min.insync.replicas=2), taken
   in the Producer's completion callback;
@@ -22,6 +29,7 @@ Starts a 3-broker cluster in a temporary directory unless --bootstrap is given. 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import struct
@@ -114,6 +122,10 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
             bootstrap, acks="all", linger_ms=args.linger_ms, batch_size=args.batch_size
         ) as producer:
             producer.partitions_for(topic)
+            frozen = getattr(args, "gc_freeze", False)
+            if frozen:
+                gc.collect()
+                gc.freeze()
             start = time.perf_counter() + 0.1
             start_wall_ns = time.time_ns() + 100_000_000
             interval = 1.0 / rate
@@ -139,6 +151,8 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
                         future.add_done_callback(done)
                     i += 1
             producer.flush()
+            if frozen:
+                gc.unfreeze()
         out, _ = child.communicate(timeout=args.seconds + DRAIN_S + 60)
         end_to_end = json.loads(out.strip().splitlines()[-1])
     finally:
@@ -150,6 +164,7 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
         "records": total,
         "counted": total - skip,
         "linger_ms": args.linger_ms,
+        "gc_freeze": getattr(args, "gc_freeze", False),
         "batch_size": args.batch_size,
         "worst_send_lag_ms": round(worst_lag * 1000, 3),
         "produce_ms": percentiles(produce_ms),
@@ -174,6 +189,8 @@ def main() -> int:
         "a batch must hold a round trip's worth of records",
     )
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="gc.freeze() in the producing process once set up (see above)")
     parser.add_argument("--bootstrap", help="an existing cluster (default: start one)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--consume-role", action="store_true", help=argparse.SUPPRESS)

@@ -26,6 +26,8 @@ For each N, on a fresh cluster (real broker processes, `raftka cluster up`'s lay
                         committed ("AlterPartition from broker" lines; a tree before batching
                         sends one AlterPartition and commits one entry per proposal)
 --nofile N runs the brokers with RLIMIT_NOFILE N (the broker setting max.open.files).
+--produce-only stops after the first produce (create, ISRs full, produce), for a quick
+before/after of the produce path (`--tree` elsewhere: run this file from the other tree).
 """
 
 from __future__ import annotations
@@ -406,15 +408,16 @@ def run_one(root: Path, total: int, args: argparse.Namespace,
         result["produce"] = produce(bench, result["topics"], args.per_topic, total, args.records)
         progress(f"  produce {result['produce']}")
         result["after_produce"] = {**process_figures(bench), **metadata_figures(bench)}
-        result.update(restart_one(bench, total))
-        result["after_restart_one"] = metadata_figures(bench)
-        progress(f"  restart one: {result['restart_one_isr_full_s']} s")
-        result.update(restart_all(bench, total))
-        progress(f"  restart all: {result['restart_all_isr_full_s']} s")
-        result["status_after_restart_s"] = status_time(bench)
-        result["produce_after_restart"] = produce(
-            bench, result["topics"], args.per_topic, total, args.records // 5)
-        result["after_restart"] = {**process_figures(bench), **metadata_figures(bench)}
+        if not args.produce_only:
+            result.update(restart_one(bench, total))
+            result["after_restart_one"] = metadata_figures(bench)
+            progress(f"  restart one: {result['restart_one_isr_full_s']} s")
+            result.update(restart_all(bench, total))
+            progress(f"  restart all: {result['restart_all_isr_full_s']} s")
+            result["status_after_restart_s"] = status_time(bench)
+            result["produce_after_restart"] = produce(
+                bench, result["topics"], args.per_topic, total, args.records // 5)
+            result["after_restart"] = {**process_figures(bench), **metadata_figures(bench)}
     finally:
         result["emfile_lines"] = emfile_lines(bench)
         bench.stop()
@@ -431,6 +434,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workdir", help="keep the brokers' data and logs here")
+    parser.add_argument("--produce-only", action="store_true",
+                        help="stop after create and the first produce")
     args = parser.parse_args()
     settings = dict(item.split("=", 1) for item in args.set)
     results: list[dict[str, Any]] = []

@@ -127,25 +127,44 @@ class BrokerMetrics:
             ["request", "protocol"], buckets=LATENCY_BUCKETS_S, registry=registry,
         )
 
+        # Label children by their label values: prometheus_client's labels() validates and
+        # locks on every call, and the paths call it several times per produce round.
+        # Nothing is ever removed from these metrics, so neither is a child from here.
+        self._request_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._in_children: dict[str, tuple[Any, Any]] = {}
+        self._out_children: dict[tuple[str, bool], Any] = {}
+
     def watch(self, state: BrokerState) -> None:
         """Read `state` at every scrape (once; the server calls it after wiring)."""
         self.registry.register(_StateCollector(state))
 
     # ------------------------------------------------------------------ the paths
     def appended(self, topic: str, records: int, size_bytes: int) -> None:
-        self.messages_in.labels(topic).inc(records)
-        self.bytes_in.labels(topic).inc(size_bytes)
+        children = self._in_children.get(topic)
+        if children is None:
+            children = (self.messages_in.labels(topic), self.bytes_in.labels(topic))
+            self._in_children[topic] = children
+        children[0].inc(records)
+        children[1].inc(size_bytes)
 
     def served(self, topic: str, size_bytes: int, follower: bool) -> None:
         if size_bytes <= 0:
             return
-        (self.replication_bytes_out if follower else self.bytes_out).labels(topic).inc(
-            size_bytes
-        )
+        child = self._out_children.get((topic, follower))
+        if child is None:
+            child = (self.replication_bytes_out if follower else self.bytes_out).labels(topic)
+            self._out_children[(topic, follower)] = child
+        child.inc(size_bytes)
 
     def request_done(self, request: str, protocol: str, seconds: float, error: str) -> None:
-        self.requests.labels(request, protocol, error).inc()
-        self.request_seconds.labels(request, protocol).observe(seconds)
+        key = (request, protocol, error)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(request, protocol, error),
+                        self.request_seconds.labels(request, protocol))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def isr_changed(self, old: Iterable[int], new: Iterable[int]) -> None:
         before, after = set(old), set(new)

@@ -81,15 +81,141 @@ class ProducePath:
                 )
             return response
         timeout_ms = min(request.timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS, self._timeout_max_ms)
-        results = await asyncio.gather(
-            *(self._produce_one(item, request.acks, timeout_ms) for item in request.partitions)
-        )
-        response.partitions.extend(results)
+        response.partitions.extend(
+            await self._produce_items(list(request.partitions), request.acks, timeout_ms))
         return response
+
+    async def append_many(
+        self, items: list[broker_pb2.PartitionProduceData], acks: int, timeout_ms: int
+    ) -> Awaitable[list[broker_pb2.PartitionProduceResponse]]:
+        """A request's partitions, for the Kafka listener, in two steps: this call returns
+        once every partition's data is appended (or refused); what it returns completes
+        with the replies once each has its acks. So the listener can take the
+        connection's next request meanwhile (its appends come after these) and still
+        answer in order — a Kafka producer pipelines requests on one connection, and
+        waiting for the acks of one before reading the next made each connection one
+        replication round trip per request."""
+        if acks not in (-1, 0, 1):
+            return _ready([await self.produce_one(item, acks, timeout_ms) for item in items])
+        timeout_ms = min(timeout_ms or DEFAULT_PRODUCE_TIMEOUT_MS, self._timeout_max_ms)
+        if acks == 0:  # nothing to wait for: the appends go on in the background
+            return _ready(list(await asyncio.gather(
+                *(self._produce_one(item, acks, timeout_ms) for item in items))))
+        replies, appended = await self._append_items(items, acks)
+        return self._wait_items(replies, appended, acks, timeout_ms)
+
+    async def _produce_items(
+        self, items: list[broker_pb2.PartitionProduceData], acks: int, timeout_ms: int
+    ) -> list[broker_pb2.PartitionProduceResponse]:
+        """Every partition's data of one gRPC request (acks checked by the caller): one
+        partition on its own, several as the Kafka listener's append_many does them."""
+        if len(items) < 2:
+            return [await self._produce_one(item, acks, timeout_ms) for item in items]
+        return await (await self.append_many(items, acks, timeout_ms))
+
+    async def _append_items(
+        self, items: list[broker_pb2.PartitionProduceData], acks: int
+    ) -> tuple[list[broker_pb2.PartitionProduceResponse],
+               list[tuple[broker_pb2.PartitionProduceResponse, Partition, int]]]:
+        """Validate each partition's data on its own, append them all in ONE job on the
+        writer thread, sync those flush.messages says to in one more, and wake waiters:
+        the replies (errors filled in), and the appended ones with their last offsets.
+
+        One job, not one writer round trip per partition: a Kafka producer's request to a
+        broker leading 3,333 of 10,000 partitions carries data for all of them, and 3,333
+        thread hand-offs (each a future, a wake-up of the event loop) held the loop for
+        the whole request. The steps per partition and their order are as _produce_one's."""
+        replicas = self._replicas
+        replies: list[broker_pb2.PartitionProduceResponse] = []
+        ready: list[tuple[broker_pb2.PartitionProduceResponse, Partition, bytearray,
+                          list[tuple[int, BatchHeader]]]] = []
+        for item in items:
+            reply = broker_pb2.PartitionProduceResponse(
+                topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1)
+            replies.append(reply)
+            try:
+                ready.append((reply, *await self._admit(item)))
+            except Exception as exc:
+                self._refuse(reply, exc, item.topic, internal=False)
+        if not ready:
+            return replies, []
+        outcomes = await replicas.on_writer(
+            _append_each, [(partition, data, batches) for _, partition, data, batches in ready],
+            acks, replicas.clock_ms())
+        appended: list[tuple[broker_pb2.PartitionProduceResponse, Partition, int]] = []
+        for (reply, partition, data, batches), outcome in zip(ready, outcomes, strict=True):
+            if isinstance(outcome, DuplicateSequenceError):
+                first, last = outcome.stored.first_offset, outcome.stored.last_offset
+            elif isinstance(outcome, BaseException):
+                self._refuse(reply, outcome, partition.tp.topic, internal=False)
+                continue
+            else:
+                first, last = outcome.base_offset, outcome.last_offset
+                if self._metrics is not None:
+                    records = sum(header.records_count for _, header in batches)
+                    self._metrics.appended(partition.tp.topic, records, len(data))
+            reply.base_offset = first
+            reply.log_start_offset = partition.log_start_offset
+            appended.append((reply, partition, last))
+        due = [partition for _, partition, _ in appended if partition.log.flush_due_by_count()]
+        flush_failures = (await replicas.on_writer(_flush_each, due, replicas.clock_ms())
+                          if due else {})
+        synced = []
+        for reply, partition, last in appended:
+            failure = flush_failures.get(partition.tp)
+            if failure is not None:
+                self._refuse(reply, failure, partition.tp.topic, internal=False)
+                continue
+            replicas.purgatory.notify(partition.tp)
+            synced.append((reply, partition, last))
+        return replies, synced
+
+    async def _wait_items(
+        self, replies: list[broker_pb2.PartitionProduceResponse],
+        appended: list[tuple[broker_pb2.PartitionProduceResponse, Partition, int]],
+        acks: int, timeout_ms: int,
+    ) -> list[broker_pb2.PartitionProduceResponse]:
+        """The acks=all waits of the appended partitions; then every reply."""
+        if acks == -1:
+            await asyncio.gather(*(self._replicated_or_refused(reply, partition, last,
+                                                               timeout_ms)
+                                   for reply, partition, last in appended))
+        return replies
+
+    async def _admit(
+        self, item: broker_pb2.PartitionProduceData, internal: bool = False
+    ) -> tuple[Partition, bytearray, list[tuple[int, BatchHeader]]]:
+        """The checks before an append: the data's framing and CRCs, the topic (created
+        when auto.create allows), this broker leading the partition and holding its lease."""
+        data, batches = parse_produce_data(item, self._replicas.clock_ms())
+        topic = self._replicas.image.topics.get(item.topic)
+        if topic is not None and topic.internal and not internal:
+            raise InvalidTopicError(f"'{item.topic}' is internal; clients cannot write it")
+        await self._ensure_topic(item.topic, item.partition)
+        partition = self._replicas.leader_partition(TopicPartition(item.topic, item.partition))
+        problem = self._lease_problem()
+        if problem is not None:
+            raise BrokerFencedError(problem)
+        return partition, data, batches
+
+    def _refuse(self, reply: broker_pb2.PartitionProduceResponse, exc: BaseException,
+                topic: str, internal: bool) -> None:
+        fill_error(reply, exc)
+        reply.base_offset = -1
+        if self._metrics is not None and not internal:
+            self._metrics.failed_produce.labels(topic).inc()
+
+    async def _replicated_or_refused(self, reply: broker_pb2.PartitionProduceResponse,
+                                     partition: Partition, last_offset: int,
+                                     timeout_ms: int) -> None:
+        try:
+            await self._await_replication(partition, last_offset, timeout_ms)
+        except Exception as exc:
+            self._refuse(reply, exc, partition.tp.topic, internal=False)
 
     async def produce_one(self, item: broker_pb2.PartitionProduceData, acks: int,
                           timeout_ms: int) -> broker_pb2.PartitionProduceResponse:
-        """One partition's data, for the Kafka listener (the gRPC path batches these)."""
+        """One partition's data on its own (append_many takes a request's partitions)."""
         if acks not in (-1, 0, 1):
             return broker_pb2.PartitionProduceResponse(
                 topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1,
@@ -118,15 +244,7 @@ class ProducePath:
             topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1
         )
         try:
-            data, batches = parse_produce_data(item, self._replicas.clock_ms())
-            topic = self._replicas.image.topics.get(item.topic)
-            if topic is not None and topic.internal and not internal:
-                raise InvalidTopicError(f"'{item.topic}' is internal; clients cannot write it")
-            await self._ensure_topic(item.topic, item.partition)
-            partition = self._replicas.leader_partition(TopicPartition(item.topic, item.partition))
-            problem = self._lease_problem()
-            if problem is not None:
-                raise BrokerFencedError(problem)
+            partition, data, batches = await self._admit(item, internal)
             if acks == 0:
                 task = asyncio.create_task(self._append_quietly(partition, data, batches))
                 self._background.add(task)
@@ -142,10 +260,7 @@ class ProducePath:
             if acks == -1:
                 await self._await_replication(partition, last, timeout_ms)
         except Exception as exc:  # every failure becomes this partition's error code
-            fill_error(reply, exc)
-            reply.base_offset = -1
-            if self._metrics is not None and not internal:
-                self._metrics.failed_produce.labels(item.topic).inc()
+            self._refuse(reply, exc, item.topic, internal)
         return reply
 
     async def _ensure_topic(self, topic: str, partition: int) -> None:
@@ -233,6 +348,38 @@ class ProducePath:
             f"{partition.tp}: offset {last_offset} not replicated to the ISR "
             f"{list(partition.isr)} within {timeout_ms} ms"
         )
+
+
+async def _ready(
+    replies: list[broker_pb2.PartitionProduceResponse],
+) -> list[broker_pb2.PartitionProduceResponse]:
+    return replies
+
+
+def _append_each(
+    appends: list[tuple[Partition, bytearray, list[tuple[int, BatchHeader]]]], acks: int,
+    now_ms: int,
+) -> list[AppendResult | BaseException]:
+    """Writer thread: each partition's append_as_leader result, or what it raised (a
+    duplicate's DuplicateSequenceError included), in order."""
+    outcomes: list[AppendResult | BaseException] = []
+    for partition, data, batches in appends:
+        try:
+            outcomes.append(partition.append_as_leader(data, batches, acks, now_ms))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _flush_each(partitions: list[Partition], now_ms: int) -> dict[TopicPartition, BaseException]:
+    """Writer thread: flush each partition's log (flush.messages reached); the failures."""
+    failures: dict[TopicPartition, BaseException] = {}
+    for partition in partitions:
+        try:
+            partition.log.flush(now_ms)
+        except Exception as exc:
+            failures[partition.tp] = exc
+    return failures
 
 
 def parse_produce_data(

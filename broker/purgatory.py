@@ -21,6 +21,11 @@ class TooManyWaitersError(BrokerError):
     code = common_pb2.ErrorCode.REQUEST_TIMED_OUT
 
 
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class Purgatory:
     def __init__(self, waiters_max: int = 100_000) -> None:
         self._waiters: defaultdict[Hashable, set[asyncio.Future[None]]] = defaultdict(set)
@@ -61,11 +66,14 @@ class Purgatory:
             for key in keys:
                 self._waiters[key].add(future)
             self._count += 1
+            # A timer that resolves the future, rather than wait_for(shield(...)): every
+            # acks=all produce and every long poll waits here, and wait_for's extra task
+            # machinery was a visible share of a broker's CPU per request.
+            timer = loop.call_later(remaining, _expire, future)
             try:
-                await asyncio.wait_for(asyncio.shield(future), remaining)
-            except TimeoutError:
-                pass
+                await future
             finally:
+                timer.cancel()
                 self._count -= 1
                 for key in keys:
                     waiting = self._waiters.get(key)

@@ -22,10 +22,14 @@ linger_ms=0 waited out the sender's idle poll: ~100 ms per synchronous send.
 
 from __future__ import annotations
 
+import logging
 import threading
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any
 
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -37,6 +41,8 @@ from raftka.records import (
     NO_SEQUENCE,
     restamp_producer,
 )
+
+log = logging.getLogger("raftka.client")
 
 # Bytes a record costs beyond its key, value and headers (varints, attributes, deltas).
 RECORD_OVERHEAD_BYTES = 24
@@ -55,7 +61,7 @@ class BatchResult:
     """How one batch ended; every record's future reads it. One event per batch rather than
     one per record (as Kafka's ProduceRequestResult), since send() runs once per record."""
 
-    __slots__ = ("_callbacks", "_event", "base_offset", "error", "partition", "topic")
+    __slots__ = ("_callbacks", "_event", "_lock", "base_offset", "error", "partition", "topic")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -63,28 +69,45 @@ class BatchResult:
         self.base_offset = -1
         self.error: BaseException | None = None
         self._event = threading.Event()
-        self._callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()  # a callback added as the batch completes runs once
+        # (callback, its argument): a pair per record future rather than a closure, which
+        # was two more objects per record for the garbage collector to track.
+        self._callbacks: list[tuple[Callable[[Any], None], Any]] = []
 
     @property
     def done(self) -> bool:
         return self._event.is_set()
 
     def complete(self, base_offset: int, error: BaseException | None) -> None:
-        if self._event.is_set():
-            return
-        self.base_offset = base_offset
-        self.error = error
-        self._event.set()
-        for callback in self._callbacks:
-            callback()
+        with self._lock:
+            if self._event.is_set():
+                return
+            self.base_offset = base_offset
+            self.error = error
+            self._event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback, argument in callbacks:
+            _call_safely(callback, argument)
 
     def wait(self, timeout: float | None) -> bool:
         return self._event.wait(timeout)
 
-    def on_done(self, callback: Callable[[], None]) -> None:
-        self._callbacks.append(callback)
-        if self._event.is_set():
-            callback()
+    def on_done(self, callback: Callable[[Any], None], argument: Any) -> None:
+        """`callback(argument)` once the batch is done (at once if it is)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._callbacks.append((callback, argument))
+                return
+        _call_safely(callback, argument)
+
+
+def _call_safely(callback: Callable[[Any], None], argument: Any) -> None:
+    """An application's callback that raises is logged, as Kafka's producer does: on the
+    sender thread its exception would leave the batch unfinished and its partition stuck."""
+    try:
+        callback(argument)
+    except Exception:
+        log.exception("a send callback raised; the producer goes on")
 
 
 class RecordFuture:
@@ -122,7 +145,7 @@ class RecordFuture:
         return self._result.error
 
     def add_done_callback(self, callback: Callable[[RecordFuture], None]) -> None:
-        self._result.on_done(lambda: callback(self))
+        self._result.on_done(callback, self)
 
 
 @dataclass(slots=True)
@@ -146,6 +169,9 @@ def record_size(
 
 # The builder's own size limit: never reached, the accumulator decides when a batch is full.
 _BUILDER_NO_LIMIT = 2**31 - 1
+# One empty header list for every header-less record of append_many (the builder reads it,
+# never changes it; it takes only a list).
+_NO_HEADERS: list[tuple[str, bytes | None]] = []
 
 
 @dataclass(slots=True)
@@ -194,6 +220,31 @@ class ProducerBatch:
         self._builder.append(index, timestamp_ms, key, value, headers)
         self.record_count = index + 1
         return index
+
+    def add_many(
+        self,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None,
+        start: int,
+        stop: int,
+        timestamp_ms: int,
+    ) -> None:
+        """Write records start..stop-1 of `values` (and `keys`), without headers: add() in
+        a loop with nothing but the builder's C call per record."""
+        builder = self._builder
+        if builder is None:
+            raise RuntimeError("a batch that was sent takes no more records")
+        append = builder.append
+        first = self.record_count
+        if keys is None:
+            for index, value in enumerate(values[start:stop], first):
+                append(index, timestamp_ms, None, value, _NO_HEADERS)
+        else:
+            for index, (key, value) in enumerate(
+                zip(keys[start:stop], values[start:stop], strict=True), first
+            ):
+                append(index, timestamp_ms, key, value, _NO_HEADERS)
+        self.record_count = first + stop - start
 
     def encoded(self) -> bytes:
         """The batch's RecordBatch v2 bytes, with its current producer id, epoch and base
@@ -311,16 +362,26 @@ class RecordAccumulator:
     ) -> tuple[list[tuple[BatchResult, int, int]], bool]:
         """Queue many records (no headers) for one partition under one lock: the segments
         (batch result, index of the first record in it, count) they landed in, and whether
-        a batch became full. Per record: one size sum and one C call to the builder."""
+        a batch became full. Per record: its size, one prefix sum and the builder's C call;
+        where each batch ends is found by bisecting the prefix sums (the same rule as
+        append: a record joins while the batch stays within batch_size_bytes, an empty
+        batch takes any record)."""
         segments: list[tuple[BatchResult, int, int]] = []
         full_seen = False
         total = len(values)
+        if keys is None:
+            sizes = [RECORD_OVERHEAD_BYTES + (len(v) if v is not None else 0) for v in values]
+        else:
+            sizes = [
+                RECORD_OVERHEAD_BYTES + (len(k) if k is not None else 0)
+                + (len(v) if v is not None else 0)
+                for k, v in zip(keys, values, strict=True)
+            ]
+        before = list(accumulate(sizes, initial=0))  # before[i]: bytes of records 0..i-1
         position = 0
         with self._lock:
             while position < total:
-                key = keys[position] if keys is not None else None
-                value = values[position]
-                size = RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
+                size = sizes[position]
                 if self._buffered_bytes + size > self.buffer_memory_bytes:
                     self._wait_for_room(size, max_block_s)
                 batch, started_new, queue_length = self._open_batch(
@@ -328,24 +389,14 @@ class RecordAccumulator:
                 )
                 full_seen |= started_new and queue_length > 1
                 first = batch.record_count
-                room = self.batch_size_bytes - batch.size_bytes
-                add = batch.add
-                added = 0
-                # this batch takes records until it is full (at least one: an empty batch
-                # takes any record, as in append)
-                while True:
-                    add(key, value, [], timestamp_ms)
-                    added += size
-                    position += 1
-                    if position >= total or added >= room:
-                        break
-                    key = keys[position] if keys is not None else None
-                    value = values[position]
-                    size = RECORD_OVERHEAD_BYTES + len(key or b"") + len(value or b"")
-                    if added + size > room or self._buffered_bytes + added + size > (
-                        self.buffer_memory_bytes
-                    ):
-                        break
+                budget = min(self.batch_size_bytes - batch.size_bytes,
+                             self.buffer_memory_bytes - self._buffered_bytes)
+                # the last record that keeps the batch within budget; at least one
+                stop = max(position + 1,
+                           bisect_right(before, before[position] + budget, position + 1) - 1)
+                batch.add_many(values, keys, position, stop, timestamp_ms)
+                added = before[stop] - before[position]
+                position = stop
                 batch.size_bytes += added
                 self._buffered_bytes += added
                 segments.append((batch.result, first, batch.record_count - first))

@@ -52,8 +52,12 @@ class Admin:
         tls: TlsOptions | None = None,
         username: str | None = None,
         password: str | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_retry(problems)` is called each time no broker answered and the call will be
+        tried again (the CLI says so once); `request_timeout_ms` bounds the retrying."""
         self.request_timeout_s = request_timeout_ms / 1000
+        self._on_retry = on_retry
         self._connections = Connections(tls, resolve_credentials(username, password))
         self.metadata = ClusterMetadata(
             bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
@@ -79,6 +83,8 @@ class Admin:
                 return response
             if time.monotonic() >= deadline:
                 raise BrokerNotAvailableError("no broker answered: " + "; ".join(problems.values()))
+            if problems and self._on_retry is not None:
+                self._on_retry("; ".join(problems.values()))
             time.sleep(ADMIN_RETRY_S)
 
     # ------------------------------------------------------------------------- topics

@@ -13,14 +13,13 @@ from raftka.client.cli_common import (
     CliError,
     add_bootstrap,
     add_json,
+    cli_admin,
     parse_key_values,
 )
 
 
 def _admin(args: argparse.Namespace) -> Any:
-    from raftka.client.admin import Admin
-
-    return Admin(args.bootstrap)
+    return cli_admin(args)
 
 
 def register_topic_actions(actions: Any) -> None:

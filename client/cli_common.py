@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from raftka.client.credentials import PASSWORD_ENV, USER_ENV
 from raftka.client.local_cluster import DEFAULT_DATA_DIR, recorded_bootstrap, recorded_tls
@@ -24,6 +26,46 @@ class CliError(Exception):
     """A failure to report as one line on stderr with exit code 1."""
 
 
+# How long an admin command retries unreachable brokers before it gives up (ms): long enough
+# to ride out a failover, short enough that a mistyped address is reported in half a minute.
+DEFAULT_REQUEST_TIMEOUT_MS = 30_000
+
+
+def cli_admin(args: argparse.Namespace) -> Any:
+    """The Admin client of a command: its --bootstrap and --request-timeout-ms, retrying out
+    loud."""
+    from raftka.client.admin import Admin
+
+    timeout_ms = getattr(args, "request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)
+    return Admin(args.bootstrap, request_timeout_ms=timeout_ms,
+                 on_retry=report_retrying(timeout_ms))
+
+
+def positive_ms(text: str) -> int:
+    """An argparse type: a whole number of milliseconds above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of ms") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} ms: must be above 0")
+    return value
+
+
+def report_retrying(timeout_ms: int) -> Callable[[str], None]:
+    """For an admin client's on_retry: one line on stderr the first time no broker answered,
+    so a person waiting on a wrong or dead address knows what is happening."""
+    said: list[bool] = []
+
+    def say(problems: str) -> None:
+        if not said:
+            said.append(True)
+            print(f"raftka: no broker answered yet ({problems}); retrying for up to "
+                  f"{timeout_ms / 1000:g} s (--request-timeout-ms)", file=sys.stderr, flush=True)
+
+    return say
+
+
 def add_bootstrap(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap",
@@ -32,6 +74,12 @@ def add_bootstrap(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"HOST:PORT[,HOST:PORT...] of any broker (env {BOOTSTRAP_ENV}; default: every "
         f"broker of the local cluster in ./{DEFAULT_DATA_DIR}, else {DEFAULT_BOOTSTRAP})",
+    )
+    parser.add_argument(
+        "--request-timeout-ms", type=positive_ms, default=DEFAULT_REQUEST_TIMEOUT_MS,
+        metavar="MS",
+        help="how long to keep retrying brokers that do not answer, in milliseconds "
+        f"(Kafka's default.api.timeout.ms; default {DEFAULT_REQUEST_TIMEOUT_MS})",
     )
     tls = parser.add_argument_group("TLS (default: $RAFTKA_TLS_*, else what `raftka cluster "
                                     "up --tls` recorded in the data directory)")

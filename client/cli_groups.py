@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from raftka.client.cli_common import EXIT_OK, CliError, add_bootstrap, add_json
+from raftka.client.cli_common import EXIT_OK, CliError, add_bootstrap, add_json, cli_admin
 
 
 def register(commands: Any) -> None:
@@ -47,9 +47,7 @@ def register(commands: Any) -> None:
 
 
 def _admin(args: argparse.Namespace) -> Any:
-    from raftka.client.admin import Admin
-
-    return Admin(args.bootstrap)
+    return cli_admin(args)
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -93,7 +93,8 @@ def _resource_flags(parser: argparse.ArgumentParser, *, required: bool) -> None:
 def _admin(args: argparse.Namespace) -> Any:
     from raftka.client.security_admin import SecurityAdmin
 
-    return SecurityAdmin(args.bootstrap, cluster_secret_file=args.cluster_secret_file)
+    return SecurityAdmin(args.bootstrap, cluster_secret_file=args.cluster_secret_file,
+                         request_timeout_ms=getattr(args, "request_timeout_ms", 30_000))
 
 
 def _new_password(args: argparse.Namespace) -> str:

@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from raftka.client.cli_common import EXIT_OK, add_bootstrap, add_json, parse_key_values
+from raftka.client.cli_common import EXIT_OK, add_bootstrap, add_json, cli_admin, parse_key_values
 from raftka.client.errors import TopicAlreadyExistsError
 
 
@@ -66,9 +66,7 @@ def register(commands: Any) -> None:
 
 
 def _admin(args: argparse.Namespace) -> Any:
-    from raftka.client.admin import Admin
-
-    return Admin(args.bootstrap)
+    return cli_admin(args)
 
 
 def create_topic(args: argparse.Namespace) -> int:

@@ -121,13 +121,21 @@ class GroupCoordinator:
                     )
             elif not leading and loaded is not None:
                 log.info("no longer coordinating __consumer_offsets-%d", tp.partition)
-                del self._loaded[tp.partition]
+                self._unload(tp.partition)
         for index in [
             i
             for i in self._loaded
             if TopicPartition(OFFSETS_TOPIC, i) not in self._replicas.partitions
         ]:
-            del self._loaded[index]
+            self._unload(index)
+
+    def _unload(self, index: int) -> None:
+        """Forget a partition's groups; the classic requests they were holding are answered
+        NOT_COORDINATOR, not dropped (a dropped JoinGroup hangs its client for minutes)."""
+        loaded = self._loaded.pop(index, None)
+        if loaded is not None:
+            for group in loaded.classic.values():
+                group.resign()
 
     async def _load(self, index: int, leader_epoch: int) -> None:
         try:
@@ -147,6 +155,7 @@ class GroupCoordinator:
             if partition.is_leader and partition.leader_epoch == leader_epoch:
                 # Epoch 0 is the partition's first leader: there was no coordinator before.
                 hold = self._clock_ms() + self.settings.session_timeout_ms if leader_epoch else 0
+                self._unload(index)  # an older epoch's groups, if any, resign first
                 self._loaded[index] = _Loaded(leader_epoch, groups, hold_assignments_until_ms=hold)
                 log.info(
                     "coordinating __consumer_offsets-%d: %d group(s) from %d record(s)",

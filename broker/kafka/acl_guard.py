@@ -28,6 +28,7 @@ from typing import Any
 
 from raftka.broker.core import BrokerCore
 from raftka.broker.kafka.codec import MalformedRequestError, Request, field
+from raftka.broker.kafka.responder import DeferredValues
 from raftka.broker.kafka.zero_copy import SplicedResponse
 from raftka.cluster.acl import CLUSTER_RESOURCE, Operation, ResourceType
 
@@ -41,7 +42,7 @@ UNKNOWN_TOPIC_OR_PARTITION = 3
 TOPIC, GROUP, CLUSTER = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.CLUSTER
 RESOURCE_TOPIC, RESOURCE_BROKER = 2, 4
 
-Response = dict[str, Any] | SplicedResponse | None
+Response = dict[str, Any] | SplicedResponse | DeferredValues | None
 Handler = Callable[[BrokerCore, Request], Awaitable[Response]]
 Guard = Callable[[Handler, BrokerCore, Request], Awaitable[Response]]
 
@@ -83,15 +84,29 @@ async def _produce(handler: Handler, core: BrokerCore, request: Request) -> Resp
     else:
         result = None if int(body.acks) == 0 else {"throttle_time": 0, "responses": [],
                                                    "node_endpoints": []}
-    if result is None:
-        return None
-    assert isinstance(result, dict)
-    result["responses"] = [*result["responses"], *(
+    refused = [
         {"name": t.name, "partition_responses": [
             {"index": p.index, "error_code": TOPIC_AUTHORIZATION_FAILED, "base_offset": -1,
              "log_start_offset": -1, "record_errors": [],
              "error_message": _message(request, Operation.WRITE, f"topic {t.name!r}")}
-            for p in t.partition_data]} for t in denied)]
+            for p in t.partition_data]} for t in denied]
+    if isinstance(result, DeferredValues):  # the kept topics' acks are still awaited
+        return DeferredValues(_with_refused_later(result, refused))
+    return _with_refused(result, refused)
+
+
+async def _with_refused_later(result: DeferredValues,
+                              refused: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return _with_refused(await result.values, refused)
+
+
+def _with_refused(result: dict[str, Any] | SplicedResponse | None,
+                  refused: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A produce response with the refused topics' partitions added."""
+    if result is None:
+        return None
+    assert isinstance(result, dict)
+    result["responses"] = [*result["responses"], *refused]
     return result
 
 

@@ -8,7 +8,7 @@ returns the stored bytes untouched: large ones straight from the segment files b
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from raftka.broker import metadata_view
@@ -17,13 +17,14 @@ from raftka.broker.errors import to_error
 from raftka.broker.fetch_path import close_slices
 from raftka.broker.kafka.admin_handlers import kafka_brokers
 from raftka.broker.kafka.codec import Request, field, timeout_ms
+from raftka.broker.kafka.responder import DeferredValues
 from raftka.broker.kafka.zero_copy import SplicedResponse, records_value
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 
 Code = common_pb2.ErrorCode
 
 
-async def produce(core: BrokerCore, request: Request) -> dict[str, Any] | None:
+async def produce(core: BrokerCore, request: Request) -> dict[str, Any] | DeferredValues | None:
     body = request.body
     if field(body, "transactional_id"):
         return _produce_refused(body, Code.UNSUPPORTED_VERSION,
@@ -33,10 +34,19 @@ async def produce(core: BrokerCore, request: Request) -> dict[str, Any] | None:
     items = [broker_pb2.PartitionProduceData(topic=topic.name, partition=p.index,
                                              record_batches=bytes(p.records or b""))
              for topic in body.topic_data for p in topic.partition_data]
-    replies = await asyncio.gather(*(core.produce_path.produce_one(item, acks, produce_timeout_ms)
-                                     for item in items))
+    replies_when_acked = await core.produce_path.append_many(items, acks, produce_timeout_ms)
     if acks == 0:
+        await replies_when_acked  # ready at once: nothing waits for acks=0
         return None
+    # Appended: the connection may read its next request while these wait for their acks.
+    # Only the listener's name is kept, not the request: its records would stay in memory
+    # for as long as the acks take.
+    return DeferredValues(_produce_response(core, request.listener, replies_when_acked))
+
+
+async def _produce_response(core: BrokerCore, listener: str,
+                            replies_when_acked: Awaitable[list[Any]]) -> dict[str, Any]:
+    replies = await replies_when_acked
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for reply in replies:
         part: dict[str, Any] = {
@@ -49,7 +59,7 @@ async def produce(core: BrokerCore, request: Request) -> dict[str, Any] | None:
         by_topic.setdefault(reply.topic, []).append(part)
     return {"throttle_time": 0, "responses": [
         {"name": name, "partition_responses": parts} for name, parts in by_topic.items()],
-        "node_endpoints": leader_endpoints(core, replies, request.listener)}
+        "node_endpoints": leader_endpoints(core, replies, listener)}
 
 
 def leader_endpoints(core: BrokerCore, replies: list[Any], listener: str) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """Kafka api key -> the handler that answers it. Handlers are plain functions of
-(BrokerCore, Request) returning the response's fields (or None when no reply is due)."""
+(BrokerCore, Request) returning the response's fields (or None when no reply is due; or
+DeferredValues when they follow once something the connection need not wait for is done)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from raftka.broker.kafka import (
     sasl_handlers,
 )
 from raftka.broker.kafka.codec import Request
+from raftka.broker.kafka.responder import DeferredValues
 from raftka.broker.kafka.zero_copy import SplicedResponse
 
-Handler = Callable[[BrokerCore, Request], Awaitable[dict[str, Any] | SplicedResponse | None]]
+Handler = Callable[[BrokerCore, Request],
+                   Awaitable[dict[str, Any] | SplicedResponse | DeferredValues | None]]
 
 HANDLERS: dict[int, Handler] = {
     0: data_handlers.produce, 1: data_handlers.fetch, 2: data_handlers.list_offsets,

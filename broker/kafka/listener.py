@@ -3,7 +3,10 @@
 How it works: one asyncio server per broker (its own port). Each connection reads
 size-prefixed requests and answers them in order (Kafka clients rely on that), calling the
 same core the gRPC services use: the produce and fetch paths, the controller (forwarded), the
-group coordinator. Produce with acks=0 gets no reply, as in Kafka. A frame that is too big or
+group coordinator. Each request is handled to the end of its side effects before the next
+is read; a produce's wait for its acks goes on while the following requests are read, and
+the responses are written in order (responder.py) — Kafka producers pipeline requests.
+Produce with acks=0 gets no reply, as in Kafka. A frame that is too big or
 cannot be parsed closes that connection (the broker carries on); an unknown API or version
 gets Kafka's answer for it (ApiVersions always answers, at version 0 if need be).
 
@@ -28,12 +31,17 @@ from raftka.broker.kafka import codec, zero_copy
 from raftka.broker.kafka.api_table import API_NAMES, SUPPORTED, api_versions
 from raftka.broker.kafka.codec import MalformedRequestError, UnsupportedVersionError
 from raftka.broker.kafka.dispatch import HANDLERS
+from raftka.broker.kafka.responder import (
+    DeferredValues,
+    OrderedResponder,
+    PendingResponse,
+    Response,
+)
 from raftka.broker.kafka.sasl_handlers import now_ms
 from raftka.broker.kafka.sasl_handlers import step as sasl_step
 from raftka.broker.kafka.session import ConnectionSession
 from raftka.broker.kafka.zero_copy import SplicedResponse
 from raftka.broker.listeners import ListenerEndpoint
-from raftka.broker.log.file_slice import FileSlice
 from raftka.broker.sasl import SaslConnection, SaslFailure
 from raftka.broker.tls_principal import kafka_connection_principal
 from raftka.cluster.acl import ANONYMOUS
@@ -99,12 +107,14 @@ class KafkaListener:
         sasl = SaslConnection(self._core.security.max_reauth_ms,
                               peer=":".join(map(str, peer[:2])) if host else str(peer)) \
             if self._sasl else None
+        responder: OrderedResponder | None = None
         try:
             if self._ssl_context is not None:
                 if not await self._handshake(writer, peer):
                     return
                 session.tls_principal = kafka_connection_principal(
                     writer.get_extra_info("ssl_object"))
+            responder = OrderedResponder(writer, copy=self._ssl_context is not None, peer=peer)
             while True:
                 try:
                     head = await reader.readexactly(4)
@@ -122,27 +132,25 @@ class KafkaListener:
                         challenge, _ = sasl_step(self._core, sasl, frame, sasl.peer)
                     except SaslFailure:
                         return
-                    writer.write(_SIZE.pack(len(challenge)) + challenge)
-                    await writer.drain()
+                    await responder.put(_SIZE.pack(len(challenge)) + challenge)
                     continue
                 # SASL's user on SASL_* listeners, else the certificate's, else anonymous.
                 principal = (sasl.principal if sasl is not None else None) or \
                     session.tls_principal or ANONYMOUS
+                # Handled to the end of its side effects here, in order; only a response
+                # that waits (a produce's acks) is finished while the next is read.
                 response = await self._answer(frame, session, principal, host, sasl)
-                if isinstance(response, bytes):
-                    writer.write(response)
-                    await writer.drain()
-                elif response is not None:
-                    try:
-                        await zero_copy.send(writer, response,
-                                             copy=self._ssl_context is not None)
-                    finally:
-                        for piece in response:
-                            if isinstance(piece, FileSlice):
-                                piece.close()
+                if response is not None:
+                    await responder.put(response)
+                    if not isinstance(response, PendingResponse):
+                        # As before: a ready answer is written before the next request is
+                        # read, so a client that never reads cannot make the broker hold
+                        # hundreds of fetch responses (memory, file descriptors) for it.
+                        await responder.drained()
                 if sasl is not None and sasl.close_after_reply:
                     # Kafka's connection.failed.authentication.delay.ms: the client reads
                     # the refusal before the close, and a guesser gets fewer tries a second.
+                    await responder.drained()
                     await asyncio.sleep(FAILED_AUTHENTICATION_CLOSE_DELAY_S)
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -155,7 +163,26 @@ class KafkaListener:
             log.exception("closing %s after an unexpected error", peer)
         finally:
             self._connections.discard(task)
+            if responder is not None:
+                await responder.close()
             writer.close()
+
+    def _request_done(self, api_key: int, started: float, error: str) -> None:
+        self._core.metrics.request_done(API_NAMES[api_key], "kafka",
+                                        time.perf_counter() - started, error)
+
+    async def _finish(self, deferred: DeferredValues, api_key: int, api_version: int,
+                      correlation_id: int, started: float) -> bytes | None:
+        """A deferred response, encoded once its values are ready."""
+        try:
+            values = await deferred.values
+        except BaseException:
+            self._request_done(api_key, started, "EXCEPTION")
+            raise
+        self._request_done(api_key, started, "NONE")
+        if values is None:
+            return None
+        return codec.encode_response(api_key, api_version, correlation_id, values)
 
     async def _handshake(self, writer: asyncio.StreamWriter, peer: Any) -> bool:
         """TLS on an accepted connection; False (after one warning) when it fails."""
@@ -182,9 +209,11 @@ class KafkaListener:
     async def _answer(self, frame: bytes, session: ConnectionSession,
                       principal: str = ANONYMOUS, host: str = "",
                       sasl: SaslConnection | None = None,
-                      ) -> bytes | list[bytes | FileSlice] | None:
+                      ) -> Response | PendingResponse | None:
         """The encoded response: one frame, or for fetches pieces of one with FileSlices
-        (which the caller sends and closes); None when none is due (acks=0)."""
+        (which the caller sends and closes); None when none is due (acks=0); a
+        PendingResponse when the handler's side effects are done but its answer waits
+        (a produce's acks=all)."""
         api_key, api_version, correlation_id = codec.peek_header(frame)
         if sasl is not None and not sasl.allows(api_key, now_ms()):
             state = "before authenticating" if sasl.principal is None else \
@@ -207,16 +236,15 @@ class KafkaListener:
         except UnsupportedVersionError as exc:
             raise MalformedRequestError(str(exc)) from exc
         started = time.perf_counter()
-        error = "NONE"
         try:
             values = await HANDLERS[api_key](self._core, request)
         except BaseException:
-            error = "EXCEPTION"
+            self._request_done(api_key, started, "EXCEPTION")
             raise
-        finally:
-            self._core.metrics.request_done(
-                API_NAMES[api_key], "kafka", time.perf_counter() - started, error
-            )
+        if isinstance(values, DeferredValues):
+            return PendingResponse(asyncio.create_task(
+                self._finish(values, api_key, api_version, correlation_id, started)))
+        self._request_done(api_key, started, "NONE")
         if values is None:
             return None
         if not isinstance(values, SplicedResponse):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -45,6 +46,11 @@ INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 NO_TIMESTAMP = -1
 # Recovery reads the log in chunks of this size (plus whatever one batch needs).
+# The positions of this many of the last batches appended are kept (batches): readers at the
+# tail — followers, caught-up consumers — ask for offsets among them, which the sparse index
+# alone makes them find by reading up to index_interval_bytes of batch headers (24 reads per
+# lookup with one-record batches), twice per fetch (start and end).
+RECENT_BATCHES_MAX = 64
 RECOVERY_CHUNK_BYTES = 8 * 1024 * 1024
 
 
@@ -108,6 +114,10 @@ class LogSegment:
         self._bytes_since_index_entry = 0
         # Wall-clock ms of the first append seen by this process (segment.ms rolls).
         self.first_append_ms: int | None = None
+        # The last batches appended by this process, oldest first, contiguous and ending at
+        # size_bytes: (position, header), and their last offsets (for bisect).
+        self._recent: list[tuple[int, BatchHeader]] = []
+        self._recent_lasts: list[int] = []
 
     # ----------------------------------------------------------------------------- state
     @property
@@ -135,8 +145,15 @@ class LogSegment:
         written = self._file.pwrite(data, self.size_bytes)
         if written != len(data):
             raise OSError(f"short write to {self.log_path}: {written} of {len(data)} bytes")
+        recent, lasts = self._recent, self._recent_lasts
         for relative_position, header in batches:
-            self._index_batch(self.size_bytes + relative_position, header)
+            position = self.size_bytes + relative_position
+            self._index_batch(position, header)
+            recent.append((position, header))
+            lasts.append(header.last_offset)
+        if len(recent) > 2 * RECENT_BATCHES_MAX:  # trimmed now and then, not per append
+            del recent[:-RECENT_BATCHES_MAX]
+            del lasts[:-RECENT_BATCHES_MAX]
         self.size_bytes += len(data)
         self.next_offset = batches[-1][1].next_offset
         if self.first_append_ms is None:
@@ -171,8 +188,15 @@ class LogSegment:
     # ------------------------------------------------------------------------------ read
     def position_of(self, offset: int) -> tuple[int, BatchHeader] | None:
         """Position and header of the first batch whose last offset is >= `offset`."""
-        floor = self.offset_index.floor(offset - self.base_offset)
-        position = floor[1] if floor else 0
+        lasts = self._recent_lasts
+        if lasts and offset > lasts[-1]:  # past the newest batch: nothing (the usual follower)
+            newest_position, newest = self._recent[-1]
+            position = newest_position + newest.size_bytes
+        elif lasts and offset >= self._recent[0][1].base_offset:
+            return self._recent[bisect_left(lasts, offset)]
+        else:
+            floor = self.offset_index.floor(offset - self.base_offset)
+            position = floor[1] if floor else 0
         while position < self.size_bytes:
             header = read_header(self._file.pread(HEADER_SIZE, position))
             if header.last_offset >= offset:
@@ -334,6 +358,7 @@ class LogSegment:
         The CRC does not cover a batch's base offset or leader epoch, so they are checked
         against what must hold: offsets follow on with no gap (nothing here compacts), and
         the epoch is the one `epoch_of` (the stored epoch cache) gives for that offset."""
+        self._forget_recent()
         self.offset_index.reset()
         self.time_index.reset()
         self.max_timestamp_ms = NO_TIMESTAMP
@@ -380,6 +405,7 @@ class LogSegment:
             return 0
         position, header = found
         removed = self.size_bytes - position
+        self._forget_recent()
         self._file.ftruncate(position)
         self.size_bytes = position
         self.offset_index.truncate_values_from(position)
@@ -387,6 +413,11 @@ class LogSegment:
         self.next_offset = header.base_offset if position else self.base_offset
         self._recompute_tail_state()
         return removed
+
+    def _forget_recent(self) -> None:
+        """Before the file shrinks or is rescanned: the kept positions no longer hold."""
+        self._recent.clear()
+        self._recent_lasts.clear()
 
     def _recompute_tail_state(self) -> None:
         last = self.offset_index.last()

@@ -185,7 +185,8 @@ def test_failures_exit_nonzero_with_one_line(running_cluster, tmp_path):
         ),
         (raftka("topics", "describe", "missing", *bootstrap), "does not exist"),
         (raftka("consume", "missing", "--timeout-ms", "100", *bootstrap), "does not exist"),
-        (raftka("topics", "list", "--bootstrap", "127.0.0.1:1"), "no broker answered"),
+        (raftka("topics", "list", "--bootstrap", "127.0.0.1:1", "--request-timeout-ms", "1000"),
+         "no broker answered"),
         (raftka("cluster", "kill", "9", "--data-dir", running_cluster["data_dir"]), "brokers 1..3"),
         (
             raftka("cluster", "status", "--data-dir", str(tmp_path / "nothing")),
@@ -197,5 +198,7 @@ def test_failures_exit_nonzero_with_one_line(running_cluster, tmp_path):
         error_lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert error_lines[-1].startswith("raftka: error:"), result.stderr
         assert fragment in error_lines[-1]
+    zero = raftka("topics", "list", "--request-timeout-ms", "0", *bootstrap)
+    assert zero.returncode == 2 and "--request-timeout-ms: 0 ms: must be above 0" in zero.stderr
     usage = raftka("produce")
     assert usage.returncode == 2

@@ -352,3 +352,41 @@ def test_position_counts_records_handed_out_not_records_buffered(broker):
             seen.extend(r.offset for r in records)
     assert seen == list(range(10))
     consumer.close()
+
+
+@pytest.mark.parametrize("acks", [1, -1])
+def test_one_request_for_many_partitions_answers_each_on_its_own(broker, acks):
+    """A request's partitions are appended in one job on the writer thread; each still gets
+    its own answer: stored, refused as corrupt, unknown, a duplicate's original offsets."""
+    Admin(broker.bootstrap).create_topic("multi", 3, 1)
+    service = stub(broker)
+    identity = service.InitProducerId(broker_pb2.InitProducerIdRequest(), timeout=10)
+    pid = identity.producer_id
+
+    def batch(value: bytes, sequence: int) -> bytes:
+        return encode_batch([(None, value, [], 0)], now_ms=now(), producer_id=pid,
+                            producer_epoch=identity.producer_epoch, base_sequence=sequence)
+
+    corrupt = bytearray(batch(b"bad", 0))
+    corrupt[-2] ^= 0xFF
+    first = service.Produce(broker_pb2.ProduceRequest(acks=acks, timeout_ms=10_000, partitions=[
+        broker_pb2.PartitionProduceData(topic="multi", partition=0, record_batches=batch(b"a", 0)),
+        broker_pb2.PartitionProduceData(topic="multi", partition=1, record_batches=bytes(corrupt)),
+        broker_pb2.PartitionProduceData(topic="multi", partition=9, record_batches=batch(b"x", 0)),
+        broker_pb2.PartitionProduceData(topic="multi", partition=2, record_batches=batch(b"c", 0)),
+    ]), timeout=20)
+    codes = [(p.partition, p.error_code, p.base_offset) for p in first.partitions]
+    assert codes == [(0, Code.NONE, 0), (1, Code.CORRUPT_MESSAGE, -1),
+                     (9, Code.UNKNOWN_TOPIC_OR_PARTITION, -1), (2, Code.NONE, 0)]
+    # the retry of partition 0's batch (same sequence) is answered with its first offset
+    # and not stored again; partition 2 takes its next batch; partition 1 a fixed one
+    second = service.Produce(broker_pb2.ProduceRequest(acks=acks, timeout_ms=10_000, partitions=[
+        broker_pb2.PartitionProduceData(topic="multi", partition=0, record_batches=batch(b"a", 0)),
+        broker_pb2.PartitionProduceData(topic="multi", partition=1, record_batches=batch(b"b", 0)),
+        broker_pb2.PartitionProduceData(topic="multi", partition=2, record_batches=batch(b"d", 1)),
+    ]), timeout=20)
+    codes = [(p.partition, p.error_code, p.base_offset) for p in second.partitions]
+    assert codes == [(0, Code.NONE, 0), (1, Code.NONE, 0), (2, Code.NONE, 1)]
+    stored = read_all(broker.bootstrap, "multi", partitions=3, expected=4)
+    assert {p: [r.value for r in records] for p, records in stored.items()} == {
+        0: [b"a"], 1: [b"b"], 2: [b"c", b"d"]}

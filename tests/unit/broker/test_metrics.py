@@ -41,6 +41,31 @@ def test_records_and_requests_are_labelled():
     assert found[f"{key}[('le', '0.0025'), ('protocol', 'kafka'), ('request', 'Produce')]"] == 1
 
 
+def test_repeated_calls_add_up_per_label_values():
+    """The paths keep each label child after its first use: the keys must tell apart
+    everything the labels do (follower or not, error, topic)."""
+    metrics = BrokerMetrics()
+    for _ in range(3):
+        metrics.appended("t", 2, 20)
+        metrics.appended("u", 1, 10)
+        metrics.served("t", 10, follower=False)
+        metrics.served("t", 5, follower=True)
+        metrics.request_done("Fetch", "replication", 0.001, "NONE")
+    metrics.request_done("Fetch", "replication", 0.001, "NOT_LEADER_OR_FOLLOWER")
+    found = samples(metrics)
+    assert found["kafka_server_brokertopicmetrics_messagesin_total[('topic', 't')]"] == 6
+    assert found["kafka_server_brokertopicmetrics_bytesin_total[('topic', 'u')]"] == 30
+    assert found["kafka_server_brokertopicmetrics_bytesout_total[('topic', 't')]"] == 30
+    assert found["kafka_server_brokertopicmetrics_replicationbytesout_total[('topic', 't')]"] == 15
+    requests = "kafka_network_requestmetrics_requests_total"
+    assert found[f"{requests}[('error', 'NONE'), ('protocol', 'replication'), "
+                 "('request', 'Fetch')]"] == 3
+    assert found[f"{requests}[('error', 'NOT_LEADER_OR_FOLLOWER'), ('protocol', 'replication'), "
+                 "('request', 'Fetch')]"] == 1
+    assert found["kafka_network_requestmetrics_totaltime_seconds_count"
+                 "[('protocol', 'replication'), ('request', 'Fetch')]"] == 4
+
+
 def test_the_http_answer():
     server = MetricsServer(BrokerMetrics(), "127.0.0.1", 0)
     status, content_type, body = server.answer(b"GET /metrics HTTP/1.1")

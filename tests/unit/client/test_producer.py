@@ -4,6 +4,7 @@ that never answers holding up only its own partitions."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -228,3 +229,37 @@ def test_keyless_records_move_to_another_partition_once_their_batch_is_sent():
         second = producer.send("t", b"two").get(timeout=10).partition
         third = producer.send("t", b"three").get(timeout=10).partition
         assert first != second != third  # KIP-480: a sent batch moves the sticky partition
+
+
+def test_a_callback_that_raises_does_not_stall_its_partition(caplog):
+    """Regression: a user callback's exception escaped BatchResult.complete, so the sender
+    never marked the batch finished; its partition stayed 'in flight' and flush() waited for
+    ever. Kafka's producer logs a callback's exception and goes on; so does this one."""
+    cluster = FakeCluster({0: A, 1: B})
+    broker = cluster.brokers[A]
+    broker.answer = None  # held until the callbacks are attached
+    seen: list[int] = []
+
+    def boom(future: Any) -> None:
+        raise ValueError("the application's callback failed")
+
+    producer = producer_on(cluster)
+    try:
+        first = producer.send("t", b"a", partition=0)
+        first.add_done_callback(boom)
+        first.add_done_callback(lambda f: seen.append(f.get().offset))  # still runs
+        deadline = time.monotonic() + 10
+        while not broker.unanswered and time.monotonic() < deadline:
+            time.sleep(0.01)
+        broker.answer = broker.accept
+        pending, request = broker.unanswered.pop()
+        pending.complete(broker.accept(request))
+        first.get(timeout=10)
+        second = producer.send("t", b"b", partition=0)
+        # before the fix the partition stayed in flight: this timed out
+        producer.flush(timeout=10)
+        assert second.get(timeout=1).offset >= 0
+    finally:
+        producer.close(timeout=5)
+    assert seen == [first.get().offset]
+    assert "callback" in caplog.text

@@ -58,7 +58,12 @@ def test_a_plaintext_local_cluster_has_no_tls(tmp_path):
 
 def test_cli_tls_flags_win_then_env_then_the_recorded_cluster(tmp_path, monkeypatch):
     for name in ("RAFTKA_TLS", "RAFTKA_TLS_CA", "RAFTKA_TLS_CERT", "RAFTKA_TLS_KEY"):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first so monkeypatch records the variable as it was (unset, usually):
+        # apply_tls sets them behind its back, and a bare delenv(raising=False) of an unset
+        # variable records nothing, so the later delenv recorded this test's temporary CA
+        # and teardown put it back for every test after this one.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     LocalCluster(tmp_path).create_or_load(1, 9090, {}, tls=True)
     parser = build_parser()
     args = parser.parse_args(["cluster", "status", "--data-dir", str(tmp_path)])

@@ -10,6 +10,7 @@ import pytest
 
 from raftka.broker.kafka import acl_guard, codec
 from raftka.broker.kafka.codec import Request, build, request_schema
+from raftka.broker.kafka.responder import DeferredValues
 from raftka.cluster import acl
 from raftka.cluster.acl import (
     AclBinding,
@@ -82,6 +83,26 @@ def test_produce_handler_sees_only_allowed_topics() -> None:
     handler = Recorder(produced)
     result = run(0, handler, core, produce_request(-1, "ok", "secret"))
     assert [t.name for t in handler.seen[0].body.topic_data] == ["ok"]
+    codes = {r["name"]: r["partition_responses"][0]["error_code"] for r in result["responses"]}
+    assert codes == {"ok": 0, "secret": acl_guard.TOPIC_AUTHORIZATION_FAILED}
+
+
+def test_a_deferred_produce_answer_gets_the_refused_topics_when_it_completes() -> None:
+    """The handler's answer waits for acks (DeferredValues): the refused topics join it."""
+    core = FakeCore([allow(ResourceType.TOPIC, "ok", Operation.WRITE)])
+
+    async def later(req: Request) -> dict[str, Any]:
+        return produced(req)
+
+    handler = Recorder(lambda req: DeferredValues(later(req)))
+
+    async def scenario() -> Any:
+        guarded = acl_guard.guarded(0, handler)  # type: ignore[arg-type]
+        deferred = await guarded(core, produce_request(-1, "ok", "secret"))  # type: ignore[arg-type]
+        assert isinstance(deferred, DeferredValues)
+        return await deferred.values
+
+    result = asyncio.run(scenario())
     codes = {r["name"]: r["partition_responses"][0]["error_code"] for r in result["responses"]}
     assert codes == {"ok": 0, "secret": acl_guard.TOPIC_AUTHORIZATION_FAILED}
 

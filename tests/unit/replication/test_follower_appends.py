@@ -1,0 +1,99 @@
+"""A follower applies one fetch reply's records in one writer job (then one job for the
+flushes due), not one writer round trip per partition; a partition whose append fails leaves
+the others appended, synced and notified, and its error is raised after them."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from raftka.broker.controller_client import ChannelPool
+from raftka.broker.partition import TopicPartition
+from raftka.broker.replication.fetcher import FetcherManager, LeaderFetcher
+from raftka.proto.raftka.v1 import broker_pb2
+
+
+@dataclass
+class FakeLog:
+    flush_every_append: bool
+    flushed: list[int] = field(default_factory=list)
+    appended: int = 0
+
+    def flush_due_by_count(self) -> bool:
+        return self.flush_every_append and self.appended > len(self.flushed)
+
+    def flush(self, now_ms: int) -> None:
+        self.flushed.append(now_ms)
+
+    def advance_start_offset(self, offset: int) -> None:
+        raise AssertionError("not asked for in these replies")
+
+
+@dataclass
+class FakePartition:
+    tp: TopicPartition
+    log: FakeLog
+    fails: bool = False
+    leader_epoch: int = 1
+    log_start_offset: int = 0
+    high_watermark: int = 0
+    stored: list[bytes] = field(default_factory=list)
+
+    def append_as_follower(self, data: bytes, high_watermark: int, now_ms: int) -> Any:
+        if self.fails:
+            raise OSError(f"{self.tp}: disk full")
+        self.stored.append(data)
+        self.log.appended += 1
+        self.high_watermark = high_watermark
+        return object() if data else None
+
+
+def reply_for(partition: FakePartition, data: bytes) -> broker_pb2.FetchPartitionResponse:
+    return broker_pb2.FetchPartitionResponse(
+        topic=partition.tp.topic, partition=partition.tp.partition, record_batches=data,
+        high_watermark=7, log_start_offset=0)
+
+
+def fetcher_with(writer_jobs: list[str], notified: list[TopicPartition]) -> LeaderFetcher:
+    async def on_writer(function: Any, *args: Any) -> Any:
+        writer_jobs.append(function.__name__)
+        return function(*args)
+
+    manager = FetcherManager(
+        broker_id=2, channels=ChannelPool(), endpoint_of=lambda _: None, on_writer=on_writer,
+        clock_ms=lambda: 5, broker_epoch=lambda: 1, notify=notified.append)
+    return LeaderFetcher(manager, leader_id=1)
+
+
+def test_one_writer_job_for_every_partition_of_a_reply():
+    jobs: list[str] = []
+    notified: list[TopicPartition] = []
+    fetcher = fetcher_with(jobs, notified)
+    partitions = [FakePartition(TopicPartition("t", i), FakeLog(flush_every_append=i % 2 == 0))
+                  for i in range(100)]
+    appends = [(p, reply_for(p, b"batch" if p.tp.partition != 3 else b""))
+               for p in partitions]
+    asyncio.run(fetcher._append_all(appends))  # type: ignore[arg-type]
+    assert jobs == ["_append_each", "_flush_each"]
+    assert all(p.high_watermark == 7 for p in partitions)
+    # every partition with records is synced (where flush.messages says) and notified
+    assert [p.tp.partition for p in partitions if p.log.flushed] == [
+        i for i in range(100) if i % 2 == 0]
+    assert notified == [p.tp for p in partitions if p.tp.partition != 3]
+
+
+def test_a_failed_append_leaves_the_others_done_and_is_raised_after_them():
+    jobs: list[str] = []
+    notified: list[TopicPartition] = []
+    fetcher = fetcher_with(jobs, notified)
+    partitions = [FakePartition(TopicPartition("t", i), FakeLog(flush_every_append=True),
+                                fails=i == 1) for i in range(3)]
+    appends = [(p, reply_for(p, b"batch")) for p in partitions]
+    with pytest.raises(OSError, match="disk full"):
+        asyncio.run(fetcher._append_all(appends))  # type: ignore[arg-type]
+    assert [len(p.stored) for p in partitions] == [1, 0, 1]
+    assert [bool(p.log.flushed) for p in partitions] == [True, False, True]
+    assert notified == [partitions[0].tp, partitions[2].tp]
