@@ -352,6 +352,19 @@ class ClassicGroup:
             self.leader = ""
         return True
 
+    def resign(self) -> None:
+        """This broker no longer coordinates the group (its __consumer_offsets partition moved):
+        every JoinGroup and SyncGroup still waiting is answered NOT_COORDINATOR now, as Kafka's
+        onResignation does, so the client finds the new coordinator instead of waiting out its
+        rebalance timeout (librdkafka's is max.poll.interval.ms, 300 s)."""
+        for member in self.members.values():
+            join, sync = member.join_reply, member.sync_reply
+            member.join_reply = member.sync_reply = None
+            if join is not None:
+                join(_join_error("NOT_COORDINATOR", member.member_id))
+            if sync is not None:
+                sync(_sync_error("NOT_COORDINATOR"))
+
     def check_commit(self, member_id: str, generation: int,
                      group_instance_id: str | None = None) -> str:
         """The error name for an OffsetCommit from this member at this generation."""
@@ -363,7 +376,9 @@ class ClassicGroup:
             return "UNKNOWN_MEMBER_ID"
         if generation != self.generation:
             return "ILLEGAL_GENERATION"
-        if self.state == PREPARING:
+        # Only the completing step refuses: while the group prepares, the current generation's
+        # owners still own their partitions and commit what they processed before rejoining.
+        if self.state == COMPLETING:
             return "REBALANCE_IN_PROGRESS"
         return "NONE"
 

@@ -170,7 +170,10 @@ def test_a_new_member_makes_everyone_rejoin_and_the_generation_grow() -> None:
     newcomer = join(group, "c", 1_000)
     assert group.state == PREPARING
     assert group.heartbeat("a", generation, 1_001) == "REBALANCE_IN_PROGRESS"
-    assert group.check_commit("a", generation) == "REBALANCE_IN_PROGRESS"
+    # Kafka takes commits of the current generation while the group prepares: a member
+    # commits what it processed before it rejoins (or as it closes), and nobody else owns
+    # its partitions until the next generation.
+    assert group.check_commit("a", generation) == "NONE"
 
     join(group, "a", 1_100)
     group.tick(1_200)
@@ -360,3 +363,21 @@ def test_consumer_protocol_payloads_are_read_and_garbage_gives_nothing() -> None
     assert subscribed_topics(b"\x00") == []
     assert assigned_partitions(b"\x00\x00\x00\x00\x00\x05\x00") == []
     assert assigned_partitions(b"") == []
+
+
+def test_commits_wait_out_only_the_completing_step_of_a_rebalance() -> None:
+    """Between JoinGroup answers and the leader's SyncGroup the new generation's assignment
+    is not known yet: a commit then answers REBALANCE_IN_PROGRESS (Kafka's
+    validateOffsetCommit), a commit of the old generation ILLEGAL_GENERATION."""
+    group = stable_group_of("a", "b")
+    old_generation = group.generation
+    group.pending_ids["c"] = DELAY_MS
+    join(group, "c", 1_000)
+    join(group, "a", 1_100)
+    join(group, "b", 1_200)
+    assert group.state == COMPLETING
+    assert group.check_commit("a", group.generation) == "REBALANCE_IN_PROGRESS"
+    assert group.check_commit("a", old_generation) == "ILLEGAL_GENERATION"
+    sync(group, group.leader, 1_300, {m: m.encode() for m in group.members})
+    assert group.state == STABLE
+    assert group.check_commit("a", group.generation) == "NONE"
