@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -42,6 +43,9 @@ async def serve(config: BrokerConfig, cluster_secret: ClusterSecret) -> None:
 
 def run(config: BrokerConfig, log_level: str = "INFO") -> int:
     configure_logging(log_level)
+    # `kill -USR1 <pid>` prints every thread's stack to the log (a Python jstack): what a
+    # broker that does not stop, or stalls, is waiting for.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         secret = resolve_cluster_secret(config, os.environ)
         broker_tls.for_broker(config)  # every TLS file checked before anything starts

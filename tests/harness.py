@@ -196,11 +196,24 @@ class BrokerProcess:
             self.process.wait(10)
 
     def stop(self, timeout_s: float = 15) -> int:
-        """SIGTERM and wait; returns the exit code."""
+        """SIGTERM and wait; returns the exit code. A broker still running after timeout_s
+        dumps its threads' stacks (SIGUSR1) into its log, which the error shows, and is
+        killed."""
         assert self.process is not None
         if self.running:
             os.kill(self.pid, signal.SIGTERM)
-        return self.process.wait(timeout_s)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            seen = len(self.log_text())
+            os.kill(self.pid, signal.SIGUSR1)
+            time.sleep(1)
+            stacks = self.log_text()[seen:]
+            self.kill()
+            tail = self.log_text()[max(0, seen - 6000):seen]
+            raise AssertionError(
+                f"broker {self.broker_id} did not stop within {timeout_s} s of SIGTERM; "
+                f"its log's end:\n{tail}\nits stacks:\n{stacks}") from None
 
     def serving(self) -> bool:
         """The broker's own health check: SERVING once this incarnation is unfenced."""
