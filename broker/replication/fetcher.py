@@ -205,7 +205,8 @@ class LeaderFetcher:
             if partition is None or partition.leader_epoch != epochs.get(tp):
                 continue  # moved or changed epoch while the fetch was out
             if reply.error_code == Code.NONE and not reply.diverged:
-                appends.append((partition, reply))
+                if _reply_changes_something(partition, reply):
+                    appends.append((partition, reply))
             else:
                 healthy &= await self._absorb(partition, reply)
         if appends:
@@ -343,6 +344,18 @@ class LeaderFetcher:
             return False
         log.info("%s %s: truncated from %d to %d", partition.tp, why, before[0], end)
         return True
+
+
+def _reply_changes_something(partition: Partition, reply: Any) -> bool:
+    """Whether a partition's error-free reply has anything to apply: records, a high
+    watermark that moves this log's, or a later log start. Most partitions of a round have
+    none (one fetch names every partition followed there), and skipping them spares the
+    writer thread a locked no-op each — and a round with nothing at all its thread hop."""
+    if reply.record_batches or reply.log_start_offset > partition.log_start_offset:
+        return True
+    high_watermark = max(partition.log_start_offset,
+                         min(reply.high_watermark, partition.log_end_offset))
+    return bool(high_watermark != partition.high_watermark)
 
 
 def _append_each(appends: list[tuple[Partition, Any]], now_ms: int) -> list[Any]:

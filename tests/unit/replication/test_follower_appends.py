@@ -97,3 +97,27 @@ def test_a_failed_append_leaves_the_others_done_and_is_raised_after_them():
     assert [len(p.stored) for p in partitions] == [1, 0, 1]
     assert [bool(p.log.flushed) for p in partitions] == [True, False, True]
     assert notified == [partitions[0].tp, partitions[2].tp]
+
+
+def test_replies_with_nothing_to_apply_are_skipped():
+    """No records, the high watermark this log already has (after clamping to its end), no
+    later log start: nothing for the writer thread. Anything else is applied."""
+    from raftka.broker.replication.fetcher import _reply_changes_something
+
+    partition = FakePartition(TopicPartition("t", 0), FakeLog(flush_every_append=False),
+                              high_watermark=7)
+    partition.log_end_offset = 7  # type: ignore[attr-defined]
+
+    def reply(data: bytes = b"", high_watermark: int = 7, log_start: int = 0):
+        return broker_pb2.FetchPartitionResponse(
+            topic="t", partition=0, record_batches=data, high_watermark=high_watermark,
+            log_start_offset=log_start)
+
+    assert not _reply_changes_something(partition, reply())  # type: ignore[arg-type]
+    # a leader HW past this log's end clamps to the end, which the log already has
+    assert not _reply_changes_something(partition, reply(high_watermark=9))  # type: ignore[arg-type]
+    assert _reply_changes_something(partition, reply(data=b"batch"))  # type: ignore[arg-type]
+    assert _reply_changes_something(partition, reply(high_watermark=5))  # type: ignore[arg-type]
+    assert _reply_changes_something(partition, reply(log_start=3))  # type: ignore[arg-type]
+    partition.high_watermark = 4
+    assert _reply_changes_something(partition, reply())  # type: ignore[arg-type]
