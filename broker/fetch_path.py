@@ -86,7 +86,8 @@ class FetchPath:
         keys = [TopicPartition(p.topic, p.partition) for p in request.partitions]
         while True:
             slices: dict[int, FileSlice] | None = {} if zero_copy else None
-            response, total_bytes, ends, served = self._read_all(request, max_bytes, slices)
+            response, total_bytes, ends, served = self._read_all(
+                request, keys, max_bytes, slices)
             settled = any(p.error_code or p.diverged for p in response.partitions)
             remaining = deadline - loop.time()
             if total_bytes >= max(request.min_bytes, 1) or settled or remaining <= 0:
@@ -124,10 +125,12 @@ class FetchPath:
     def _read_all(
         self,
         request: broker_pb2.FetchRequest,
+        keys: list[TopicPartition],
         max_bytes: int,
         slices: dict[int, FileSlice] | None,
     ) -> tuple[broker_pb2.FetchResponse, int, dict[TopicPartition, int], dict[int, int]]:
-        """One pass over the asked partitions; with `slices`, batches go there (by index)
+        """One pass over the asked partitions (`keys`: theirs, in order, made once per fetch
+        rather than once per pass); with `slices`, batches go there (by index)
         instead of into record_batches. Last: for a consumer's fetch, the offsets served per
         partition index (from the fetch offset to the end of what was read; the records
         themselves are never decoded for this count)."""
@@ -136,8 +139,7 @@ class FetchPath:
         ends: dict[TopicPartition, int] = {}
         served: dict[int, int] = {}
         consumer = request.replica_id < 0
-        for index, asked in enumerate(request.partitions):
-            tp = TopicPartition(asked.topic, asked.partition)
+        for index, (asked, tp) in enumerate(zip(request.partitions, keys, strict=True)):
             reply = response.partitions.add(
                 topic=asked.topic,
                 partition=asked.partition,

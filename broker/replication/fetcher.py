@@ -65,6 +65,10 @@ _WAIT_FOR_METADATA = {
 }
 
 OnWriter = Callable[..., Awaitable[Any]]
+# Read once: each `Code.X` is a Python-level lookup in protobuf's enum wrapper, and the
+# round's loop over every partition's reply made it 2.5% of a broker's samples at 3,000
+# partitions.
+_NONE = Code.NONE
 
 
 class LeaderFetcher:
@@ -204,7 +208,7 @@ class LeaderFetcher:
             partition = self.partitions.get(tp)
             if partition is None or partition.leader_epoch != epochs.get(tp):
                 continue  # moved or changed epoch while the fetch was out
-            if reply.error_code == Code.NONE and not reply.diverged:
+            if reply.error_code == _NONE and not reply.diverged:
                 if _reply_changes_something(partition, reply):
                     appends.append((partition, reply))
             else:
