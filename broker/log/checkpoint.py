@@ -1,13 +1,9 @@
 """Small state files written atomically: write a temp file, fsync it, rename it over the old.
 
-A crash leaves either the old or the new file, never a torn one. `sync=False` skips the
-fsyncs: the new file survives a process crash (it is in the page cache) but a power loss may
-leave the old one, or, where the file system does not order a rename after the data it
-names, an empty one; the caller syncs later (the leader-epoch cache, at the log's flush).
-Used for the partition's offsets (high watermark, recovery point, log start offset) and
-its leader-epoch cache. Their names and the epoch file's format live here because two
-modules share them: the loader reads them when a log opens, the log writes them while it
-runs.
+A crash leaves either the old or the new file, never a torn one. Used for the partition's
+offsets (high watermark, recovery point, log start offset) and its leader-epoch cache. Their
+names and the epoch file's format live here because two modules share them: the loader reads
+them when a log opens, the log writes them while it runs.
 """
 
 from __future__ import annotations
@@ -22,32 +18,15 @@ CHECKPOINT_FILE = "partition.checkpoint"
 EPOCH_CHECKPOINT_FILE = "leader-epoch-checkpoint"
 
 
-def write_atomically(path: str, data: bytes, *, sync: bool = True) -> None:
+def write_atomically(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    if not sync:
-        return
-    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def sync_file(path: str) -> None:
-    """Make a file written with `sync=False` durable: its data, then its directory entry."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    os.replace(tmp, path)
     dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -55,8 +34,8 @@ def sync_file(path: str) -> None:
         os.close(dir_fd)
 
 
-def write_json(path: str, value: dict[str, Any], *, sync: bool = True) -> None:
-    write_atomically(path, json.dumps(value, sort_keys=True).encode(), sync=sync)
+def write_json(path: str, value: dict[str, Any]) -> None:
+    write_atomically(path, json.dumps(value, sort_keys=True).encode())
 
 
 def read_json(path: str) -> dict[str, Any] | None:
@@ -75,15 +54,8 @@ def read_epoch_checkpoint(directory: str) -> list[tuple[int, int]]:
     return [(int(epoch), int(offset)) for epoch, offset in stored.get("entries", [])]
 
 
-def sync_epoch_checkpoint(directory: str) -> None:
-    sync_file(os.path.join(directory, EPOCH_CHECKPOINT_FILE))
-
-
-def write_epoch_checkpoint(
-    directory: str, entries: list[tuple[int, int]], *, sync: bool = True
-) -> None:
+def write_epoch_checkpoint(directory: str, entries: list[tuple[int, int]]) -> None:
     write_json(
         os.path.join(directory, EPOCH_CHECKPOINT_FILE),
         {"entries": [list(entry) for entry in entries]},
-        sync=sync,
     )

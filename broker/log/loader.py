@@ -78,10 +78,7 @@ def load_log(
     stored_high_watermark = offsets.high_watermark or 0
     bases = segment_base_offsets_on_disk(directory)
     remove_orphan_files(directory, set(bases))
-    # Rewritten (in the page cache) with every new epoch, before its first batch, and synced
-    # at every flush before the recovery point passes that batch: it speaks for every batch
-    # below the recovery point, and for later ones unless a power loss took its last writes
-    # (then their epochs do not match and recovery cuts them there).
+    # Written (and fsynced) before any batch of a new epoch, so it speaks for every batch.
     stored_epochs = LeaderEpochCache(read_epoch_checkpoint(directory))
     segments: list[LogSegment] = []
     deleted: list[int] = []
@@ -126,22 +123,6 @@ def load_log(
             deleted.append(base)
             continue
         segments.append(segment)
-    epochs = stored_epochs
-    if not stored_epochs.entries() and any(not segment.is_empty for segment in segments):
-        # The file is gone or empty while batches remain: a power loss before its first
-        # sync, or on a file system that let a rename outrun its data. Only the batches
-        # below the recovery point were flushed, and with them a valid epoch file, so their
-        # headers are trusted; later batches have nothing to check their epochs against.
-        cut_at, cut_bytes, gone = _cut_at(segments, stored_recovery_point)
-        if cut_bytes or gone:
-            truncated_at = cut_at if truncated_at is None else min(truncated_at, cut_at)
-            truncated_bytes += cut_bytes
-            deleted.extend(gone)
-        log.warning("%s: the leader-epoch checkpoint is missing or empty; cut the log at "
-                    "its recovery point %d and rebuilt the epochs from the batches before it",
-                    directory, stored_recovery_point)
-        epochs = _epochs_from_headers(segments)
-        write_epoch_checkpoint(directory, epochs.entries())
     if not segments:
         segments.append(LogSegment(directory, stored_start, config.index_interval_bytes))
     active = segments[-1]
@@ -154,33 +135,11 @@ def load_log(
         log_start_offset=log_start_offset,
         high_watermark=max(min(stored_high_watermark, leo), log_start_offset),
         recovery_point=min(stored_recovery_point, leo),
-        epochs=trim_epochs(directory, epochs, log_start_offset, leo),
+        epochs=trim_epochs(directory, stored_epochs, log_start_offset, leo),
         truncated_at=truncated_at,
         truncated_bytes=truncated_bytes,
         deleted_segments=tuple(deleted),
     )
-
-
-def _cut_at(segments: list[LogSegment], offset: int) -> tuple[int, int, list[int]]:
-    """Remove every batch at or after `offset` (a straddling batch goes whole); returns the
-    new end offset, the bytes cut from the segment that keeps a part, and the base offsets
-    of the segments deleted. At least one (possibly empty) segment stays."""
-    gone: list[int] = []
-    while len(segments) > 1 and segments[-1].base_offset >= offset:
-        segment = segments.pop()
-        segment.delete_files()
-        gone.append(segment.base_offset)
-    removed = segments[-1].truncate_to(offset)
-    return segments[-1].next_offset, removed, gone
-
-
-def _epochs_from_headers(segments: list[LogSegment]) -> LeaderEpochCache:
-    """The epoch cache the batches' own headers give (each epoch from its first batch)."""
-    epochs = LeaderEpochCache()
-    for segment in segments:
-        for header in segment.iter_headers():
-            epochs.assign(header.partition_leader_epoch, header.base_offset)
-    return epochs
 
 
 def segment_base_offsets_on_disk(directory: str) -> list[int]:

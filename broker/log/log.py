@@ -28,12 +28,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from raftka.broker.log.checkpoint import (
-    CHECKPOINT_FILE,
-    sync_epoch_checkpoint,
-    write_epoch_checkpoint,
-    write_json,
-)
+from raftka.broker.log.checkpoint import CHECKPOINT_FILE, write_epoch_checkpoint, write_json
 from raftka.broker.log.config import LogConfig
 from raftka.broker.log.dir_checkpoints import StoredOffsets
 from raftka.broker.log.epoch_cache import LeaderEpochCache
@@ -93,10 +88,6 @@ class PartitionLog:
         self.epochs = LeaderEpochCache()
         self._unflushed_records = 0
         self._last_flush_ms: int | None = None
-        # The epoch checkpoint was rewritten without an fsync since the last flush: a new
-        # epoch came with an append (or a leadership), and the next flush syncs it before
-        # the recovery point may pass that epoch's start (Kafka's KAFKA-15046).
-        self._epochs_unsynced = False
         self._closed = False
         # Orders checkpoint file writes, which happen outside the main lock.
         self._checkpoint_lock = threading.Lock()
@@ -186,7 +177,7 @@ class PartitionLog:
                 patched.append((position, read_header(data, position)))
                 next_offset += header.last_offset_delta + 1
             if self.epochs.assign(leader_epoch, first_offset):
-                self._write_epochs(sync=False)
+                self._write_epochs()
             self._write(data, patched, now_ms)
             return AppendResult(
                 base_offset=first_offset,
@@ -219,7 +210,7 @@ class PartitionLog:
                     header.partition_leader_epoch, header.base_offset
                 )
             if epochs_changed:
-                self._write_epochs(sync=False)
+                self._write_epochs()
             self._write(data, batches, now_ms)
             return AppendResult(
                 base_offset=batches[0][1].base_offset,
@@ -357,7 +348,7 @@ class PartitionLog:
         """A new leader epoch starts at `start_offset` (called when becoming leader)."""
         with self._lock:
             if self.epochs.assign(epoch, start_offset):
-                self._write_epochs(sync=False)
+                self._write_epochs()
 
     # -------------------------------------------------------------------------- truncate
     def truncate_to(self, offset: int) -> int:
@@ -466,12 +457,6 @@ class PartitionLog:
         with self._lock:
             if self._closed:
                 return
-            if self._epochs_unsynced:
-                # Before any recovery point past the new epochs' starts is recorded, so a
-                # power loss never keeps flushed batches whose epochs the file lacks. Under
-                # the lock: a later append's rewrite must not land between the two.
-                sync_epoch_checkpoint(self.directory)
-                self._epochs_unsynced = False
             target = self.log_end_offset
             if self._unflushed_records == 0 and self.recovery_point >= target:
                 return  # nothing new since the last flush (a group-committed producer)
@@ -530,14 +515,8 @@ class PartitionLog:
             write_json(path, state)
             self._checkpointed = state
 
-    def _write_epochs(self, *, sync: bool = True) -> None:
-        """Rewrite the epoch checkpoint (under the lock, so writes keep the cache's order).
-        Unsynced for the appends' and leaderships' new epochs, which are frequent (every
-        partition's first append of every epoch: two fsyncs each made a leader change of
-        thousands of partitions, and a first produce to each, wait on the disk); synced for
-        truncations, which are rare and must not come back after a power loss."""
-        write_epoch_checkpoint(self.directory, self.epochs.entries(), sync=sync)
-        self._epochs_unsynced = not sync
+    def _write_epochs(self) -> None:
+        write_epoch_checkpoint(self.directory, self.epochs.entries())
 
     # ---------------------------------------------------------------------- lifecycle
     def close(self, now_ms: int | None = None) -> None:

@@ -13,10 +13,8 @@ fsynced since), never less. Older data directories keep it in each partition's
 partition. Of what came after, a random prefix
 survives, cut at any byte (so a batch may be torn), and segment files created after the
 recovery point's segment are gone entirely (their directory entries were never synced).
-The leader-epoch checkpoint is rewritten unsynced for each new epoch and synced at each flush
-(broker/log/log.py), so it keeps the epochs that start below the recovery point and a random
-prefix of the later ones, or, when none starts below it (never synced), may be gone. The Raft
-journal and the producer checkpoints are synced on every change, so they are left alone.
+The Raft journal and the epoch/producer checkpoints are synced on every change, so they
+are left alone.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from raftka.broker.log.checkpoint import EPOCH_CHECKPOINT_FILE
 from raftka.broker.log.dir_checkpoints import RECOVERY_POINT_FILE, read_offsets
 from raftka.records import HEADER_SIZE, read_header
 
@@ -42,15 +39,10 @@ class PowerCut:
     recovery_point: int
     bytes_lost: int
     files_removed: int
-    # Leader-epoch entries the epoch checkpoint lost (-1: the whole file).
-    epochs_lost: int = 0
 
     def describe(self) -> str:
-        epochs = ("; the epoch checkpoint is gone" if self.epochs_lost < 0 else
-                  f"; {self.epochs_lost} unsynced epoch(s) lost" if self.epochs_lost else "")
         return (f"{os.path.basename(self.directory)}: {self.bytes_lost} bytes after offset "
-                f"{self.recovery_point} lost, {self.files_removed} segment file(s) gone"
-                + epochs)
+                f"{self.recovery_point} lost, {self.files_removed} segment file(s) gone")
 
 
 def _recovery_point(directory: Path) -> int:
@@ -101,27 +93,7 @@ def power_cut(directory: Path, rng: random.Random) -> PowerCut:
             cut = rng.randint(synced, size) if size > synced else size
             os.truncate(path, cut)
             lost += size - cut
-    return PowerCut(str(directory), recovery_point, lost, removed,
-                    _revert_epochs(directory, recovery_point, rng))
-
-
-def _revert_epochs(directory: Path, recovery_point: int, rng: random.Random) -> int:
-    """The epoch checkpoint as a power loss may leave it; how many entries it lost (-1:
-    the file)."""
-    path = directory / EPOCH_CHECKPOINT_FILE
-    try:
-        entries = json.loads(path.read_text())["entries"]
-    except (OSError, ValueError, KeyError):
-        return 0
-    synced = [entry for entry in entries if entry[1] < recovery_point]
-    unsynced = entries[len(synced):]
-    if not synced and rng.random() < 0.25:
-        path.unlink()
-        return -1
-    kept = rng.randint(0, len(unsynced))
-    if kept < len(unsynced):
-        path.write_text(json.dumps({"entries": synced + unsynced[:kept]}))
-    return len(unsynced) - kept
+    return PowerCut(str(directory), recovery_point, lost, removed)
 
 
 def power_cut_broker(logs_dir: Path, rng: random.Random) -> list[PowerCut]:

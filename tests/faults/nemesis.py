@@ -294,13 +294,11 @@ class Nemesis:
         pid, role = broker.pid, self._role(target)
         broker.kill()
         cuts = power_cut_broker(broker.data_dir / "logs", self.rng)
-        lost = [c for c in cuts if c.bytes_lost or c.epochs_lost]
-        reverted = sum(1 for c in cuts if c.epochs_lost)
-        epochs = f" ({reverted} epoch checkpoints lost unsynced epochs)" if reverted else ""
+        lost = [c for c in cuts if c.bytes_lost]
         broker.start()
         description = (f"kill -9 broker {target}{role}, power loss: {len(lost)} of {len(cuts)} "
-                       f"partitions lost {sum(c.bytes_lost for c in lost)} unsynced bytes"
-                       f"{epochs}, restarted at once")
+                       f"partitions lost {sum(c.bytes_lost for c in lost)} unsynced bytes, "
+                       f"restarted at once")
         return [target], description, [f"kill -KILL {pid}", *(c.describe() for c in lost)], \
             lambda: []
 

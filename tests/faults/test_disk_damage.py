@@ -41,36 +41,3 @@ def test_what_was_fsynced_survives_and_later_segments_are_gone(tmp_path):
         finally:
             for segment in loaded.segments:
                 segment.close()
-
-
-def test_unsynced_epochs_may_be_lost_and_what_is_left_agrees_with_the_log(tmp_path):
-    """A new epoch after the last flush may vanish from the epoch checkpoint: the log then
-    keeps only what the epochs it still has account for, never less than was flushed."""
-    outcomes = set()
-    for seed in range(40):
-        directory = tmp_path / f"p-{seed}"
-        directory.mkdir()
-        config = small_config(segment_bytes=500)
-        log = PartitionLog.open(str(directory), config, NOW)
-        for i in range(20):
-            append_values(log, [str(i).encode() * 40], epoch=i // 4)
-            if i == 9:
-                log.flush(NOW)
-        log.write_checkpoint()
-        for segment in log._segments:
-            segment.close()
-        cut = power_cut(directory, random.Random(seed))
-        outcomes.add(cut.epochs_lost)
-        loaded = load_log(str(directory), config, NOW)
-        try:
-            assert loaded.log_end_offset >= 10
-            epochs = loaded.epochs.entries()
-            assert epochs[:3] == [(0, 0), (1, 4), (2, 8)]
-            for segment in loaded.segments:  # every batch kept is of the epoch its offset has
-                for header in segment.iter_headers():
-                    assert header.partition_leader_epoch == loaded.epochs.epoch_for_offset(
-                        header.base_offset)
-        finally:
-            for segment in loaded.segments:
-                segment.close()
-    assert {0, 1, 2} <= outcomes  # some kept everything, some lost one or two epochs
