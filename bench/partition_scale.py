@@ -3,6 +3,7 @@
     python bench/partition_scale.py [--partitions 100 1000 10000] [--per-topic 1000]
                                     [--records 100000] [--nofile N] [--json]
                                     [--set KEY=VALUE ...] [--workdir DIR]
+                                    [--idle-seconds S] [--produce-only]
 
 For each N, on a fresh cluster (real broker processes, `raftka cluster up`'s layout):
   create_s              CreateTopics for N partitions (topics of at most --per-topic) answered
@@ -19,6 +20,10 @@ For each N, on a fresh cluster (real broker processes, `raftka cluster up`'s lay
   restart_one_s         kill -9 of one broker (not the controller) and its start -> unfenced
                         with every ISR full again (log recovery included)
   restart_all_s         SIGTERM of all three, then start all -> the same
+  idle_cpu_pct          per broker, CPU (user+system, % of one core) over --idle-seconds with
+                        every ISR full and nothing produced: what the replication rounds of
+                        quiet partitions cost
+  produce_cpu_s         per broker, CPU seconds (user+system) during the produce step
   emfile_lines          "Too many open files" lines in the brokers' logs (should be 0)
   metadata              after each step: the metadata offset (records), the Raft commit index
                         (entries: one per controller batch), the ISR changes leaders proposed
@@ -83,6 +88,29 @@ def process_figures(bench: Bench) -> dict[str, dict[int, float]]:
                     rss[broker_id] = round(int(line.split()[1]) / 1024, 1)
             fds[broker_id] = len(os.listdir(f"/proc/{pid}/fd"))
     return {"rss_mb": rss, "fds": fds}
+
+
+def cpu_seconds(bench: Bench) -> dict[int, float]:
+    """utime+stime of each broker process so far (/proc/PID/stat), in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for broker_id, pid in broker_pids(bench).items():
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[broker_id] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> dict[int, float]:
+    return {b: round(after[b] - before[b], 2) for b in after if b in before}
+
+
+def idle_cpu(bench: Bench, seconds: float) -> dict[int, float]:
+    """Each broker's CPU over `seconds` of doing nothing asked of it, in % of one core."""
+    before = cpu_seconds(bench)
+    time.sleep(seconds)
+    return {b: round(100 * used / seconds, 1)
+            for b, used in cpu_between(before, cpu_seconds(bench)).items()}
 
 
 class ScaleBench(Bench):
@@ -405,7 +433,12 @@ def run_one(root: Path, total: int, args: argparse.Namespace,
         result["status_s"] = status_time(bench)
         result.update(console_times(bench, result["topics"][0]))
         progress(f"  status {result['status_s']} s, console {result['console_topics_s']} s")
+        if args.idle_seconds > 0:
+            result["idle_cpu_pct"] = idle_cpu(bench, args.idle_seconds)
+            progress(f"  idle CPU % per broker: {result['idle_cpu_pct']}")
+        before = cpu_seconds(bench)
         result["produce"] = produce(bench, result["topics"], args.per_topic, total, args.records)
+        result["produce"]["produce_cpu_s"] = cpu_between(before, cpu_seconds(bench))
         progress(f"  produce {result['produce']}")
         result["after_produce"] = {**process_figures(bench), **metadata_figures(bench)}
         if not args.produce_only:
@@ -434,6 +467,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workdir", help="keep the brokers' data and logs here")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="measure the brokers' idle CPU this long after create (0: skip)")
     parser.add_argument("--produce-only", action="store_true",
                         help="stop after create and the first produce")
     args = parser.parse_args()

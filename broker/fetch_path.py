@@ -24,6 +24,7 @@ from raftka.broker.log.file_slice import FileSlice
 from raftka.broker.metrics import BrokerMetrics
 from raftka.broker.partition import Partition, TopicPartition
 from raftka.broker.replica_manager import ReplicaManager
+from raftka.broker.replication.fetch_session import LeaderFetchSession
 from raftka.broker.replication.follower_state import leader_divergence
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 from raftka.records import decode_batches
@@ -68,26 +69,37 @@ class FetchPath:
         return response
 
     async def fetch_slices(
-        self, request: broker_pb2.FetchRequest
+        self, request: broker_pb2.FetchRequest, session: LeaderFetchSession | None = None
     ) -> tuple[broker_pb2.FetchResponse, dict[int, FileSlice]]:
         """As `fetch`, but each partition's batches stay in the segment file: a FileSlice per
         index of response.partitions (whose record_batches are then empty), for a listener
-        that sends them with sendfile. The caller closes the slices."""
-        return await self._fetch(request, zero_copy=True)
+        that sends them with sendfile. The caller closes the slices.
+
+        With `session` (the replication stream's, fetch_session.py) the request only changes
+        the session; every partition in it is fetched, and only those with news answered."""
+        return await self._fetch(request, zero_copy=True, session=session)
 
     async def _fetch(
-        self, request: broker_pb2.FetchRequest, *, zero_copy: bool
+        self,
+        request: broker_pb2.FetchRequest,
+        *,
+        zero_copy: bool,
+        session: LeaderFetchSession | None = None,
     ) -> tuple[broker_pb2.FetchResponse, dict[int, FileSlice]]:
         loop = asyncio.get_running_loop()
         wait_ms = min(max(request.max_wait_ms, 0), self._wait_max_ms)
         deadline = loop.time() + wait_ms / 1000
         max_bytes = request.max_bytes if request.max_bytes > 0 else self._fetch_max_bytes
         max_bytes = min(max_bytes, self._fetch_max_bytes)
-        keys = [TopicPartition(p.topic, p.partition) for p in request.partitions]
+        if session is not None:
+            asked, keys = session.apply(request)
+        else:
+            asked = list(request.partitions)
+            keys = [TopicPartition(p.topic, p.partition) for p in asked]
         while True:
             slices: dict[int, FileSlice] | None = {} if zero_copy else None
             response, total_bytes, ends, served = self._read_all(
-                request, keys, max_bytes, slices)
+                request, asked, keys, max_bytes, slices, session)
             settled = any(p.error_code or p.diverged for p in response.partitions)
             remaining = deadline - loop.time()
             if total_bytes >= max(request.min_bytes, 1) or settled or remaining <= 0:
@@ -106,6 +118,8 @@ class FetchPath:
             if loop.time() >= deadline and not moved():
                 break
             close_slices(slices)
+        if session is not None:
+            response.session = True
         if self._metrics is not None:
             follower = request.replica_id >= 0
             for index, item in enumerate(response.partitions):
@@ -125,31 +139,35 @@ class FetchPath:
     def _read_all(
         self,
         request: broker_pb2.FetchRequest,
+        asked_partitions: list[broker_pb2.FetchPartition],
         keys: list[TopicPartition],
         max_bytes: int,
         slices: dict[int, FileSlice] | None,
+        session: LeaderFetchSession | None = None,
     ) -> tuple[broker_pb2.FetchResponse, int, dict[TopicPartition, int], dict[int, int]]:
         """One pass over the asked partitions (`keys`: theirs, in order, made once per fetch
-        rather than once per pass); with `slices`, batches go there (by index)
-        instead of into record_batches. Last: for a consumer's fetch, the offsets served per
-        partition index (from the fetch offset to the end of what was read; the records
-        themselves are never decoded for this count)."""
+        rather than once per pass); with `slices`, batches go there (by index of the
+        response's partitions) instead of into record_batches. With `session`, a partition
+        with nothing new for the follower gets no reply at all. Last: for a consumer's
+        fetch, the offsets served per response index (from the fetch offset to the end of
+        what was read; the records themselves are never decoded for this count).
+
+        Each partition's answer is worked out first and its reply made only when it is
+        sent: building a protobuf reply was most of the cost of a quiet partition."""
         response = broker_pb2.FetchResponse()
+        replies = response.partitions
         total = 0
         ends: dict[TopicPartition, int] = {}
         served: dict[int, int] = {}
-        consumer = request.replica_id < 0
-        for index, (asked, tp) in enumerate(zip(request.partitions, keys, strict=True)):
-            reply = response.partitions.add(
-                topic=asked.topic,
-                partition=asked.partition,
-                high_watermark=-1,
-                log_start_offset=-1,
-                log_end_offset=-1,
-                leader_id=-1,
-                diverging_epoch=-1,
-                diverging_end_offset=-1,
-            )
+        replica_id = request.replica_id
+        consumer = replica_id < 0
+        for asked, tp in zip(asked_partitions, keys, strict=True):
+            leader_id = leader_epoch_seen = -1
+            log_start = log_end = high_watermark = -1
+            divergence: tuple[int, int] | None = None
+            data = b""
+            found: FileSlice | None = None
+            error: Exception | None = None
             try:
                 partition = self._replicas.leader_partition(tp, asked.current_leader_epoch)
                 # Consumers and followers alike: a leader whose lease lapsed, or a broker
@@ -159,49 +177,69 @@ class FetchPath:
                     problem = self._lease_problem()
                     if problem is not None:
                         raise BrokerFencedError(problem)
-                reply.leader_id = partition.leader_id
-                reply.leader_epoch = partition.leader_epoch
-                reply.log_start_offset = partition.log_start_offset
-                reply.log_end_offset = partition.log_end_offset
-                if request.replica_id >= 0 and not self._follower_fetch(
-                    partition, request.replica_id, request.replica_broker_epoch, asked, reply
-                ):
-                    continue
-                reply.high_watermark = partition.high_watermark
-                upper = None if request.replica_id >= 0 else partition.high_watermark
-                budget = max(0, max_bytes - total)
-                limit = min(asked.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES, budget)
-                if slices is None and not consumer:
-                    data = partition.log.read(
-                        asked.fetch_offset, limit, upper, min_one_batch=total == 0
-                    )
-                    reply.record_batches = data
-                    total += len(data)
-                elif slices is None:
-                    found = partition.log.read_slice(
-                        asked.fetch_offset, limit, upper, min_one_batch=total == 0
-                    )
-                    if found is not None:
-                        with found:
-                            reply.record_batches = found.read()
-                        total += found.length
-                        served[index] = max(0, found.next_offset - asked.fetch_offset)
-                else:
-                    found = partition.log.read_slice(
-                        asked.fetch_offset, limit, upper, min_one_batch=total == 0
-                    )
-                    if found is not None and len(slices) >= MAX_SLICES_PER_FETCH:
-                        with found:
-                            reply.record_batches = found.read()
-                        total += found.length
-                    elif found is not None:
-                        slices[index] = found
-                        total += found.length
-                    if found is not None and consumer:
-                        served[index] = max(0, found.next_offset - asked.fetch_offset)
-                ends[tp] = self._visible_end(tp, request.replica_id)
+                leader_id = partition.leader_id
+                leader_epoch_seen = partition.leader_epoch
+                log_start = partition.log_start_offset
+                log_end = partition.log_end_offset
+                if not consumer:
+                    divergence = self._follower_fetch(
+                        partition, replica_id, request.replica_broker_epoch, asked)
+                high_watermark = partition.high_watermark
+                if divergence is None:
+                    upper = None if not consumer else high_watermark
+                    budget = max(0, max_bytes - total)
+                    limit = min(asked.partition_max_bytes or DEFAULT_PARTITION_FETCH_BYTES,
+                                budget)
+                    if slices is None and not consumer:
+                        data = partition.log.read(
+                            asked.fetch_offset, limit, upper, min_one_batch=total == 0)
+                        total += len(data)
+                    else:
+                        found = partition.log.read_slice(
+                            asked.fetch_offset, limit, upper, min_one_batch=total == 0)
+                        if found is not None:
+                            total += found.length
+                    ends[tp] = self._visible_end(tp, replica_id)
             except Exception as exc:
-                fill_error(reply, exc)
+                error = exc
+            if session is not None:
+                if (error is None and divergence is None and found is None and not data
+                        and session.quiet(tp, high_watermark, log_start)):
+                    continue
+                if error is not None or divergence is not None or found is not None or data:
+                    session.answered(tp)
+            index = len(replies)
+            reply = replies.add(
+                topic=asked.topic,
+                partition=asked.partition,
+                high_watermark=high_watermark,
+                log_start_offset=log_start,
+                log_end_offset=log_end,
+                leader_id=leader_id,
+                diverging_epoch=-1,
+                diverging_end_offset=-1,
+            )
+            if leader_epoch_seen != -1:
+                reply.leader_epoch = leader_epoch_seen
+            if error is not None:
+                if found is not None:
+                    found.close()
+                fill_error(reply, error)
+                continue
+            if divergence is not None:
+                reply.diverged = True
+                reply.diverging_epoch, reply.diverging_end_offset = divergence
+                continue
+            if data:
+                reply.record_batches = data
+            elif found is not None:
+                if slices is None or len(slices) >= MAX_SLICES_PER_FETCH:
+                    with found:
+                        reply.record_batches = found.read()
+                else:
+                    slices[index] = found
+                if consumer:
+                    served[index] = max(0, found.next_offset - asked.fetch_offset)
         return response, total, ends, served
 
     def _follower_fetch(
@@ -210,10 +248,9 @@ class FetchPath:
         replica_id: int,
         replica_broker_epoch: int,
         asked: broker_pb2.FetchPartition,
-        reply: broker_pb2.FetchPartitionResponse,
-    ) -> bool:
-        """Check the follower's log against ours and note its position; False when the
-        reply is complete without records (divergence)."""
+    ) -> tuple[int, int] | None:
+        """Check the follower's log against ours and note its position; the divergence
+        (epoch, end offset) when its log diverged (then the reply carries no records)."""
         state = partition.check_leader()
         if not state.is_replica(replica_id):
             raise InvalidRequestError(f"broker {replica_id} is not a replica of {partition.tp}")
@@ -232,15 +269,12 @@ class FetchPath:
             asked.fetch_offset,
         )
         if divergence is not None:
-            reply.diverged = True
-            reply.diverging_epoch, reply.diverging_end_offset = divergence
-            reply.high_watermark = partition.high_watermark
-            return False
+            return divergence
         if partition.record_follower_fetch(
             replica_id, asked.fetch_offset, self._replicas.clock_ms()
         ):
             self._replicas.purgatory.notify(partition.tp)
-        return True
+        return None
 
     # ---------------------------------------------------------------------------- offsets
     def list_offsets(

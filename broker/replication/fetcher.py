@@ -34,6 +34,7 @@ from raftka.broker.controller_client import ChannelPool
 from raftka.broker.internal_auth import FETCH
 from raftka.broker.partition import Partition, TopicPartition
 from raftka.broker.replication import stream_wire
+from raftka.broker.replication.fetch_session import FollowerFetchSession
 from raftka.broker.replication.follower_state import StartOver, TruncateTo, resolve_divergence
 from raftka.broker.replication.stream_client import (
     StreamConnection,
@@ -139,31 +140,14 @@ class LeaderFetcher:
         self._added.clear()
         asked = dict(self.partitions)
         epochs = {tp: p.leader_epoch for tp, p in asked.items()}
-        request = broker_pb2.FetchRequest(
-            replica_id=manager.broker_id,
-            replica_broker_epoch=manager.broker_epoch(),
-            max_wait_ms=FETCH_WAIT_MAX_MS,
-            min_bytes=1,
-            max_bytes=FETCH_BYTES_MAX,
-            partitions=[
-                broker_pb2.FetchPartition(
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    fetch_offset=p.log_end_offset,
-                    partition_max_bytes=PARTITION_FETCH_BYTES_MAX,
-                    current_leader_epoch=p.leader_epoch,
-                    last_fetched_epoch=p.log.last_batch_epoch(),
-                )
-                for tp, p in asked.items()
-            ],
-        )
         stream = self._stream_to(self.leader_id)
         try:
             if stream is not None:
-                call: Awaitable[broker_pb2.FetchResponse] = stream.fetch(request, FETCH_TIMEOUT_S)
+                call: Awaitable[broker_pb2.FetchResponse] = stream.fetch(
+                    lambda session: self._request(asked, session), FETCH_TIMEOUT_S)
             else:
                 stub = broker_pb2_grpc.BrokerServiceStub(manager.channels.get(target))
-                call = stub.Fetch(request, timeout=FETCH_TIMEOUT_S,
+                call = stub.Fetch(self._request(asked, None), timeout=FETCH_TIMEOUT_S,
                                   metadata=manager.channels.auth.metadata(FETCH))
             response = await self._unless_added(call)
             if self._stream_retry_at:
@@ -203,19 +187,67 @@ class LeaderFetcher:
         self._refused = False
         healthy = True
         appends: list[tuple[Partition, Any]] = []
-        for reply in response.partitions:
-            tp = TopicPartition(reply.topic, reply.partition)
-            partition = self.partitions.get(tp)
-            if partition is None or partition.leader_epoch != epochs.get(tp):
-                continue  # moved or changed epoch while the fetch was out
-            if reply.error_code == _NONE and not reply.diverged:
-                if _reply_changes_something(partition, reply):
-                    appends.append((partition, reply))
-            else:
-                healthy &= await self._absorb(partition, reply)
-        if appends:
-            await self._append_all(appends)
+        absorbed: list[TopicPartition] = []
+        try:
+            for reply in response.partitions:
+                tp = TopicPartition(reply.topic, reply.partition)
+                partition = self.partitions.get(tp)
+                if partition is None or partition.leader_epoch != epochs.get(tp):
+                    continue  # moved or changed epoch while the fetch was out (named again)
+                if reply.error_code == _NONE and not reply.diverged:
+                    if _reply_changes_something(partition, reply):
+                        appends.append((partition, reply))
+                else:
+                    absorbed.append(tp)
+                    healthy &= await self._absorb(partition, reply)
+            if appends:
+                await self._append_all(appends)
+        except BaseException:
+            # Some answer may be half taken: a new connection (and fetch session) names
+            # every partition again, so nothing rests on what the leader thinks it told us.
+            if stream is not None:
+                stream.close()
+            raise
+        if stream is not None and absorbed:
+            # Named again, so the leader answers them once they are fine even if nothing
+            # else changed (fetch_session.py).
+            stream.session.ask_again(absorbed)
         return healthy
+
+    def _request(self, asked: dict[TopicPartition, Partition],
+                 session: FollowerFetchSession | None) -> broker_pb2.FetchRequest:
+        """This round's FetchRequest for `asked` (every partition followed on this leader):
+        every one of them, or, on a stream with a fetch session, those whose position changed
+        since the connection last named them and the ones no longer followed."""
+        manager = self.manager
+        positions = {tp: (p.log_end_offset, p.leader_epoch, p.log.last_batch_epoch())
+                     for tp, p in asked.items()}
+        forgotten: list[TopicPartition]
+        if session is None:
+            named, forgotten = list(positions), []
+        else:
+            named, forgotten = session.changes(positions)
+        return broker_pb2.FetchRequest(
+            replica_id=manager.broker_id,
+            replica_broker_epoch=manager.broker_epoch(),
+            max_wait_ms=FETCH_WAIT_MAX_MS,
+            min_bytes=1,
+            max_bytes=FETCH_BYTES_MAX,
+            session=session is not None,
+            forgotten=[broker_pb2.FetchForgotten(topic=tp.topic, partition=tp.partition)
+                       for tp in forgotten],
+            partitions=[
+                broker_pb2.FetchPartition(
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    fetch_offset=positions[tp][0],
+                    partition_max_bytes=PARTITION_FETCH_BYTES_MAX,
+                    current_leader_epoch=positions[tp][1],
+                    last_fetched_epoch=positions[tp][2],
+                )
+                for tp in named
+            ],
+        )
 
     def _note_fallback(self, streamed: bool) -> None:
         """A fetch went through while the stream was (or had been) unreachable."""

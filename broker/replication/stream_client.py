@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from raftka.broker.internal_auth import InternalAuth
 from raftka.broker.replication import stream_wire as wire
+from raftka.broker.replication.fetch_session import FollowerFetchSession
 from raftka.proto.raftka.v1 import broker_pb2
 
 # The stream reader's buffer (bytes): big enough that a fetch of large batches is not read
@@ -64,6 +65,9 @@ class StreamConnection:
         self.port = port
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        # What this connection named so far (fetch_session.py): starts empty with each
+        # connection, so the first request after a (re)connect names every partition.
+        self.session = FollowerFetchSession()
 
     @property
     def connected(self) -> bool:
@@ -96,15 +100,23 @@ class StreamConnection:
             except BaseException:
                 writer.close()
                 raise
+        self.session.reset()
         self._reader, self._writer = reader, writer
 
-    async def fetch(self, request: broker_pb2.FetchRequest,
-                    timeout_s: float) -> broker_pb2.FetchResponse:
+    async def fetch(
+        self,
+        build: Callable[[FollowerFetchSession], broker_pb2.FetchRequest],
+        timeout_s: float,
+    ) -> broker_pb2.FetchResponse:
+        """One exchange: connect if need be, `build` the request against this connection's
+        fetch session (after connecting, so a new connection's first request names every
+        partition), send it, read the answer."""
         if self._writer is None:
             await self.connect()
         reader, writer = self._reader, self._writer
         assert reader is not None and writer is not None
         try:
+            request = build(self.session)  # a failure here too leaves the session unknown
             async with asyncio.timeout(timeout_s):
                 writer.write(wire.request_frame(request.SerializeToString()))
                 header_length, count = wire.response_sizes(
@@ -117,6 +129,7 @@ class StreamConnection:
                 parts = response.partitions
                 for index, length in wire.parse_table(head, header_length, count, len(parts)):
                     parts[index].record_batches = await reader.readexactly(length)
+                self.session.answered(response)
         except BaseException:
             self.close()  # mid-exchange: the framing is lost, the next round reconnects
             raise
@@ -126,3 +139,4 @@ class StreamConnection:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+        self.session.reset()

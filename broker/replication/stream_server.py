@@ -5,7 +5,8 @@ Why a listener of its own: see stream_wire.py. What a fetch does is FetchPath.fe
 the same call the Kafka listener makes; this module only authenticates the connection,
 frames the answer and sends each partition's FileSlice with sendfile (copied in chunks over
 TLS, where the kernel cannot encrypt). Slices are closed whatever happens, also when the
-follower goes away or the broker stops mid-send.
+follower goes away or the broker stops mid-send. A follower that asks for a fetch session
+(fetch_session.py) gets one for the connection's lifetime.
 
 A connection that fails the handshake, or sends anything the format does not allow, gets
 one log line (throttled across connections, so a port scan cannot flood the log) and is
@@ -31,6 +32,7 @@ from raftka.broker.kafka.zero_copy import SENDFILE_MIN_BYTES, SliceChangedError,
 from raftka.broker.log.file_slice import FileSlice
 from raftka.broker.metrics import BrokerMetrics
 from raftka.broker.replication import stream_wire as wire
+from raftka.broker.replication.fetch_session import LeaderFetchSession, SessionError
 from raftka.cluster.cluster_auth import ReportThrottle
 from raftka.proto.raftka.v1 import broker_pb2
 
@@ -138,6 +140,7 @@ class ReplicationListener:
         copy = self._ssl_context is not None
         loop = asyncio.get_running_loop()
         metrics = self._metrics
+        session: LeaderFetchSession | None = None  # from the first request that asks for one
         while True:
             length = wire.request_length(await reader.readexactly(wire.REQUEST_PREFIX.size))
             try:
@@ -148,8 +151,15 @@ class ReplicationListener:
                 raise wire.WireError(
                     f"fetch for replica {request.replica_id} on a connection authenticated "
                     f"as broker {broker_id} (consumers fetch over gRPC or Kafka)")
+            if request.session and session is None:
+                session = LeaderFetchSession()
+            elif session is not None and not request.session:
+                raise wire.WireError("a fetch without a session on a connection that keeps one")
             started = loop.time()
-            response, slices = await self._fetch_path.fetch_slices(request)
+            try:
+                response, slices = await self._fetch_path.fetch_slices(request, session)
+            except SessionError as exc:
+                raise wire.WireError(str(exc)) from None
             try:
                 await send(writer, _pieces(response, slices), copy=copy)
             finally:

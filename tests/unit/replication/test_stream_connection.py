@@ -35,7 +35,7 @@ class StandInFetchPath:
         self.slices: list[FileSlice] = []
         self.hold = False
 
-    async def fetch_slices(self, request: broker_pb2.FetchRequest):
+    async def fetch_slices(self, request: broker_pb2.FetchRequest, session=None):
         self.asked.append(request)
         if self.hold:
             await asyncio.sleep(60)
@@ -73,7 +73,7 @@ def test_batches_arrive_byte_for_byte_and_slices_are_closed(tmp_path):
         connection = dialer(SECRET).connection("127.0.0.1", listener.port)
         try:
             for _ in range(3):  # one connection, reused
-                response = await connection.fetch(request(), 5)
+                response = await connection.fetch(lambda _session: request(), 5)
                 batches = [p.record_batches for p in response.partitions]
                 assert batches == [BIG, b"", SMALL]
                 assert response.partitions[0].high_watermark == 5
@@ -94,7 +94,7 @@ def test_a_follower_with_another_secret_is_refused_and_asks_nothing(tmp_path):
             for secret in (b"o" * 32, None):
                 connection = dialer(secret).connection("127.0.0.1", listener.port)
                 with pytest.raises(StreamRefusedError):
-                    await connection.fetch(request(), 5)
+                    await connection.fetch(lambda _session: request(), 5)
                 assert not connection.connected
             assert fetch_path.asked == []
         finally:
@@ -111,7 +111,7 @@ def test_a_fetch_for_another_replica_or_a_consumer_closes_the_connection(tmp_pat
             for replica_id in (3, -1):
                 connection = dialer(SECRET).connection("127.0.0.1", listener.port)
                 with pytest.raises(asyncio.IncompleteReadError):
-                    await connection.fetch(request(replica_id), 5)
+                    await connection.fetch(lambda _session, r=replica_id: request(r), 5)
                 assert not connection.connected
             assert fetch_path.asked == []
         finally:
@@ -146,7 +146,7 @@ def test_a_cancelled_fetch_closes_the_connection_and_the_next_one_reconnects(tmp
         connection = dialer(SECRET).connection("127.0.0.1", listener.port)
         try:
             fetch_path.hold = True
-            pending = asyncio.create_task(connection.fetch(request(), 30))
+            pending = asyncio.create_task(connection.fetch(lambda _session: request(), 30))
             while not fetch_path.asked:
                 await asyncio.sleep(0.01)
             pending.cancel()
@@ -154,7 +154,7 @@ def test_a_cancelled_fetch_closes_the_connection_and_the_next_one_reconnects(tmp
                 await pending
             assert not connection.connected  # its framing is unknown: not reused
             fetch_path.hold = False
-            response = await connection.fetch(request(), 5)
+            response = await connection.fetch(lambda _session: request(), 5)
             assert response.partitions[0].record_batches == BIG
         finally:
             connection.close()
