@@ -105,13 +105,11 @@ class FetchPath:
             if total_bytes >= max(request.min_bytes, 1) or settled or remaining <= 0:
                 break
 
-            def moved(ends: dict[TopicPartition, int] = ends) -> bool:
-                return any(
-                    self._visible_end(tp, request.replica_id) != end for tp, end in ends.items()
-                )
-
+            moved = self._moved_check(ends, request.replica_id >= 0)
             try:
-                await self._replicas.purgatory.wait_until(keys, moved, remaining)
+                # `ends` are this pass's: nothing moved since, in this turn of the loop
+                await self._replicas.purgatory.wait_until(keys, moved, remaining,
+                                                          known_false=True)
             except BaseException:
                 close_slices(slices)
                 raise
@@ -129,6 +127,25 @@ class FetchPath:
                 if index in served:
                     self._metrics.messages_out.labels(item.topic).inc(served[index])
         return response, slices or {}
+
+    def _moved_check(self, ends: dict[TopicPartition, int],
+                     follower: bool) -> Callable[[], bool]:
+        """Whether any partition's visible end (the log end for a follower, the high
+        watermark for a consumer) is no longer what `ends` says, or it is gone. Called per
+        wake-up of a long poll over every partition of the fetch, hence the inlined reads."""
+        hosted = self._replicas.partitions
+
+        def moved() -> bool:
+            for tp, end in ends.items():
+                partition = hosted.get(tp)
+                if partition is None:
+                    return True
+                log = partition.log
+                if (log.log_end_offset if follower else log.high_watermark) != end:
+                    return True
+            return False
+
+        return moved
 
     def _visible_end(self, tp: TopicPartition, replica_id: int) -> int:
         partition = self._replicas.partitions.get(tp)

@@ -47,14 +47,24 @@ class Purgatory:
             self.notify(key)
 
     async def wait_until(
-        self, keys: Iterable[Hashable], condition: Callable[[], bool], timeout_s: float
+        self,
+        keys: Iterable[Hashable],
+        condition: Callable[[], bool],
+        timeout_s: float,
+        *,
+        known_false: bool = False,
     ) -> bool:
         """Wait until `condition()` holds (re-checked whenever a key is notified) or the
-        timeout passes; return the condition's final value."""
+        timeout passes; return the condition's final value. `known_false`: the caller has
+        just seen the condition fail (in this turn of the event loop, so nothing can have
+        changed): it is not checked before the first wait — a long poll's condition walks
+        every partition of the fetch."""
         keys = list(keys)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while not condition():
+        skip_check = known_false
+        while skip_check or not condition():
+            skip_check = False
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False

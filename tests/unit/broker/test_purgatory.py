@@ -86,3 +86,22 @@ def test_waits_beyond_the_limit_are_refused():
             await first
 
     run(scenario())
+
+
+def test_a_condition_known_false_is_first_checked_after_a_wake_up():
+    async def scenario() -> tuple[bool, int]:
+        purgatory = Purgatory()
+        calls = {"n": 0}
+
+        def condition() -> bool:
+            calls["n"] += 1
+            return True
+
+        waiter = asyncio.create_task(
+            purgatory.wait_until(["a"], condition, timeout_s=5.0, known_false=True))
+        await asyncio.sleep(0)
+        assert calls["n"] == 0 and purgatory.waiting == 1  # waiting, unchecked
+        purgatory.notify("a")
+        return await waiter, calls["n"]
+
+    assert run(scenario()) == (True, 1)
