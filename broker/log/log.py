@@ -137,10 +137,15 @@ class PartitionLog:
         with self._lock:
             return [segment.base_offset for segment in self._segments]
 
+    def clamped_high_watermark(self, offset: int) -> int:
+        """What update_high_watermark(offset) would make the high watermark: `offset`
+        within [log start, log end]."""
+        return max(self.log_start_offset, min(offset, self.log_end_offset))
+
     def update_high_watermark(self, offset: int) -> bool:
         """Move the high watermark (clamped to the log); True when it changed."""
         with self._lock:
-            new_value = max(self.log_start_offset, min(offset, self.log_end_offset))
+            new_value = self.clamped_high_watermark(offset)
             if new_value == self.high_watermark:
                 return False
             self.high_watermark = new_value

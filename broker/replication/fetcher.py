@@ -389,9 +389,8 @@ def _reply_changes_something(partition: Partition, reply: Any) -> bool:
     writer thread a locked no-op each — and a round with nothing at all its thread hop."""
     if reply.record_batches or reply.log_start_offset > partition.log_start_offset:
         return True
-    high_watermark = max(partition.log_start_offset,
-                         min(reply.high_watermark, partition.log_end_offset))
-    return bool(high_watermark != partition.high_watermark)
+    log = partition.log
+    return bool(log.clamped_high_watermark(reply.high_watermark) != log.high_watermark)
 
 
 def _append_each(appends: list[tuple[Partition, Any]], now_ms: int) -> list[Any]:

@@ -102,11 +102,18 @@ def test_a_failed_append_leaves_the_others_done_and_is_raised_after_them():
 def test_replies_with_nothing_to_apply_are_skipped():
     """No records, the high watermark this log already has (after clamping to its end), no
     later log start: nothing for the writer thread. Anything else is applied."""
+    from raftka.broker.log.log import PartitionLog
     from raftka.broker.replication.fetcher import _reply_changes_something
 
-    partition = FakePartition(TopicPartition("t", 0), FakeLog(flush_every_append=False),
-                              high_watermark=7)
-    partition.log_end_offset = 7  # type: ignore[attr-defined]
+    @dataclass
+    class Log:  # the real clamp, on a log at offsets 0..7 with its high watermark at 7
+        log_start_offset: int = 0
+        log_end_offset: int = 7
+        high_watermark: int = 7
+        clamped_high_watermark = PartitionLog.clamped_high_watermark
+
+    log = Log()
+    partition = FakePartition(TopicPartition("t", 0), log)  # type: ignore[arg-type]
 
     def reply(data: bytes = b"", high_watermark: int = 7, log_start: int = 0):
         return broker_pb2.FetchPartitionResponse(
@@ -119,5 +126,5 @@ def test_replies_with_nothing_to_apply_are_skipped():
     assert _reply_changes_something(partition, reply(data=b"batch"))  # type: ignore[arg-type]
     assert _reply_changes_something(partition, reply(high_watermark=5))  # type: ignore[arg-type]
     assert _reply_changes_something(partition, reply(log_start=3))  # type: ignore[arg-type]
-    partition.high_watermark = 4
+    log.high_watermark = 4
     assert _reply_changes_something(partition, reply())  # type: ignore[arg-type]
