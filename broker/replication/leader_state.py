@@ -65,7 +65,10 @@ class LeaderState:
 
     @property
     def maximal_isr(self) -> frozenset[int]:
-        return self.isr | (self.pending_isr or frozenset())
+        # No new set when nothing is pending (the common case): the high watermark is
+        # computed over this at every follower fetch of every partition.
+        pending = self.pending_isr
+        return self.isr if pending is None else self.isr | pending
 
     def update_isr(self, isr: Iterable[int]) -> None:
         """The controller committed an ISR: it replaces any pending proposal."""
