@@ -63,6 +63,7 @@ class ReplicationListener:
         self._nonce = nonce
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._stopping = False
         # One log line per kind and interval: refused credentials, broken framing.
         self._refusals = {kind: ReportThrottle() for kind in ("credentials", "framing")}
 
@@ -79,6 +80,7 @@ class ReplicationListener:
                  " (TLS)" if self._ssl_context else "")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
@@ -103,6 +105,12 @@ class ReplicationListener:
             self._refuse("framing", peer, f"no handshake within {HANDSHAKE_TIMEOUT_S:g} s")
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass  # the follower went away (it reconnects), or broke the TLS session
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # stop() cancelled it: end normally, since asyncio's stream protocol asks a
+            # connection's finished task for its exception and logged an ERROR traceback
+            # for every cancelled one at each clean shutdown
         except Exception:
             log.exception("replication listener: serving %s failed; closing", peer)
         finally:

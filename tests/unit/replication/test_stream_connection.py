@@ -199,3 +199,23 @@ def test_a_leader_whose_stream_port_is_unreachable_is_fetched_from_over_grpc():
             await server.stop(0)
 
     assert asyncio.run(scenario()) == [{"a-0"}]
+
+
+def test_stopping_the_listener_with_followers_connected_logs_no_error(tmp_path, caplog):
+    """A clean shutdown cancels the connections' tasks; asyncio's stream protocol then asked
+    the cancelled task for its exception and logged an ERROR traceback per connection."""
+    async def scenario() -> None:
+        fetch_path = StandInFetchPath(tmp_path)
+        listener = await serve(fetch_path)
+        connection = dialer(SECRET).connection("127.0.0.1", listener.port)
+        try:
+            await connection.fetch(lambda _session: request(), 5)  # connected, then idle
+            await listener.stop()
+            for _ in range(5):
+                await asyncio.sleep(0)  # the protocol's done-callbacks run
+        finally:
+            connection.close()
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(scenario())
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
