@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from raftka.broker.errors import (
     BrokerFencedError,
@@ -24,7 +25,7 @@ from raftka.broker.log.file_slice import FileSlice
 from raftka.broker.metrics import BrokerMetrics
 from raftka.broker.partition import Partition, TopicPartition
 from raftka.broker.replica_manager import ReplicaManager
-from raftka.broker.replication.fetch_session import LeaderFetchSession
+from raftka.broker.replication.fetch_session import LeaderFetchSession, QuietSnapshot
 from raftka.broker.replication.follower_state import leader_divergence
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 from raftka.records import decode_batches
@@ -178,7 +179,46 @@ class FetchPath:
         served: dict[int, int] = {}
         replica_id = request.replica_id
         consumer = replica_id < 0
+        # The quiet-partition shortcut (fetch_session.QuietSnapshot) only when the checks
+        # that hold for the whole request pass: no lapsed lease, the follower's current
+        # broker epoch. Otherwise every partition takes the full path and gets its error.
+        shortcut = (session is not None and not consumer
+                    and self._request_problem(replica_id, request.replica_broker_epoch) is None)
+        hosted = self._replicas.partitions
         for asked, tp in zip(asked_partitions, keys, strict=True):
+            if shortcut:
+                assert session is not None
+                snapshot = session.quiet_snapshot(tp)
+                if snapshot is not None:
+                    quiet = snapshot.partition
+                    log = quiet.log
+                    if (hosted.get(tp) is quiet
+                            and quiet.leader_state is snapshot.leader_state
+                            and log.log_end_offset == snapshot.log_end_offset
+                            and log.log_start_offset == snapshot.log_start_offset):
+                        if quiet.record_follower_fetch(
+                                replica_id, asked.fetch_offset, self._replicas.clock_ms()):
+                            self._replicas.purgatory.notify(tp)
+                        ends[tp] = snapshot.log_end_offset
+                        high_watermark = log.high_watermark
+                        if high_watermark == snapshot.high_watermark:
+                            continue  # nothing new, as in the last pass
+                        session.remember(tp, replace(snapshot, high_watermark=high_watermark))
+                        if session.quiet(tp, high_watermark, snapshot.log_start_offset):
+                            continue
+                        replies.add(
+                            topic=asked.topic,
+                            partition=asked.partition,
+                            high_watermark=high_watermark,
+                            log_start_offset=snapshot.log_start_offset,
+                            log_end_offset=snapshot.log_end_offset,
+                            leader_id=quiet.leader_id,
+                            leader_epoch=quiet.leader_epoch,
+                            diverging_epoch=-1,
+                            diverging_end_offset=-1,
+                        )
+                        continue
+                    session.remember(tp, None)  # something changed: check everything
             leader_id = leader_epoch_seen = -1
             log_start = log_end = high_watermark = -1
             divergence: tuple[int, int] | None = None
@@ -220,10 +260,14 @@ class FetchPath:
             except Exception as exc:
                 error = exc
             if session is not None:
-                if (error is None and divergence is None and found is None and not data
-                        and session.quiet(tp, high_watermark, log_start)):
-                    continue
-                if error is not None or divergence is not None or found is not None or data:
+                if error is None and divergence is None and found is None and not data:
+                    if asked.fetch_offset == log_end:  # caught up: the next pass may skip
+                        session.remember(tp, QuietSnapshot(  # the checks
+                            partition, partition.leader_state, log_end, log_start,
+                            high_watermark))
+                    if session.quiet(tp, high_watermark, log_start):
+                        continue
+                else:
                     session.answered(tp)
             index = len(replies)
             reply = replies.add(
@@ -258,6 +302,18 @@ class FetchPath:
                 if consumer:
                     served[index] = max(0, found.next_offset - asked.fetch_offset)
         return response, total, ends, served
+
+    def _request_problem(self, replica_id: int, replica_broker_epoch: int) -> str | None:
+        """Why no partition of a follower's fetch can be served as is, or None: the same
+        lease and broker-epoch checks every partition's full path makes."""
+        if self._lease_problem is not None:
+            problem = self._lease_problem()
+            if problem is not None:
+                return problem
+        registered = self._replicas.image.brokers.get(replica_id)
+        if registered is not None and replica_broker_epoch < registered.epoch:
+            return "stale broker epoch"
+        return None
 
     def _follower_fetch(
         self,

@@ -17,6 +17,11 @@ answers only the partitions with news: records, an error, divergence, a high wat
 start other than the one last answered on this connection; and always those the request
 named, so a follower that asks again gets an answer.
 
+So that a quiet partition costs the leader little per round, the pass remembers what it saw
+when a partition was caught up with nothing to send (QuietSnapshot); while nothing of it
+has changed, the next pass records the follower's fetch and compares the high watermark,
+and skips the checks whose answers cannot have changed.
+
 The session lives and dies with the connection: anything that closes it (an error, a timeout,
 a cancelled long poll, either broker restarting) starts the next connection with a request that
 names everything. A leader that does not keep sessions leaves FetchResponse.session unset;
@@ -28,7 +33,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from raftka.broker.partition import TopicPartition
+from raftka.broker.partition import Partition, TopicPartition
+from raftka.broker.replication.leader_state import LeaderState
 from raftka.proto.raftka.v1 import broker_pb2
 
 # A session may hold at most this many partitions (the follower follows at most this many on
@@ -51,6 +57,26 @@ class _Entry:
     # (high watermark, log start) last answered on this connection; _NEVER until answered
     # since the follower last named the partition.
     answered: tuple[int, int] = _NEVER
+    # Set by the leader's fetch when its last pass found the follower caught up and nothing
+    # to send (see LeaderFetchSession.remember); None otherwise.
+    quiet_at: QuietSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuietSnapshot:
+    """What a caught-up, record-less pass over a partition saw. While the hosted partition
+    object, its leadership (the LeaderState object: a new leader epoch makes a new one),
+    its log end and log start are all still these, and the follower named nothing new,
+    every check of the next pass would come out the same (the leader's epoch cache, the
+    divergence answer and the read at the log end change only with those), so the pass only
+    records the follower's fetch (the ISR's clock and the high watermark) and compares the
+    high watermark."""
+
+    partition: Partition
+    leader_state: LeaderState | None
+    log_end_offset: int
+    log_start_offset: int
+    high_watermark: int
 
 
 class LeaderFetchSession:
@@ -95,7 +121,17 @@ class LeaderFetchSession:
     def answered(self, tp: TopicPartition) -> None:
         """The partition was answered with something else (records, an error, divergence):
         its next record-less answer is sent again, whatever it holds."""
-        self._entries[tp].answered = _NEVER
+        entry = self._entries[tp]
+        entry.answered = _NEVER
+        entry.quiet_at = None
+
+    def remember(self, tp: TopicPartition, snapshot: QuietSnapshot | None) -> None:
+        """What the last pass over the partition saw, when it was caught up and quiet
+        (None: it was not, and the next pass checks everything)."""
+        self._entries[tp].quiet_at = snapshot
+
+    def quiet_snapshot(self, tp: TopicPartition) -> QuietSnapshot | None:
+        return self._entries[tp].quiet_at
 
 
 class FollowerFetchSession:

@@ -9,10 +9,11 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from raftka.broker.errors import NotLeaderError
+from raftka.broker.errors import FencedLeaderEpochError, NotLeaderError
 from raftka.broker.fetch_path import FetchPath
 from raftka.broker.log.file_slice import FileSlice
 from raftka.broker.partition import TopicPartition
@@ -79,7 +80,7 @@ def named(*tps: TopicPartition, offset: int = 0,
     return broker_pb2.FetchRequest(
         replica_id=FOLLOWER, session=True, max_wait_ms=0,
         partitions=[broker_pb2.FetchPartition(topic=tp.topic, partition=tp.partition,
-                                              fetch_offset=offset, current_leader_epoch=-1,
+                                              fetch_offset=offset, current_leader_epoch=1,
                                               last_fetched_epoch=-1) for tp in tps],
         forgotten=[broker_pb2.FetchForgotten(topic=tp.topic, partition=tp.partition)
                    for tp in forgotten])
@@ -133,7 +134,13 @@ class State:
 class Log:
     folder: Path
     end: int = 10
+    high_watermark: int = 10
+    log_start_offset: int = 0
     epochs: Epochs = field(default_factory=Epochs)
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.end
 
     def read_slice(self, offset: int, limit: int, upper: int | None,
                    min_one_batch: bool) -> FileSlice | None:
@@ -148,18 +155,25 @@ class Log:
 class FakePartition:
     tp: TopicPartition
     log: Log
-    high_watermark: int = 10
-    log_start_offset: int = 0
     leader_id: int = 1
     leader_epoch: int = 1
     fetches: list[int] = field(default_factory=list)
+    leader_state: State = field(default_factory=State)
 
     @property
     def log_end_offset(self) -> int:
         return self.log.end
 
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    @property
+    def high_watermark(self) -> int:
+        return self.log.high_watermark
+
     def check_leader(self, epoch: int = -1) -> State:
-        return State()
+        return self.leader_state
 
     def record_follower_fetch(self, replica_id: int, fetch_offset: int, now_ms: int) -> bool:
         self.fetches.append(fetch_offset)
@@ -184,10 +198,14 @@ class Replicas:
     def leader_partition(self, tp: TopicPartition, epoch: int = -1) -> FakePartition:
         if tp in self.gone:
             raise NotLeaderError(f"{tp} moved", 3, 4)
-        return self.partitions[tp]
+        partition = self.partitions[tp]
+        if epoch not in (-1, partition.leader_epoch):
+            raise FencedLeaderEpochError(f"epoch {epoch} of {tp} is stale")
+        return partition
 
 
-def leader(tmp_path: Path, count: int = 3) -> tuple[FetchPath, dict[TopicPartition, FakePartition]]:
+def leader(tmp_path: Path, count: int = 3, lease_problem: Any = None
+           ) -> tuple[FetchPath, dict[TopicPartition, FakePartition]]:
     partitions = {}
     for index in range(count):
         tp = TopicPartition("t", index)
@@ -195,7 +213,7 @@ def leader(tmp_path: Path, count: int = 3) -> tuple[FetchPath, dict[TopicPartiti
         folder.mkdir()
         partitions[tp] = FakePartition(tp, Log(folder))
     path = FetchPath(Replicas(partitions), fetch_max_bytes=1 << 20,  # type: ignore[arg-type]
-                     fetch_wait_max_ms=500)
+                     fetch_wait_max_ms=500, lease_problem=lease_problem)
     return path, partitions
 
 
@@ -225,7 +243,7 @@ def test_only_partitions_with_news_are_answered(tmp_path):
     session = LeaderFetchSession()
     fetch(path, named(A, B, C, offset=10), session)
     partitions[B].log.end = 12  # records for B
-    partitions[C].high_watermark = 11  # C's high watermark moved
+    partitions[C].log.high_watermark = 11  # C's high watermark moved
     response, with_slices = fetch(path, named(), session)
     assert [p.partition for p in response.partitions] == [1, 2] and with_slices == [1]
     assert response.partitions[1].high_watermark == 11
@@ -236,10 +254,11 @@ def test_only_partitions_with_news_are_answered(tmp_path):
 
 
 def test_errors_and_divergence_are_answered_in_every_round(tmp_path):
-    path, _ = leader(tmp_path)
+    path, partitions = leader(tmp_path)
     session = LeaderFetchSession()
     fetch(path, named(A, B, C, offset=10), session)
     path._replicas.gone.add(A)  # type: ignore[attr-defined]
+    partitions[A].leader_state = None  # type: ignore[assignment]  # it leads A no more
     diverged = named(B, offset=10)
     diverged.partitions[0].last_fetched_epoch = 5
     for request in (diverged, named(), named()):
@@ -264,3 +283,39 @@ def test_without_a_session_every_asked_partition_is_answered(tmp_path):
         assert [p.partition for p in response.partitions] == [0, 1, 2]
         assert all(p.high_watermark == 10 and p.log_end_offset == 10
                    for p in response.partitions)
+
+
+def test_a_quiet_partition_is_checked_in_full_again_once_anything_of_it_changed(tmp_path):
+    """The leader's shortcut for caught-up partitions (QuietSnapshot) holds only while the
+    hosted partition, its leadership, log end and log start are what the last pass saw."""
+    path, partitions = leader(tmp_path, count=4)
+    session = LeaderFetchSession()
+    D = TopicPartition("t", 3)
+    fetch(path, named(A, B, C, D, offset=10), session)
+    fetch(path, named(), session)  # every one quiet: the shortcut from now on
+    partitions[A].log.end = 11  # records
+    partitions[B].log.log_start_offset = 4  # retention moved the log start
+    partitions[C].leader_state = State()  # a new leader epoch here
+    partitions[C].leader_epoch = 2
+    old_d = partitions[D]
+    partitions[D] = FakePartition(D, old_d.log)  # the partition re-opened (same dict as hosted)
+    response, with_slices = fetch(path, named(), session)
+    replies = {p.partition: p for p in response.partitions}
+    assert with_slices == [0]
+    assert replies[1].log_start_offset == 4
+    assert replies[2].error_code == Code.FENCED_LEADER_EPOCH  # its follower asks at epoch 1
+    assert set(replies) == {0, 1, 2}  # D: a new object, nothing else new: checked, quiet
+    assert old_d.fetches == [10, 10]
+    assert partitions[D].fetches == [10]
+
+
+def test_a_lapsed_lease_reaches_quiet_partitions_at_once(tmp_path):
+    problem: list[str] = []
+    path, _ = leader(tmp_path, lease_problem=lambda: problem[0] if problem else None)
+    session = LeaderFetchSession()
+    fetch(path, named(A, B, C, offset=10), session)
+    fetch(path, named(), session)
+    problem.append("lease lapsed")
+    response, _ = fetch(path, named(), session)
+    assert [p.error_code for p in response.partitions] == [Code.NOT_LEADER_OR_FOLLOWER] * 3
+    assert all("lease lapsed" in p.error_message for p in response.partitions)
