@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 
 from raftka.broker.errors import (
     BrokerFencedError,
@@ -99,8 +98,9 @@ class FetchPath:
             keys = [TopicPartition(p.topic, p.partition) for p in asked]
         while True:
             slices: dict[int, FileSlice] | None = {} if zero_copy else None
+            told: list[tuple[TopicPartition, int, int]] = []  # this pass's, see _read_all
             response, total_bytes, ends, served = self._read_all(
-                request, asked, keys, max_bytes, slices, session)
+                request, asked, keys, max_bytes, slices, session, told)
             settled = any(p.error_code or p.diverged for p in response.partitions)
             remaining = deadline - loop.time()
             if total_bytes >= max(request.min_bytes, 1) or settled or remaining <= 0:
@@ -119,6 +119,7 @@ class FetchPath:
             close_slices(slices)
         if session is not None:
             response.session = True
+            session.told(told)  # `response` is the pass that made `told`
         if self._metrics is not None:
             follower = request.replica_id >= 0
             for index, item in enumerate(response.partitions):
@@ -162,11 +163,14 @@ class FetchPath:
         max_bytes: int,
         slices: dict[int, FileSlice] | None,
         session: LeaderFetchSession | None = None,
+        told: list[tuple[TopicPartition, int, int]] | None = None,
     ) -> tuple[broker_pb2.FetchResponse, int, dict[TopicPartition, int], dict[int, int]]:
         """One pass over the asked partitions (`keys`: theirs, in order, made once per fetch
         rather than once per pass); with `slices`, batches go there (by index of the
         response's partitions) instead of into record_batches. With `session`, a partition
-        with nothing new for the follower gets no reply at all. Last: for a consumer's
+        with nothing new for the follower gets no reply at all, and the record-less answers
+        it does get are added to `told` (for session.told once this pass's response is the
+        one sent). Last: for a consumer's
         fetch, the offsets served per response index (from the fetch offset to the end of
         what was read; the records themselves are never decoded for this count).
 
@@ -185,6 +189,8 @@ class FetchPath:
         shortcut = (session is not None and not consumer
                     and self._request_problem(replica_id, request.replica_broker_epoch) is None)
         hosted = self._replicas.partitions
+        if told is None:
+            told = []
         for asked, tp in zip(asked_partitions, keys, strict=True):
             if shortcut:
                 assert session is not None
@@ -201,11 +207,9 @@ class FetchPath:
                             self._replicas.purgatory.notify(tp)
                         ends[tp] = snapshot.log_end_offset
                         high_watermark = log.high_watermark
-                        if high_watermark == snapshot.high_watermark:
-                            continue  # nothing new, as in the last pass
-                        session.remember(tp, replace(snapshot, high_watermark=high_watermark))
                         if session.quiet(tp, high_watermark, snapshot.log_start_offset):
-                            continue
+                            continue  # nothing new
+                        told.append((tp, high_watermark, snapshot.log_start_offset))
                         replies.add(
                             topic=asked.topic,
                             partition=asked.partition,
@@ -263,10 +267,10 @@ class FetchPath:
                 if error is None and divergence is None and found is None and not data:
                     if asked.fetch_offset == log_end:  # caught up: the next pass may skip
                         session.remember(tp, QuietSnapshot(  # the checks
-                            partition, partition.leader_state, log_end, log_start,
-                            high_watermark))
+                            partition, partition.leader_state, log_end, log_start))
                     if session.quiet(tp, high_watermark, log_start):
                         continue
+                    told.append((tp, high_watermark, log_start))
                 else:
                     session.answered(tp)
             index = len(replies)

@@ -70,13 +70,12 @@ class QuietSnapshot:
     every check of the next pass would come out the same (the leader's epoch cache, the
     divergence answer and the read at the log end change only with those), so the pass only
     records the follower's fetch (the ISR's clock and the high watermark) and compares the
-    high watermark."""
+    high watermark with the one last told."""
 
     partition: Partition
     leader_state: LeaderState | None
     log_end_offset: int
     log_start_offset: int
-    high_watermark: int
 
 
 class LeaderFetchSession:
@@ -110,13 +109,19 @@ class LeaderFetchSession:
 
     def quiet(self, tp: TopicPartition, high_watermark: int, log_start_offset: int) -> bool:
         """Whether a partition's error-free, record-less answer would tell the follower
-        nothing it was not told on this connection already; if not, it counts as told now."""
-        entry = self._entries[tp]
-        now = (high_watermark, log_start_offset)
-        if entry.answered == now:
-            return True
-        entry.answered = now
-        return False
+        nothing it was not told on this connection already."""
+        return self._entries[tp].answered == (high_watermark, log_start_offset)
+
+    def told(self, answers: list[tuple[TopicPartition, int, int]]) -> None:
+        """The response with these record-less answers (partition, high watermark, log
+        start) goes to the follower: they count as told. Only for the response sent — a
+        long poll that reads again after its wait throws the earlier pass's answers away,
+        and counting those as told lost a high watermark for good."""
+        entries = self._entries
+        for tp, high_watermark, log_start_offset in answers:
+            entry = entries.get(tp)
+            if entry is not None:
+                entry.answered = (high_watermark, log_start_offset)
 
     def answered(self, tp: TopicPartition) -> None:
         """The partition was answered with something else (records, an error, divergence):

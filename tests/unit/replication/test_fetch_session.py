@@ -99,12 +99,16 @@ def test_a_named_partition_is_answered_then_quiet_until_its_news_changes():
     session = LeaderFetchSession()
     session.apply(named(A))
     assert not session.quiet(A, 10, 0)  # named: answered whatever it holds
+    assert not session.quiet(A, 10, 0)  # ... until that answer is sent
+    session.told([(A, 10, 0)])
     assert session.quiet(A, 10, 0)
     assert not session.quiet(A, 11, 0)  # the high watermark moved
-    assert not session.quiet(A, 11, 3)  # the log start moved
+    assert not session.quiet(A, 10, 3)  # the log start moved
+    session.told([(A, 11, 3)])
     assert session.quiet(A, 11, 3)
     session.answered(A)  # answered with records (or an error) meanwhile
     assert not session.quiet(A, 11, 3)
+    session.told([(A, 11, 3), (B, 1, 1)])  # B is in no session: ignored
     session.apply(named(A))  # named again: answered again
     assert not session.quiet(A, 11, 3)
 
@@ -319,3 +323,31 @@ def test_a_lapsed_lease_reaches_quiet_partitions_at_once(tmp_path):
     response, _ = fetch(path, named(), session)
     assert [p.error_code for p in response.partitions] == [Code.NOT_LEADER_OR_FOLLOWER] * 3
     assert all("lease lapsed" in p.error_message for p in response.partitions)
+
+
+def test_a_high_watermark_seen_before_a_long_poll_is_still_sent_after_it(tmp_path):
+    """A long poll reads every partition, waits, and reads them all again; only the second
+    pass's response is sent. A high watermark the first pass saw move must be in it: the
+    first pass once counted it as told, and a quiet partition's follower never heard of it
+    (its high watermark stayed behind until the next write)."""
+    path, partitions = leader(tmp_path)
+    session = LeaderFetchSession()
+    fetch(path, named(A, B, C, offset=10), session)
+    partitions[C].log.high_watermark = 11  # news, but no bytes: the poll waits
+
+    async def poll() -> broker_pb2.FetchResponse:
+        request = named()
+        request.max_wait_ms = 5000
+        pending = asyncio.create_task(path.fetch_slices(request, session))
+        await asyncio.sleep(0.05)
+        partitions[B].log.end = 12  # records arrive for B meanwhile
+        path._replicas.purgatory.notify(B)  # type: ignore[attr-defined]
+        response, slices = await pending
+        for found in slices.values():
+            found.close()
+        return response
+
+    response = asyncio.run(poll())
+    replies = {p.partition: p for p in response.partitions}
+    assert set(replies) == {1, 2}
+    assert replies[2].high_watermark == 11
