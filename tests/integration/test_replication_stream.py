@@ -277,3 +277,37 @@ def test_a_broker_whose_default_replication_port_is_taken_serves_over_grpc(clust
     for partition in range(3):
         wait_identical(cluster, "yielding", partition)
     assert stream_fetches(cluster, 2) == 0
+
+
+def checkpointed_high_watermarks(cluster: LocalCluster, broker_id: int,
+                                 topic: str) -> dict[int, int]:
+    """The high watermarks broker `broker_id` last wrote for `topic` (Kafka's
+    replication-offset-checkpoint: version, count, then "topic partition offset" lines)."""
+    path = cluster.brokers[broker_id].data_dir / "logs" / "replication-offset-checkpoint"
+    try:
+        lines = path.read_text().splitlines()[2:]
+    except OSError:
+        return {}
+    found = {}
+    for line in lines:
+        name, partition, offset = line.split()
+        if name == topic:
+            found[int(partition)] = int(offset)
+    return found
+
+
+def test_every_replica_learns_the_final_high_watermark_of_quiet_partitions(cluster_factory):
+    """With fetch sessions the leader tells a follower a partition's high watermark only
+    when it changed since it last told it; once writes stop, every follower must still end
+    up with the last one (a lost answer would leave it behind for good)."""
+    cluster = start_cluster(cluster_factory)
+    partitions = 6
+    with Admin(cluster.bootstrap) as admin:
+        admin.create_topic("quiet-hw", partitions, 3)
+    for index in range(partitions):
+        wait_isr(cluster, "quiet-hw", {1, 2, 3}, partition=index)
+    produce(cluster.bootstrap, "quiet-hw", 600, size=50, partitions=partitions)
+    expected = {index: 100 for index in range(partitions)}
+    wait_for(lambda: all(checkpointed_high_watermarks(cluster, broker_id, "quiet-hw")
+                         == expected for broker_id in cluster.brokers),
+             40, "every broker's checkpoint to hold the final high watermarks")
