@@ -45,6 +45,7 @@ PURE_MODULES = {
     "raftka.broker.log.retention",
     "raftka.broker.replication.leader_state",
     "raftka.broker.replication.follower_state",
+    "raftka.broker.replication.fetch_session",
     "raftka.broker.replication.stream_wire",
     "raftka.broker.producer_state",
     "raftka.broker.groups.assignors",
