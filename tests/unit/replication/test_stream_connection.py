@@ -139,6 +139,37 @@ def test_an_oversized_request_closes_the_connection(tmp_path):
     asyncio.run(scenario())
 
 
+def test_a_fetch_without_a_session_on_a_session_connection_closes_it(tmp_path):
+    """A follower that started a fetch session and then sends a full request is confused
+    about what the leader has told it: answering would mix the two bookkeepings, so the
+    leader closes the connection and both sides start over."""
+    async def scenario() -> None:
+        fetch_path = StandInFetchPath(tmp_path)
+        listener = await serve(fetch_path)
+        connection = dialer(SECRET).connection("127.0.0.1", listener.port)
+
+        def with_session(_session) -> broker_pb2.FetchRequest:
+            asked = request()
+            asked.session = True
+            return asked
+
+        try:
+            response = await connection.fetch(with_session, 5)
+            assert response.partitions[0].record_batches == BIG
+            with pytest.raises(asyncio.IncompleteReadError):
+                await connection.fetch(lambda _session: request(), 5)
+            assert not connection.connected
+            assert len(fetch_path.asked) == 1  # the full request was never served
+            response = await connection.fetch(lambda _session: request(), 5)  # a new connection
+            assert response.partitions[0].record_batches == BIG
+            assert len(fetch_path.asked) == 2
+        finally:
+            connection.close()
+            await listener.stop()
+
+    asyncio.run(scenario())
+
+
 def test_a_cancelled_fetch_closes_the_connection_and_the_next_one_reconnects(tmp_path):
     async def scenario() -> None:
         fetch_path = StandInFetchPath(tmp_path)
