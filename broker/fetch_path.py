@@ -108,14 +108,16 @@ class FetchPath:
 
             moved = self._moved_check(ends, request.replica_id >= 0)
             try:
-                # `ends` are this pass's: nothing moved since, in this turn of the loop
-                await self._replicas.purgatory.wait_until(keys, moved, remaining,
-                                                          known_false=True)
+                # `ends` are this pass's: nothing moved since, in this turn of the loop.
+                # False: the wait ran out with moved() just seen false, so this pass's
+                # response is still the answer (checking again walked every partition
+                # once more per idle round).
+                if not await self._replicas.purgatory.wait_until(keys, moved, remaining,
+                                                                 known_false=True):
+                    break
             except BaseException:
                 close_slices(slices)
                 raise
-            if loop.time() >= deadline and not moved():
-                break
             close_slices(slices)
         if session is not None:
             response.session = True

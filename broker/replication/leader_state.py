@@ -137,6 +137,13 @@ class LeaderState:
         controller refuses the others, and asking again every round is wasted work."""
         if self.pending_isr is not None:
             return None
+        if self.isr.issuperset(self._followers):
+            # Every replica is in the ISR (the steady state, asked of every led partition
+            # every ISR round): nobody can join, so only a lagging one makes a change.
+            lag_deadline_ms = now_ms - lag_max_ms
+            if all(progress.last_caught_up_ms >= lag_deadline_ms
+                   for progress in self._followers.values()):
+                return None
         lagging = self.lagging_followers(now_ms, lag_max_ms)
         joining = self.caught_up_followers(now_ms, lag_max_ms)
         if eligible is not None:

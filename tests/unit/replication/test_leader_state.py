@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from raftka.broker.replication.leader_state import LeaderState
 
 
@@ -98,3 +100,23 @@ def test_a_fenced_follower_is_not_proposed_back_in():
                               eligible=lambda b: b != 3) is None
     assert state.proposed_isr(now_ms=200, lag_max_ms=1_000,
                               eligible=lambda b: True) == frozenset({1, 2, 3})
+
+
+def test_the_full_isr_shortcut_proposes_exactly_what_the_general_rule_does():
+    """proposed_isr skips the set arithmetic when every replica is in the ISR and none lags;
+    over random positions and clocks it must propose the same ISRs as the rule it skips."""
+    rng = random.Random(17)
+    lag_max_ms = 100
+    for _ in range(2_000):
+        now_ms = 1_000
+        state = LeaderState(1, [1, 2, 3], rng.choice([[1, 2, 3], [1, 2], [1]]), now_ms, 0, 0)
+        for replica in (2, 3):
+            if rng.random() < 0.8:
+                state.record_fetch(replica, rng.randrange(0, 20), rng.randrange(0, 20),
+                                   now_ms + rng.randrange(0, 300))
+        state.compute_high_watermark(rng.randrange(0, 20))
+        later_ms = now_ms + rng.randrange(0, 400)
+        lagging = state.lagging_followers(later_ms, lag_max_ms)
+        joining = state.caught_up_followers(later_ms, lag_max_ms)
+        expected = (state.isr - lagging) | joining if lagging or joining else None
+        assert state.proposed_isr(later_ms, lag_max_ms) == expected
