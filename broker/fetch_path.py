@@ -191,6 +191,7 @@ class FetchPath:
         shortcut = (session is not None and not consumer
                     and self._request_problem(replica_id, request.replica_broker_epoch) is None)
         hosted = self._replicas.partitions
+        now_ms = self._replicas.clock_ms() if shortcut else 0  # one pass, one event loop turn
         if told is None:
             told = []
         for asked, tp in zip(asked_partitions, keys, strict=True):
@@ -204,8 +205,7 @@ class FetchPath:
                             and quiet.leader_state is snapshot.leader_state
                             and log.log_end_offset == snapshot.log_end_offset
                             and log.log_start_offset == snapshot.log_start_offset):
-                        if quiet.record_follower_fetch(
-                                replica_id, asked.fetch_offset, self._replicas.clock_ms()):
+                        if quiet.record_follower_fetch(replica_id, asked.fetch_offset, now_ms):
                             self._replicas.purgatory.notify(tp)
                         ends[tp] = snapshot.log_end_offset
                         high_watermark = log.high_watermark
