@@ -24,6 +24,8 @@ For each N, on a fresh cluster (real broker processes, `raftka cluster up`'s lay
                         every ISR full and nothing produced: what the replication rounds of
                         quiet partitions cost
   produce_cpu_s         per broker, CPU seconds (user+system) during the produce step
+  produce_requests      per broker, the requests it answered during the produce step, by
+                        protocol/request (its /metrics): replication/Fetch, kafka/Produce, ...
   emfile_lines          "Too many open files" lines in the brokers' logs (should be 0)
   metadata              after each step: the metadata offset (records), the Raft commit index
                         (entries: one per controller batch), the ISR changes leaders proposed
@@ -41,6 +43,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -385,6 +388,35 @@ def restart_all(bench: ScaleBench, total: int) -> dict[str, float]:
             "restart_all_isr_full_s": round(time.monotonic() - started, 2) if isr >= 0 else -1}
 
 
+def request_counts(bench: ScaleBench) -> dict[int, dict[str, float]]:
+    """Each broker's requests answered so far, by "protocol/request" (its /metrics)."""
+    counts: dict[int, dict[str, float]] = {}
+    for node in bench.layout.all_nodes():
+        with contextlib.suppress(OSError, ValueError):
+            url = f"http://127.0.0.1:{node.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                text = reply.read().decode()
+            mine = counts.setdefault(node.broker_id, {})
+            for line in text.splitlines():
+                if line.startswith("kafka_network_requestmetrics_requests_total{"):
+                    labels, value = line.rsplit(" ", 1)
+                    found = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+                    key = f"{found.get('protocol')}/{found.get('request')}"
+                    mine[key] = mine.get(key, 0.0) + float(value)
+    return counts
+
+
+def counts_between(before: dict[int, dict[str, float]],
+                   after: dict[int, dict[str, float]]) -> dict[int, dict[str, int]]:
+    """Requests answered in between, per broker, the ones that moved only."""
+    out: dict[int, dict[str, int]] = {}
+    for broker_id, now in after.items():
+        then = before.get(broker_id, {})
+        moved = {key: int(value - then.get(key, 0.0)) for key, value in now.items()}
+        out[broker_id] = {key: value for key, value in sorted(moved.items()) if value}
+    return out
+
+
 def metadata_figures(bench: ScaleBench) -> dict[str, int]:
     """How much metadata the run wrote so far, and how much of it was ISR changes."""
     figures = {"metadata_offset": -1, "raft_commit_index": -1}
@@ -436,9 +468,12 @@ def run_one(root: Path, total: int, args: argparse.Namespace,
         if args.idle_seconds > 0:
             result["idle_cpu_pct"] = idle_cpu(bench, args.idle_seconds)
             progress(f"  idle CPU % per broker: {result['idle_cpu_pct']}")
-        before = cpu_seconds(bench)
+        before, asked = cpu_seconds(bench), request_counts(bench)
         result["produce"] = produce(bench, result["topics"], args.per_topic, total, args.records)
         result["produce"]["produce_cpu_s"] = cpu_between(before, cpu_seconds(bench))
+        # what each broker answered meanwhile: a broker that burns twice the others' CPU
+        # (seen a few times, BENCHMARKS.md) shows here whether it was asked more
+        result["produce"]["produce_requests"] = counts_between(asked, request_counts(bench))
         progress(f"  produce {result['produce']}")
         result["after_produce"] = {**process_figures(bench), **metadata_figures(bench)}
         if not args.produce_only:
