@@ -85,6 +85,19 @@ class ProducePath:
             await self._produce_items(list(request.partitions), request.acks, timeout_ms))
         return response
 
+    async def produce_in_order(
+        self, request: broker_pb2.ProduceRequest,
+        refused: list[broker_pb2.PartitionProduceResponse] | None = None,
+    ) -> Awaitable[broker_pb2.ProduceResponse]:
+        """One request of a ProduceStream, in two steps as append_many: this call returns
+        once the request's data is appended (or refused), so the stream's next request is
+        appended after it; what it returns completes with the response once every
+        partition has its acks. `refused`: replies already decided by the caller (an ACL
+        refusal), sent with the others."""
+        waiting = await self.append_many(list(request.partitions), request.acks,
+                                         request.timeout_ms)
+        return _response(request.correlation_id, waiting, refused or [])
+
     async def append_many(
         self, items: list[broker_pb2.PartitionProduceData], acks: int, timeout_ms: int
     ) -> Awaitable[list[broker_pb2.PartitionProduceResponse]]:
@@ -348,6 +361,16 @@ class ProducePath:
             f"{partition.tp}: offset {last_offset} not replicated to the ISR "
             f"{list(partition.isr)} within {timeout_ms} ms"
         )
+
+
+async def _response(
+    correlation_id: int, waiting: Awaitable[list[broker_pb2.PartitionProduceResponse]],
+    refused: list[broker_pb2.PartitionProduceResponse],
+) -> broker_pb2.ProduceResponse:
+    response = broker_pb2.ProduceResponse(correlation_id=correlation_id)
+    response.partitions.extend(refused)
+    response.partitions.extend(await waiting)
+    return response
 
 
 async def _ready(

@@ -7,7 +7,9 @@ all, INTERNAL for a bug, with the reason in the status message).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -70,6 +72,87 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         response = await self._core.produce_path.produce(request)
         self._add_leader_endpoints(response)
         return response
+
+    async def ProduceStream(
+        self, requests: AsyncIterator[broker_pb2.ProduceRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[broker_pb2.ProduceResponse]:
+        """Produce requests on one stream: appended one after another in the order sent,
+        each answered once it has its acks. The caller is authenticated once, when the
+        stream opens; the ACLs are checked per request (they may change meanwhile), and a
+        refusal answers that partition TOPIC_AUTHORIZATION_FAILED, since ending the stream
+        would fail every request in flight on it."""
+        principal = await self._gate.caller(context, _path("Produce"))
+        answers: asyncio.Queue[broker_pb2.ProduceResponse | None] = asyncio.Queue()
+        taking = asyncio.ensure_future(
+            self._take_stream_requests(requests, context, principal, answers))
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+        finally:
+            taking.cancel()
+        failure = None if taking.cancelled() else taking.exception()
+        if failure is not None:
+            log.error("ProduceStream failed", exc_info=failure)
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"{type(failure).__name__}: {failure}")
+
+    async def _take_stream_requests(
+        self, requests: AsyncIterator[broker_pb2.ProduceRequest],
+        context: grpc.aio.ServicerContext, principal: str,
+        answers: asyncio.Queue[broker_pb2.ProduceResponse | None],
+    ) -> None:
+        """Append each request before reading the next (the stream's order is the log's);
+        wait for its acks beside the later ones. Ends, after the last answer, with None."""
+        waits: set[asyncio.Task[None]] = set()
+        try:
+            async for request in requests:
+                started = time.perf_counter()
+                request, refused = self._split_writable(context, principal, request)
+                waiting = await self._core.produce_path.produce_in_order(request, refused)
+                wait = asyncio.ensure_future(self._answer(waiting, started, answers))
+                waits.add(wait)
+                wait.add_done_callback(waits.discard)
+            # The client closed its side: what it sent before is still answered.
+            if waits:
+                await asyncio.gather(*waits)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            answers.put_nowait(None)
+
+    async def _answer(
+        self, waiting: Awaitable[broker_pb2.ProduceResponse], started: float,
+        answers: asyncio.Queue[broker_pb2.ProduceResponse | None],
+    ) -> None:
+        response = await waiting
+        self._add_leader_endpoints(response)
+        self._core.metrics.request_done("Produce", "grpc", time.perf_counter() - started,
+                                        "NONE")
+        answers.put_nowait(response)
+
+    def _split_writable(
+        self, context: grpc.aio.ServicerContext, principal: str,
+        request: broker_pb2.ProduceRequest,
+    ) -> tuple[broker_pb2.ProduceRequest, list[broker_pb2.PartitionProduceResponse]]:
+        """The request without the partitions `principal` may not WRITE, and those
+        partitions' TOPIC_AUTHORIZATION_FAILED replies."""
+        denied = {topic for topic in {p.topic for p in request.partitions}
+                  if not self._gate.allowed(context, principal, Operation.WRITE, TOPIC, topic)}
+        if not denied:
+            return request, []
+        refused = [
+            broker_pb2.PartitionProduceResponse(
+                topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1,
+                error_code=Code.TOPIC_AUTHORIZATION_FAILED,
+                error_message=f"{principal} may not WRITE topic {item.topic!r}")
+            for item in request.partitions if item.topic in denied
+        ]
+        allowed = broker_pb2.ProduceRequest(
+            acks=request.acks, timeout_ms=request.timeout_ms,
+            correlation_id=request.correlation_id,
+            partitions=[item for item in request.partitions if item.topic not in denied])
+        return allowed, refused
 
     @guarded
     async def Fetch(

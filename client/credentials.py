@@ -63,7 +63,8 @@ class _ClientCallDetails(grpc.ClientCallDetails):  # type: ignore[misc]
 
 
 class CredentialsInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-                             grpc.UnaryStreamClientInterceptor):
+                             grpc.UnaryStreamClientInterceptor,
+                             grpc.StreamStreamClientInterceptor):
     def __init__(self, credentials: Credentials) -> None:
         self._extra = list(credentials.metadata())
 
@@ -79,6 +80,10 @@ class CredentialsInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[m
     def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
                                request: Any) -> Any:
         return continuation(self._with(details), request)
+
+    def intercept_stream_stream(self, continuation: Callable[..., Any], details: Any,
+                                requests: Any) -> Any:
+        return continuation(self._with(details), requests)
 
 
 def with_credentials(channel: grpc.Channel, credentials: Credentials | None) -> grpc.Channel:

@@ -4,8 +4,9 @@ How it works: `send()` serializes the record, picks its partition (explicit; els
 murmur2 of the key, so a key lands where Kafka would put it; else the sticky partition for
 keyless records) and queues it in the accumulator. A sender thread drains ready batches,
 encodes each as one RecordBatch v2 (the CRC is computed here; the broker stores the bytes as
-they are), groups them by leader and sends one Produce request per broker. One batch per
-partition in flight keeps order.
+they are), groups them by leader and sends one Produce request per broker, on that broker's
+ProduceStream (client/produce_stream.py; a unary Produce call where a broker has none). One
+batch per partition in flight keeps order.
 
 The sender never waits on a broker: requests go out as gRPC futures whose completion wakes
 it, so a broker that is slow, paused or dead holds up only the partitions it leads while the
@@ -51,6 +52,7 @@ from raftka.client.errors import (
 from raftka.client.idempotence import ProducerIdentity
 from raftka.client.metadata import ClusterMetadata, PartitionInfo
 from raftka.client.partitioner import StickyPartitioner, murmur2, partition_for_key, to_positive
+from raftka.client.produce_stream import ProduceStreams
 from raftka.client.serialization import Serializer, resolve_serializer
 from raftka.client.tls_options import TlsOptions
 from raftka.client.transport import Connections, bootstrap_list, translate_rpc_error
@@ -132,6 +134,8 @@ class Producer:
         self._key_serializer = resolve_serializer(key_serializer)
         self._value_serializer = resolve_serializer(value_serializer)
         self._connections = Connections(tls, resolve_credentials(username, password))
+        self._streams = ProduceStreams(self._connections,
+                                       self.request_timeout_s + PRODUCE_DEADLINE_GRACE_S)
         self.metadata = ClusterMetadata(
             bootstrap_list(bootstrap_servers), self._connections, self.request_timeout_s
         )
@@ -311,6 +315,7 @@ class Producer:
                 self._accumulator.condition.notify_all()
             self._sender.join(timeout=5)
             self._accumulator.abort_all(RaftkaError("the producer was closed"))
+            self._streams.close()
             self._connections.close()
 
     def __enter__(self) -> Producer:
@@ -362,6 +367,7 @@ class Producer:
             # After drain(), which clears the wake-up flag: a reply that lands from here on
             # sets it again, so the wait below cannot sleep through it.
             self._handle_replies()
+            self._streams.expire()
             if batches:
                 continue
             if self._closed and not self._accumulator.has_unsent():
@@ -408,14 +414,14 @@ class Producer:
                     for b in group
                 ],
             )
-            future = self._connections.broker(address).Produce.future(
-                request, timeout=self.request_timeout_s + PRODUCE_DEADLINE_GRACE_S
-            )
-            future.add_done_callback(
-                lambda done, address=address, group=group: self._reply_arrived(
-                    address, group, done
-                )
-            )
+            def arrived(done: Any, address: str = address,
+                        group: list[ProducerBatch] = group) -> None:
+                self._reply_arrived(address, group, done)
+
+            if not self._streams.send(address, request, arrived):  # a broker without it
+                self._connections.broker(address).Produce.future(
+                    request, timeout=self.request_timeout_s + PRODUCE_DEADLINE_GRACE_S
+                ).add_done_callback(arrived)
         if refresh_needed:
             self.metadata.refresh_in_background()
 
@@ -477,6 +483,10 @@ class Producer:
                 self.metadata.note_unreachable(address)
             for batch in group:
                 self._retry(batch, error)
+            return True
+        except RaftkaError as stream_error:  # the Produce stream broke or timed out
+            for batch in group:
+                self._retry(batch, stream_error)
             return True
         refresh = False
         replies = {(p.topic, p.partition): p for p in response.partitions}

@@ -447,6 +447,51 @@ def test_sdk_and_cli_with_credentials_on_a_sasl_grpc_listener(secured: Secured, 
     assert "cannot read --password-file" in failed
 
 
+def test_a_produce_stream_refuses_only_the_topics_the_caller_may_not_write(secured: Secured):
+    """One request on alice's ProduceStream for a topic she may write and one she may
+    not: the first is stored, the second answered TOPIC_AUTHORIZATION_FAILED, and the
+    stream serves her next request (a unary Produce would refuse the whole call)."""
+    from raftka.client.credentials import Credentials
+    from raftka.client.transport import Connections
+    from raftka.proto.raftka.v1 import broker_pb2, common_pb2
+    from raftka.records import encode_batch
+
+    mine, theirs = _unique("stream-mine"), _unique("stream-theirs")
+    secured.create_topic(mine)
+    secured.create_topic(theirs)
+    secured.allow("User:alice", ResourceType.TOPIC, mine, Operation.WRITE)
+    connections = Connections(credentials=Credentials("alice", PASSWORDS["alice"]))
+    try:
+        address = next(iter(secured.grpc.split(",")))
+        metadata = connections.broker(address).Metadata(
+            broker_pb2.MetadataRequest(topics=[mine]), timeout=10)
+        leader = metadata.topics[0].partitions[0].leader_id
+        leader_address = f"127.0.0.1:{secured.grpc_sasl[leader]}"
+
+        def item(topic: str) -> broker_pb2.PartitionProduceData:
+            return broker_pb2.PartitionProduceData(
+                topic=topic, partition=0,
+                record_batches=encode_batch([(None, b"v", [], 0)],
+                                            now_ms=int(time.time() * 1000)))
+
+        requests = [broker_pb2.ProduceRequest(acks=-1, timeout_ms=10_000, correlation_id=1,
+                                              partitions=[item(mine), item(theirs)]),
+                    broker_pb2.ProduceRequest(acks=-1, timeout_ms=10_000, correlation_id=2,
+                                              partitions=[item(mine)])]
+        answers = {a.correlation_id: {p.topic: p for p in a.partitions}
+                   for a in connections.broker(leader_address).ProduceStream(
+                       iter(requests), timeout=30)}
+    finally:
+        connections.close()
+    code = common_pb2.ErrorCode
+    assert answers[1][mine].error_code == code.NONE
+    assert answers[1][theirs].error_code == code.TOPIC_AUTHORIZATION_FAILED
+    assert "User:alice may not WRITE" in answers[1][theirs].error_message
+    assert answers[2][mine].error_code == code.NONE
+    assert secured.end_offset(mine) == 2
+    assert secured.end_offset(theirs) == 0
+
+
 def test_describe_acls_without_an_authorizer_is_security_disabled(cluster_factory):
     # kafka-python raises the code; librdkafka (confluent-kafka) turns it into an empty list
     from kafka.admin import (

@@ -39,6 +39,11 @@ class BrokerServiceStub:
                 request_serializer=proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceRequest.SerializeToString,
                 response_deserializer=proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceResponse.FromString,
                 _registered_method=True)
+        self.ProduceStream = channel.stream_stream(
+                '/raftka.v1.BrokerService/ProduceStream',
+                request_serializer=proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceRequest.SerializeToString,
+                response_deserializer=proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceResponse.FromString,
+                _registered_method=True)
         self.Fetch = channel.unary_unary(
                 '/raftka.v1.BrokerService/Fetch',
                 request_serializer=proto_dot_raftka_dot_v1_dot_broker__pb2.FetchRequest.SerializeToString,
@@ -72,6 +77,18 @@ class BrokerServiceServicer:
     def Produce(self, request, context):
         """Append records to partition leaders. Send each partition to its leader (see Metadata);
         a broker that does not lead a partition answers NOT_LEADER_OR_FOLLOWER with leader_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProduceStream(self, request_iterator, context):
+        """Produce over one long-lived stream: the broker appends the requests of a stream in the
+        order they were sent, one after another, and answers each as soon as it has its acks
+        (so answers may come in another order), with the request's correlation_id. The same
+        rules and errors as Produce, per request; an ACL refusal is a partition's
+        TOPIC_AUTHORIZATION_FAILED rather than the end of the stream. Cheaper per request than
+        a unary call (no per-call setup on either side), which is why the SDK producer uses it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -120,6 +137,11 @@ def add_BrokerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Produce': grpc.unary_unary_rpc_method_handler(
                     servicer.Produce,
+                    request_deserializer=proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceRequest.FromString,
+                    response_serializer=proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceResponse.SerializeToString,
+            ),
+            'ProduceStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProduceStream,
                     request_deserializer=proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceRequest.FromString,
                     response_serializer=proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceResponse.SerializeToString,
             ),
@@ -174,6 +196,33 @@ class BrokerService:
             request,
             target,
             '/raftka.v1.BrokerService/Produce',
+            proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceRequest.SerializeToString,
+            proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProduceStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/raftka.v1.BrokerService/ProduceStream',
             proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceRequest.SerializeToString,
             proto_dot_raftka_dot_v1_dot_broker__pb2.ProduceResponse.FromString,
             options,

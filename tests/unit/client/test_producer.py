@@ -3,11 +3,13 @@ that never answers holding up only its own partitions."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 
 from raftka.client import backoff
@@ -50,6 +52,46 @@ class Pending:
         return self._value
 
 
+class StreamCancelled(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.CANCELLED
+
+    def details(self) -> str:
+        return "cancelled by the client"
+
+
+class FakeStreamCall:
+    """A ProduceStream call on a FakeBroker: each request is answered as its unary
+    `future()` would be (at once, or when the test completes it), tagged with its
+    correlation id; iterating yields the answers as they come, as grpc's call does."""
+
+    def __init__(self, broker: FakeBroker, requests: Any) -> None:
+        self._answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=self._take, args=(broker, requests), daemon=True).start()
+
+    def _take(self, broker: FakeBroker, requests: Any) -> None:
+        for request in requests:
+            def answered(done: Pending, correlation_id: int = request.correlation_id) -> None:
+                response = broker_pb2.ProduceResponse()
+                response.CopyFrom(done.result())
+                response.correlation_id = correlation_id
+                self._answers.put(response)
+
+            broker.future(request, timeout=0).add_done_callback(answered)
+
+    def __iter__(self) -> FakeStreamCall:
+        return self
+
+    def __next__(self) -> broker_pb2.ProduceResponse:
+        answer = self._answers.get()
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def cancel(self) -> None:
+        self._answers.put(StreamCancelled())
+
+
 class FakeBroker:
     """Answers Metadata from the cluster's view and Produce by `answer(request)`; a broker
     with answer=None never answers."""
@@ -77,6 +119,9 @@ class FakeBroker:
         else:
             self.unanswered.append((pending, request))
         return pending
+
+    def ProduceStream(self, requests: Any) -> FakeStreamCall:
+        return FakeStreamCall(self, requests)
 
     def Metadata(self, request: broker_pb2.MetadataRequest, timeout: float) -> Any:
         self.metadata_calls += 1
@@ -112,6 +157,7 @@ def producer_on(cluster: FakeCluster, **kwargs: Any) -> Producer:
     producer = Producer(A, acks=1, linger_ms=0, seed=7, **kwargs)
     producer._connections = cluster  # type: ignore[assignment]
     producer.metadata._connections = cluster  # type: ignore[assignment]
+    producer._streams._connections = cluster  # type: ignore[assignment]
     return producer
 
 

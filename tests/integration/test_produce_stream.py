@@ -1,0 +1,83 @@
+"""ProduceStream on a real broker: a stream's requests are appended in the order sent even
+when many are in flight, every request is answered with its correlation id, and a bad
+request is answered with its error while the stream goes on."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from raftka import Admin
+from raftka.proto.raftka.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from raftka.records import encode_batch
+from tests.integration.test_single_broker import read_all
+
+pytestmark = pytest.mark.integration
+Code = common_pb2.ErrorCode
+IN_FLIGHT = 40
+
+
+def now() -> int:
+    return int(time.time() * 1000)
+
+
+def data(value: bytes, **identity: int) -> bytes:
+    return encode_batch([(None, value, [], 0)], now_ms=now(), **identity)
+
+
+def produce(topic: str, batch: bytes, correlation_id: int, partition: int = 0,
+            acks: int = -1) -> broker_pb2.ProduceRequest:
+    return broker_pb2.ProduceRequest(
+        acks=acks, timeout_ms=10_000, correlation_id=correlation_id, partitions=[
+            broker_pb2.PartitionProduceData(topic=topic, partition=partition,
+                                            record_batches=batch)])
+
+
+def test_requests_in_flight_on_one_stream_are_appended_in_the_order_sent(broker):
+    """Forty idempotent batches of one partition sent without waiting: a broker that
+    appended them out of order would refuse the sequence gaps and store them shuffled."""
+    Admin(broker.bootstrap).create_topic("ordered", 1, 1)
+    channel = grpc.insecure_channel(broker.brokers[1].address)
+    service = broker_pb2_grpc.BrokerServiceStub(channel)
+    identity = service.InitProducerId(broker_pb2.InitProducerIdRequest(), timeout=10)
+    requests = [
+        produce("ordered", data(b"%d" % i, producer_id=identity.producer_id,
+                                producer_epoch=identity.producer_epoch, base_sequence=i),
+                correlation_id=1000 + i)
+        for i in range(IN_FLIGHT)
+    ]
+    # The iterator ends after the last request: the broker still answers all of them.
+    answers = list(service.ProduceStream(iter(requests), timeout=30))
+    by_id = {a.correlation_id: a.partitions[0] for a in answers}
+    assert sorted(by_id) == [1000 + i for i in range(IN_FLIGHT)]
+    assert [(by_id[1000 + i].error_code, by_id[1000 + i].base_offset)
+            for i in range(IN_FLIGHT)] == [(Code.NONE, i) for i in range(IN_FLIGHT)]
+    stored = read_all(broker.bootstrap, "ordered", expected=IN_FLIGHT)
+    assert [r.value for r in stored[0]] == [b"%d" % i for i in range(IN_FLIGHT)]
+    channel.close()
+
+
+def test_a_bad_request_on_a_stream_is_answered_and_the_stream_goes_on(broker):
+    Admin(broker.bootstrap).create_topic("mixed", 1, 1)
+    channel = grpc.insecure_channel(broker.brokers[1].address)
+    service = broker_pb2_grpc.BrokerServiceStub(channel)
+    corrupt = bytearray(data(b"bad"))
+    corrupt[-2] ^= 0xFF
+    requests = [
+        produce("mixed", bytes(corrupt), correlation_id=1),
+        produce("mixed", data(b"x"), correlation_id=2, partition=7),
+        produce("mixed", data(b"y"), correlation_id=3, acks=5),
+        produce("mixed", data(b"good"), correlation_id=4),
+    ]
+    answers = {a.correlation_id: a.partitions[0]
+               for a in service.ProduceStream(iter(requests), timeout=30)}
+    assert {i: answers[i].error_code for i in answers} == {
+        1: Code.CORRUPT_MESSAGE, 2: Code.UNKNOWN_TOPIC_OR_PARTITION,
+        3: Code.INVALID_REQUIRED_ACKS, 4: Code.NONE}
+    assert "acks must be" in answers[3].error_message
+    assert answers[4].base_offset == 0
+    stored = read_all(broker.bootstrap, "mixed", expected=1)
+    assert [r.value for r in stored[0]] == [b"good"]
+    channel.close()
