@@ -133,6 +133,7 @@ class BrokerServer:
         self._lock_fd = -1
         self.grpc_server: grpc.aio.Server | None = None
         self.extra_grpc_servers: list[grpc.aio.Server] = []
+        self._broker_servicers: list[BrokerServicer] = []  # one per gRPC server
         self.kafka_listeners: list[KafkaListener] = []
         self.replication_listener: ReplicationListener | None = None
         self.metrics = BrokerMetrics()
@@ -456,7 +457,9 @@ class BrokerServer:
             interceptors=[GrpcMetricsInterceptor(self.metrics)],
         )
         core = self.core
-        broker_pb2_grpc.add_BrokerServiceServicer_to_server(BrokerServicer(core, listener), server)
+        broker_servicer = BrokerServicer(core, listener)
+        self._broker_servicers.append(broker_servicer)
+        broker_pb2_grpc.add_BrokerServiceServicer_to_server(broker_servicer, server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(core, listener), server)
         group_pb2_grpc.add_GroupServiceServicer_to_server(GroupServicer(core, listener), server)
         controller_pb2_grpc.add_ControllerServiceServicer_to_server(
@@ -594,6 +597,8 @@ class BrokerServer:
                 await task
         await self.watcher.close()
         self.core.watch_server.close()  # else each watch stream holds gRPC's grace period
+        for servicer in self._broker_servicers:  # and each producer's stream likewise
+            servicer.end_produce_streams()
         for listener in self.kafka_listeners:
             await listener.stop()
         if self.replication_listener is not None:

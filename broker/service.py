@@ -61,6 +61,15 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self._core = core
         self._listener = listener  # whose addresses Metadata answers with
         self._gate = GrpcGate(core, listener)  # who calls, and what they may do
+        # The answer queues of the open ProduceStreams, so a stopping broker ends them.
+        self._produce_streams: set[asyncio.Queue[broker_pb2.ProduceResponse | None]] = set()
+
+    def end_produce_streams(self) -> None:
+        """The broker is stopping: end every ProduceStream after the answers already
+        queued (status OK; the producer retries what is left elsewhere). Else each open
+        stream would hold gRPC's shutdown for its whole grace period."""
+        for answers in self._produce_streams:
+            answers.put_nowait(None)
 
     @guarded
     async def Produce(
@@ -86,12 +95,15 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         answers: asyncio.Queue[broker_pb2.ProduceResponse | None] = asyncio.Queue()
         taking = asyncio.ensure_future(
             self._take_stream_requests(requests, context, principal, answers))
+        self._produce_streams.add(answers)
         try:
             while (answer := await answers.get()) is not None:
                 yield answer
         finally:
+            self._produce_streams.discard(answers)
+            finished = taking.done()  # else ended by end_produce_streams, or cancelled
             taking.cancel()
-        failure = None if taking.cancelled() else taking.exception()
+        failure = taking.exception() if finished and not taking.cancelled() else None
         if failure is not None:
             log.error("ProduceStream failed", exc_info=failure)
             await context.abort(grpc.StatusCode.INTERNAL,

@@ -4,7 +4,9 @@ request is answered with its error while the stream goes on."""
 
 from __future__ import annotations
 
+import queue
 import time
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -81,3 +83,29 @@ def test_a_bad_request_on_a_stream_is_answered_and_the_stream_goes_on(broker):
     stored = read_all(broker.bootstrap, "mixed", expected=1)
     assert [r.value for r in stored[0]] == [b"good"]
     channel.close()
+
+
+def test_a_stopping_broker_ends_its_produce_streams_itself(broker):
+    """SIGTERM with a producer's stream open: the broker ends the stream (status OK) once
+    what it took is answered, instead of leaving it to be cancelled when gRPC's shutdown
+    grace runs out, which held every clean stop up by the grace period."""
+    Admin(broker.bootstrap).create_topic("stopping", 1, 1)
+    channel = grpc.insecure_channel(broker.brokers[1].address)
+    service = broker_pb2_grpc.BrokerServiceStub(channel)
+    outbox: queue.SimpleQueue[broker_pb2.ProduceRequest | None] = queue.SimpleQueue()
+
+    def requests() -> Iterator[broker_pb2.ProduceRequest]:
+        while (item := outbox.get()) is not None:
+            yield item
+
+    call = service.ProduceStream(requests(), timeout=60)
+    outbox.put(produce("stopping", data(b"before"), correlation_id=1))
+    first = next(call)
+    assert (first.correlation_id, first.partitions[0].error_code) == (1, Code.NONE)
+    assert broker.brokers[1].stop() == 0
+    try:
+        rest = list(call)  # raises grpc.RpcError (CANCELLED) when the grace ran out
+    finally:
+        outbox.put(None)
+        channel.close()
+    assert rest == []
