@@ -8,8 +8,8 @@ they are), groups them by leader and sends one Produce request per broker, on th
 ProduceStream (client/produce_stream.py; a unary Produce call where a broker has none). One
 batch per partition in flight keeps order.
 
-The sender never waits on a broker: requests go out as gRPC futures whose completion wakes
-it, so a broker that is slow, paused or dead holds up only the partitions it leads while the
+The sender never waits on a broker: requests go out on streams (or as gRPC futures) whose
+answers wake it, so a broker that is slow, paused or dead holds up only the partitions it leads while the
 sender keeps draining batches for the others; metadata refreshes run on their own thread for
 the same reason. Retriable errors (NOT_LEADER, unreachable broker, timeouts) retry the batch
 until `delivery_timeout_ms`: at once when a NOT_LEADER answer named a newer leader and its
