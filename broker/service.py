@@ -46,6 +46,12 @@ from raftka.proto.raftka.v1 import (
 log = logging.getLogger("raftka.broker")
 Code = common_pb2.ErrorCode
 TOPIC = ResourceType.TOPIC
+# Requests of one ProduceStream waiting for their acks at once; the stream's next request
+# is read when one of them is answered. The SDK keeps one per partition it sends to this
+# broker, so this bounds only clients that pipeline (the memory of their waits).
+PRODUCE_STREAM_WAITS_MAX = 1024
+# What a ProduceStream's answer queue carries: an answer, the end (None), or a bug.
+StreamAnswer = broker_pb2.ProduceResponse | BaseException | None
 
 
 def _path(method: str) -> str:
@@ -62,7 +68,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self._listener = listener  # whose addresses Metadata answers with
         self._gate = GrpcGate(core, listener)  # who calls, and what they may do
         # The answer queues of the open ProduceStreams, so a stopping broker ends them.
-        self._produce_streams: set[asyncio.Queue[broker_pb2.ProduceResponse | None]] = set()
+        self._produce_streams: set[asyncio.Queue[StreamAnswer]] = set()
 
     def end_produce_streams(self) -> None:
         """The broker is stopping: end every ProduceStream after the answers already
@@ -92,33 +98,37 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         refusal answers that partition TOPIC_AUTHORIZATION_FAILED, since ending the stream
         would fail every request in flight on it."""
         principal = await self._gate.caller(context, _path("Produce"))
-        answers: asyncio.Queue[broker_pb2.ProduceResponse | None] = asyncio.Queue()
+        answers: asyncio.Queue[StreamAnswer] = asyncio.Queue()
         taking = asyncio.ensure_future(
             self._take_stream_requests(requests, context, principal, answers))
         self._produce_streams.add(answers)
         try:
             while (answer := await answers.get()) is not None:
+                if isinstance(answer, BaseException):  # a bug: end the stream, say why
+                    log.error("ProduceStream failed", exc_info=answer)
+                    await context.abort(grpc.StatusCode.INTERNAL,
+                                        f"{type(answer).__name__}: {answer}")
+                    raise answer  # unreachable: abort raises
                 yield answer
         finally:
             self._produce_streams.discard(answers)
-            finished = taking.done()  # else ended by end_produce_streams, or cancelled
             taking.cancel()
-        failure = taking.exception() if finished and not taking.cancelled() else None
-        if failure is not None:
-            log.error("ProduceStream failed", exc_info=failure)
-            await context.abort(grpc.StatusCode.INTERNAL,
-                                f"{type(failure).__name__}: {failure}")
 
     async def _take_stream_requests(
         self, requests: AsyncIterator[broker_pb2.ProduceRequest],
         context: grpc.aio.ServicerContext, principal: str,
-        answers: asyncio.Queue[broker_pb2.ProduceResponse | None],
+        answers: asyncio.Queue[StreamAnswer],
     ) -> None:
         """Append each request before reading the next (the stream's order is the log's);
-        wait for its acks beside the later ones. Ends, after the last answer, with None."""
+        wait for its acks beside the later ones, at most PRODUCE_STREAM_WAITS_MAX at once
+        (then the stream's next request waits, and gRPC's flow control holds the client
+        back). Ends, after the last answer, with None, or with the exception of a bug."""
         waits: set[asyncio.Task[None]] = set()
+        ending: StreamAnswer = None
         try:
             async for request in requests:
+                if len(waits) >= PRODUCE_STREAM_WAITS_MAX:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 started = time.perf_counter()
                 request, refused = self._split_writable(context, principal, request)
                 waiting = await self._core.produce_path.produce_in_order(request, refused)
@@ -128,17 +138,23 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             # The client closed its side: what it sent before is still answered.
             if waits:
                 await asyncio.gather(*waits)
+        except Exception as exc:
+            ending = exc
         finally:
             for wait in waits:
                 wait.cancel()
-            answers.put_nowait(None)
+            answers.put_nowait(ending)
 
     async def _answer(
         self, waiting: Awaitable[broker_pb2.ProduceResponse], started: float,
-        answers: asyncio.Queue[broker_pb2.ProduceResponse | None],
+        answers: asyncio.Queue[StreamAnswer],
     ) -> None:
-        response = await waiting
-        self._add_leader_endpoints(response)
+        try:
+            response = await waiting
+            self._add_leader_endpoints(response)
+        except Exception as exc:  # the produce path answers errors; this is a bug
+            answers.put_nowait(exc)
+            return
         self._core.metrics.request_done("Produce", "grpc", time.perf_counter() - started,
                                         "NONE")
         answers.put_nowait(response)
