@@ -230,7 +230,8 @@ def _role_latency(p: dict[str, Any]) -> dict[str, Any]:
     from bench.latency import run_rate
 
     options = argparse.Namespace(seconds=p["seconds"], warmup_s=p["warmup_s"], size=p["size"],
-                                 linger_ms=1, batch_size=262_144, partitions=p["partitions"])
+                                 linger_ms=1, batch_size=262_144, partitions=p["partitions"],
+                                 tick_ms=p["tick_ms"])
     figures = run_rate(p["bootstrap"], p["topic"], p["rate"], options)
     out: dict[str, Any] = {"records": figures["records"],
                            "rate": p["rate"], "consumer_saw": figures["consumer_saw"],
@@ -533,7 +534,8 @@ class Run:
         if spec.name.startswith("latency"):
             params = {"bootstrap": cluster.layout.bootstrap, "topic": topic,
                       "rate": int(spec.name.split("-")[1]), "seconds": o.latency_seconds,
-                      "warmup_s": 1.0, "size": o.size, "partitions": partitions}
+                      "warmup_s": 1.0, "size": o.size, "partitions": partitions,
+                      "tick_ms": o.latency_tick_ms}
             return self.role("latency", params), cluster.servers, leaders
         client = spec.name.split("-")[1]
         address = cluster.layout.bootstrap if client == "sdk" else cluster.kafka_bootstrap
@@ -669,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=100, help="value bytes per record")
     parser.add_argument("--latency-seconds", type=float, default=10.0,
                         help="per latency rate (the first second is not counted)")
+    parser.add_argument("--latency-tick-ms", type=float, default=1.0,
+                        help="the load generator's shortest sleep (bench/latency.py --tick-ms)")
     parser.add_argument("--sends", type=int, default=500, help="sync sends per client")
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="KEY=VALUE", help="broker setting (repeatable)")

@@ -22,6 +22,13 @@ Two latencies per record:
   producer's GIL) handing the record out of poll(). The scheduled wall-clock time travels in
   the record's value; both processes read the same clock.
 
+--tick-ms: the shortest sleep of the load generator when it is ahead of schedule (default 1
+ms): it then sends every record that fell due meanwhile, each still stamped with its own
+scheduled time, so the wait counts in its latency. Sleeping until each record's own time
+(--tick-ms 0) woke the producing process 10,000 times a second at 10,000 records/s, and
+those wake-ups took CPU from the brokers on the same two cores (BENCHMARKS.md). Kafka's
+producer-perf-test throttles the same way (its ThroughputThrottler sleeps 2 ms at least).
+
 Starts a 3-broker cluster in a temporary directory unless --bootstrap is given. The first
 `--warmup-s` seconds of each rate are sent but not counted.
 """
@@ -54,6 +61,8 @@ STAMP = struct.Struct(">qq")
 PERCENTILES = (50.0, 99.0, 99.9)
 # How long the consumer waits for stragglers after the last record is due (s).
 DRAIN_S = 10.0
+# The load generator's shortest sleep when ahead of schedule (ms); see --tick-ms.
+DEFAULT_TICK_MS = 1.0
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -129,13 +138,14 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
             start = time.perf_counter() + 0.1
             start_wall_ns = time.time_ns() + 100_000_000
             interval = 1.0 / rate
+            tick_s = getattr(args, "tick_ms", DEFAULT_TICK_MS) / 1000
             worst_lag = 0.0
             i = 0
             while i < total:
                 now = time.perf_counter()
                 due = start + i * interval
                 if due > now:
-                    time.sleep(due - now)
+                    time.sleep(max(due - now, tick_s))
                     continue
                 worst_lag = max(worst_lag, now - due)
                 # everything overdue goes now, each stamped with its own scheduled time
@@ -164,6 +174,7 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
         "records": total,
         "counted": total - skip,
         "linger_ms": args.linger_ms,
+        "tick_ms": getattr(args, "tick_ms", DEFAULT_TICK_MS),
         "gc_freeze": getattr(args, "gc_freeze", False),
         "batch_size": args.batch_size,
         "worst_send_lag_ms": round(worst_lag * 1000, 3),
@@ -181,6 +192,8 @@ def main() -> int:
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--size", type=int, default=100, help="record value bytes")
     parser.add_argument("--linger-ms", type=int, default=1)
+    parser.add_argument("--tick-ms", type=float, default=DEFAULT_TICK_MS,
+                        help="shortest sleep when ahead of schedule (0: until each record)")
     parser.add_argument(
         "--batch-size",
         type=int,
