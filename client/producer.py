@@ -9,13 +9,13 @@ ProduceStream (client/produce_stream.py; a unary Produce call where a broker has
 batch per partition in flight keeps order.
 
 The sender never waits on a broker: requests go out on streams (or as gRPC futures) whose
-answers wake it, so a broker that is slow, paused or dead holds up only the partitions it leads while the
-sender keeps draining batches for the others; metadata refreshes run on their own thread for
-the same reason. Retriable errors (NOT_LEADER, unreachable broker, timeouts) retry the batch
-until `delivery_timeout_ms`: at once when a NOT_LEADER answer named a newer leader and its
-address (KIP-951, see client/metadata.py), else after a jittered exponential backoff from
-`retry_backoff_ms` to `retry_backoff_max_ms` (client/backoff.py) while the metadata is
-refreshed.
+answers wake it, so a broker that is slow, paused or dead holds up only the partitions it
+leads while the sender keeps draining batches for the others; metadata refreshes run on
+their own thread for the same reason. Retriable errors (NOT_LEADER, unreachable broker,
+timeouts) retry the batch until `delivery_timeout_ms`: at once when a NOT_LEADER answer
+named a newer leader and its address (KIP-951, see client/metadata.py), else after a
+jittered exponential backoff from `retry_backoff_ms` to `retry_backoff_max_ms`
+(client/backoff.py) while the metadata is refreshed.
 """
 
 from __future__ import annotations
