@@ -69,12 +69,18 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         self._gate = GrpcGate(core, listener)  # who calls, and what they may do
         # The answer queues of the open ProduceStreams, so a stopping broker ends them.
         self._produce_streams: set[asyncio.Queue[StreamAnswer]] = set()
+        self._stopping = False
 
     def end_produce_streams(self) -> None:
         """The broker is stopping: end every ProduceStream after the answers already
-        queued (status OK; the producer retries what is left elsewhere). Else each open
-        stream would hold gRPC's shutdown for its whole grace period."""
+        queued (status OK; the producer retries what is left elsewhere, and its sequence
+        numbers make a second append of a stored batch a duplicate the leader recognises),
+        and refuse new ones. Else each open stream would hold gRPC's shutdown for its whole
+        grace period."""
+        self._stopping = True
         for answers in self._produce_streams:
+            if answers.full():  # a client that stopped reading: its last answer goes
+                answers.get_nowait()
             answers.put_nowait(None)
 
     @guarded
@@ -93,17 +99,20 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[broker_pb2.ProduceResponse]:
         """Produce requests on one stream: appended one after another in the order sent,
-        each answered once it has its acks. The caller is authenticated once, when the
-        stream opens; the ACLs are checked per request (they may change meanwhile), and a
-        refusal answers that partition TOPIC_AUTHORIZATION_FAILED, since ending the stream
-        would fail every request in flight on it."""
-        principal = await self._gate.caller(context, _path("Produce"))
-        answers: asyncio.Queue[StreamAnswer] = asyncio.Queue()
-        taking = asyncio.ensure_future(
-            self._take_stream_requests(requests, context, principal, answers))
+        each answered once it has its acks. The caller's credentials are checked for every
+        request, as for every unary call (a deleted user or a changed password ends the
+        stream UNAUTHENTICATED), and so are the ACLs; an ACL refusal answers that partition
+        TOPIC_AUTHORIZATION_FAILED, since ending the stream would fail every request in
+        flight on it."""
+        if self._stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the broker is stopping")
+        answers: asyncio.Queue[StreamAnswer] = asyncio.Queue(PRODUCE_STREAM_WAITS_MAX)
+        taking = asyncio.ensure_future(self._take_stream_requests(requests, context, answers))
         self._produce_streams.add(answers)
         try:
             while (answer := await answers.get()) is not None:
+                if isinstance(answer, grpc.aio.AbortError):
+                    raise answer  # the gate ended the call (credentials): its status stands
                 if isinstance(answer, BaseException):  # a bug: end the stream, say why
                     log.error("ProduceStream failed", exc_info=answer)
                     await context.abort(grpc.StatusCode.INTERNAL,
@@ -116,13 +125,13 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
 
     async def _take_stream_requests(
         self, requests: AsyncIterator[broker_pb2.ProduceRequest],
-        context: grpc.aio.ServicerContext, principal: str,
-        answers: asyncio.Queue[StreamAnswer],
+        context: grpc.aio.ServicerContext, answers: asyncio.Queue[StreamAnswer],
     ) -> None:
         """Append each request before reading the next (the stream's order is the log's);
-        wait for its acks beside the later ones, at most PRODUCE_STREAM_WAITS_MAX at once
-        (then the stream's next request waits, and gRPC's flow control holds the client
-        back). Ends, after the last answer, with None, or with the exception of a bug."""
+        wait for its acks beside the later ones. At most PRODUCE_STREAM_WAITS_MAX wait for
+        their acks, and as many answers for their turn in `answers`; then the next request
+        is not read, and gRPC's flow control holds the client back. Ends, after the last
+        answer, with None, or with the exception that ended it."""
         waits: set[asyncio.Task[None]] = set()
         ending: StreamAnswer = None
         try:
@@ -130,6 +139,7 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
                 if len(waits) >= PRODUCE_STREAM_WAITS_MAX:
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 started = time.perf_counter()
+                principal = await self._gate.caller(context, _path("Produce"))
                 request, refused = self._split_writable(context, principal, request)
                 waiting = await self._core.produce_path.produce_in_order(request, refused)
                 wait = asyncio.ensure_future(self._answer(waiting, started, answers))
@@ -138,12 +148,15 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             # The client closed its side: what it sent before is still answered.
             if waits:
                 await asyncio.gather(*waits)
-        except Exception as exc:
-            ending = exc
-        finally:
+        except asyncio.CancelledError:  # the call ended: nobody reads `answers` any more
             for wait in waits:
                 wait.cancel()
-            answers.put_nowait(ending)
+            raise
+        except Exception as exc:
+            ending = exc
+            for wait in waits:
+                wait.cancel()
+        await answers.put(ending)
 
     async def _answer(
         self, waiting: Awaitable[broker_pb2.ProduceResponse], started: float,
@@ -153,11 +166,11 @@ class BrokerServicer(broker_pb2_grpc.BrokerServiceServicer):
             response = await waiting
             self._add_leader_endpoints(response)
         except Exception as exc:  # the produce path answers errors; this is a bug
-            answers.put_nowait(exc)
+            await answers.put(exc)
             return
         self._core.metrics.request_done("Produce", "grpc", time.perf_counter() - started,
                                         "NONE")
-        answers.put_nowait(response)
+        await answers.put(response)  # waits while the client is slow to read
 
     def _split_writable(
         self, context: grpc.aio.ServicerContext, principal: str,

@@ -12,8 +12,11 @@ outbox; one reader thread per stream hands each answer (or the stream's failure)
 request's callback. A stream that fails fails every request in flight on it, and the next
 `send()` to that broker opens a new one; a request unanswered for `deadline_s` cancels the
 whole stream (its answers can no longer be trusted to come), as a Kafka client closes a
-connection whose request timed out. A broker without ProduceStream (UNIMPLEMENTED) is
-remembered, and the producer sends unary Produce calls there.
+connection whose request timed out. A broker without ProduceStream (UNIMPLEMENTED), or a
+stream that failed in a way one request may have caused (RESOURCE_EXHAUSTED for a request
+over the broker's limit, INVALID_ARGUMENT, INTERNAL), sends that broker unary Produce calls
+for UNARY_FOR_S: what was in flight is retried there, where only the request at fault fails,
+as it would have without the stream.
 """
 
 from __future__ import annotations
@@ -40,7 +43,16 @@ ReplyCallback = Callable[["StreamReply"], None]
 # Stream breaks that say nothing about the requests themselves: retriable, since the
 # broker may or may not have appended them (the idempotent producer's sequence numbers turn
 # a second append into a duplicate the broker recognises).
-_BROKEN = (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED)
+_BROKEN = (grpc.StatusCode.CANCELLED, grpc.StatusCode.ABORTED)
+# Failures the unary call would report the same way for every request: passed on as they
+# are (credentials refused, an ACL on the whole call, the broker unreachable).
+_AS_UNARY = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+             grpc.StatusCode.UNAVAILABLE)
+# After a stream failed in a way one request may have caused (too large, refused as
+# invalid, a broker bug) or the broker had no ProduceStream, that broker is sent unary
+# calls for this long (s): each request then fails, or not, on its own; a broker upgraded
+# meanwhile gets streams again.
+UNARY_FOR_S = 60.0
 
 
 class StreamReply:
@@ -76,7 +88,7 @@ class ProduceStream:
         self._ids = itertools.count(1)
         self._failure: BaseException | None = None  # set once; the stream is then dead
         self._expired: BaseException | None = None  # why we cancelled it, if we did
-        self.unimplemented = False
+        self.unary_only = False  # set when it failed so that the broker gets unary calls
         self._call = stub.ProduceStream(self._requests())
         self._reader = threading.Thread(target=self._read, name=f"produce-stream {address}",
                                         daemon=True)
@@ -147,15 +159,23 @@ class ProduceStream:
         code = exc.code() if hasattr(exc, "code") else None
         if self._expired is not None:
             return self._expired
+        details = exc.details() if hasattr(exc, "details") else str(exc)
         if code == grpc.StatusCode.UNIMPLEMENTED:
-            self.unimplemented = True
+            self.unary_only = True
             return BrokerNotAvailableError(
                 f"broker {self.address} has no ProduceStream; retrying with Produce")
         if code in _BROKEN:
-            details = exc.details() if hasattr(exc, "details") else str(exc)
             return BrokerNotAvailableError(
                 f"the Produce stream to broker {self.address} broke ({details})")
-        return exc  # the producer translates it as any gRPC failure
+        if code in _AS_UNARY:
+            return exc  # the producer translates it as any gRPC failure
+        # One request may have caused it, and every request in flight shares its fate:
+        # retried as unary calls, where only that one fails.
+        self.unary_only = True
+        name = code.name if code is not None else "?"
+        return BrokerNotAvailableError(
+            f"the Produce stream to broker {self.address} failed ({name}: {details}); "
+            "retrying with Produce")
 
     def _fail_all(self, failure: BaseException) -> None:
         with self._lock:
@@ -163,22 +183,27 @@ class ProduceStream:
             pending, self._pending = self._pending, {}
         self._outbox.put(None)  # let gRPC's request thread finish
         for callback, _ in pending.values():
-            callback(StreamReply(None, failure))
+            try:
+                callback(StreamReply(None, failure))
+            except Exception:  # the others must still hear of it
+                log.exception("a Produce callback failed")
 
 
 class ProduceStreams:
     """A producer's streams, one per broker address, opened on first use."""
 
-    def __init__(self, connections: Connections, deadline_s: float) -> None:
+    def __init__(self, connections: Connections, deadline_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._connections = connections
         self._deadline_s = deadline_s
+        self._clock = clock
         self._streams: dict[str, ProduceStream] = {}
-        self._unary_only: set[str] = set()
+        self._unary_until: dict[str, float] = {}  # address -> when to try a stream again
         self._lock = threading.Lock()
 
     def send(self, address: str, request: broker_pb2.ProduceRequest,
              callback: ReplyCallback) -> bool:
-        """Send on `address`'s stream; False when that broker takes unary calls only.
+        """Send on `address`'s stream; False when that broker gets unary calls for now.
         A stream found dead is replaced once; when the new one is dead at once too (the
         broker is down), the request fails with its error, to be retried as any other."""
         stream: ProduceStream | None = None
@@ -188,27 +213,39 @@ class ProduceStreams:
                 return False
             if stream.send(request, callback):
                 return True
-            with self._lock:
-                if self._streams.get(address) is stream:
-                    del self._streams[address]
+            self._drop(address, stream)
         assert stream is not None
         callback(StreamReply(None, stream.failure))
         return True
 
     def _stream_for(self, address: str) -> ProduceStream | None:
         with self._lock:
-            if address in self._unary_only:
-                return None
+            until = self._unary_until.get(address)
+            if until is not None:
+                if self._clock() < until:
+                    return None
+                del self._unary_until[address]
             stream = self._streams.get(address)
-            if stream is not None and stream.unimplemented:
-                self._unary_only.add(address)
-                del self._streams[address]
-                return None
-            if stream is None or not stream.alive:
+            if stream is not None and not stream.alive:
+                self._drop_locked(address, stream)
+                if address in self._unary_until:
+                    return None
+                stream = None
+            if stream is None:
                 stream = ProduceStream(address, self._connections.broker(address),
                                        self._deadline_s)
                 self._streams[address] = stream
             return stream
+
+    def _drop(self, address: str, stream: ProduceStream) -> None:
+        with self._lock:
+            self._drop_locked(address, stream)
+
+    def _drop_locked(self, address: str, stream: ProduceStream) -> None:
+        if self._streams.get(address) is stream:
+            del self._streams[address]
+        if stream.unary_only:
+            self._unary_until[address] = self._clock() + UNARY_FOR_S
 
     def expire(self) -> None:
         with self._lock:

@@ -492,6 +492,58 @@ def test_a_produce_stream_refuses_only_the_topics_the_caller_may_not_write(secur
     assert secured.end_offset(theirs) == 0
 
 
+def test_a_produce_stream_ends_when_its_user_is_deleted(secured: Secured):
+    """Credentials are checked per request on a stream, as per unary call: once the user
+    is deleted, the open stream's next request ends it UNAUTHENTICATED."""
+    import queue
+
+    import grpc
+
+    from raftka.client.credentials import Credentials
+    from raftka.client.transport import Connections
+    from raftka.proto.raftka.v1 import broker_pb2
+    from raftka.records import encode_batch
+
+    topic, user, password = _unique("stream-user"), _unique("dora"), "dora-pw"
+    secured.create_topic(topic)
+    with secured.security() as admin:
+        admin.create_user(user, password, iterations=4096)
+    secured.allow(f"User:{user}", ResourceType.TOPIC, topic, Operation.WRITE)
+    connections = Connections(credentials=Credentials(user, password))
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def requests():
+        while (item := outbox.get()) is not None:
+            yield item
+
+    def request(number: int) -> broker_pb2.ProduceRequest:
+        batch = encode_batch([(None, b"v", [], 0)], now_ms=int(time.time() * 1000))
+        return broker_pb2.ProduceRequest(acks=-1, timeout_ms=10_000, correlation_id=number,
+                                         partitions=[broker_pb2.PartitionProduceData(
+                                             topic=topic, partition=0, record_batches=batch)])
+
+    try:
+        address = next(iter(secured.grpc.split(",")))
+        leader = connections.broker(address).Metadata(
+            broker_pb2.MetadataRequest(topics=[topic]), timeout=10).topics[0].partitions[0]
+        call = connections.broker(f"127.0.0.1:{secured.grpc_sasl[leader.leader_id]}") \
+            .ProduceStream(requests(), timeout=60)
+        outbox.put(request(1))
+        assert next(call).partitions[0].error_code == 0
+        with secured.security() as admin:
+            admin.delete_user(user)
+        # the deletion reaches the leader through the metadata log: until then, answered
+        with pytest.raises(grpc.RpcError) as ended:
+            for number in range(2, 200):
+                outbox.put(request(number))
+                next(call)
+                time.sleep(0.1)
+        assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        outbox.put(None)
+        connections.close()
+
+
 def test_describe_acls_without_an_authorizer_is_security_disabled(cluster_factory):
     # kafka-python raises the code; librdkafka (confluent-kafka) turns it into an empty list
     from kafka.admin import (

@@ -14,7 +14,12 @@ import grpc
 import pytest
 
 from raftka.client.errors import BrokerNotAvailableError, RequestTimedOutError
-from raftka.client.produce_stream import ProduceStream, ProduceStreams, StreamReply
+from raftka.client.produce_stream import (
+    UNARY_FOR_S,
+    ProduceStream,
+    ProduceStreams,
+    StreamReply,
+)
 from raftka.client.transport import Connections
 from raftka.proto.raftka.v1 import broker_pb2, broker_pb2_grpc
 from tests.harness import free_port_block
@@ -38,7 +43,8 @@ def answer(to: broker_pb2.ProduceRequest) -> broker_pb2.ProduceResponse:
 
 class Broker(broker_pb2_grpc.BrokerServiceServicer):
     """`mode`: "reverse" answers each pair of requests second first; "silent" never
-    answers; "end" ends the stream after the first request, unanswered."""
+    answers; "end" ends the stream after the first request, unanswered; "too-large" and
+    "unauthenticated" end it with that status after the first request."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -51,6 +57,10 @@ class Broker(broker_pb2_grpc.BrokerServiceServicer):
         for item in requests:
             if self.mode == "end":
                 return
+            if self.mode == "too-large":
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "message over the limit")
+            if self.mode == "unauthenticated":
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong password")
             if self.mode == "silent":
                 continue
             held.append(item)
@@ -187,13 +197,84 @@ def test_a_broker_without_produce_stream_is_sent_unary_calls_after_the_first_try
     streams = ProduceStreams(connections, deadline_s=30)
     replies = Replies()
     try:
-        assert streams.send(address, request(1), replies.callback("first"))
-        replies.wait("first")
-        with pytest.raises(BrokerNotAvailableError, match="no ProduceStream") as failure:
-            replies.got["first"].result()
-        assert failure.value.retriable  # the producer retries it, as a unary call
+        # The broker refuses the call as it opens, maybe before the request is queued on
+        # it: then the stream is known dead at once and send() already says "unary".
+        if streams.send(address, request(1), replies.callback("first")):
+            replies.wait("first")
+            with pytest.raises(BrokerNotAvailableError, match="no ProduceStream") as failure:
+                replies.got["first"].result()
+            assert failure.value.retriable  # the producer retries it, as a unary call
         assert not streams.send(address, request(1), replies.callback("again"))
         assert not streams.send(address, request(2), replies.callback("later"))
     finally:
         streams.close()
+        connections.close()
+
+
+def test_a_failure_one_request_may_have_caused_sends_unary_calls_for_a_while(serve):
+    """RESOURCE_EXHAUSTED ends the stream for every request on it: they are retried as
+    unary calls, where only the one at fault fails; streams come back after UNARY_FOR_S."""
+    broker = Broker("too-large")
+    address = serve(broker)
+    connections = Connections()
+    now = [0.0]
+    streams = ProduceStreams(connections, deadline_s=30, clock=lambda: now[0])
+    replies = Replies()
+    try:
+        assert streams.send(address, request(1), replies.callback("culprit"))
+        replies.wait("culprit")
+        with pytest.raises(BrokerNotAvailableError, match="RESOURCE_EXHAUSTED") as failure:
+            replies.got["culprit"].result()
+        assert failure.value.retriable
+        assert not streams.send(address, request(1), replies.callback("unary"))
+        now[0] = UNARY_FOR_S + 1
+        broker.mode = "reverse"
+        assert streams.send(address, request(1), replies.callback("a"))
+        assert streams.send(address, request(2), replies.callback("b"))
+        replies.wait("a", "b")
+        assert replies.got["a"].result().partitions[0].base_offset == 100
+    finally:
+        streams.close()
+        connections.close()
+
+
+def test_refused_credentials_reach_the_producer_as_the_unary_call_would_report_them(serve):
+    address = serve(Broker("unauthenticated"))
+    connections = Connections()
+    streams = ProduceStreams(connections, deadline_s=30)
+    replies = Replies()
+    try:
+        streams.send(address, request(1), replies.callback("refused"))
+        replies.wait("refused")
+        with pytest.raises(grpc.RpcError) as failure:
+            replies.got["refused"].result()
+        assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # not a reason to switch to unary calls: the next request tries a stream again
+        assert streams.send(address, request(2), replies.callback("again"))
+    finally:
+        streams.close()
+        connections.close()
+
+
+def test_a_callback_that_raises_does_not_keep_the_others_from_their_failure(serve):
+    address = serve(Broker("silent"))
+    connections = Connections()
+    now = [0.0]
+    stream = ProduceStream(address, connections.broker(address), deadline_s=5,
+                           clock=lambda: now[0])
+    replies = Replies()
+
+    def broken(reply: StreamReply) -> None:
+        raise RuntimeError("a bug in a callback")
+
+    try:
+        stream.send(request(1), broken)
+        stream.send(request(2), replies.callback("second"))
+        now[0] = 6.0
+        stream.expire()
+        replies.wait("second")
+        with pytest.raises(RequestTimedOutError):
+            replies.got["second"].result()
+    finally:
+        stream.close()
         connections.close()
