@@ -29,6 +29,8 @@ from tests.harness import LocalCluster, free_port_block, wait_for
 pytestmark = pytest.mark.integration
 PASSWORDS = {"admin": "admin-pw", "alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
 FAILED_MESSAGE = "Authentication failed: Invalid username or password"
+# Longest wait for every broker to apply an ACL from the metadata log (s).
+ACL_PROPAGATION_S = 15.0
 
 
 class Secured:
@@ -50,9 +52,18 @@ class Secured:
 
     def allow(self, principal: str, kind: ResourceType, name: str, *ops: Operation,
               pattern: PatternType = PatternType.LITERAL) -> None:
+        """Add the ACLs and wait until every broker has applied them: a broker learns
+        them from the metadata log, a moment after the controller commits them, and a
+        request it answers before then is judged by the ACLs it had."""
+        bindings = [AclBinding(kind, name, pattern, principal, "*", op, Permission.ALLOW)
+                    for op in ops]
         with self.security() as admin:
-            admin.add_acls([AclBinding(kind, name, pattern, principal, "*", op,
-                                       Permission.ALLOW) for op in ops])
+            admin.add_acls(bindings)
+        for broker in self.cluster.brokers.values():
+            with SecurityAdmin(broker.address,
+                               cluster_secret_file=str(self.cluster.secret_file)) as local:
+                wait_for(lambda local=local: set(bindings) <= set(local.list_acls()),
+                         ACL_PROPAGATION_S, f"broker {broker.broker_id} to apply {bindings}")
 
     def conf(self, user: str, mechanism: str = "SCRAM-SHA-256",
              password: str | None = None) -> dict[str, str]:
