@@ -46,8 +46,9 @@ class Secured:
     def grpc(self) -> str:
         return ",".join(f"127.0.0.1:{port}" for port in self.grpc_sasl.values())
 
-    def security(self) -> SecurityAdmin:
-        return SecurityAdmin(self.cluster.bootstrap,
+    def security(self, bootstrap: str | None = None) -> SecurityAdmin:
+        """An admin with the cluster secret's authority, on `bootstrap` (default: all)."""
+        return SecurityAdmin(bootstrap or self.cluster.bootstrap,
                              cluster_secret_file=str(self.cluster.secret_file))
 
     def allow(self, principal: str, kind: ResourceType, name: str, *ops: Operation,
@@ -60,8 +61,7 @@ class Secured:
         with self.security() as admin:
             admin.add_acls(bindings)
         for broker in self.cluster.brokers.values():
-            with SecurityAdmin(broker.address,
-                               cluster_secret_file=str(self.cluster.secret_file)) as local:
+            with self.security(broker.address) as local:
                 wait_for(lambda local=local: set(bindings) <= set(local.list_acls()),
                          ACL_PROPAGATION_S, f"broker {broker.broker_id} to apply {bindings}")
 

@@ -63,8 +63,8 @@ class FullySecured(Secured):
     def grpc(self) -> str:
         return self.cluster.bootstrap  # the main gRPC listener is SASL_SSL itself
 
-    def security(self) -> SecurityAdmin:
-        return SecurityAdmin(self.cluster.bootstrap, tls=self.tls,
+    def security(self, bootstrap: str | None = None) -> SecurityAdmin:
+        return SecurityAdmin(bootstrap or self.cluster.bootstrap, tls=self.tls,
                              cluster_secret_file=str(self.cluster.secret_file))
 
     def conf(self, user: str, mechanism: str = "SCRAM-SHA-256",
