@@ -30,6 +30,7 @@ from raftka.broker.log.log import AppendResult
 from raftka.broker.metrics import BrokerMetrics
 from raftka.broker.partition import Partition, TopicPartition
 from raftka.broker.replica_manager import ReplicaManager
+from raftka.cluster.naming import InvalidTopicNameError, validate_topic_name
 from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 from raftka.records import (
     COMPRESSION_NAMES,
@@ -66,6 +67,8 @@ class ProducePath:
         self._auto_create = auto_create
         self._lease_problem = lease_problem
         self._background: set[asyncio.Task[None]] = set()
+        # Topics a produce stream asked for that are being auto-created, by name.
+        self._creating: dict[str, asyncio.Task[None]] = {}
 
     async def produce(self, request: broker_pb2.ProduceRequest) -> broker_pb2.ProduceResponse:
         response = broker_pb2.ProduceResponse()
@@ -93,10 +96,51 @@ class ProducePath:
         once the request's data is appended (or refused), so the stream's next request is
         appended after it; what it returns completes with the response once every
         partition has its acks. `refused`: replies already decided by the caller (an ACL
-        refusal), sent with the others."""
-        waiting = await self.append_many(list(request.partitions), request.acks,
-                                         request.timeout_ms)
-        return _response(request.correlation_id, waiting, refused or [])
+        refusal), sent with the others.
+
+        A partition of a topic this broker does not have is not waited for: its topic's
+        auto-creation starts in the background and it is answered at once with the
+        retriable UNKNOWN_TOPIC_OR_PARTITION, as a Kafka broker answers a produce to a
+        topic it lacks. Waiting (a Raft commit, then the metadata) would hold up every
+        later request on the stream, for every other topic, behind it."""
+        refused = list(refused or [])
+        items: list[broker_pb2.PartitionProduceData] = []
+        for item in request.partitions:
+            missing = self._missing_topic(item.topic)
+            if missing is None:
+                items.append(item)
+                continue
+            reply = broker_pb2.PartitionProduceResponse(
+                topic=item.topic, partition=item.partition, base_offset=-1, leader_id=-1)
+            self._refuse(reply, missing, item.topic, internal=False)
+            refused.append(reply)
+        waiting = await self.append_many(items, request.acks, request.timeout_ms)
+        return _response(request.correlation_id, waiting, refused)
+
+    def _missing_topic(self, topic: str) -> Exception | None:
+        """None if `topic` is in this broker's image; otherwise the error its partitions
+        are answered with, having started its auto-creation if the broker may create it."""
+        if topic in self._replicas.image.topics:
+            return None
+        if not self._replicas.caught_up or self._auto_create is None:
+            return None  # _admit's checks answer these, without waiting
+        try:
+            validate_topic_name(topic)
+        except InvalidTopicNameError as exc:
+            return InvalidTopicError(str(exc))
+        if topic not in self._creating:
+            task = asyncio.create_task(self._create_quietly(topic))
+            self._creating[topic] = task
+            task.add_done_callback(lambda _: self._creating.pop(topic, None))
+        return UnknownTopicOrPartitionError(
+            f"topic '{topic}' is being created (auto.create.topics.enable); retry")
+
+    async def _create_quietly(self, topic: str) -> None:
+        assert self._auto_create is not None
+        try:
+            await self._auto_create(topic)
+        except Exception as exc:  # an invalid name, say: the retry is answered with it
+            log.info("auto-creating %s for a produce stream failed: %s", topic, exc)
 
     async def append_many(
         self, items: list[broker_pb2.PartitionProduceData], acks: int, timeout_ms: int

@@ -37,12 +37,20 @@ def produce(topic: str, batch: bytes, correlation_id: int, partition: int = 0,
                                             record_batches=batch)])
 
 
-def test_requests_in_flight_on_one_stream_are_appended_in_the_order_sent(broker):
+@pytest.fixture
+def service(broker) -> Iterator[broker_pb2_grpc.BrokerServiceStub]:
+    """A stub on the one broker's gRPC port; its channel closed after the test."""
+    channel = grpc.insecure_channel(broker.brokers[1].address)
+    try:
+        yield broker_pb2_grpc.BrokerServiceStub(channel)
+    finally:
+        channel.close()
+
+
+def test_requests_in_flight_on_one_stream_are_appended_in_the_order_sent(broker, service):
     """Forty idempotent batches of one partition sent without waiting: a broker that
     appended them out of order would refuse the sequence gaps and store them shuffled."""
     Admin(broker.bootstrap).create_topic("ordered", 1, 1)
-    channel = grpc.insecure_channel(broker.brokers[1].address)
-    service = broker_pb2_grpc.BrokerServiceStub(channel)
     identity = service.InitProducerId(broker_pb2.InitProducerIdRequest(), timeout=10)
     requests = [
         produce("ordered", data(b"%d" % i, producer_id=identity.producer_id,
@@ -58,13 +66,10 @@ def test_requests_in_flight_on_one_stream_are_appended_in_the_order_sent(broker)
             for i in range(IN_FLIGHT)] == [(Code.NONE, i) for i in range(IN_FLIGHT)]
     stored = read_all(broker.bootstrap, "ordered", expected=IN_FLIGHT)
     assert [r.value for r in stored[0]] == [b"%d" % i for i in range(IN_FLIGHT)]
-    channel.close()
 
 
-def test_a_bad_request_on_a_stream_is_answered_and_the_stream_goes_on(broker):
+def test_a_bad_request_on_a_stream_is_answered_and_the_stream_goes_on(broker, service):
     Admin(broker.bootstrap).create_topic("mixed", 1, 1)
-    channel = grpc.insecure_channel(broker.brokers[1].address)
-    service = broker_pb2_grpc.BrokerServiceStub(channel)
     corrupt = bytearray(data(b"bad"))
     corrupt[-2] ^= 0xFF
     requests = [
@@ -82,16 +87,45 @@ def test_a_bad_request_on_a_stream_is_answered_and_the_stream_goes_on(broker):
     assert answers[4].base_offset == 0
     stored = read_all(broker.bootstrap, "mixed", expected=1)
     assert [r.value for r in stored[0]] == [b"good"]
-    channel.close()
 
 
-def test_a_stopping_broker_ends_its_produce_streams_itself(broker):
+def test_a_stream_does_not_wait_for_a_topic_to_be_auto_created(broker, service):
+    """A request for a missing topic starts its auto-creation and is answered at once with
+    the retriable UNKNOWN_TOPIC_OR_PARTITION (as a Kafka broker answers a produce to a
+    topic it does not have), so the stream's later requests, for other topics, are not held
+    up behind a Raft commit and the metadata wait. The topic then exists, and a retry of
+    the same request is stored. A name that cannot be a topic is refused as such, not
+    "being created" for ever."""
+    Admin(broker.bootstrap).create_topic("existing", 1, 1)
+    requests = [
+        produce("fresh", data(b"early"), correlation_id=1),
+        produce("existing", data(b"other"), correlation_id=2),
+        produce("bad name", data(b"never"), correlation_id=4),
+    ]
+    answers = {a.correlation_id: a.partitions[0]
+               for a in service.ProduceStream(iter(requests), timeout=30)}
+    assert answers[1].error_code == Code.UNKNOWN_TOPIC_OR_PARTITION
+    assert "being created" in answers[1].error_message
+    assert answers[2].error_code == Code.NONE
+    assert answers[4].error_code == Code.INVALID_TOPIC_EXCEPTION  # not "being created"
+    assert "bad name" in answers[4].error_message
+    with Admin(broker.bootstrap) as admin:
+        deadline = time.monotonic() + 30
+        while "fresh" not in {t.name for t in admin.list_topics()}:
+            assert time.monotonic() < deadline, "the auto-creation never happened"
+            time.sleep(0.05)
+    retried = service.ProduceStream(iter([produce("fresh", data(b"early"), correlation_id=3)]),
+                                    timeout=30)
+    assert [(a.correlation_id, a.partitions[0].error_code) for a in retried] == [
+        (3, Code.NONE)]
+    assert [r.value for r in read_all(broker.bootstrap, "fresh", expected=1)[0]] == [b"early"]
+
+
+def test_a_stopping_broker_ends_its_produce_streams_itself(broker, service):
     """SIGTERM with a producer's stream open: the broker ends the stream (status OK) once
     what it took is answered, instead of leaving it to be cancelled when gRPC's shutdown
     grace runs out, which held every clean stop up by the grace period."""
     Admin(broker.bootstrap).create_topic("stopping", 1, 1)
-    channel = grpc.insecure_channel(broker.brokers[1].address)
-    service = broker_pb2_grpc.BrokerServiceStub(channel)
     outbox: queue.SimpleQueue[broker_pb2.ProduceRequest | None] = queue.SimpleQueue()
 
     def requests() -> Iterator[broker_pb2.ProduceRequest]:
@@ -107,5 +141,4 @@ def test_a_stopping_broker_ends_its_produce_streams_itself(broker):
         rest = list(call)  # raises grpc.RpcError (CANCELLED) when the grace ran out
     finally:
         outbox.put(None)
-        channel.close()
     assert rest == []
