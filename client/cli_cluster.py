@@ -349,7 +349,8 @@ def _shutdown(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     print("\nStopping brokers...", flush=True)
     stopped = local.stop_all(layout, children=children)
-    print(f"Stopped brokers {stopped}. Data kept in {local.root}.", flush=True)
+    done = f"Stopped brokers {stopped}." if stopped else "No broker was still running."
+    print(f"{done} Data kept in {local.root}.", flush=True)
 
 
 # -------------------------------------------------------------------- kill / start
