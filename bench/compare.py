@@ -23,6 +23,9 @@ its own (so its CPU and its py-spy profile are its own):
   nats-consume   nats-py pull consumer (ack policy none) fetching batches of the stream
   latency-1000, latency-10000
                  SDK acks=all open-loop produce / end-to-end latency (bench/latency.py)
+  latency-10000-kafka
+                 the same with confluent-kafka through the Kafka listener producing
+                 (bench/latency.py --client kafka): what the client and protocol add
   sync-sdk, sync-kafka
                  one send, wait for its ack, repeat: SDK and confluent-kafka, acks=all
                  (bench/sync_send_latency.py)
@@ -130,6 +133,8 @@ ROWS: tuple[RowSpec, ...] = (
     RowSpec("nats-consume", "NATS JetStream R3 pull consumer", ("nats",), reads="nats"),
     RowSpec("latency-1000", "SDK acks=all open loop, 1,000 rec/s", ("raftka", "latency")),
     RowSpec("latency-10000", "SDK acks=all open loop, 10,000 rec/s", ("raftka", "latency")),
+    RowSpec("latency-10000-kafka", "confluent-kafka acks=all open loop, 10,000 rec/s",
+            ("raftka", "kafka", "latency")),
     RowSpec("sync-sdk", "SDK sync send, acks=all", ("raftka", "sdk", "latency", "sync")),
     RowSpec("sync-kafka", "confluent-kafka sync send, acks=all",
             ("raftka", "kafka", "latency", "sync")),
@@ -231,7 +236,8 @@ def _role_latency(p: dict[str, Any]) -> dict[str, Any]:
 
     options = argparse.Namespace(seconds=p["seconds"], warmup_s=p["warmup_s"], size=p["size"],
                                  linger_ms=1, batch_size=262_144, partitions=p["partitions"],
-                                 tick_ms=p["tick_ms"])
+                                 tick_ms=p["tick_ms"], client=p["client"],
+                                 kafka_bootstrap=p["kafka_bootstrap"])
     figures = run_rate(p["bootstrap"], p["topic"], p["rate"], options)
     out: dict[str, Any] = {"records": figures["records"],
                            "rate": p["rate"], "consumer_saw": figures["consumer_saw"],
@@ -533,6 +539,8 @@ class Run:
             return self.role(spec.name, kafka), cluster.servers, leaders
         if spec.name.startswith("latency"):
             params = {"bootstrap": cluster.layout.bootstrap, "topic": topic,
+                      "kafka_bootstrap": cluster.kafka_bootstrap,
+                      "client": "kafka" if spec.name.endswith("-kafka") else "sdk",
                       "rate": int(spec.name.split("-")[1]), "seconds": o.latency_seconds,
                       "warmup_s": 1.0, "size": o.size, "partitions": partitions,
                       "tick_ms": o.latency_tick_ms}

@@ -62,6 +62,8 @@ ISSUE_17_TARGETS: tuple[Target, ...] = (
     Target("SDK consumer", "sdk-consume", "records_per_s", 1_000_000),
     Target("p99 produce latency at 10,000 rec/s", "latency-10000", "produce_p99_ms", 10.0,
            at_least=False),
+    Target("the same, confluent-kafka producing", "latency-10000-kafka", "produce_p99_ms",
+           10.0, at_least=False),
 )
 
 # Raftka rows against the NATS JetStream R3 rows of the same run: (label, numerator row,

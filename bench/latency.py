@@ -1,6 +1,7 @@
 """Produce and end-to-end latency at fixed rates, open loop (no coordinated omission).
 
-    python bench/latency.py [--rates 1000,10000,50000] [--seconds 10] [--linger-ms 1] [--json]
+    python bench/latency.py [--rates 1000,10000,50000] [--seconds 10] [--linger-ms 1]
+                            [--client sdk|kafka] [--json]
 
 Why open loop: a closed-loop benchmark (send, wait, send) stops sending while the system
 stalls, so the stall hides in a few samples — coordinated omission. Here record i is due
@@ -29,6 +30,11 @@ scheduled time, so the wait counts in its latency. Sleeping until each record's 
 those wake-ups took CPU from the brokers on the same two cores (BENCHMARKS.md). Kafka's
 producer-perf-test throttles the same way (its ThroughputThrottler sleeps 2 ms at least).
 
+--client: who produces. `sdk` (default), the Python SDK over gRPC; `kafka`, confluent-kafka
+(librdkafka, C) through the brokers' Kafka listener, with the same acks, idempotence,
+linger and batch size. The same brokers either way: the difference between the two is what
+the producing client and its protocol add. The end-to-end consumer is the SDK's in both.
+
 Starts a 3-broker cluster in a temporary directory unless --bootstrap is given. The first
 `--warmup-s` seconds of each rate are sent but not counted.
 """
@@ -45,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -108,9 +115,87 @@ def consume_role(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- producer
-def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) -> dict[str, Any]:
-    from raftka.client.producer import Producer
+class SdkSender:
+    """The load generator's producer: the Python SDK over gRPC (the default)."""
 
+    def __init__(self, bootstrap: str, topic: str, args: argparse.Namespace) -> None:
+        from raftka.client.producer import Producer
+
+        self.topic = topic
+        self.errors = 0
+        self._producer = Producer(bootstrap, acks="all", linger_ms=args.linger_ms,
+                                  batch_size=args.batch_size)
+
+    def __enter__(self) -> SdkSender:
+        self._producer.partitions_for(self.topic)  # metadata before the clock starts
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._producer.close()
+
+    def send(self, value: bytes, done: Callable[[], None] | None) -> None:
+        future = self._producer.send(self.topic, value)
+        if done is not None:
+            def completed(f: Any, done: Callable[[], None] = done) -> None:
+                if f.exception() is not None:
+                    self.errors += 1
+                done()
+            future.add_done_callback(completed)
+
+    def wait(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def flush(self) -> None:
+        self._producer.flush()
+
+
+class KafkaSender:
+    """The load generator's producer: confluent-kafka (librdkafka) through the brokers'
+    Kafka listener, acks=all and idempotent as the SDK's, linger.ms and batch.size the
+    same. Its delivery callbacks run inside poll(), so the generator waits in poll()
+    instead of sleeping, and each acknowledgement is taken when it arrives."""
+
+    def __init__(self, bootstrap: str, topic: str, args: argparse.Namespace) -> None:
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        self.errors = 0
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+            "linger.ms": args.linger_ms, "batch.size": args.batch_size,
+            # librdkafka leaves Nagle on by default; with requests pipelined on a
+            # connection it held small ones back for the peer's delayed ACK (40 ms)
+            "socket.nagle.disable": True,
+        })
+
+    def __enter__(self) -> KafkaSender:
+        self._producer.list_topics(self.topic, timeout=30)  # metadata before the clock
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._producer.flush(30)
+
+    def send(self, value: bytes, done: Callable[[], None] | None) -> None:
+        if done is None:
+            self._producer.produce(self.topic, value)
+            return
+
+        def delivered(err: Any, _msg: Any, done: Callable[[], None] = done) -> None:
+            if err is not None:
+                self.errors += 1
+            done()
+        self._producer.produce(self.topic, value, on_delivery=delivered)
+
+    def wait(self, seconds: float) -> None:
+        self._producer.poll(seconds)
+
+    def flush(self) -> None:
+        if self._producer.flush(60):
+            raise RuntimeError("confluent-kafka: records still unacknowledged after 60 s")
+
+
+def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     total = int(rate * args.seconds)
     skip = int(rate * args.warmup_s)
     child = subprocess.Popen(
@@ -127,10 +212,10 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
         produce_ms: list[float] = []
         lock = threading.Lock()
         padding = b"\0" * max(0, args.size - STAMP.size)
-        with Producer(
-            bootstrap, acks="all", linger_ms=args.linger_ms, batch_size=args.batch_size
-        ) as producer:
-            producer.partitions_for(topic)
+        client = getattr(args, "client", "sdk")
+        sender = (SdkSender(bootstrap, topic, args) if client == "sdk"
+                  else KafkaSender(args.kafka_bootstrap, topic, args))
+        with sender:
             frozen = getattr(args, "gc_freeze", False)
             if frozen:
                 gc.collect()
@@ -145,22 +230,24 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
                 now = time.perf_counter()
                 due = start + i * interval
                 if due > now:
-                    time.sleep(max(due - now, tick_s))
+                    sender.wait(max(due - now, tick_s))
                     continue
                 worst_lag = max(worst_lag, now - due)
                 # everything overdue goes now, each stamped with its own scheduled time
                 while i < total and start + i * interval <= now:
                     scheduled = start + i * interval
                     value = STAMP.pack(i, start_wall_ns + int(i * interval * 1e9)) + padding
-                    future = producer.send(topic, value)
                     if i >= skip:
-                        def done(_: object, scheduled: float = scheduled) -> None:
+                        def done(scheduled: float = scheduled) -> None:
                             elapsed = (time.perf_counter() - scheduled) * 1000
                             with lock:
                                 produce_ms.append(elapsed)
-                        future.add_done_callback(done)
+                        sender.send(value, done)
+                    else:
+                        sender.send(value, None)
                     i += 1
-            producer.flush()
+                sender.wait(0)
+            sender.flush()
             if frozen:
                 gc.unfreeze()
         out, _ = child.communicate(timeout=args.seconds + DRAIN_S + 60)
@@ -178,6 +265,8 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
         "gc_freeze": getattr(args, "gc_freeze", False),
         "batch_size": args.batch_size,
         "worst_send_lag_ms": round(worst_lag * 1000, 3),
+        "client": client,
+        "produce_errors": sender.errors,
         "produce_ms": percentiles(produce_ms),
         "end_to_end_ms": end_to_end["latencies_ms"],
         "consumer_saw": end_to_end["seen"],
@@ -204,7 +293,12 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--gc-freeze", action="store_true",
                         help="gc.freeze() in the producing process once set up (see above)")
+    parser.add_argument("--client", choices=("sdk", "kafka"), default="sdk",
+                        help="sdk: the Python SDK over gRPC; kafka: confluent-kafka through "
+                        "the Kafka listener")
     parser.add_argument("--bootstrap", help="an existing cluster (default: start one)")
+    parser.add_argument("--kafka-bootstrap",
+                        help="its Kafka listeners (with --bootstrap and --client kafka)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--consume-role", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
@@ -229,6 +323,9 @@ def main() -> int:
             wait_for_brokers(layout.bootstrap, 3)
             time.sleep(1.0)  # their heartbeats unfence them just after registering
             bootstrap = layout.bootstrap
+            args.kafka_bootstrap = layout.kafka_bootstrap
+        if args.client == "kafka" and not args.kafka_bootstrap:
+            parser.error("--client kafka with --bootstrap needs --kafka-bootstrap")
         try:
             from raftka.client.admin import Admin
             from raftka.client.errors import TopicAlreadyExistsError
