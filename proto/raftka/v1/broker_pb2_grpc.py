@@ -89,6 +89,9 @@ class BrokerServiceServicer:
         rules and errors as Produce, per request; an ACL refusal is a partition's
         TOPIC_AUTHORIZATION_FAILED rather than the end of the stream. Cheaper per request than
         a unary call (no per-call setup on either side), which is why the SDK producer uses it.
+        One difference: a topic the broker does not have is auto-created in the background (if
+        allowed) and its partitions answered UNKNOWN_TOPIC_OR_PARTITION, retriable, so the
+        stream's later requests do not wait for the creation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
