@@ -167,6 +167,7 @@ class KafkaSender:
             # librdkafka leaves Nagle on by default; with requests pipelined on a
             # connection it held small ones back for the peer's delayed ACK (40 ms)
             "socket.nagle.disable": True,
+            "max.in.flight.requests.per.connection": getattr(args, "kafka_in_flight", 5),
         })
 
     def __enter__(self) -> KafkaSender:
@@ -266,6 +267,7 @@ def run_rate(bootstrap: str, topic: str, rate: int, args: argparse.Namespace) ->
         "batch_size": args.batch_size,
         "worst_send_lag_ms": round(worst_lag * 1000, 3),
         "client": client,
+        "kafka_in_flight": getattr(args, "kafka_in_flight", 5) if client == "kafka" else None,
         "produce_errors": sender.errors,
         "produce_ms": percentiles(produce_ms),
         "end_to_end_ms": end_to_end["latencies_ms"],
@@ -297,6 +299,9 @@ def main() -> int:
                         help="sdk: the Python SDK over gRPC; kafka: confluent-kafka through "
                         "the Kafka listener")
     parser.add_argument("--bootstrap", help="an existing cluster (default: start one)")
+    parser.add_argument("--kafka-in-flight", type=int, default=5,
+                        help="--client kafka: max.in.flight.requests.per.connection (1-5 "
+                        "with idempotence; librdkafka's default 5)")
     parser.add_argument("--kafka-bootstrap",
                         help="its Kafka listeners (with --bootstrap and --client kafka)")
     parser.add_argument("--json", action="store_true")
@@ -311,6 +316,8 @@ def main() -> int:
     rates = [int(r) for r in args.rates.split(",")]
     if any(r <= 0 for r in rates) or args.seconds <= args.warmup_s:
         parser.error("rates must be positive and --seconds longer than --warmup-s")
+    if not 1 <= args.kafka_in_flight <= 5:
+        parser.error("--kafka-in-flight must be 1 to 5 (idempotence allows at most 5)")
     rows = []
     with tempfile.TemporaryDirectory(prefix="raftka-latency-") as scratch:
         local = layout = None
