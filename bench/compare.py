@@ -12,7 +12,11 @@ nats-server processes, a stream of 3 replicas on file storage) are started on fr
 below the ephemeral range, and these rows run one after the other, each client a process of
 its own (so its CPU and its py-spy profile are its own):
 
-  batches        `raftka bench produce --mode batches`: pre-built RecordBatch v2 batches
+  batches        `raftka bench produce --mode batches --rpc stream`: pre-built RecordBatch
+                 v2 batches on the ProduceStream (the SDK producer's RPC), 4 in flight
+  batches-unary  the same with a unary Produce call per batch (the figure before 2026-12-04;
+                 a --tree older than that has no --rpc: skip both there, or run the
+                 batches row with that tree's own compare.py)
   sdk-send       `raftka bench produce --mode sdk`: Producer.send() per record
   sdk-send-many  `raftka bench produce --mode sdk-many`: Producer.send_many()
   sdk-consume    `raftka bench consume --mode sdk` of the batches topic
@@ -120,7 +124,10 @@ class RowSpec:
 
 
 ROWS: tuple[RowSpec, ...] = (
-    RowSpec("batches", "Raftka pre-built batches, 4 in flight", ("raftka",), fills="batches"),
+    RowSpec("batches", "Raftka pre-built batches, ProduceStream, 4 in flight", ("raftka",),
+            fills="batches"),
+    RowSpec("batches-unary", "Raftka pre-built batches, unary Produce, 4 in flight",
+            ("raftka",)),
     RowSpec("sdk-send", "Raftka SDK Producer.send()", ("raftka", "sdk")),
     RowSpec("sdk-send-many", "Raftka SDK Producer.send_many()", ("raftka", "sdk")),
     RowSpec("sdk-consume", "Raftka SDK Consumer.poll()", ("raftka", "sdk"), reads="batches"),
@@ -525,7 +532,8 @@ class Run:
                    "--partitions", str(partitions), "--replication-factor", "3", "--mode"]
         consume = ["consume", "--topic", topic, "--records", n, "--mode"]
         commands = {
-            "batches": self.raftka_bench([*produce, "batches"]),
+            "batches": self.raftka_bench([*produce, "batches", "--rpc", "stream"]),
+            "batches-unary": self.raftka_bench([*produce, "batches", "--rpc", "unary"]),
             "sdk-send": self.raftka_bench([*produce, "sdk"]),
             "sdk-send-many": self.raftka_bench([*produce, "sdk-many"]),
             "sdk-consume": self.raftka_bench([*consume, "sdk"]),

@@ -58,6 +58,13 @@ def register(commands: Any) -> None:
     produce.add_argument(
         "--in-flight", type=int, default=4, help="batches mode: concurrent Produce requests"
     )
+    produce.add_argument(
+        "--rpc",
+        choices=["unary", "stream"],
+        default="unary",
+        help="batches mode: a unary Produce call per batch, or the ProduceStream the SDK "
+        "producer uses (one stream per leader)",
+    )
     add_bootstrap(produce)
     add_json(produce)
     produce.set_defaults(handler=run_produce)
@@ -232,19 +239,19 @@ def _produce_batches(args: argparse.Namespace) -> float:
     sent = 0
     lock = threading.Lock()
 
-    def send(index: int) -> None:
-        nonlocal sent
-        partition = index % len(partitions)
-        request = broker_pb2.ProduceRequest(
+    def request_for(index: int) -> Any:
+        return broker_pb2.ProduceRequest(
             acks=acks,
             timeout_ms=30_000,
             partitions=[
                 broker_pb2.PartitionProduceData(
-                    topic=args.topic, partition=partition, record_batches=batch
+                    topic=args.topic, partition=index % len(partitions), record_batches=batch
                 )
             ],
         )
-        reply = connections.broker(leaders[partition]).Produce(request, timeout=60)
+
+    def acknowledged(reply: Any) -> None:
+        nonlocal sent
         item = reply.partitions[0]
         if item.error_code:
             raise error_for(item.error_code, item.error_message)
@@ -252,14 +259,60 @@ def _produce_batches(args: argparse.Namespace) -> float:
             sent += per_batch
             progress.tick(sent)
 
+    def send(index: int) -> None:
+        address = leaders[index % len(partitions)]
+        acknowledged(connections.broker(address).Produce(request_for(index), timeout=60))
+
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=args.in_flight) as pool:
-        for future in [pool.submit(send, i) for i in range(batches)]:
-            future.result()
+    if args.rpc == "stream":
+        _send_on_streams(connections, batches, args.in_flight,
+                         lambda i: (leaders[i % len(partitions)], request_for(i)), acknowledged)
+    else:
+        with ThreadPoolExecutor(max_workers=args.in_flight) as pool:
+            for future in [pool.submit(send, i) for i in range(batches)]:
+                future.result()
     seconds = time.monotonic() - started
     connections.close()
     args.records = batches * per_batch
     return seconds
+
+
+# Longest wait for one batch's acknowledgement on a ProduceStream (s).
+STREAM_DEADLINE_S = 60.0
+
+
+def _send_on_streams(connections: Any, count: int, in_flight: int,
+                     request_for: Any, acknowledged: Any) -> None:
+    """Send `count` requests on ProduceStreams with at most `in_flight` unanswered; the
+    first failure (a stream's or a partition's error) is raised once the rest are in."""
+    from raftka.client.produce_stream import ProduceStreams, StreamReply
+
+    streams = ProduceStreams(connections, STREAM_DEADLINE_S)
+    window = threading.Semaphore(in_flight)
+    errors: list[BaseException] = []
+
+    def answered(reply: StreamReply) -> None:
+        try:
+            acknowledged(reply.result())
+        except Exception as exc:  # handed to the sending thread, which raises it
+            errors.append(exc)
+        finally:
+            window.release()
+
+    try:
+        for index in range(count):
+            window.acquire()
+            if errors:
+                break
+            address, request = request_for(index)
+            if not streams.send(address, request, answered):
+                raise CliError(f"broker {address} has no ProduceStream; use --rpc unary")
+        for _ in range(in_flight):
+            window.acquire()
+    finally:
+        streams.close()
+    if errors:
+        raise errors[0]
 
 
 # ---------------------------------------------------------------------------- consume
