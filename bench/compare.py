@@ -565,9 +565,11 @@ class Run:
             into = (self.options.profile_dir or self.scratch / "profiles") / spec.name
             into.mkdir(parents=True, exist_ok=True)
             profiler = Profiler(self.options.profile_rate, into)
+        unwritten = report.unwritten_mb(Path("/proc/meminfo").read_text())
         row = run_client(command, self.client_env(), self.tree, servers, profiler,
                          self.options.profile_top)
-        row.update(name=spec.name, what=spec.what, leaders=leaders)
+        row.update(name=spec.name, what=spec.what, leaders=leaders,
+                   unwritten_mb_before=unwritten)
         if spec.fills:
             self.filled.add(spec.fills)
         return row
@@ -616,8 +618,11 @@ def git_commit(tree: Path) -> str:
 
 # =========================================================================== output
 CPU_HEADERS = [*(f"CPU-s/M {c}" for c in CPU_COLUMNS), "CPU-s/M servers"]
-THROUGHPUT_HEADERS = ["row", "what", "records", "records/s", "MB/s", *CPU_HEADERS]
-LATENCY_HEADERS = ["row", "what", "p50 ms", "p99 ms", "p99.9 ms", "e2e p99 ms", *CPU_HEADERS]
+UNWRITTEN_HEADER = "unwritten MB before"
+THROUGHPUT_HEADERS = ["row", "what", "records", "records/s", "MB/s", *CPU_HEADERS,
+                      UNWRITTEN_HEADER]
+LATENCY_HEADERS = ["row", "what", "p50 ms", "p99 ms", "p99.9 ms", "e2e p99 ms", *CPU_HEADERS,
+                   UNWRITTEN_HEADER]
 TARGET_HEADERS = ["figure", "value", "target", "value / target", "met"]
 PROFILE_HEADERS = ["row / process", "#", "own time", "frame"]
 
@@ -667,7 +672,8 @@ def markdown_section(result: dict[str, Any]) -> str:
         f"JetStream {o.get('nats_version', '')} 3 servers, stream R3 on file storage; "
         f"{o['size']}-byte values, {o['records']:,} records per throughput row. CPU-s/M: CPU "
         "seconds (user+system) per million records, of the client process and of each server "
-        "process during the row.",
+        "process during the row. Unwritten MB before: Dirty + Writeback of /proc/meminfo as "
+        "the row started (earlier rows' data still going to disk, which competes with it).",
         "",
         render(result, markdown=True),
         "",

@@ -31,6 +31,24 @@ def cpu_seconds_from_stat(stat_text: str, clock_ticks_per_s: int) -> float:
     return (int(fields[_UTIME_FIELD]) + int(fields[_STIME_FIELD])) / clock_ticks_per_s
 
 
+def unwritten_mb(meminfo_text: str) -> float:
+    """Dirty + Writeback (MB, 10^6 bytes) from the text of /proc/meminfo: what earlier rows
+    wrote that is not on disk yet. Its writeback shares the disk and the two cores with the
+    next row, which is why a latency row after gigabytes of produce rows reads worse than
+    the same row on a fresh machine; each row records it so the tables show it."""
+    found: dict[str, int] = {}
+    for line in meminfo_text.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("Dirty", "Writeback"):
+            amount, _, unit = rest.strip().partition(" ")
+            if unit != "kB" or not amount.isdigit():
+                raise ValueError(f"unexpected /proc/meminfo line: {line!r}")
+            found[name] = int(amount)
+    if set(found) != {"Dirty", "Writeback"}:
+        raise ValueError("/proc/meminfo text without Dirty and Writeback lines")
+    return round(sum(found.values()) * 1024 / 1e6, 1)
+
+
 def cpu_per_million(before_s: float, after_s: float, records: int) -> float | None:
     """CPU seconds per million records between two readings; None without records."""
     if records <= 0:
@@ -259,14 +277,16 @@ def throughput_body(rows: Sequence[Mapping[str, Any]],
                     processes: Sequence[str]) -> list[list[str]]:
     return [[row["name"], row.get("what", ""), _number(row.get("records")),
              _number(row.get("records_per_s")), _number(row.get("mb_per_s")),
-             *cpu_cells(row, processes)] for row in rows if "records_per_s" in row]
+             *cpu_cells(row, processes), _number(row.get("unwritten_mb_before"))]
+            for row in rows if "records_per_s" in row]
 
 
 def latency_body(rows: Sequence[Mapping[str, Any]],
                  processes: Sequence[str]) -> list[list[str]]:
     return [[row["name"], row.get("what", ""), _number(row.get("produce_p50_ms")),
              _number(row.get("produce_p99_ms")), _number(row.get("produce_p99.9_ms")),
-             _number(row.get("end_to_end_p99_ms")), *cpu_cells(row, processes)]
+             _number(row.get("end_to_end_p99_ms")), *cpu_cells(row, processes),
+             _number(row.get("unwritten_mb_before"))]
             for row in rows if "produce_p50_ms" in row]
 
 

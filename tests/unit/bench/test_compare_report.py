@@ -139,3 +139,30 @@ def test_waiting_python_methods_are_idle_whatever_their_class() -> None:
                   "EpollSelector.select (selectors.py:468)"):
         assert report.is_idle(frame), frame
     assert not report.is_idle("Producer.send (raftka/client/producer.py:90)")
+
+
+MEMINFO = """MemTotal:       24587456 kB
+Dirty:            204800 kB
+Writeback:          1024 kB
+WritebackTmp:          0 kB
+"""
+
+
+def test_unwritten_data_is_dirty_plus_writeback_in_mb() -> None:
+    assert report.unwritten_mb(MEMINFO) == round((204800 + 1024) * 1024 / 1e6, 1)
+
+
+@pytest.mark.parametrize("text", ["MemTotal: 1 kB\n", "Dirty: 5 MB\nWriteback: 0 kB\n",
+                                  "Dirty: x kB\nWriteback: 0 kB\n"])
+def test_meminfo_without_the_two_lines_in_kb_is_an_error(text: str) -> None:
+    with pytest.raises(ValueError, match="meminfo"):
+        report.unwritten_mb(text)
+
+
+def test_each_table_row_ends_with_the_unwritten_data_before_it() -> None:
+    rows = [{"name": "batches", "records": 10, "records_per_s": 5, "mb_per_s": 1.0,
+             "cpu_s_per_m": {"client": 1.0}, "unwritten_mb_before": 1234.5},
+            {"name": "latency-1000", "produce_p50_ms": 1.0, "produce_p99_ms": 2.0,
+             "cpu_s_per_m": {"client": 1.0}, "unwritten_mb_before": 0.0}]
+    assert report.throughput_body(rows, ["client"])[0][-1] == "1,234"
+    assert report.latency_body(rows, ["client"])[0][-1] == "0"
