@@ -581,13 +581,19 @@ class Run:
         self.measure(producer, profile=False)
 
     def run(self, specs: list[RowSpec]) -> None:
-        for spec in specs:
+        for index, spec in enumerate(specs):
             if spec.reads and spec.reads not in self.filled:
                 self.fill(spec.reads)
             log(f"{spec.name}: {spec.what}")
             row = self.measure(spec, self.options.profile)
             self.rows.append(row)
             log(f"  {summary_line(row)}")
+            if self.nats is not None and not any("nats" in s.tags for s in specs[index + 1:]):
+                # Its servers hold the stream of every NATS row and are not in the later
+                # rows' CPU columns: stopped, so nothing unmeasured runs beside those rows.
+                log("NATS rows done: stopping the NATS servers")
+                self.nats.stop()
+                self.nats = None
 
 
 def log(message: str) -> None:
