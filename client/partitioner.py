@@ -83,12 +83,20 @@ class StickyPartitioner:
     whose leader is known. When it is given and not empty, choices are made only from it;
     otherwise they are made from all partitions. Entries outside `range(num_partitions)`
     are ignored, because metadata can be stale. Not thread-safe: callers must serialise
-    their calls.
+    their calls, except `current`, a read.
     """
 
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         self._sticky: dict[str, int] = {}
+
+    def current(self, topic: str, num_partitions: int) -> int | None:
+        """The topic's sticky partition if it has a valid one, else None; one dict read,
+        safe without the callers' lock (as Kafka's StickyPartitionCache reads its map
+        without one): a reader that races a move gets the old partition, which is still
+        a partition of the topic."""
+        current = self._sticky.get(topic)
+        return current if current is not None and current < num_partitions else None
 
     def partition(
         self, topic: str, num_partitions: int, available: Sequence[int] | None = None

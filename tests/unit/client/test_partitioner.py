@@ -225,3 +225,15 @@ def test_sticky_partitioner_rejects_fewer_than_one_partition(n):
         sticky.partition("t", n)
     with pytest.raises(ValueError, match="num_partitions must be at least 1"):
         sticky.on_new_batch("t", n, 0)
+
+
+def test_sticky_current_is_the_partition_chosen_or_none() -> None:
+    sticky = StickyPartitioner(random.Random(7))
+    assert sticky.current("t", 4) is None  # nothing chosen yet: the caller takes the lock
+    chosen = sticky.partition("t", 4)
+    assert sticky.current("t", 4) == chosen
+    moved = sticky.on_new_batch("t", 4, chosen)
+    assert sticky.current("t", 4) == moved != chosen
+    # fewer partitions than the one chosen (stale metadata): not valid, so None
+    assert sticky.current("t", moved) is None
+    assert sticky.current("t", 0) is None
