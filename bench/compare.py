@@ -18,6 +18,9 @@ its own (so its CPU and its py-spy profile are its own):
                  a --tree older than that has no --rpc: skip both there, or run the
                  batches row with that tree's own compare.py)
   sdk-send       `raftka bench produce --mode sdk`: Producer.send() per record
+  sdk-send-0.5ms the same with --switch-interval-ms 0.5: the GIL handed to the producer's
+                 sender and reply threads within 0.5 ms instead of Python's 5 ms (README,
+                 "Throughput and the GIL"); a setting of the application, not of the SDK
   sdk-send-many  `raftka bench produce --mode sdk-many`: Producer.send_many()
   sdk-consume    `raftka bench consume --mode sdk` of the batches topic
   raw-fetch      `raftka bench consume --mode raw`: fetches without decoding
@@ -129,6 +132,8 @@ ROWS: tuple[RowSpec, ...] = (
     RowSpec("batches-unary", "Raftka pre-built batches, unary Produce, 4 in flight",
             ("raftka",)),
     RowSpec("sdk-send", "Raftka SDK Producer.send()", ("raftka", "sdk")),
+    RowSpec("sdk-send-0.5ms", "Raftka SDK Producer.send(), switch interval 0.5 ms",
+            ("raftka", "sdk")),
     RowSpec("sdk-send-many", "Raftka SDK Producer.send_many()", ("raftka", "sdk")),
     RowSpec("sdk-consume", "Raftka SDK Consumer.poll()", ("raftka", "sdk"), reads="batches"),
     RowSpec("raw-fetch", "Raftka raw Fetch (no decoding)", ("raftka",), reads="batches"),
@@ -535,6 +540,8 @@ class Run:
             "batches": self.raftka_bench([*produce, "batches", "--rpc", "stream"]),
             "batches-unary": self.raftka_bench([*produce, "batches", "--rpc", "unary"]),
             "sdk-send": self.raftka_bench([*produce, "sdk"]),
+            "sdk-send-0.5ms": self.raftka_bench([*produce, "sdk", "--switch-interval-ms",
+                                                 "0.5"]),
             "sdk-send-many": self.raftka_bench([*produce, "sdk-many"]),
             "sdk-consume": self.raftka_bench([*consume, "sdk"]),
             "raw-fetch": self.raftka_bench([*consume, "raw"]),

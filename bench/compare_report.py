@@ -76,6 +76,7 @@ class Target:
 ISSUE_17_TARGETS: tuple[Target, ...] = (
     Target("pre-built batches produce", "batches", "records_per_s", 1_000_000),
     Target("Python SDK producer, send()", "sdk-send", "records_per_s", 500_000),
+    Target("the same, switch interval 0.5 ms", "sdk-send-0.5ms", "records_per_s", 500_000),
     Target("Python SDK producer, send_many()", "sdk-send-many", "records_per_s", 500_000),
     Target("SDK consumer", "sdk-consume", "records_per_s", 1_000_000),
     Target("p99 produce latency at 10,000 rec/s", "latency-10000", "produce_p99_ms", 10.0,

@@ -24,6 +24,10 @@ from raftka.client.cli_common import EXIT_OK, CliError, add_bootstrap, add_json
 from raftka.client.errors import TopicAlreadyExistsError, error_for
 
 PROGRESS_INTERVAL_S = 2.0
+# --switch-interval-ms bounds (ms): below 0.1 the threads spend their time handing the GIL
+# back and forth; above 100 a waiting thread stalls for a tenth of a second.
+SWITCH_INTERVAL_MIN_MS = 0.1
+SWITCH_INTERVAL_MAX_MS = 100.0
 
 
 def register(commands: Any) -> None:
@@ -64,6 +68,14 @@ def register(commands: Any) -> None:
         default="unary",
         help="batches mode: a unary Produce call per batch, or the ProduceStream the SDK "
         "producer uses (one stream per leader)",
+    )
+    produce.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for this process first (ms; Python's default 5): how long "
+        "the producer's sender and reply threads may wait for the GIL while the sending "
+        "thread runs (see README, 'Throughput and the GIL')",
     )
     add_bootstrap(produce)
     add_json(produce)
@@ -134,6 +146,12 @@ def _ensure_topic(args: argparse.Namespace) -> None:
 def run_produce(args: argparse.Namespace) -> int:
     if args.records <= 0 or args.size < 0:
         raise CliError("--records must be positive and --size >= 0")
+    interval_ms = args.switch_interval_ms
+    if interval_ms is not None:
+        if not SWITCH_INTERVAL_MIN_MS <= interval_ms <= SWITCH_INTERVAL_MAX_MS:
+            raise CliError(f"--switch-interval-ms must be {SWITCH_INTERVAL_MIN_MS:g} to "
+                           f"{SWITCH_INTERVAL_MAX_MS:g} ms, got {interval_ms:g}")
+        sys.setswitchinterval(interval_ms / 1000)
     _ensure_topic(args)
     cpu_started = time.process_time()
     if args.mode == "sdk":
@@ -152,6 +170,7 @@ def run_produce(args: argparse.Namespace) -> int:
             "acks": args.acks,
             "size": args.size,
             "client_cpu_s": round(time.process_time() - cpu_started, 3),
+            "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
         },
     )
     return EXIT_OK

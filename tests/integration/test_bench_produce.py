@@ -45,3 +45,16 @@ def test_a_refused_batch_fails_the_stream_run_with_the_brokers_reason(broker) ->
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "MESSAGE_TOO_LARGE" in done.stderr and "max.message.bytes" in done.stderr, done.stderr
+
+
+def test_the_switch_interval_is_applied_reported_and_bounded(broker) -> None:
+    produced = bench("produce", "--bootstrap", broker.bootstrap, "--topic", "bench-switch",
+                     "--mode", "sdk", "--records", "2000", "--acks", "1", "--partitions", "1",
+                     "--replication-factor", "1", "--switch-interval-ms", "0.5")
+    assert produced["switch_interval_ms"] == 0.5 and produced["records"] == 2000
+
+    done = subprocess.run(
+        [sys.executable, "-m", "raftka", "bench", "produce", "--bootstrap", broker.bootstrap,
+         "--switch-interval-ms", "0"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode != 0
+    assert "--switch-interval-ms must be 0.1 to 100 ms, got 0" in done.stderr, done.stderr
