@@ -37,10 +37,12 @@ def test_pre_built_batches_are_all_stored(broker, rpc: str) -> None:
 
 
 def test_a_refused_batch_fails_the_stream_run_with_the_brokers_reason(broker) -> None:
+    """22 batches, 4 in flight: the run stops sending at the first refusal and returns
+    (it hung here once, waiting for a permit the stopped loop held)."""
     done = subprocess.run(
         [sys.executable, "-m", "raftka", "bench", "produce", "--bootstrap", broker.bootstrap,
          "--topic", "bench-refused", "--mode", "batches", "--rpc", "stream", "--records",
-         "30000", "--batch-size", "2000000", "--acks", "1", "--partitions", "1",
+         "400000", "--batch-size", "2000000", "--acks", "1", "--partitions", "1",
          "--replication-factor", "1", "--json"],
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 1, done.stdout + done.stderr
