@@ -322,7 +322,7 @@ def _send_on_streams(connections: Any, count: int, in_flight: int,
         for index in range(count):
             window.acquire()
             if errors:
-                window.release()  # not used: the wait below takes every permit back
+                window.release()  # unused: the wait below must get all in_flight back
                 break
             address, request = request_for(index)
             if not streams.send(address, request, answered):

@@ -37,7 +37,7 @@ def test_pre_built_batches_are_all_stored(broker, rpc: str) -> None:
 
 
 def test_a_refused_batch_fails_the_stream_run_with_the_brokers_reason(broker) -> None:
-    """22 batches, 4 in flight: the run stops sending at the first refusal and returns
+    """23 batches, 4 in flight: the run stops sending at the first refusal and returns
     (it hung here once, waiting for a permit the stopped loop held)."""
     done = subprocess.run(
         [sys.executable, "-m", "raftka", "bench", "produce", "--bootstrap", broker.bootstrap,
