@@ -63,6 +63,14 @@ checkout, e.g. `git archive main | tar -x -C /tmp/main-tree`, for before/after. 
 its bench helpers, the brokers' command line (LocalCluster.command) and the latency rows'
 consumer child stay this tree's.
 --set KEY=VALUE: a broker setting (repeatable), passed to every broker as --set.
+--pin-brokers: every broker pinned to one CPU (`cpu.affinity=auto`: broker N on the Nth
+allowed CPU, in turn). --pin-clients: every `raftka bench` client row run on one CPU (`--cpu`):
+the one the fewest brokers got, the lowest of those. Why pin Python processes at all:
+raftka/cpuset.py. They are separate because on a 2-core machine they pull against each
+other: pinned brokers cost less CPU per record, but a pinned producer then shares its core
+with a broker that cannot move (BENCHMARKS.md, "Pinning each Python process to one core").
+The kafka, NATS, latency and sync clients are never pinned, nor the NATS servers. A --tree
+older than 2026-12-04 knows neither setting.
 --only/--skip: comma-separated row names or groups (raftka, sdk, kafka, nats, latency,
 sync). A consume row whose producing row is not selected fills its topic first, unmeasured.
 """
@@ -93,6 +101,7 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -101,6 +110,8 @@ from bench import compare_report as report  # noqa: E402
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
 SERVERS = ("server 1", "server 2", "server 3")
+# The brokers' ids in the cluster this script starts (LocalCluster numbers them from 1).
+BROKER_IDS = (1, 2, 3)
 CPU_COLUMNS = ("client", *SERVERS)
 # Longest wait for the brokers to register and be unfenced, and for a topic's leaders (s).
 CLUSTER_READY_TIMEOUT_S = 120.0
@@ -173,6 +184,16 @@ def select_rows(only: str | None, skip: str | None) -> list[RowSpec]:
         return row.name in words or bool(words.intersection(row.tags))
 
     return [r for r in ROWS if (not wanted or matches(r, wanted)) and not matches(r, dropped)]
+
+
+def pinned_client_cpu(allowed: frozenset[int], broker_ids: tuple[int, ...]) -> int:
+    """The CPU for the client rows under --pin-clients: the one `cpu.affinity=auto` gave the
+    fewest of the pinned `broker_ids` (the lowest of those), so the client shares a core
+    with as few as it can."""
+    from raftka import cpuset
+
+    brokers_on = Counter(cpuset.auto_cpu(allowed, broker_id) for broker_id in broker_ids)
+    return min(sorted(allowed), key=lambda cpu: brokers_on[cpu])
 
 
 def parse_settings(items: list[str]) -> dict[str, str]:
@@ -500,6 +521,8 @@ class Run:
     nats: NatsCluster | None = None
     filled: set[str] = field(default_factory=set)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    # --pin: the CPU of the `raftka bench` client rows (None: not pinned)
+    client_cpu: int | None = None
 
     def client_env(self) -> dict[str, str]:
         env = {**os.environ, "PYTHONPATH": f"{self.tree}{os.pathsep}{ROOT}"}
@@ -509,7 +532,8 @@ class Run:
 
     def raftka_bench(self, args: list[str]) -> list[str]:
         assert self.raftka is not None
-        return [sys.executable, "-m", "raftka", "bench", *args, "--bootstrap",
+        pin = ["--cpu", str(self.client_cpu)] if self.client_cpu is not None else []
+        return [sys.executable, "-m", "raftka", "bench", *args, *pin, "--bootstrap",
                 self.raftka.layout.bootstrap, "--json"]
 
     def role(self, name: str, params: dict[str, Any]) -> list[str]:
@@ -675,7 +699,9 @@ def markdown_section(result: dict[str, Any]) -> str:
         f"{o['uptime_before'].split('load average:')[-1].strip()}**, after: "
         f"{o['uptime_after'].split('load average:')[-1].strip()}. Commit {o['commit']}"
         + (f", brokers and clients from {o['tree']}" if o["tree"] != str(ROOT) else "")
-        + (f", broker settings {o['settings']}" if o["settings"] else "") + ".",
+        + (f", broker settings {o['settings']}" if o["settings"] else "")
+        + (f"; the `raftka bench` clients pinned to CPU {o['client_cpu']}"
+           if o.get("client_cpu") is not None else "") + ".",
         "",
         "```",
         o["command"],
@@ -711,6 +737,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sends", type=int, default=500, help="sync sends per client")
     parser.add_argument("--set", dest="settings", action="append", default=[],
                         metavar="KEY=VALUE", help="broker setting (repeatable)")
+    parser.add_argument("--pin-brokers", action="store_true",
+                        help="every broker on one CPU (cpu.affinity=auto)")
+    parser.add_argument("--pin-clients", action="store_true",
+                        help="every raftka bench client row on one CPU (--cpu)")
     parser.add_argument("--only", help="rows or groups to run, comma-separated")
     parser.add_argument("--skip", help="rows or groups to leave out, comma-separated")
     parser.add_argument("--tree", type=Path, default=ROOT,
@@ -732,6 +762,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = parse_settings(options.settings)
     except ValueError as error:
         parser.error(str(error))
+    if options.pin_brokers:
+        settings.setdefault("cpu.affinity", "auto")
     if options.records < 1 or options.size < 1 or options.sends < 1:
         parser.error("--records, --size and --sends must be >= 1")
     if options.latency_seconds <= 1.0:
@@ -762,6 +794,12 @@ def _run(options: argparse.Namespace, specs: list[RowSpec], settings: dict[str, 
          tree: Path, result: dict[str, Any]) -> int:
     with tempfile.TemporaryDirectory(prefix="raftka-compare-") as scratch:
         run = Run(options, tree, Path(scratch))
+        if options.pin_clients:
+            from raftka import cpuset
+
+            pinned_ids = BROKER_IDS if settings.get("cpu.affinity") == "auto" else ()
+            run.client_cpu = pinned_client_cpu(cpuset.allowed_cpus(), pinned_ids)
+            result["client_cpu"] = run.client_cpu
         try:
             if any("raftka" in s.tags for s in specs):
                 run.raftka = RaftkaCluster(Path(scratch), tree, settings)

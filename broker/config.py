@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from raftka import cpuset
 from raftka.broker.listeners import (
     DEFAULT_LISTENER,
     PLAINTEXT,
@@ -82,6 +83,8 @@ KAFKA_ALIASES = {
     "allow.everyone.if.no.acl.found": "allow_everyone_if_no_acl_found",
     "connections.max.reauth.ms": "connections_max_reauth_ms",
     "sasl.enabled.mechanisms": "sasl_enabled_mechanisms",
+    # not Kafka's: Raftka's own (raftka/cpuset.py)
+    "cpu.affinity": "cpu_affinity",
 }
 
 # Broker-level defaults that become topic-level defaults (Kafka: log.* -> topic configs).
@@ -255,6 +258,12 @@ class BrokerConfig:
     # the pool of open segment and index files, and bounds the replicas this broker hosts.
     max_open_files: int = 0
     fd_reserve: int = 1024
+    # The CPUs this broker runs on (raftka/cpuset.py): "" leaves it to the OS; "auto" pins
+    # it to one of the CPUs it may use, chosen by broker id (brokers sharing a machine
+    # spread over its CPUs); or a CPU list such as "0" or "2-3". A Python broker runs
+    # Python on one core at a time, and pinned its threads stop waiting for each other
+    # across cores (BENCHMARKS.md, "Pinning each Python process to one core").
+    cpu_affinity: str = ""
     raft_options: Mapping[str, Any] = field(default_factory=dict)
 
     # -------------------------------------------------------------------- derived
@@ -489,6 +498,10 @@ class BrokerConfig:
             )
         if self.broker_heartbeat_interval_ms * 2 > self.broker_session_timeout_ms:
             raise ConfigError("broker_session_timeout_ms must be at least 2 heartbeat intervals")
+        try:
+            cpuset.check_setting(self.cpu_affinity, "cpu.affinity")
+        except cpuset.CpuSetError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             topic_config.validate(self.topic_config_defaults())
         except topic_config.InvalidConfigError as exc:

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+from raftka import cpuset
 from raftka.broker import tls as broker_tls
 from raftka.broker.cluster_secret import ClusterSecret, resolve_cluster_secret
 from raftka.broker.config import BrokerConfig, ConfigError
@@ -49,11 +50,16 @@ def run(config: BrokerConfig, log_level: str = "INFO") -> int:
     try:
         secret = resolve_cluster_secret(config, os.environ)
         broker_tls.for_broker(config)  # every TLS file checked before anything starts
-    except ConfigError as exc:
+        # before any thread starts: the threads started from here on inherit it
+        pinned = cpuset.apply(config.cpu_affinity, config.broker_id, "cpu.affinity")
+    except (ConfigError, cpuset.CpuSetError) as exc:
         log.error("%s", exc)
         return 2
     if secret.value is not None:
         log.info("cluster secret from %s", secret.source)
+    if pinned is not None:
+        log.info("pinned to CPU %s (cpu.affinity=%s)", cpuset.format_cpu_list(pinned),
+                 config.cpu_affinity)
     try:
         asyncio.run(serve(config, secret))
     except (DataDirLockedError, FdBudgetError) as exc:

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from raftka import cpuset
 from raftka.client.cli_common import EXIT_OK, CliError, add_bootstrap, add_json
 from raftka.client.errors import TopicAlreadyExistsError, error_for
 
@@ -77,6 +78,7 @@ def register(commands: Any) -> None:
         "the producer's sender and reply threads may wait for the GIL while the sending "
         "thread runs (see README, 'Throughput and the GIL')",
     )
+    add_cpu(produce)
     add_bootstrap(produce)
     add_json(produce)
     produce.set_defaults(handler=run_produce)
@@ -85,9 +87,32 @@ def register(commands: Any) -> None:
     consume.add_argument("--topic", default="bench")
     consume.add_argument("--records", type=int, default=200_000)
     consume.add_argument("--mode", choices=["sdk", "raw"], default="sdk")
+    add_cpu(consume)
     add_bootstrap(consume)
     add_json(consume)
     consume.set_defaults(handler=run_consume)
+
+
+def add_cpu(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cpu",
+        default="",
+        metavar="CPUS",
+        help="run this process on these CPUs only (a list such as 0 or 0,2-3), as "
+        "`taskset -c` would: its Python threads then hand the GIL to each other on one core "
+        "(raftka/cpuset.py; README, 'Throughput and the GIL')",
+    )
+
+
+def _pin(args: argparse.Namespace) -> list[int]:
+    """Apply --cpu before any thread starts; the CPUs this process runs on."""
+    if args.cpu == cpuset.AUTO:
+        raise CliError("--cpu takes CPU numbers (e.g. 0 or 0,2-3), not auto")
+    try:
+        cpuset.apply(args.cpu, 0, "--cpu")
+        return sorted(cpuset.allowed_cpus())
+    except cpuset.CpuSetError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _report(
@@ -152,6 +177,7 @@ def run_produce(args: argparse.Namespace) -> int:
             raise CliError(f"--switch-interval-ms must be {SWITCH_INTERVAL_MIN_MS:g} to "
                            f"{SWITCH_INTERVAL_MAX_MS:g} ms, got {interval_ms:g}")
         sys.setswitchinterval(interval_ms / 1000)
+    cpus = _pin(args)
     _ensure_topic(args)
     cpu_started = time.process_time()
     if args.mode == "sdk":
@@ -171,6 +197,7 @@ def run_produce(args: argparse.Namespace) -> int:
             "size": args.size,
             "client_cpu_s": round(time.process_time() - cpu_started, 3),
             "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
+            "cpus": cpuset.format_cpu_list(cpus),
         },
     )
     return EXIT_OK
@@ -337,6 +364,7 @@ def _send_on_streams(connections: Any, count: int, in_flight: int,
 
 # ---------------------------------------------------------------------------- consume
 def run_consume(args: argparse.Namespace) -> int:
+    cpus = _pin(args)
     cpu_started = time.process_time()
     if args.mode == "sdk":
         records, payload, seconds = _consume_sdk(args)
@@ -348,7 +376,8 @@ def run_consume(args: argparse.Namespace) -> int:
         records,
         payload,
         seconds,
-        {"client_cpu_s": round(time.process_time() - cpu_started, 3)},
+        {"client_cpu_s": round(time.process_time() - cpu_started, 3),
+         "cpus": cpuset.format_cpu_list(cpus)},
     )
     return EXIT_OK
 

@@ -60,3 +60,25 @@ def test_the_switch_interval_is_applied_reported_and_bounded(broker) -> None:
          "--switch-interval-ms", "0"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode != 0
     assert "--switch-interval-ms must be 0.1 to 100 ms, got 0" in done.stderr, done.stderr
+
+
+def test_cpu_pins_the_bench_process_and_reports_it(broker) -> None:
+    """--cpu: the whole process (so every thread the producer and consumer start) runs on
+    the CPUs given; a CPU it may not use is refused by name before anything is sent."""
+    from raftka import cpuset
+
+    cpu = min(cpuset.allowed_cpus())
+    produced = bench("produce", "--bootstrap", broker.bootstrap, "--topic", "bench-cpu",
+                     "--mode", "sdk", "--records", "2000", "--acks", "1", "--partitions", "1",
+                     "--replication-factor", "1", "--cpu", str(cpu))
+    assert produced["cpus"] == str(cpu) and produced["records"] == 2000
+    read = bench("consume", "--bootstrap", broker.bootstrap, "--topic", "bench-cpu",
+                 "--records", "2000", "--cpu", str(cpu))
+    assert read["cpus"] == str(cpu) and read["records"] == 2000
+
+    outside = max(cpuset.allowed_cpus()) + 1
+    done = subprocess.run(
+        [sys.executable, "-m", "raftka", "bench", "produce", "--bootstrap", broker.bootstrap,
+         "--cpu", str(outside)], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode != 0
+    assert f"--cpu={outside}: CPU {outside} is not one this process may use" in done.stderr

@@ -166,3 +166,11 @@ def test_each_table_row_ends_with_the_unwritten_data_before_it() -> None:
              "cpu_s_per_m": {"client": 1.0}, "unwritten_mb_before": 0.0}]
     assert report.throughput_body(rows, ["client"])[0][-1] == "1,234"
     assert report.latency_body(rows, ["client"])[0][-1] == "0"
+
+
+def test_pinned_clients_go_to_the_cpu_the_fewest_brokers_got() -> None:
+    # auto: broker 1 -> the 2nd CPU, 2 -> the 1st, 3 -> the 2nd again (slot % count)
+    assert compare.pinned_client_cpu(frozenset({0, 1}), (1, 2, 3)) == 0
+    assert compare.pinned_client_cpu(frozenset({0, 1, 2, 3}), (1, 2, 3)) == 0  # free CPU
+    assert compare.pinned_client_cpu(frozenset({5}), (1, 2, 3)) == 5
+    assert compare.pinned_client_cpu(frozenset({3, 1}), ()) == 1  # brokers not pinned
