@@ -60,7 +60,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--verbose", action="store_true", help="show librdkafka's log too")
-    return parser.parse_args(argv)
+    parser.add_argument("--set", dest="settings", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="a broker setting for every broker (repeatable), e.g. "
+                        "cpu.affinity=auto, to check a configuration under faults")
+    args = parser.parse_args(argv)
+    for item in args.settings:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            parser.error(f"--set wants KEY=VALUE, got {item!r}")
+    return args
 
 
 def table(result: TrialResult) -> str:
@@ -107,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         acks=args.acks,
         kinds=tuple(k for k in args.kinds.split(",") if k),
         schedule=Schedule(hold=(low, high)),
+        settings=dict(item.split("=", 1) for item in args.settings),
     )
     started = time.monotonic()
     out = sys.stderr if args.json else sys.stdout

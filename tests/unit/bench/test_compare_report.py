@@ -174,3 +174,36 @@ def test_pinned_clients_go_to_the_cpu_the_fewest_brokers_got() -> None:
     assert compare.pinned_client_cpu(frozenset({0, 1, 2, 3}), (1, 2, 3)) == 0  # free CPU
     assert compare.pinned_client_cpu(frozenset({5}), (1, 2, 3)) == 5
     assert compare.pinned_client_cpu(frozenset({3, 1}), ()) == 1  # brokers not pinned
+
+
+def test_nats_starts_just_before_its_first_row_and_stops_after_its_last(tmp_path,
+                                                                         monkeypatch) -> None:
+    """Started with the Raftka cluster, a just-started JetStream cluster ran beside the
+    Raftka rows (0.68-0.81x their figures). Each row must see NATS running only if it is
+    a NATS row."""
+    import argparse
+
+    seen: list[tuple[str, bool]] = []
+
+    class FakeNats:
+        def stop(self) -> None:
+            seen.append(("stopped", False))
+
+    run = compare.Run(argparse.Namespace(profile=False), tmp_path, tmp_path)
+
+    def start_nats() -> None:
+        run.nats = FakeNats()  # type: ignore[assignment]
+
+    def measure(spec, profile):
+        seen.append((spec.name, run.nats is not None))
+        if spec.fills:
+            run.filled.add(spec.fills)
+        return {"name": spec.name}
+
+    monkeypatch.setattr(run, "start_nats", start_nats)
+    monkeypatch.setattr(run, "measure", measure)
+    monkeypatch.setattr(compare, "summary_line", lambda row: "")
+    specs = compare.select_rows("batches,sdk-send,nats-publish,nats-consume,latency-1000", None)
+    run.run(specs)
+    assert seen == [("batches", False), ("sdk-send", False), ("nats-publish", True),
+                    ("nats-consume", True), ("stopped", False), ("latency-1000", False)]
