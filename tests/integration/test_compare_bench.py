@@ -56,3 +56,17 @@ def test_an_unknown_broker_setting_stops_the_run_with_the_brokers_answer(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert compare.main(["--only", "batches", "--set", "no.such.setting=1"]) == 1
     assert "unknown broker setting 'no.such.setting'" in capsys.readouterr().err
+
+
+def test_pinning_puts_brokers_and_bench_clients_on_one_cpu_each(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from raftka import cpuset
+
+    result = run(capsys, "--records", "3000", "--only", "batches,sdk-consume",
+                 "--pin-brokers", "--pin-clients")
+
+    assert result["settings"] == {"cpu.affinity": "auto"}
+    cpu = result["client_cpu"]
+    assert cpu == compare.pinned_client_cpu(cpuset.allowed_cpus(), compare.BROKER_IDS)
+    assert [row["cpus"] for row in result["rows"]] == [str(cpu), str(cpu)]
+    assert all(row["records_per_s"] > 0 for row in result["rows"])
