@@ -169,9 +169,9 @@ def record_size(
 
 # The builder's own size limit: never reached, the accumulator decides when a batch is full.
 _BUILDER_NO_LIMIT = 2**31 - 1
-# One empty header list for every header-less record of append_many (the builder reads it,
-# never changes it; it takes only a list).
-_NO_HEADERS: list[tuple[str, bytes | None]] = []
+# One empty header list for every header-less record (the builder reads it, never changes
+# it; it takes only a list): send() and append_many pass it rather than a new list each.
+NO_HEADERS: list[tuple[str, bytes | None]] = []
 
 
 @dataclass(slots=True)
@@ -238,12 +238,12 @@ class ProducerBatch:
         first = self.record_count
         if keys is None:
             for index, value in enumerate(values[start:stop], first):
-                append(index, timestamp_ms, None, value, _NO_HEADERS)
+                append(index, timestamp_ms, None, value, NO_HEADERS)
         else:
             for index, (key, value) in enumerate(
                 zip(keys[start:stop], values[start:stop], strict=True), first
             ):
-                append(index, timestamp_ms, key, value, _NO_HEADERS)
+                append(index, timestamp_ms, key, value, NO_HEADERS)
         self.record_count = first + stop - start
 
     def encoded(self) -> bytes:
@@ -339,9 +339,13 @@ class RecordAccumulator:
                 batch, started_new, queue_length = self._open_batch(
                     topic, partition, size, now_ms
                 )
-            future = RecordFuture(
-                batch.result, batch.add(key, value, headers, timestamp_ms), timestamp_ms
-            )
+            # ProducerBatch.add inline (its builder is there: a batch in the queue that was
+            # never sent has one): the builder's C call without a Python call around it
+            index = batch.record_count
+            batch._builder.append(  # type: ignore[union-attr]
+                index, timestamp_ms, key, value, headers)
+            batch.record_count = index + 1
+            future = RecordFuture(batch.result, index, timestamp_ms)
             batch.size_bytes += size
             self._buffered_bytes += size
             # a batch just filled up: the previous one (a new batch was needed) or this one

@@ -33,6 +33,7 @@ import grpc
 
 from raftka.client import backoff
 from raftka.client.accumulator import (
+    NO_HEADERS,
     BatchResult,
     ProducerBatch,
     RecordAccumulator,
@@ -60,6 +61,7 @@ from raftka.proto.raftka.v1 import broker_pb2, common_pb2
 
 log = logging.getLogger("raftka.client")
 Code = common_pb2.ErrorCode
+_wall_clock = time.time  # one global read per record instead of a module attribute too
 
 ACKS = {"all": -1, "-1": -1, -1: -1, "1": 1, 1: 1, "0": 0, 0: 0}
 # Longest the sender sleeps with nothing to do (s); it wakes sooner for any new work.
@@ -179,14 +181,27 @@ class Producer:
             header_list = [(str(k), v) for k, v in headers]
             size = record_size(key_bytes, value_bytes, header_list)
         else:
-            header_list = []
+            header_list = NO_HEADERS  # read by the batch builder, never changed
             size = RECORD_OVERHEAD_BYTES + len(key_bytes or b"") + len(value_bytes or b"")
         if size + 61 > self.max_request_size:
             raise MessageTooLargeError(
                 f"record of about {size} bytes exceeds max_request_size ({self.max_request_size})"
             )
-        chosen = self._choose_partition(topic, key_bytes, partition)
-        now_ms = int(time.time() * 1000)
+        if key_bytes is None and partition is None:
+            # the common keyless case inline (the cached partition list, then the sticky
+            # partition's one dict read): two method calls less per record
+            infos = self.metadata.topics.get(topic)
+            cached = self._partition_cache.get(topic)
+            current = (
+                self._sticky.current(topic, len(infos))
+                if infos is not None and cached is not None and cached[0] is infos
+                else None
+            )
+            chosen = current if current is not None else self._choose_partition(
+                topic, None, None)
+        else:
+            chosen = self._choose_partition(topic, key_bytes, partition)
+        now_ms = int(_wall_clock() * 1000)
         future, batch_full = self._accumulator.append_record(
             topic,
             chosen,

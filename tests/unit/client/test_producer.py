@@ -309,3 +309,16 @@ def test_a_callback_that_raises_does_not_stall_its_partition(caplog):
         producer.close(timeout=5)
     assert seen == [first.get().offset]
     assert "callback" in caplog.text
+
+
+def test_keyless_sends_see_partitions_added_to_the_topic():
+    """send()'s keyless fast path reads the partition list it cached; when the metadata
+    replaces the list (partitions added), the next record must choose among the new list,
+    not stay with the stale one."""
+    cluster = FakeCluster({0: A})
+    with producer_on(cluster) as producer:  # linger 0: each record is its own batch
+        assert {producer.send("t", b"x").get(timeout=10).partition for _ in range(5)} == {0}
+        cluster.leaders = {0: A, 1: B, 2: B}
+        producer.metadata.refresh()
+        seen = {producer.send("t", b"y").get(timeout=10).partition for _ in range(30)}
+        assert seen == {0, 1, 2}
