@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from raftka.client.cli_common import CliError, parse_key_values  # noqa: E402
 from tests.faults.nemesis import ALL_KINDS, KINDS, Schedule  # noqa: E402
 from tests.faults.netns import unavailable_reason  # noqa: E402
 from tests.faults.runner import TrialConfig, TrialResult, run_trial  # noqa: E402
@@ -65,9 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a broker setting for every broker (repeatable), e.g. "
                         "cpu.affinity=auto, to check a configuration under faults")
     args = parser.parse_args(argv)
-    for item in args.settings:
-        if "=" not in item or not item.split("=", 1)[0].strip():
-            parser.error(f"--set wants KEY=VALUE, got {item!r}")
+    try:
+        args.settings = parse_key_values(args.settings, "--set")
+    except CliError as error:
+        parser.error(str(error))
     return args
 
 
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         acks=args.acks,
         kinds=tuple(k for k in args.kinds.split(",") if k),
         schedule=Schedule(hold=(low, high)),
-        settings=dict(item.split("=", 1) for item in args.settings),
+        settings=args.settings,
     )
     started = time.monotonic()
     out = sys.stderr if args.json else sys.stdout
