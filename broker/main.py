@@ -14,6 +14,7 @@ from raftka.broker import tls as broker_tls
 from raftka.broker.cluster_secret import ClusterSecret, resolve_cluster_secret
 from raftka.broker.config import BrokerConfig, ConfigError
 from raftka.broker.fd_budget import FdBudgetError
+from raftka.broker.gc_pauses import GcPauses, freeze_startup_heap
 from raftka.broker.server import BrokerServer, DataDirLockedError
 
 log = logging.getLogger("raftka.broker")
@@ -29,13 +30,19 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("pysyncobj").setLevel(logging.ERROR)
 
 
-async def serve(config: BrokerConfig, cluster_secret: ClusterSecret) -> None:
+async def serve(config: BrokerConfig, cluster_secret: ClusterSecret,
+                gc_pauses: GcPauses | None = None) -> None:
     server = BrokerServer(config, cluster_secret.value, cluster_secret.also_accepted)
+    if gc_pauses is not None:
+        server.metrics.watch_gc(gc_pauses)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
+    # Every object start-up made out of the full collections' reach (broker/gc_pauses.py).
+    log.info("start-up heap frozen: %d objects out of the garbage collector's scans",
+             freeze_startup_heap())
     try:
         await stop.wait()
     finally:
@@ -60,8 +67,10 @@ def run(config: BrokerConfig, log_level: str = "INFO") -> int:
     if pinned is not None:
         log.info("pinned to CPU %s (cpu.affinity=%s)", cpuset.format_cpu_list(pinned),
                  config.cpu_affinity)
+    gc_pauses = GcPauses()
+    gc_pauses.install()
     try:
-        asyncio.run(serve(config, secret))
+        asyncio.run(serve(config, secret, gc_pauses))
     except (DataDirLockedError, FdBudgetError) as exc:
         log.error("%s", exc)
         return 2

@@ -138,6 +138,10 @@ class BrokerMetrics:
         """Read `state` at every scrape (once; the server calls it after wiring)."""
         self.registry.register(_StateCollector(state))
 
+    def watch_gc(self, pauses: Collector) -> None:
+        """Serve the process's garbage-collector pauses too (broker/gc_pauses.py; once)."""
+        self.registry.register(pauses)
+
     # ------------------------------------------------------------------ the paths
     def appended(self, topic: str, records: int, size_bytes: int) -> None:
         children = self._in_children.get(topic)

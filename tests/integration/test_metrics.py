@@ -37,6 +37,8 @@ def test_metrics_move_when_records_are_produced_and_consumed(broker):
     assert value(before, "kafka_server_raft_metrics_current_epoch") >= 1
     assert value(before, "process_resident_memory_bytes") > 0
     assert value(before, "kafka_server_brokertopicmetrics_messagesin_total", topic="m") == 0
+    # the start-up heap is frozen (broker/gc_pauses.py): tens of thousands of objects
+    assert value(before, "raftka_gc_frozen_objects") > 10_000
 
     with Admin(bootstrap_servers=broker.bootstrap) as admin:
         admin.create_topic("m", num_partitions=2, replication_factor=1)
@@ -73,6 +75,10 @@ def test_metrics_move_when_records_are_produced_and_consumed(broker):
     assert value(after, "kafka_server_raft_metrics_high_watermark") > value(
         before, "kafka_server_raft_metrics_high_watermark"
     )
+    # every collection is timed; the young generation runs many times a second under load
+    assert value(after, "raftka_gc_pause_seconds_count", generation="0") > 0
+    assert value(after, "raftka_gc_pause_seconds_bucket", generation="0", le="+Inf") == value(
+        after, "raftka_gc_pause_seconds_count", generation="0")
 
 
 def test_records_out_count_every_consumer_path(broker):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from raftka.broker.gc_pauses import GcPauses
 from raftka.broker.metrics import BrokerMetrics, BrokerState
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "raftka-dashboard.json"
@@ -40,6 +41,7 @@ def exported_sample_names() -> set[str]:
         raft_status=lambda: {"term": 1, "commit_index": 1, "last_applied": 1, "leader_id": 1},
         fenced=lambda: False, committed_offsets=lambda: [("g", "t", 0, 1)],
     ))
+    metrics.watch_gc(GcPauses())  # what broker/main.py adds in a broker process
     metrics.appended("t", 1, 10)
     metrics.served("t", 10, follower=False)
     metrics.served("t", 10, follower=True)
