@@ -84,6 +84,15 @@ class Partition:
     def is_leader(self) -> bool:
         return self.leader_state is not None
 
+    def appends_keep_the_epoch(self) -> bool:
+        """Whether an append now leaves the log's leader-epoch cache as it is. A batch that
+        starts a new epoch stores the cache with an fsync first; the epoch the log has last
+        written equals the current leader epoch once this broker has led (assign_epoch on
+        becoming leader) or followed (the new leader's first batch) in it, and batches never
+        carry a newer epoch than the fetch or produce was fenced on. What decides whether an
+        append may skip the writer thread (log_writer.py, run_small)."""
+        return self.log.last_batch_epoch() == self.leader_epoch
+
     def rebuild_producer_state(self) -> None:
         """Writer thread: replay stored batch headers (on open and after truncation)."""
         producers = ProducerStateManager()
@@ -158,7 +167,8 @@ class Partition:
     def append_as_leader(
         self, data: bytearray, batches: list[tuple[int, BatchHeader]], acks: int, now_ms: int
     ) -> AppendResult:
-        """Writer thread: stamp offsets and the leader epoch, append, move the HW.
+        """Writer thread (or the event loop while it is idle: log_writer.py): stamp offsets
+        and the leader epoch, append, move the HW.
 
         An idempotent batch the partition already stored raises DuplicateSequenceError
         carrying the stored offsets; nothing is written twice.
@@ -216,7 +226,8 @@ class Partition:
     def append_as_follower(
         self, data: bytes, leader_high_watermark: int, now_ms: int
     ) -> AppendResult | None:
-        """Writer thread: append batches copied from the leader, then take its HW."""
+        """Writer thread (or the event loop while it is idle: log_writer.py): append batches
+        copied from the leader, then take its HW."""
         with self._lock:
             if self.leader_state is not None:
                 raise NotLeaderError(

@@ -196,9 +196,13 @@ class ProducePath:
                 self._refuse(reply, exc, item.topic, internal=False)
         if not ready:
             return replies, []
-        outcomes = await replicas.on_writer(
-            _append_each, [(partition, data, batches) for _, partition, data, batches in ready],
-            acks, replicas.clock_ms())
+        jobs = [(partition, data, batches) for _, partition, data, batches in ready]
+        if all(partition.appends_keep_the_epoch() for partition, _, _ in jobs):
+            outcomes = await replicas.on_writer_small(
+                sum(len(data) for _, data, _ in jobs), _append_each, jobs, acks,
+                replicas.clock_ms())
+        else:
+            outcomes = await replicas.on_writer(_append_each, jobs, acks, replicas.clock_ms())
         appended: list[tuple[broker_pb2.PartitionProduceResponse, Partition, int]] = []
         for (reply, partition, data, batches), outcome in zip(ready, outcomes, strict=True):
             if isinstance(outcome, DuplicateSequenceError):
@@ -346,9 +350,12 @@ class ProducePath:
         acks: int,
     ) -> AppendResult:
         replicas = self._replicas
-        result = await replicas.on_writer(
-            partition.append_as_leader, data, batches, acks, replicas.clock_ms()
-        )
+        if partition.appends_keep_the_epoch():
+            result = await replicas.on_writer_small(
+                len(data), partition.append_as_leader, data, batches, acks, replicas.clock_ms())
+        else:
+            result = await replicas.on_writer(
+                partition.append_as_leader, data, batches, acks, replicas.clock_ms())
         if self._metrics is not None:
             records = sum(header.records_count for _, header in batches)
             self._metrics.appended(partition.tp.topic, records, len(data))
@@ -427,8 +434,9 @@ def _append_each(
     appends: list[tuple[Partition, bytearray, list[tuple[int, BatchHeader]]]], acks: int,
     now_ms: int,
 ) -> list[AppendResult | BaseException]:
-    """Writer thread: each partition's append_as_leader result, or what it raised (a
-    duplicate's DuplicateSequenceError included), in order."""
+    """Writer thread (or the event loop while it is idle: log_writer.py): each partition's
+    append_as_leader result, or what it raised (a duplicate's DuplicateSequenceError
+    included), in order."""
     outcomes: list[AppendResult | BaseException] = []
     for partition, data, batches in appends:
         try:

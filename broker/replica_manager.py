@@ -116,6 +116,12 @@ class ReplicaManager:
         """Run `function(*args)` on the log directory's writer thread, in submission order."""
         return await self._writer.run(function, *args)
 
+    async def on_writer_small(self, size_bytes: int, function: Callable[..., T],
+                              *args: object) -> T:
+        """An append of `size_bytes` that cannot fsync: on the event loop when the writer
+        thread is idle and it is small, else on the thread (log_writer.py, run_small)."""
+        return await self._writer.run_small(size_bytes, function, *args)
+
     def clock_ms(self) -> int:
         return self._clock_ms()
 

@@ -304,6 +304,7 @@ class BrokerServer:
             lambda: self.lifecycle.broker_epoch,
             purgatory.notify,
             self._stream_dialer(),
+            on_writer_small=writer.run_small,
         )
         replicas = ReplicaManager(
             ReplicaManagerSettings(

@@ -66,6 +66,8 @@ _WAIT_FOR_METADATA = {
 }
 
 OnWriter = Callable[..., Awaitable[Any]]
+# (size_bytes, function, *args): LogWriter.run_small
+OnWriterSmall = Callable[..., Awaitable[Any]]
 # Read once: each `Code.X` is a Python-level lookup in protobuf's enum wrapper, and the
 # round's loop over every partition's reply made it 2.5% of a broker's samples at 3,000
 # partitions.
@@ -307,7 +309,11 @@ class LeaderFetcher:
         stop the others, and its error is raised once all of them are done."""
         on_writer = self.manager.on_writer
         now_ms = self.manager.clock_ms()
-        outcomes = await on_writer(_append_each, appends, now_ms)
+        if all(partition.appends_keep_the_epoch() for partition, _ in appends):
+            size = sum(len(reply.record_batches) for _, reply in appends)
+            outcomes = await self.manager.on_writer_small(size, _append_each, appends, now_ms)
+        else:
+            outcomes = await on_writer(_append_each, appends, now_ms)
         failure: BaseException | None = None
         due: list[Partition] = []
         for (partition, _reply), outcome in zip(appends, outcomes, strict=True):
@@ -394,8 +400,9 @@ def _reply_changes_something(partition: Partition, reply: Any) -> bool:
 
 
 def _append_each(appends: list[tuple[Partition, Any]], now_ms: int) -> list[Any]:
-    """Writer thread: each partition's append_as_follower result, or the exception it
-    raised (so one partition's failure leaves the others appended)."""
+    """Writer thread (or the event loop while it is idle: log_writer.py): each partition's
+    append_as_follower result, or the exception it raised (so one partition's failure
+    leaves the others appended)."""
     outcomes: list[Any] = []
     for partition, reply in appends:
         try:
@@ -428,14 +435,19 @@ class FetcherManager:
         broker_epoch: Callable[[], int],
         notify: Callable[[TopicPartition], None],
         streams: StreamDialer | None = None,
+        on_writer_small: OnWriterSmall | None = None,
     ) -> None:
         """`streams`: how to reach leaders' replication listeners; None fetches over gRPC
-        only (replication.transport=grpc)."""
+        only (replication.transport=grpc). `on_writer_small`: LogWriter.run_small, for
+        appends that may run on the event loop; None runs them as `on_writer` does."""
         self.broker_id = broker_id
         self.streams = streams
         self.channels = channels
         self.endpoint_of = endpoint_of
         self.on_writer = on_writer
+        self.on_writer_small: OnWriterSmall = (
+            on_writer_small if on_writer_small is not None
+            else lambda _size, function, *args: on_writer(function, *args))
         self.clock_ms = clock_ms
         self.broker_epoch = broker_epoch
         self.notify = notify

@@ -42,6 +42,9 @@ class FakePartition:
     high_watermark: int = 0
     stored: list[bytes] = field(default_factory=list)
 
+    def appends_keep_the_epoch(self) -> bool:
+        return True
+
     def append_as_follower(self, data: bytes, high_watermark: int, now_ms: int) -> Any:
         if self.fails:
             raise OSError(f"{self.tp}: disk full")
@@ -128,3 +131,38 @@ def test_replies_with_nothing_to_apply_are_skipped():
     assert _reply_changes_something(partition, reply(log_start=3))  # type: ignore[arg-type]
     log.high_watermark = 4
     assert _reply_changes_something(partition, reply())  # type: ignore[arg-type]
+
+
+def test_an_append_that_starts_a_new_epoch_goes_to_the_writer_thread():
+    """run_small may run an append on the event loop, so it only gets appends that cannot
+    fsync: a reply whose records start a leader epoch new to this log (stored with an
+    fsync first) goes to the writer thread."""
+    routed: list[tuple[str, int | None]] = []
+
+    async def on_writer(function: Any, *args: Any) -> Any:
+        routed.append(("thread", None))
+        return function(*args)
+
+    async def on_writer_small(size: int, function: Any, *args: Any) -> Any:
+        routed.append(("small", size))
+        return function(*args)
+
+    class NewEpoch(FakePartition):
+        def appends_keep_the_epoch(self) -> bool:
+            return False
+
+    manager = FetcherManager(
+        broker_id=2, channels=ChannelPool(), endpoint_of=lambda _: None, on_writer=on_writer,
+        clock_ms=lambda: 5, broker_epoch=lambda: 1, notify=lambda _tp: None,
+        on_writer_small=on_writer_small)
+    fetcher = LeaderFetcher(manager, leader_id=1)
+    same = [FakePartition(TopicPartition("t", i), FakeLog(flush_every_append=False))
+            for i in range(2)]
+    asyncio.run(fetcher._append_all(  # type: ignore[arg-type]
+        [(p, reply_for(p, b"x" * 10)) for p in same]))
+    assert routed == [("small", 20)]
+    routed.clear()
+    mixed = [*same, NewEpoch(TopicPartition("t", 2), FakeLog(flush_every_append=False))]
+    asyncio.run(fetcher._append_all(  # type: ignore[arg-type]
+        [(p, reply_for(p, b"x" * 10)) for p in mixed]))
+    assert routed == [("thread", None)]
