@@ -5,8 +5,8 @@ Why freeze: CPython's full (generation 2) collection walks every tracked object,
 broker's start-up leaves ~87,000 of them that live as long as the process (modules, classes,
 functions; in a test venv kio also imports hypothesis for its strategies, ~36,000 more).
 Each full collection then held the GIL for 50-140 ms — every thread of the broker stopped,
-produce rounds included — once every 20-30 s under load (BENCHMARKS.md, "The brokers'
-garbage collector"). `gc.freeze()` after start-up moves those objects to the permanent
+produce rounds included — about once a minute or two per broker under load (BENCHMARKS.md,
+"The brokers' garbage collector"). `gc.freeze()` after start-up moves those objects to the permanent
 generation, which collections skip: a full collection then took ~1 ms. Objects made later
 (partitions, segments, sessions) are still collected as usual; only cycles among the frozen
 start-up objects are never freed, and they were made once.

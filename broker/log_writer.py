@@ -7,8 +7,9 @@ nothing queued or running, runs on the event loop at once. The order holds (ever
 submitted before it has finished, and the loop submits nothing while it runs), and the
 write only reaches the page cache. Why: the hand-off (an executor submit, the thread's
 wake-up and GIL hand-over, its answer through the loop's self-pipe) cost more than the
-pwrite of a latency-bound round's few KiB — 12% of the leader's and 25% of each follower's
-CPU per synchronous acks=all round (BENCHMARKS.md, "Small appends on the event loop").
+pwrite of a latency-bound round's few KiB — 12-19% of the leader's and 25-40% of each
+follower's CPU per synchronous acks=all round, in two sittings (BENCHMARKS.md, "Small
+appends on the event loop").
 Large appends (throughput rounds), which may block in the kernel's dirty-page throttling,
 still go to the thread.
 """
