@@ -30,7 +30,11 @@ class LeaderEpochCache:
 
     @property
     def latest_epoch(self) -> int:
-        return self._epochs[-1] if self._epochs else UNDEFINED_EPOCH
+        # One read of the list (a slice is taken under the GIL): the event loop asks this
+        # while the writer thread may be changing the cache (Partition.appends_keep_the_epoch),
+        # and a check-then-index could see the list emptied in between (IndexError).
+        tail = self._epochs[-1:]
+        return tail[0] if tail else UNDEFINED_EPOCH
 
     def assign(self, epoch: int, start_offset: int) -> bool:
         """Record that `epoch` starts at `start_offset`; True when the cache changed.

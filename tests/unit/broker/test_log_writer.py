@@ -135,3 +135,29 @@ def test_inline_can_be_turned_off_and_the_limit_is_checked():
     run(main())
     with pytest.raises(ValueError, match="inline_max_bytes"):
         LogWriter(inline_max_bytes=-1)
+
+
+def test_a_job_cancelled_in_the_queue_does_not_keep_the_writer_busy_for_ever():
+    """A Produce cancelled (its stream closed, its deadline passed) while its append waited
+    behind a flush: the job never runs. It used to leave the writer counted busy for the
+    rest of the process, so no append ran on the loop again."""
+    async def main():
+        writer = LogWriter()
+        release = threading.Event()
+        try:
+            slow = asyncio.ensure_future(writer.run(release.wait, 5))
+            await asyncio.sleep(0.05)  # the thread is inside it
+            queued = asyncio.ensure_future(writer.run(threading.get_ident))
+            await asyncio.sleep(0.01)
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            release.set()
+            await slow
+            assert writer.idle
+            assert await writer.run_small(10, threading.get_ident) == threading.get_ident()
+        finally:
+            release.set()
+            writer.shutdown()
+
+    run(main())
